@@ -1,0 +1,35 @@
+"""Base models for everything on the wire: camelCase aliases, strict requests, lenient resources."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+
+class Resource(BaseModel):
+    """Something the fleet returns. Clients ignore fields they do not know, so the fleet can grow."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        frozen=False,
+    )
+
+    def wire(self) -> dict[str, object]:
+        """The JSON-ready camelCase form that goes on the wire."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class Request(BaseModel):
+    """Something a client sends. Unknown fields are refused, so a typo is an error, not a no-op."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        str_strip_whitespace=True,
+    )
+
+    def wire(self) -> dict[str, object]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -1,0 +1,332 @@
+"""The fleet's resources and its HTTP API bodies (`/v1/...`).
+
+Every field the fleet sends or accepts is defined here, once. The JSON Schema in
+`protocol/schema/` is generated from these models by `scripts/gen-protocol`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from leeward_protocol.base import Request, Resource
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
+"""Names of environments, regions, hosts, flavors, profiles and users: DNS labels, 2 to 32 chars."""
+
+_NAME_RE = re.compile(NAME_PATTERN)
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=2, max_length=32)]
+
+
+class EnvironmentKind(StrEnum):
+    DEVSERVER = "devserver"
+    CONTAINER = "container"
+
+
+class EnvironmentState(StrEnum):
+    """Where an environment is in its life.
+
+    warm: a pooled container waiting for a tenant (never shown to users);
+    provisioning: placed on a host, its agent starting and being certified;
+    running: reachable over SSH; deleting: being torn down; deleted: gone, capacity freed;
+    failed: provisioning failed, capacity freed, the reason is in `statusMessage`.
+    """
+
+    WARM = "warm"
+    PROVISIONING = "provisioning"
+    RUNNING = "running"
+    DELETING = "deleting"
+    DELETED = "deleted"
+    FAILED = "failed"
+
+
+LIVE_STATES = frozenset(
+    {
+        EnvironmentState.WARM,
+        EnvironmentState.PROVISIONING,
+        EnvironmentState.RUNNING,
+        EnvironmentState.DELETING,
+    }
+)
+"""States in which an environment holds capacity and an address."""
+
+
+class Lifespan(StrEnum):
+    TEMPORARY = "temporary"
+    PERMANENT = "permanent"
+
+
+class HostState(StrEnum):
+    ACTIVE = "active"
+    DRAINING = "draining"
+    MAINTENANCE = "maintenance"
+    DECOMMISSIONED = "decommissioned"
+
+
+class FlavorKind(StrEnum):
+    VM = "vm"
+    PHYSICAL = "physical"
+    GPU = "gpu"
+
+
+class Role(StrEnum):
+    USER = "user"
+    ADMIN = "admin"
+
+
+class Hardware(Resource):
+    """An amount of compute: what a flavor or profile needs, what a host has or has free."""
+
+    cpus: int = Field(ge=0, description="Virtual CPUs.")
+    memory_gib: int = Field(ge=0, description="Memory in GiB.")
+    gpus: int = Field(default=0, ge=0, description="GPU slots.")
+
+    def fits_in(self, other: Hardware) -> bool:
+        return (
+            self.cpus <= other.cpus
+            and self.memory_gib <= other.memory_gib
+            and self.gpus <= other.gpus
+        )
+
+
+class Flavor(Resource):
+    """A devserver size."""
+
+    name: Name
+    kind: FlavorKind
+    description: str = ""
+    hardware: Hardware
+
+
+class ContainerProfile(Resource):
+    """An on-demand container's workflow profile: what is pre-installed, and its hardware."""
+
+    name: Name
+    description: str = ""
+    tools: list[str] = Field(default_factory=list, description="What a fresh container has.")
+    hardware: Hardware
+    warm_pool: int = Field(default=0, ge=0, description="Warm containers kept ready per region.")
+
+
+class Host(Resource):
+    """A placement target with capacity, in one region."""
+
+    name: Name
+    region: Name
+    state: HostState
+    capacity: Hardware
+    used: Hardware
+    environments: int = Field(ge=0, description="Live environments placed on it.")
+
+
+class Region(Resource):
+    """A region and what it can take now."""
+
+    name: Name
+    display_name: str
+    accepting: bool = Field(description="Whether new environments can be placed here now.")
+    hosts: int = Field(ge=0)
+    capacity: Hardware
+    free: Hardware = Field(description="Free capacity summed over active hosts.")
+    largest_free: Hardware = Field(
+        description="Free capacity of the emptiest active host: the biggest thing that fits."
+    )
+
+
+class LifespanPolicy(Resource):
+    devserver_default_hours: int
+    devserver_max_hours: int
+    container_hours: int
+    container_max_hours: int
+
+
+class Catalog(Resource):
+    zone: str
+    regions: list[Region]
+    flavors: list[Flavor]
+    profiles: list[ContainerProfile]
+    lifespans: LifespanPolicy
+
+
+class Environment(Resource):
+    """A devserver or an on-demand container."""
+
+    id: str = Field(description="Stable identifier, e.g. `e-7k2m9q4x1c`; a host certificate principal.")
+    name: Name
+    fqdn: str = Field(description="`NAME.REGION.ZONE`; the SSH HostKeyAlias and a DNS name.")
+    kind: EnvironmentKind
+    flavor: str | None = Field(default=None, description="Devservers: the flavor.")
+    profile: str | None = Field(default=None, description="Containers: the workflow profile.")
+    hardware: Hardware
+    region: Name
+    host: str | None = None
+    address: str | None = Field(default=None, description="Stable address for the whole life.")
+    ssh_port: int | None = None
+    state: EnvironmentState
+    status_message: str = ""
+    owner: str | None = None
+    lifespan: Lifespan
+    expires_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    ready_at: datetime | None = None
+    last_seen_at: datetime | None = Field(
+        default=None, description="Last heartbeat from the environment's agent."
+    )
+
+
+class EnvironmentList(Resource):
+    environments: list[Environment]
+
+
+def _check_name(value: str | None) -> str | None:
+    if value is not None and not _NAME_RE.match(value):
+        raise ValueError(
+            "must be 2 to 32 characters of lowercase letters, digits and '-', "
+            "starting with a letter and not ending with '-'"
+        )
+    return value
+
+
+class _CreateBase(Request):
+    name: str | None = Field(
+        default=None,
+        description="A DNS label; generated when absent. Unique among live environments.",
+    )
+    region: str | None = Field(
+        default=None, description="A region name; the region with the most room when absent."
+    )
+
+    _name_ok = field_validator("name")(_check_name)
+
+
+class CreateDevserver(_CreateBase):
+    kind: Literal[EnvironmentKind.DEVSERVER]
+    flavor: str = Field(description="A flavor name from the catalog.")
+    lifespan: Lifespan = Lifespan.TEMPORARY
+    hours: int | None = Field(
+        default=None,
+        description="Temporary devservers: hours until expiry (the policy's default when absent).",
+    )
+
+    @model_validator(mode="after")
+    def _hours_match_lifespan(self) -> CreateDevserver:
+        if self.lifespan is Lifespan.PERMANENT and self.hours is not None:
+            raise ValueError("hours: a permanent devserver has no expiry; leave hours out")
+        if self.hours is not None and self.hours <= 0:
+            raise ValueError("hours: must be a positive number of hours")
+        return self
+
+
+class CreateContainer(_CreateBase):
+    kind: Literal[EnvironmentKind.CONTAINER]
+    profile: str = Field(description="A container profile name from the catalog.")
+    hours: int | None = Field(
+        default=None, description="Hours until expiry (the container lifetime when absent)."
+    )
+
+    @model_validator(mode="after")
+    def _positive_hours(self) -> CreateContainer:
+        if self.hours is not None and self.hours <= 0:
+            raise ValueError("hours: must be a positive number of hours")
+        return self
+
+
+CreateEnvironment = Annotated[CreateDevserver | CreateContainer, Field(discriminator="kind")]
+
+
+class ExtendEnvironment(Request):
+    hours: int = Field(description="Hours to add to the expiry.")
+
+    @field_validator("hours")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be a positive number of hours")
+        return value
+
+
+class ErrorDetail(Resource):
+    code: str = Field(description="Stable, machine-readable: e.g. `invalid`, `no_capacity`.")
+    message: str = Field(description="One sentence: what went wrong and what to do.")
+    field: str | None = Field(default=None, description="The request field at fault, if any.")
+    regions_with_room: list[str] | None = None
+
+
+class ErrorBody(Resource):
+    error: ErrorDetail
+
+
+class Health(Resource):
+    status: Literal["ok", "degraded"]
+    version: str
+    database: str
+    provider: str
+
+
+class WhoAmI(Resource):
+    user: str
+    role: Role
+
+
+class SSHAuthorities(Resource):
+    """The fleet's SSH certificate authorities, for known_hosts and for agents."""
+
+    zone: str
+    host_ca: str = Field(description="OpenSSH public key that signs environments' host keys.")
+    user_ca: str = Field(description="OpenSSH public key that signs users' keys.")
+
+
+class CertificateRequest(Request):
+    public_key: str = Field(description="The user's OpenSSH public key, one line.")
+    hours: int | None = Field(default=None, description="Validity; at most 16.")
+
+
+class Certificate(Resource):
+    certificate: str = Field(description="OpenSSH certificate, one line (`*-cert.pub`).")
+    principals: list[str]
+    valid_after: datetime
+    valid_before: datetime
+
+
+class CreateUser(Request):
+    name: str
+    role: Role = Role.USER
+
+    _name_ok = field_validator("name")(_check_name)
+
+
+class CreateToken(Request):
+    user: str
+    hours: int | None = Field(default=None, description="Validity; no expiry when absent.")
+    description: str = ""
+
+
+class Token(Resource):
+    token: str = Field(description="The secret, shown once; the fleet keeps only its hash.")
+    user: str
+    role: Role
+    expires_at: datetime | None = None
+
+
+class User(Resource):
+    name: str
+    role: Role
+    created_at: datetime
+
+
+class AgentHeartbeat(Request):
+    """What an environment's agent reports every few seconds."""
+
+    environment_id: str
+    sessions: int = Field(default=0, ge=0, description="Open SSH connections.")
+    agent_version: str = ""
+
+
+class HeartbeatAck(Resource):
+    interval_seconds: float

@@ -1,0 +1,63 @@
+"""JSON Schema for every model in the protocol, as `scripts/gen-protocol` writes it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+
+from leeward_protocol import fleet
+from leeward_protocol.base import Request, Resource
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
+
+
+def protocol_models() -> dict[str, type[BaseModel]]:
+    """Every request and resource model, by name, in a stable order."""
+    found: dict[str, type[BaseModel]] = {}
+    for module in (fleet,):
+        for name in sorted(vars(module)):
+            obj = getattr(module, name)
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, (Request, Resource))
+                and obj not in (Request, Resource)
+                and not name.startswith("_")
+            ):
+                found[name] = obj
+    return found
+
+
+def render_schemas() -> dict[str, str]:
+    """File name -> JSON text, for every schema file under protocol/schema/."""
+    files: dict[str, str] = {}
+    for name, model in protocol_models().items():
+        schema = model.model_json_schema(by_alias=True, mode="serialization")
+        if issubclass(model, Request):
+            schema = model.model_json_schema(by_alias=True, mode="validation")
+        files[f"{name}.json"] = _dump(schema)
+    union: Any = TypeAdapter(fleet.CreateEnvironment).json_schema(by_alias=True)
+    union["title"] = "CreateEnvironment"
+    files["CreateEnvironment.json"] = _dump(union)
+    return files
+
+
+def _dump(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    wanted = render_schemas()
+    for stale in directory.glob("*.json"):
+        if stale.name not in wanted:
+            stale.unlink()
+    written = []
+    for name, text in wanted.items():
+        path = directory / name
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        written.append(path)
+    return written

@@ -1,0 +1,216 @@
+"""The fleet's TOML configuration: zone, regions and hosts, flavors, profiles, pools, lifetimes.
+
+`leeward fleet serve --config fleet.toml`. Every field has a default suited to one laptop, so a
+config file names only what differs. `default_config()` is what `leeward up` writes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from leeward_protocol.fleet import NAME_PATTERN, ContainerProfile, Flavor, FlavorKind, Hardware
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+LOOPBACK_RESERVED = ipaddress.ip_network("127.0.0.0/16")
+"""127.0.0.0/16 belongs to the machine (127.0.0.1 and friends); regions never take it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HostConfig(_Strict):
+    name: Name
+    cpus: int = Field(ge=1)
+    memory_gib: int = Field(ge=1)
+    gpus: int = Field(default=0, ge=0)
+
+    @property
+    def capacity(self) -> Hardware:
+        return Hardware(cpus=self.cpus, memory_gib=self.memory_gib, gpus=self.gpus)
+
+
+class RegionConfig(_Strict):
+    name: Name
+    display_name: str = ""
+    network: ipaddress.IPv4Network = Field(
+        description="Addresses for this region's environments (the local provider: a loopback "
+        "range outside 127.0.0.0/16)."
+    )
+    hosts: list[HostConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> RegionConfig:
+        if not self.display_name:
+            self.display_name = self.name
+        names = [h.name for h in self.hosts]
+        if len(set(names)) != len(names):
+            raise ValueError(f"region {self.name}: host names must be unique")
+        if self.network.num_addresses < 4:
+            raise ValueError(f"region {self.name}: network {self.network} is too small")
+        return self
+
+
+class LifetimeConfig(_Strict):
+    devserver_default_hours: int = Field(default=72, ge=1)
+    devserver_max_hours: int = Field(default=24 * 30, ge=1)
+    container_hours: int = Field(default=36, ge=1)
+    container_max_hours: int = Field(default=72, ge=1)
+
+
+class ProviderConfig(_Strict):
+    kind: Literal["local"] = "local"
+    data_dir: Path | None = Field(
+        default=None, description="Environments' homes and agent state; next to the config file."
+    )
+    ssh_port: int = Field(default=2222, ge=1, le=65535, description="Agents' SSH port.")
+    stop_agents_on_exit: bool = Field(
+        default=False,
+        description="Stop every agent when the fleet stops (the embedded fleet of `leeward up`). "
+        "Otherwise environments outlive a restart of the control plane, as VMs would.",
+    )
+    sandbox: bool = Field(default=False, description="Run containers under bubblewrap if found.")
+
+
+class AuthConfig(_Strict):
+    user_certificate_hours: int = Field(default=16, ge=1, le=16)
+
+
+class FleetConfig(_Strict):
+    zone: str = "leeward.test"
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(default=7420, ge=0, le=65535)
+    public_url: str | None = Field(
+        default=None, description="How agents and clients reach the API; derived when absent."
+    )
+    database: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; a SQLite file next to the config when absent. "
+        "postgresql+asyncpg://... for several replicas.",
+    )
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    pool_interval_seconds: float = Field(default=2.0, gt=0)
+    reaper_interval_seconds: float = Field(default=30.0, gt=0)
+    lifetimes: LifetimeConfig = Field(default_factory=LifetimeConfig)
+    provider: ProviderConfig = Field(default_factory=ProviderConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    regions: list[RegionConfig] = Field(min_length=1)
+    flavors: list[Flavor] = Field(min_length=1)
+    profiles: list[ContainerProfile] = Field(default_factory=list)
+
+    @field_validator("zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        labels = value.strip(".").split(".")
+        if not all(labels) or any(len(label) > 63 for label in labels):
+            raise ValueError("must be a DNS name such as leeward.test")
+        return value.strip(".").lower()
+
+    @model_validator(mode="after")
+    def _check(self) -> FleetConfig:
+        for what, names in (
+            ("region", [r.name for r in self.regions]),
+            ("host", [h.name for r in self.regions for h in r.hosts]),
+            ("flavor", [f.name for f in self.flavors]),
+            ("profile", [p.name for p in self.profiles]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{what} names must be unique; repeated: {', '.join(dupes)}")
+        nets = [r.network for r in self.regions]
+        for i, a in enumerate(nets):
+            if a.overlaps(LOOPBACK_RESERVED) and a.is_loopback:
+                raise ValueError(
+                    f"region {self.regions[i].name}: network {a} overlaps 127.0.0.0/16, which "
+                    "belongs to this machine; use a range such as 127.101.0.0/16"
+                )
+            for b in nets[i + 1 :]:
+                if a.overlaps(b):
+                    raise ValueError(f"region networks {a} and {b} overlap")
+        return self
+
+    def region(self, name: str) -> RegionConfig | None:
+        return next((r for r in self.regions if r.name == name), None)
+
+    def flavor(self, name: str) -> Flavor | None:
+        return next((f for f in self.flavors if f.name == name), None)
+
+    def profile(self, name: str) -> ContainerProfile | None:
+        return next((p for p in self.profiles if p.name == name), None)
+
+
+class ConfigError(Exception):
+    """The config file is missing or invalid; the message says where and what."""
+
+
+def load_config(path: Path) -> FleetConfig:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file; write one or run `leeward up`") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        config = FleetConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+    base = path.resolve().parent
+    if config.provider.data_dir is None:
+        config.provider.data_dir = base / "environments"
+    elif not config.provider.data_dir.is_absolute():
+        config.provider.data_dir = base / config.provider.data_dir
+    if config.database is None:
+        config.database = f"sqlite+aiosqlite:///{base / 'fleet.db'}"
+    return config
+
+
+def default_config() -> FleetConfig:
+    """Three regions of three hosts, sized for one laptop: the embedded fleet of `leeward up`."""
+    regions = []
+    for index, (name, display) in enumerate(
+        [("us-east", "US East"), ("eu-west", "EU West"), ("ap-south", "AP South")]
+    ):
+        regions.append(
+            RegionConfig(
+                name=name,
+                display_name=display,
+                network=ipaddress.IPv4Network(f"127.{101 + index}.0.0/16"),
+                hosts=[
+                    HostConfig(name=f"{name}-h{n}", cpus=64, memory_gib=256, gpus=2 if n == 3 else 0)
+                    for n in (1, 2, 3)
+                ],
+            )
+        )
+    hw = Hardware
+    flavors = [
+        Flavor(name="small", kind=FlavorKind.VM, description="2 vCPU, 8 GiB", hardware=hw(cpus=2, memory_gib=8)),
+        Flavor(name="medium", kind=FlavorKind.VM, description="4 vCPU, 16 GiB", hardware=hw(cpus=4, memory_gib=16)),
+        Flavor(name="large", kind=FlavorKind.VM, description="8 vCPU, 32 GiB", hardware=hw(cpus=8, memory_gib=32)),
+        Flavor(name="xlarge", kind=FlavorKind.VM, description="16 vCPU, 64 GiB", hardware=hw(cpus=16, memory_gib=64)),
+        Flavor(name="physical", kind=FlavorKind.PHYSICAL, description="A whole machine", hardware=hw(cpus=64, memory_gib=256)),
+        Flavor(name="gpu", kind=FlavorKind.GPU, description="8 vCPU, 64 GiB, 1 GPU", hardware=hw(cpus=8, memory_gib=64, gpus=1)),
+    ]
+    profiles = [
+        ContainerProfile(name="web", description="Node, Python, the web monorepo", tools=["node", "python", "eslint", "ruff"], hardware=hw(cpus=4, memory_gib=8), warm_pool=1),
+        ContainerProfile(name="android", description="Android SDK and emulator tools", tools=["java", "gradle", "adb"], hardware=hw(cpus=8, memory_gib=16)),
+        ContainerProfile(name="ios", description="Swift toolchain and the iOS repository", tools=["swift", "xcodegen"], hardware=hw(cpus=8, memory_gib=16)),
+        ContainerProfile(name="jupyter", description="Jupyter with the data stack", tools=["python", "jupyter", "numpy"], hardware=hw(cpus=4, memory_gib=16)),
+        ContainerProfile(name="jupyter-gpu", description="Jupyter on one GPU", tools=["python", "jupyter", "torch"], hardware=hw(cpus=8, memory_gib=64, gpus=1)),
+    ]
+    return FleetConfig(regions=regions, flavors=flavors, profiles=profiles)
+
+
+def dump_config(config: FleetConfig) -> str:
+    import tomli_w
+
+    data = config.model_dump(mode="json", exclude_none=True)
+    return str(tomli_w.dumps(data))

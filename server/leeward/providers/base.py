@@ -1,0 +1,80 @@
+"""The provider interface: how the fleet makes an environment exist somewhere.
+
+The local provider runs agents as processes on this machine; later ones (ssh-pool, kubernetes,
+libvirt) run them on hosts, in pods or in VMs. The fleet speaks to all of them through this
+interface only, in terms of environments, addresses and identities: no process ids, paths or
+local details cross it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from leeward_protocol.fleet import EnvironmentKind, Hardware
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who an environment is and whom it serves. A claimed container gets a fresh one, so
+    nothing of a previous tenant (host key, agent secret, owner) survives."""
+
+    owner: str | None
+    """The user whose certificates the agent accepts; None while the container is warm."""
+    host_key: str
+    """OpenSSH private key, PEM text."""
+    host_certificate: str
+    """OpenSSH host certificate for `host_key`, signed by the fleet's host CA."""
+    agent_token: str
+    """Secret the agent presents to the fleet for heartbeats; the fleet keeps its hash."""
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    id: str
+    name: str
+    fqdn: str
+    kind: EnvironmentKind
+    region: str
+    host: str
+    address: str
+    ssh_port: int
+    hardware: Hardware
+    user_ca: str
+    """OpenSSH public key of the fleet's user CA: the only signer the agent trusts."""
+    fleet_url: str
+    heartbeat_seconds: float
+    identity: Identity
+
+
+class ProviderError(Exception):
+    """The provider could not do what was asked; the message says what and why."""
+
+
+class Provider(Protocol):
+    name: str
+
+    async def start(self, spec: EnvironmentSpec) -> None:
+        """Create the environment and return once its SSH server accepts connections.
+
+        Idempotent: starting an environment that already runs with this spec is a no-op."""
+        ...
+
+    async def assign(self, spec: EnvironmentSpec) -> None:
+        """Give a running (warm) environment a new identity and owner; return once it uses them.
+
+        Connections made under the previous identity are closed."""
+        ...
+
+    async def stop(self, environment_id: str) -> None:
+        """Stop the environment and destroy its disk. Idempotent."""
+        ...
+
+    async def running(self, environment_ids: list[str]) -> set[str]:
+        """Which of these environments are up now (after a fleet restart, for example)."""
+        ...
+
+    async def close(self) -> None:
+        """The fleet is stopping. Environments outlive it unless the provider is configured to
+        stop them (the embedded fleet of `leeward up`)."""
+        ...
