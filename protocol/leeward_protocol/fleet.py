@@ -124,6 +124,10 @@ class Host(Resource):
     environments: int = Field(ge=0, description="Live environments placed on it.")
 
 
+class HostList(Resource):
+    hosts: list[Host]
+
+
 class Region(Resource):
     """A region and what it can take now."""
 

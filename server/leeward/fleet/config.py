@@ -75,7 +75,6 @@ class ProviderConfig(_Strict):
         description="Stop every agent when the fleet stops (the embedded fleet of `leeward up`). "
         "Otherwise environments outlive a restart of the control plane, as VMs would.",
     )
-    sandbox: bool = Field(default=False, description="Run containers under bubblewrap if found.")
 
 
 class AuthConfig(_Strict):
@@ -126,7 +125,7 @@ class FleetConfig(_Strict):
                 raise ValueError(f"{what} names must be unique; repeated: {', '.join(dupes)}")
         nets = [r.network for r in self.regions]
         for i, a in enumerate(nets):
-            if a.overlaps(LOOPBACK_RESERVED) and a.is_loopback:
+            if a.overlaps(LOOPBACK_RESERVED):
                 raise ValueError(
                     f"region {self.regions[i].name}: network {a} overlaps 127.0.0.0/16, which "
                     "belongs to this machine; use a range such as 127.101.0.0/16"
