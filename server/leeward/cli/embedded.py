@@ -1,0 +1,219 @@
+"""The embedded fleet of `leeward up` / `leeward down`: one `leeward fleet serve` in the
+background, with its config, database, environments, log and pid file in `Paths.embedded_dir`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from leeward.cli.errors import CliError
+from leeward.paths import Paths
+
+START_SECONDS = 60.0
+STOP_SECONDS = 30.0
+POLL_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class EmbeddedFleet:
+    directory: Path
+
+    @classmethod
+    def of(cls, paths: Paths) -> EmbeddedFleet:
+        return cls(paths.embedded_dir)
+
+    @property
+    def config_path(self) -> Path:
+        return self.directory / "fleet.toml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "fleet.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.directory / "fleet.pid"
+
+    # -- config --------------------------------------------------------------------------------
+
+    def ensure_config(self, port: int | None) -> bool:
+        """Write the default config if there is none (True if written). With `port`, an
+        existing config gets that port; everything else in it is kept."""
+        from leeward.credentials import write_private
+
+        if not self.config_path.exists():
+            from leeward.fleet.config import default_config, dump_config
+
+            config = default_config()
+            config.provider.stop_agents_on_exit = True
+            if port is not None:
+                config.listen_port = port
+            write_private(self.config_path, dump_config(config), mode=0o644)
+            return True
+        if port is not None:
+            import tomllib
+
+            import tomli_w
+
+            raw = tomllib.loads(self.config_path.read_text())
+            if raw.get("listen_port") != port:
+                raw["listen_port"] = port
+                write_private(self.config_path, tomli_w.dumps(raw), mode=0o644)
+        return False
+
+    def url(self) -> str:
+        from leeward.fleet.config import ConfigError, load_config
+
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            raise CliError(f"{exc}; fix it or delete it and run `leeward up` again.") from None
+        if config.public_url:
+            return config.public_url.rstrip("/")
+        host = config.listen_host
+        if host in ("0.0.0.0", "", "::"):  # noqa: S104 - reading, not binding
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{config.listen_port}"
+
+    # -- the process ---------------------------------------------------------------------------
+
+    def pid(self) -> int | None:
+        """The embedded fleet's pid if it is alive (a stale pid file counts as not running)."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _is_fleet(pid, self.config_path) else None
+
+    def start(self) -> int:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "leeward.cli",
+            "fleet",
+            "serve",
+            "--config",
+            str(self.config_path),
+        ]
+        with self.log_path.open("ab") as log:
+            log.write(f"\n--- leeward up: starting the fleet at {time.ctime()}\n".encode())
+            log.flush()
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self.directory,
+            )
+        self.pid_path.write_text(f"{process.pid}\n")
+        return process.pid
+
+    def wait_healthy(self, url: str, pid: int, *, seconds: float = START_SECONDS) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if healthy(url):
+                return
+            if not _alive(pid):
+                raise CliError(
+                    f"The embedded fleet stopped while starting:\n{self.log_tail()}\n"
+                    f"Fix what the log says ({self.log_path}), then run `leeward up` again."
+                )
+            time.sleep(POLL_SECONDS)
+        raise CliError(
+            f"The embedded fleet did not answer at {url} within {seconds:.0f} s:\n"
+            f"{self.log_tail()}\nSee {self.log_path}; `leeward down` stops it."
+        )
+
+    def stop(
+        self, *, seconds: float = STOP_SECONDS, on_wait: Callable[[], None] | None = None
+    ) -> str:
+        """SIGTERM the fleet and wait for it; SIGKILL its process group after the deadline.
+        Returns what happened, for the user."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_path.unlink(missing_ok=True)
+            return "The embedded fleet is not running."
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + seconds
+        while _alive(pid) and time.monotonic() < deadline:
+            if on_wait is not None:
+                on_wait()
+            time.sleep(POLL_SECONDS)
+        outcome = "Stopped the embedded fleet."
+        if _alive(pid):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            outcome = (
+                f"The embedded fleet did not stop within {seconds:.0f} s of SIGTERM; killed it "
+                f"(see {self.log_path})."
+            )
+        self.pid_path.unlink(missing_ok=True)
+        return outcome
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join("  " + line for line in text.splitlines()[-lines:])
+
+
+def healthy(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=timeout) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def port_in_use(url: str) -> bool:
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), 0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has exited; its parent has not reaped it yet
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _is_fleet(pid: int, config_path: Path) -> bool:
+    """Alive and, where /proc tells, really our fleet (not a process that reused the pid)."""
+    if not _alive(pid):
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True
+    return str(config_path).encode() in argv

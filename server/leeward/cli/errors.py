@@ -1,0 +1,24 @@
+"""How the CLI fails: one sentence that says what went wrong and what to do, and an exit code."""
+
+from __future__ import annotations
+
+
+class CliError(Exception):
+    """A failure the user can act on. `str(error)` is the sentence shown; no traceback."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+def one_sentence(message: str) -> str:
+    """Trim a message to one line that ends like a sentence."""
+    text = " ".join(message.split())
+    if text and text[-1] not in ".!?`":
+        text += "."
+    return text
+
+
+def format_error(message: str) -> str:
+    return f"Error: {one_sentence(message)}"

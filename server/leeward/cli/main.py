@@ -1,0 +1,634 @@
+"""`leeward`: the command line. Everything the VS Code extension can do, from a terminal.
+
+Heavy modules (aiohttp, asyncssh, the fleet) are imported inside the commands that need them,
+so `leeward --help` and `leeward ssh` start fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+from leeward.cli.errors import CliError, format_error
+
+if TYPE_CHECKING:
+    from leeward.client import FleetClient
+    from leeward.paths import Paths
+    from leeward_protocol.fleet import Environment
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="leeward",
+    help="Development environments that stay reachable through the fleet's weather.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+create_app = typer.Typer(help="Create a devserver or an on-demand container.", no_args_is_help=True)
+fleet_app = typer.Typer(help="Run the fleet backend (operators).", no_args_is_help=True)
+token_app = typer.Typer(help="Tokens, straight from the fleet's database.", no_args_is_help=True)
+app.add_typer(create_app, name="create")
+app.add_typer(fleet_app, name="fleet")
+fleet_app.add_typer(token_app, name="token")
+
+_debug = bool(os.environ.get("LEEWARD_DEBUG"))
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the fleet's JSON.")]
+EnvArgument = Annotated[str, typer.Argument(help="Environment name or id.", metavar="ENV")]
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks.", envvar="LEEWARD_DEBUG")
+    ] = False,
+) -> None:
+    global _debug
+    _debug = _debug or debug
+
+
+def _paths() -> Paths:
+    from leeward.paths import Paths
+
+    return Paths.default()
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def _out() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _err() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+# -- identity -------------------------------------------------------------------------------------
+
+
+@app.command()
+def version() -> None:
+    """Print the version of this client."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        print(f"leeward {installed('leeward')}")
+    except PackageNotFoundError:
+        print("leeward (not installed: run `pip install -e .`)")
+
+
+@app.command()
+def login(
+    fleet: Annotated[
+        str | None, typer.Option("--fleet", help="The fleet's URL, e.g. http://127.0.0.1:7420.")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option("--token", help="Your token; read from stdin when absent.")
+    ] = None,
+) -> None:
+    """Sign in to a fleet: check the token, store it, and get an SSH certificate."""
+    from leeward.cli.session import sign_in
+    from leeward.credentials import CredentialsError, load_credentials
+
+    paths = _paths()
+    url = fleet
+    if url is None:
+        try:
+            url = load_credentials(paths.credentials).fleet
+        except CredentialsError:
+            url = "http://127.0.0.1:7420"
+    if not url.startswith(("http://", "https://")):
+        url = "http://" + url
+    if token is None:
+        if sys.stdin.isatty():
+            import getpass
+
+            token = getpass.getpass(f"Token for {url}: ")
+        else:
+            token = sys.stdin.readline()
+    token = token.strip()
+    if not token:
+        raise CliError("No token given: pass `--token T` or pipe it on stdin.")
+    who = _run(sign_in(paths, url, token))
+    _out().print(f"Signed in to {url} as [bold]{who.user}[/] ({who.role.value}).")
+
+
+@app.command()
+def whoami(json_: JsonOption = False) -> None:
+    """Who the fleet thinks you are."""
+    from leeward.client import wire_json
+
+    async def go() -> Any:
+        async with _client() as fleet:
+            return await fleet.whoami()
+
+    who = _run(go())
+    if json_:
+        print(wire_json(who))
+    else:
+        _out().print(f"{who.user} ({who.role.value}) at {_client().url}")
+
+
+def _client() -> FleetClient:
+    from leeward.cli.session import client
+
+    return client(_paths())
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+
+@app.command()
+def catalog(json_: JsonOption = False) -> None:
+    """Regions, devserver flavors and container profiles on offer."""
+    from leeward.cli import render
+    from leeward.client import wire_json
+
+    async def go() -> Any:
+        async with _client() as fleet:
+            return await fleet.catalog()
+
+    result = _run(go())
+    if json_:
+        print(wire_json(result))
+    else:
+        render.catalog(_out(), result)
+
+
+@app.command("list")
+def list_(json_: JsonOption = False) -> None:
+    """Your environments."""
+    from leeward.cli import render
+    from leeward.client import wire_json
+
+    async def go() -> Any:
+        async with _client() as fleet:
+            return await fleet.environments()
+
+    result = _run(go())
+    if json_:
+        print(wire_json(result))
+    else:
+        render.environments(_out(), result.environments)
+
+
+@app.command()
+def show(env: EnvArgument, json_: JsonOption = False) -> None:
+    """One environment in detail."""
+    from leeward.cli import render
+    from leeward.client import wire_json
+
+    async def go() -> Environment:
+        async with _client() as fleet:
+            return await fleet.environment(env)
+
+    result = _run(go())
+    if json_:
+        print(wire_json(result))
+    else:
+        render.environment(_out(), result)
+
+
+# -- changing -------------------------------------------------------------------------------------
+
+RegionOption = Annotated[
+    str | None, typer.Option("--region", help="A region; the one with the most room if absent.")
+]
+NameOption = Annotated[
+    str | None, typer.Option("--name", help="A DNS label; generated when absent.")
+]
+
+
+@create_app.command("devserver")
+def create_devserver(
+    flavor: Annotated[str, typer.Option("--flavor", help="A flavor from `leeward catalog`.")] = (
+        "small"
+    ),
+    region: RegionOption = None,
+    name: NameOption = None,
+    lifespan: Annotated[
+        str | None,
+        typer.Option("--lifespan", help="8h, 3d or permanent; the fleet's default if absent."),
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Create a long-lived devserver and wait until it is ready."""
+    from leeward.cli.lifespan import parse_lifespan
+    from leeward_protocol.fleet import CreateDevserver, EnvironmentKind
+
+    fields: dict[str, Any] = {
+        "kind": EnvironmentKind.DEVSERVER,
+        "flavor": flavor,
+        "region": region,
+        "name": name,
+    }
+    if lifespan is not None:
+        fields["lifespan"], fields["hours"] = parse_lifespan(lifespan)
+    _create(_request(CreateDevserver, fields), json_)
+
+
+@create_app.command("container")
+def create_container(
+    profile: Annotated[str, typer.Option("--profile", help="A profile from `leeward catalog`.")] = (
+        "web"
+    ),
+    region: RegionOption = None,
+    name: NameOption = None,
+    hours: Annotated[
+        int | None, typer.Option("--hours", help="Hours until it expires; the fleet's default.")
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Create an on-demand container (from a warm pool when one is ready)."""
+    from leeward_protocol.fleet import CreateContainer, EnvironmentKind
+
+    fields: dict[str, Any] = {
+        "kind": EnvironmentKind.CONTAINER,
+        "profile": profile,
+        "region": region,
+        "name": name,
+        "hours": hours,
+    }
+    _create(_request(CreateContainer, fields), json_)
+
+
+def _request(model: type[T], fields: dict[str, Any]) -> T:
+    from pydantic import BaseModel, ValidationError
+
+    assert issubclass(model, BaseModel)
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise CliError(f"--{where}: {message}" if where else message) from None
+
+
+def _create(request: Any, json_: bool) -> None:
+    from leeward.cli.progress import create_and_wait
+    from leeward.client import wire_json
+
+    async def go() -> Environment:
+        async with _client() as fleet:
+            return await create_and_wait(fleet, request, _err())
+
+    env = _run(go())
+    if json_:
+        print(wire_json(env))
+    else:
+        from leeward.cli import render
+
+        render.ready(_out(), env)
+
+
+@app.command()
+def delete(
+    env: EnvArgument,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete an environment (its home directory goes with it)."""
+
+    async def look() -> Environment:
+        async with _client() as fleet:
+            return await fleet.environment(env)
+
+    if not yes:
+        if not sys.stdin.isatty():
+            raise CliError(
+                f"Refusing to delete {env} without confirmation: pass `--yes` to delete it."
+            )
+        target = _run(look())
+        typer.confirm(
+            f"Delete {target.kind.value} {target.name} ({target.fqdn})? Its files go with it",
+            abort=True,
+        )
+
+    async def go() -> Environment:
+        async with _client() as fleet:
+            return await fleet.delete(env)
+
+    deleted = _run(go())
+    _out().print(f"Deleting {deleted.kind.value} {deleted.name}.")
+
+
+@app.command()
+def extend(
+    env: EnvArgument,
+    hours: Annotated[int, typer.Option("--hours", help="Hours to add to its expiry.")],
+    json_: JsonOption = False,
+) -> None:
+    """Push back when an environment expires."""
+    from leeward.cli import render
+    from leeward.client import wire_json
+
+    if hours <= 0:
+        raise CliError("--hours must be a positive number of hours.")
+
+    async def go() -> Environment:
+        async with _client() as fleet:
+            return await fleet.extend(env, hours)
+
+    result = _run(go())
+    if json_:
+        print(wire_json(result))
+    else:
+        _out().print(f"{result.name} now expires {render.when(result.expires_at)}.")
+
+
+# -- ssh ------------------------------------------------------------------------------------------
+
+
+@app.command("config-ssh")
+def config_ssh(
+    include: Annotated[
+        bool | None,
+        typer.Option(
+            "--include/--no-include",
+            help="Add (or do not add) an Include line at the top of ~/.ssh/config; asks if absent.",
+        ),
+    ] = None,
+) -> None:
+    """Write ~/.ssh/leeward/config and known_hosts, so `ssh NAME` reaches your environments."""
+    from leeward.cli.session import refresh_ssh
+    from leeward.sshconfig import add_include, has_include, include_line
+
+    paths = _paths()
+
+    async def go() -> Any:
+        async with _client() as fleet:
+            return await refresh_ssh(fleet, paths)
+
+    entries, _ = _run(go())
+    out = _out()
+    names = ", ".join(e.alias for e in entries) or "none running yet"
+    out.print(f"Wrote {paths.ssh_config} ({names}) and {paths.known_hosts}.")
+    user_config = Path.home() / ".ssh" / "config"
+    if has_include(user_config, paths):
+        return
+    line = include_line(paths)
+    if include is None:
+        if sys.stdin.isatty():
+            include = typer.confirm(f"Add `{line}` at the top of {user_config}?", default=True)
+        else:
+            out.print(f"To use plain `ssh NAME`, add this line at the top of {user_config}:")
+            print(line)
+            return
+    if include:
+        add_include(user_config, paths)
+        out.print(f"Added `{line}` at the top of {user_config}.")
+    else:
+        out.print(f"Use `ssh -F {paths.ssh_config} NAME`, or add `{line}` to {user_config}.")
+
+
+@app.command(
+    context_settings={"allow_interspersed_args": False},
+)
+def ssh(
+    env: EnvArgument,
+    command: Annotated[
+        list[str] | None, typer.Argument(help="A command to run instead of a shell.")
+    ] = None,
+) -> None:
+    """Connect with OpenSSH (renewing the certificate and ssh config first)."""
+    from leeward.cli.session import refresh_ssh
+    from leeward_protocol.fleet import EnvironmentState
+
+    paths = _paths()
+
+    async def go() -> Environment:
+        async with _client() as fleet:
+            target = await fleet.environment(env)
+            if target.state is EnvironmentState.RUNNING:
+                await refresh_ssh(fleet, paths)
+            return target
+
+    target = _run(go())
+    if target.state is not EnvironmentState.RUNNING:
+        hints = {
+            EnvironmentState.PROVISIONING: f"wait for it (`leeward show {target.name}`)",
+            EnvironmentState.FAILED: "create another one with `leeward create`",
+        }
+        hint = hints.get(target.state, "create another one with `leeward create`")
+        raise CliError(f"{target.name} is {target.state.value}, not running: {hint}.")
+    argv = ["ssh", "-F", str(paths.ssh_config.absolute()), target.name]
+    if command:
+        argv += ["--", *command]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvp("ssh", argv)  # noqa: S606 - become ssh: its exit code, its TTY
+    except FileNotFoundError:
+        raise CliError("OpenSSH's `ssh` is not on PATH: install openssh-client.") from None
+
+
+# -- the embedded fleet ---------------------------------------------------------------------------
+
+
+@app.command()
+def up(
+    port: Annotated[
+        int | None, typer.Option("--port", help="The API's port (kept in the fleet's config).")
+    ] = None,
+) -> None:
+    """Start the embedded fleet on this machine and sign in to it as an admin."""
+    import getpass
+
+    from leeward.cli.embedded import EmbeddedFleet, healthy, port_in_use
+    from leeward.cli.session import sign_in
+
+    paths = _paths()
+    out = _out()
+    embedded = EmbeddedFleet.of(paths)
+    running = embedded.pid()
+    if running is not None and port is not None and not embedded.url().endswith(f":{port}"):
+        raise CliError(
+            f"The embedded fleet already runs at {embedded.url()}: run `leeward down` first "
+            f"to move it to port {port}."
+        )
+    if running is None:
+        embedded.ensure_config(port)
+    url = embedded.url()
+    if running is not None and healthy(url) and _signed_in_to(paths, url):
+        out.print(f"The embedded fleet is already running at {url}, and you are signed in.")
+        return
+    if running is None:
+        if port_in_use(url):
+            raise CliError(
+                f"Something else is listening at {url}: stop it, or run `leeward up --port N` "
+                "with a free port."
+            )
+        with _err().status(f"Starting the embedded fleet at {url}…"):
+            pid = embedded.start()
+            embedded.wait_healthy(url, pid)
+        out.print(f"Started the embedded fleet at {url} (log: {embedded.log_path}).")
+    else:
+        embedded.wait_healthy(url, running)
+    token = _run(_issue_admin_token(embedded.config_path, getpass.getuser()))
+    who = _run(sign_in(paths, url, token))
+    out.print(f"Signed in as [bold]{who.user}[/] ({who.role.value}).")
+    out.print("Next: `leeward create devserver --name mybox`, then `leeward ssh mybox`.")
+
+
+async def _issue_admin_token(config_path: Path, user: str) -> str:
+    from leeward.fleet.config import ConfigError, load_config
+    from leeward_protocol.fleet import Role
+
+    try:
+        from leeward.fleet.bootstrap import issue_token
+    except ImportError as exc:
+        raise CliError(
+            f"This installation has no fleet backend ({exc}): reinstall leeward."
+        ) from None
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    token: str = await issue_token(config, user, Role.ADMIN, description="leeward up")
+    return token
+
+
+def _signed_in_to(paths: Paths, url: str) -> bool:
+    from leeward.client import FleetClient, FleetError
+    from leeward.credentials import CredentialsError, load_credentials
+
+    try:
+        creds = load_credentials(paths.credentials)
+    except CredentialsError:
+        return False
+    if creds.fleet.rstrip("/") != url.rstrip("/"):
+        return False
+
+    async def check() -> bool:
+        async with FleetClient(creds.fleet, creds.token, timeout=5) as fleet:
+            try:
+                await fleet.whoami()
+            except FleetError:
+                return False
+        return paths.identity.exists() and paths.certificate.exists()
+
+    return _run(check())
+
+
+@app.command()
+def down() -> None:
+    """Stop the embedded fleet (and, with it, its environments' agents)."""
+    from leeward.cli.embedded import EmbeddedFleet
+
+    embedded = EmbeddedFleet.of(_paths())
+    if embedded.pid() is None:
+        embedded.pid_path.unlink(missing_ok=True)
+        _out().print("The embedded fleet is not running.")
+        return
+    with _err().status("Stopping the embedded fleet…"):
+        outcome = embedded.stop()
+    _out().print(outcome)
+
+
+# -- processes ------------------------------------------------------------------------------------
+
+
+@fleet_app.command("serve")
+def fleet_serve(
+    config: Annotated[Path, typer.Option("--config", help="The fleet's TOML config.")],
+    database: Annotated[
+        str | None,
+        typer.Option("--database", help="SQLAlchemy URL, e.g. postgresql+asyncpg://..."),
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Overrides listen_port.")] = None,
+) -> None:
+    """Run the fleet backend until SIGTERM or SIGINT."""
+    from leeward.fleet.config import ConfigError
+    from leeward.fleet.main import serve
+
+    try:
+        serve(config, database=database, port=port)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+@token_app.command("create")
+def fleet_token_create(
+    config: Annotated[Path, typer.Option("--config", help="The fleet's TOML config.")],
+    user: Annotated[str, typer.Option("--user", help="Created if it does not exist.")],
+    admin: Annotated[bool, typer.Option("--admin", help="Give the user the admin role.")] = False,
+    hours: Annotated[
+        int | None, typer.Option("--hours", help="Validity; no expiry if absent.")
+    ] = None,
+    database: Annotated[
+        str | None, typer.Option("--database", help="Overrides the config's database.")
+    ] = None,
+) -> None:
+    """Create a user's token directly in the fleet's database (how the first admin gets one)."""
+    from leeward.fleet.bootstrap import issue_token
+    from leeward.fleet.config import ConfigError, load_config
+    from leeward_protocol.fleet import Role
+
+    try:
+        loaded = load_config(config)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    if database is not None:
+        loaded.database = database
+    role = Role.ADMIN if admin else Role.USER
+    token = _run(issue_token(loaded, user, role, hours=hours, description="leeward fleet token"))
+    print(token)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def agent(ctx: typer.Context) -> None:
+    """Run an environment's agent (started by the provider; arguments pass through)."""
+    from leeward.agent.main import main as agent_main
+
+    raise typer.Exit(agent_main(list(ctx.args)))
+
+
+# -- entry point ----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    try:
+        app()
+    except CliError as exc:
+        _fail(exc, exc.message, exc.exit_code)
+    except KeyboardInterrupt:
+        print("\nInterrupted.", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # every failure is one sentence; --debug shows the traceback
+        from leeward.client import FleetError
+
+        if isinstance(exc, FleetError):
+            _fail(exc, exc.message, 1)
+        _fail(
+            exc, f"Unexpected {type(exc).__name__}: {exc}; run again with --debug and report it", 1
+        )
+
+
+def _fail(exc: BaseException, message: str, code: int) -> None:
+    if _debug:
+        import traceback
+
+        traceback.print_exception(exc)
+    print(format_error(message), file=sys.stderr)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

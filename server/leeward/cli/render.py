@@ -1,0 +1,137 @@
+"""How the CLI shows fleet resources to a person (tables on a rich Console)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from rich.console import Console
+from rich.table import Table
+
+from leeward_protocol.fleet import Catalog, Environment, EnvironmentState, Hardware
+
+STATE_STYLE = {
+    EnvironmentState.RUNNING: "green",
+    EnvironmentState.PROVISIONING: "yellow",
+    EnvironmentState.DELETING: "dim",
+    EnvironmentState.DELETED: "dim",
+    EnvironmentState.FAILED: "red",
+}
+
+
+def when(moment: datetime | None, *, now: datetime | None = None) -> str:
+    """`in 2d 3h`, `in 45m`, `5m ago`, or `never`."""
+    if moment is None:
+        return "never"
+    now = now or datetime.now(UTC)
+    seconds = int((moment - now).total_seconds())
+    future = seconds >= 0
+    seconds = abs(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        span = f"{days}d {hours}h" if hours else f"{days}d"
+    elif hours:
+        span = f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    else:
+        span = f"{minutes}m" if minutes else "<1m"
+    return f"in {span}" if future else f"{span} ago"
+
+
+def hardware(hw: Hardware) -> str:
+    text = f"{hw.cpus} vCPU, {hw.memory_gib} GiB"
+    return text + (f", {hw.gpus} GPU" if hw.gpus else "")
+
+
+def state(env: Environment) -> str:
+    style = STATE_STYLE.get(env.state, "")
+    return f"[{style}]{env.state.value}[/]" if style else env.state.value
+
+
+def environments(console: Console, envs: Sequence[Environment]) -> None:
+    if not envs:
+        console.print("No environments: create one with `leeward create devserver`.")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("NAME", "KIND", "SIZE", "REGION", "STATE", "EXPIRES"):
+        table.add_column(column)
+    for env in envs:
+        table.add_row(
+            env.name,
+            env.kind.value,
+            env.flavor or env.profile or "",
+            env.region,
+            state(env),
+            when(env.expires_at),
+        )
+    console.print(table)
+
+
+def environment(console: Console, env: Environment) -> None:
+    rows: list[tuple[str, str]] = [
+        ("name", env.name),
+        ("id", env.id),
+        ("fqdn", env.fqdn),
+        ("kind", env.kind.value),
+        ("flavor" if env.flavor else "profile", env.flavor or env.profile or ""),
+        ("hardware", hardware(env.hardware)),
+        ("region", env.region),
+        ("host", env.host or ""),
+        ("address", f"{env.address}:{env.ssh_port}" if env.address else ""),
+        ("state", state(env)),
+        ("status", env.status_message),
+        ("lifespan", env.lifespan.value),
+        ("expires", when(env.expires_at)),
+        ("created", when(env.created_at)),
+        ("last seen", when(env.last_seen_at) if env.last_seen_at else ""),
+    ]
+    table = Table(box=None, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        if value:
+            table.add_row(key, value)
+    console.print(table)
+
+
+def catalog(console: Console, cat: Catalog) -> None:
+    regions = Table(title="Regions", box=None, header_style="bold", title_justify="left")
+    for column in ("NAME", "", "HOSTS", "FREE", "LARGEST FREE"):
+        regions.add_column(column)
+    for r in cat.regions:
+        regions.add_row(
+            r.name,
+            r.display_name if r.accepting else f"{r.display_name} [red](not accepting)[/]",
+            str(r.hosts),
+            hardware(r.free),
+            hardware(r.largest_free),
+        )
+    flavors = Table(title="Devserver flavors", box=None, header_style="bold", title_justify="left")
+    for column in ("NAME", "KIND", "HARDWARE", "DESCRIPTION"):
+        flavors.add_column(column)
+    for f in cat.flavors:
+        flavors.add_row(f.name, f.kind.value, hardware(f.hardware), f.description)
+    profiles = Table(
+        title="Container profiles", box=None, header_style="bold", title_justify="left"
+    )
+    for column in ("NAME", "HARDWARE", "TOOLS", "WARM"):
+        profiles.add_column(column)
+    for p in cat.profiles:
+        profiles.add_row(p.name, hardware(p.hardware), ", ".join(p.tools), str(p.warm_pool))
+    console.print(regions, "", flavors, "", profiles)
+    policy = cat.lifespans
+    console.print(
+        f"\nDevservers live {policy.devserver_default_hours} h by default (at most "
+        f"{policy.devserver_max_hours} h, or permanent); containers {policy.container_hours} h "
+        f"(at most {policy.container_max_hours} h). Zone: {cat.zone}."
+    )
+
+
+def ready(console: Console, env: Environment) -> None:
+    console.print(
+        f"[green]✓[/] {env.kind.value} [bold]{env.name}[/] is ready ({env.fqdn}, "
+        f"expires {when(env.expires_at)}).\n"
+        f"  Connect:  leeward ssh {env.name}\n"
+        f"  Or:       leeward config-ssh, then `ssh {env.name}` or VS Code Remote-SSH"
+    )

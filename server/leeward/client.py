@@ -1,0 +1,233 @@
+"""The fleet's HTTP API as seen by a client: typed calls that return `leeward_protocol` models.
+
+Every failure becomes a `FleetError` whose message is one sentence a person can act on: the
+fleet's own `ErrorBody.message` when it sent one, otherwise what went wrong on the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+import aiohttp
+from pydantic import BaseModel, ValidationError
+
+from leeward_protocol.fleet import (
+    Catalog,
+    Certificate,
+    CertificateRequest,
+    CreateContainer,
+    CreateDevserver,
+    CreateToken,
+    CreateUser,
+    Environment,
+    EnvironmentList,
+    ErrorBody,
+    ExtendEnvironment,
+    Health,
+    HostList,
+    SSHAuthorities,
+    Token,
+    User,
+    WhoAmI,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+DEFAULT_TIMEOUT = 30.0
+CREATE_ATTEMPTS = 4
+"""A create is retried with the same idempotency key this many times on a network error."""
+
+
+class FleetError(Exception):
+    """A call to the fleet failed; `str(error)` is one sentence saying what to do."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        field: str | None = None,
+        regions_with_room: list[str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.field = field
+        self.regions_with_room = regions_with_room
+
+
+class FleetUnreachable(FleetError):
+    """Nothing answered at the fleet's URL (refused, timed out, DNS failed)."""
+
+
+def unreachable_message(url: str) -> str:
+    return f"Cannot reach the fleet at {url}: is it running? Try `leeward up`."
+
+
+class FleetClient:
+    """One fleet, one token. Use as `async with FleetClient(url, token) as fleet: ...`."""
+
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = DEFAULT_TIMEOUT):
+        self.url = url.rstrip("/")
+        self.token = token
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0))
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> FleetClient:
+        headers = {"User-Agent": "leeward-cli"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        self._session = aiohttp.ClientSession(headers=headers, timeout=self._timeout)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- the API -------------------------------------------------------------------------------
+
+    async def health(self) -> Health:
+        return await self._call("GET", "/healthz", Health)
+
+    async def whoami(self) -> WhoAmI:
+        return await self._call("GET", "/v1/whoami", WhoAmI)
+
+    async def catalog(self) -> Catalog:
+        return await self._call("GET", "/v1/catalog", Catalog)
+
+    async def authorities(self) -> SSHAuthorities:
+        return await self._call("GET", "/v1/ssh/authorities", SSHAuthorities)
+
+    async def certificate(self, public_key: str, hours: int | None = None) -> Certificate:
+        body = CertificateRequest(public_key=public_key, hours=hours)
+        return await self._call("POST", "/v1/ssh/certificate", Certificate, body=body.wire())
+
+    async def environments(self) -> EnvironmentList:
+        return await self._call("GET", "/v1/environments", EnvironmentList)
+
+    async def environment(self, ref: str) -> Environment:
+        return await self._call("GET", f"/v1/environments/{_segment(ref)}", Environment)
+
+    async def create(
+        self, request: CreateDevserver | CreateContainer, idempotency_key: str | None = None
+    ) -> Environment:
+        """Create an environment; a network error is retried with the same idempotency key, so
+        the fleet creates it at most once."""
+        key = idempotency_key or str(uuid.uuid4())
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                return await self._call(
+                    "POST",
+                    "/v1/environments",
+                    Environment,
+                    body=request.wire(),
+                    headers={"Idempotency-Key": key},
+                )
+            except FleetUnreachable:
+                if attempt == CREATE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def delete(self, ref: str) -> Environment:
+        return await self._call("DELETE", f"/v1/environments/{_segment(ref)}", Environment)
+
+    async def extend(self, ref: str, hours: int) -> Environment:
+        body = ExtendEnvironment(hours=hours)
+        return await self._call(
+            "POST", f"/v1/environments/{_segment(ref)}/extend", Environment, body=body.wire()
+        )
+
+    async def hosts(self) -> HostList:
+        return await self._call("GET", "/v1/admin/hosts", HostList)
+
+    async def create_user(self, request: CreateUser) -> User:
+        return await self._call("POST", "/v1/admin/users", User, body=request.wire())
+
+    async def create_token(self, request: CreateToken) -> Token:
+        return await self._call("POST", "/v1/admin/tokens", Token, body=request.wire())
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        model: type[M],
+        *,
+        body: Mapping[str, object] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> M:
+        if self._session is None:
+            raise RuntimeError("FleetClient is used outside `async with`")
+        try:
+            async with self._session.request(
+                method, self.url + path, json=body, headers=headers
+            ) as response:
+                text = await response.text()
+                status = response.status
+        except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
+            raise FleetUnreachable(unreachable_message(self.url)) from exc
+        except aiohttp.InvalidURL as exc:
+            raise FleetError(
+                f"The fleet URL {self.url!r} is not a URL: sign in again with "
+                "`leeward login --fleet http://HOST:PORT`."
+            ) from exc
+        if status >= 400:
+            raise _error_from(status, text, self.url)
+        try:
+            return model.model_validate(json.loads(text))
+        except (ValueError, ValidationError) as exc:
+            raise FleetError(
+                f"The fleet at {self.url} sent an answer this client does not understand "
+                f"({method} {path}): check that `leeward version` matches the fleet's."
+            ) from exc
+
+
+def _segment(ref: str) -> str:
+    from urllib.parse import quote
+
+    return quote(ref, safe="")
+
+
+def _error_from(status: int, text: str, url: str) -> FleetError:
+    try:
+        detail = ErrorBody.model_validate(json.loads(text)).error
+    except (ValueError, ValidationError):
+        detail = None
+    if detail is not None:
+        return FleetError(
+            detail.message,
+            status=status,
+            code=detail.code,
+            field=detail.field,
+            regions_with_room=detail.regions_with_room,
+        )
+    generic: dict[int, str] = {
+        401: "The fleet did not accept your token: sign in again with `leeward login`.",
+        403: "The fleet refused: your role does not allow this.",
+        404: f"The fleet at {url} has no such resource: check the name, or the fleet URL.",
+    }
+    message = generic.get(
+        status, f"The fleet at {url} failed with HTTP {status}: try again, or ask its operator."
+    )
+    return FleetError(message, status=status)
+
+
+def wire_json(value: BaseModel | Any) -> str:
+    """The camelCase JSON a command prints with `--json`: exactly what the fleet sent."""
+    data = value.model_dump(mode="json", by_alias=True) if isinstance(value, BaseModel) else value
+    return json.dumps(data, indent=2)

@@ -1,0 +1,208 @@
+"""What OpenSSH needs to reach environments: the user's key and certificate, an ssh config with
+one entry per running environment, and a known_hosts that trusts the fleet's host CA.
+
+Every entry pins `HostKeyAlias` to the environment's fully qualified name, so whichever address
+reaches it, ssh checks the host certificate against that name. Host key checking is never turned
+off here. Paths are absolute: OpenSSH expands `~` from the passwd entry, not from $HOME.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from leeward.credentials import write_private
+from leeward.paths import Paths
+from leeward_protocol.fleet import Environment, EnvironmentState, SSHAuthorities
+
+HEADER = "# Written by `leeward config-ssh`; rewritten every time it runs: do not edit.\n"
+RENEW_BEFORE_SECONDS = 3600
+"""A certificate with less than this left is renewed before ssh needs it."""
+
+FOREVER = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class SSHEntry:
+    alias: str
+    fqdn: str
+    address: str
+    port: int
+
+
+def entries_for(environments: Iterable[Environment]) -> list[SSHEntry]:
+    """One entry per environment that can take a connection now, sorted by name."""
+    entries = [
+        SSHEntry(alias=e.name, fqdn=e.fqdn, address=e.address, port=e.ssh_port)
+        for e in environments
+        if e.state is EnvironmentState.RUNNING and e.address and e.ssh_port
+    ]
+    return sorted(entries, key=lambda e: e.alias)
+
+
+def _quote(value: str | Path) -> str:
+    text = str(value)
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
+def render_ssh_config(entries: Iterable[SSHEntry], *, user: str, paths: Paths) -> str:
+    identity = paths.identity.absolute()
+    certificate = paths.certificate.absolute()
+    known_hosts = paths.known_hosts.absolute()
+    blocks = [HEADER]
+    for entry in entries:
+        blocks.append(
+            f"\nHost {entry.alias} {entry.fqdn}\n"
+            f"    HostName {entry.address}\n"
+            f"    Port {entry.port}\n"
+            f"    User {user}\n"
+            f"    HostKeyAlias {entry.fqdn}\n"
+            f"    IdentityFile {_quote(identity)}\n"
+            f"    CertificateFile {_quote(certificate)}\n"
+            f"    IdentitiesOnly yes\n"
+            f"    UserKnownHostsFile {_quote(known_hosts)}\n"
+            f"    StrictHostKeyChecking yes\n"
+        )
+    return "".join(blocks)
+
+
+def render_known_hosts(authorities: SSHAuthorities) -> str:
+    return (
+        "# Written by `leeward config-ssh`: the fleet's host CA signs every environment.\n"
+        f"@cert-authority *.{authorities.zone} {authorities.host_ca.strip()}\n"
+    )
+
+
+def write_ssh_files(
+    paths: Paths, *, environments: Iterable[Environment], user: str, authorities: SSHAuthorities
+) -> list[SSHEntry]:
+    entries = entries_for(environments)
+    write_private(paths.known_hosts, render_known_hosts(authorities), mode=0o644)
+    write_private(paths.ssh_config, render_ssh_config(entries, user=user, paths=paths))
+    return entries
+
+
+# -- the user's ~/.ssh/config ------------------------------------------------------------------
+
+
+def include_line(paths: Paths) -> str:
+    return f"Include {_quote(paths.ssh_config.absolute())}"
+
+
+def has_include(user_config: Path, paths: Paths) -> bool:
+    try:
+        lines = user_config.read_text().splitlines()
+    except FileNotFoundError:
+        return False
+    wanted = include_line(paths).split(None, 1)[1]
+    for line in lines:
+        words = line.strip().split(None, 1)
+        if len(words) == 2 and words[0].lower() == "include" and words[1].strip() == wanted:
+            return True
+    return False
+
+
+def add_include(user_config: Path, paths: Paths) -> bool:
+    """Put the Include line at the top of the user's ssh config (OpenSSH takes the first value
+    it reads, so later `Host *` blocks cannot override the entries). False if already there."""
+    if has_include(user_config, paths):
+        return False
+    try:
+        old = user_config.read_text()
+        mode = user_config.stat().st_mode & 0o777
+    except FileNotFoundError:
+        old, mode = "", 0o600
+    new = f"# Added by `leeward config-ssh`.\n{include_line(paths)}\n\n{old}"
+    write_private(user_config, new, mode=mode)
+    return True
+
+
+# -- key and certificate -----------------------------------------------------------------------
+
+
+def ensure_identity(paths: Paths) -> bool:
+    """Create an ed25519 key pair at `paths.identity` if there is none. True if created."""
+    if paths.identity.exists():
+        return False
+    import getpass
+
+    import asyncssh
+
+    key = asyncssh.generate_private_key("ssh-ed25519", comment=f"{getpass.getuser()}@leeward")
+    write_private(paths.identity, key.export_private_key().decode())
+    write_private(_public_path(paths), key.export_public_key().decode(), mode=0o644)
+    return True
+
+
+def _public_path(paths: Paths) -> Path:
+    return paths.identity.with_name(paths.identity.name + ".pub")
+
+
+def public_key(paths: Paths) -> str:
+    pub = _public_path(paths)
+    if pub.exists():
+        return pub.read_text().strip()
+    import asyncssh
+
+    key = asyncssh.read_private_key(str(paths.identity))
+    return str(key.export_public_key().decode().strip())
+
+
+_KEY_FIELDS = {
+    "ssh-ed25519-cert-v01@openssh.com": 1,
+    "ssh-rsa-cert-v01@openssh.com": 2,
+    "ecdsa-sha2-nistp256-cert-v01@openssh.com": 2,
+    "ecdsa-sha2-nistp384-cert-v01@openssh.com": 2,
+    "ecdsa-sha2-nistp521-cert-v01@openssh.com": 2,
+    "ssh-dss-cert-v01@openssh.com": 4,
+}
+
+
+def certificate_valid_before(line: str) -> int | None:
+    """The `valid before` of an OpenSSH certificate line, in Unix seconds (FOREVER for no
+    limit); None when the line is not a certificate this parser knows."""
+    try:
+        blob = base64.b64decode(line.split()[1], validate=True)
+        offset = 0
+
+        def string() -> bytes:
+            nonlocal offset
+            (length,) = struct.unpack_from(">I", blob, offset)
+            value = blob[offset + 4 : offset + 4 + length]
+            if len(value) != length:
+                raise ValueError("truncated")
+            offset += 4 + length
+            return value
+
+        kind = string().decode()
+        fields = _KEY_FIELDS.get(kind)
+        if fields is None:
+            return None
+        string()  # nonce
+        for _ in range(fields):
+            string()
+        offset += 8 + 4  # serial, type
+        string()  # key id
+        string()  # principals
+        offset += 8  # valid after
+        (valid_before,) = struct.unpack_from(">Q", blob, offset)
+        return int(valid_before)
+    except (IndexError, ValueError, struct.error, UnicodeDecodeError):
+        return None
+
+
+def certificate_needs_renewal(paths: Paths, *, now: float | None = None) -> bool:
+    try:
+        line = paths.certificate.read_text().strip()
+    except FileNotFoundError:
+        return True
+    valid_before = certificate_valid_before(line)
+    if valid_before is None:
+        return True
+    if valid_before == FOREVER:
+        return False
+    return valid_before - (time.time() if now is None else now) < RENEW_BEFORE_SECONDS
