@@ -1,4 +1,4 @@
-"""Base models for everything on the wire: camelCase aliases, strict requests, lenient resources."""
+"""Base models for the wire: camelCase aliases, strict requests, lenient resources."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pydantic.alias_generators import to_camel
 
 
 class Resource(BaseModel):
-    """Something the fleet returns. Clients ignore fields they do not know, so the fleet can grow."""
+    """What the fleet returns. Clients ignore fields they do not know, so the fleet can grow."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,

@@ -160,7 +160,9 @@ class Catalog(Resource):
 class Environment(Resource):
     """A devserver or an on-demand container."""
 
-    id: str = Field(description="Stable identifier, e.g. `e-7k2m9q4x1c`; a host certificate principal.")
+    id: str = Field(
+        description="Stable identifier, e.g. `e-7k2m9q4x1c`; a host certificate principal."
+    )
     name: Name
     fqdn: str = Field(description="`NAME.REGION.ZONE`; the SSH HostKeyAlias and a DNS name.")
     kind: EnvironmentKind
@@ -307,7 +309,7 @@ class CreateUser(Request):
 
 class CreateToken(Request):
     user: str
-    hours: int | None = Field(default=None, description="Validity; no expiry when absent.")
+    hours: int | None = Field(default=None, gt=0, description="Validity; no expiry when absent.")
     description: str = ""
 
 

@@ -1,0 +1,193 @@
+"""The fleet backend's aiohttp application: `create_app(config)`.
+
+One cleanup context per resource (aiohttp's pattern): the store (migrated at start, hosts synced
+from the config), the SSH CA, the provider, and the fleet with its background loops (warm-pool
+refill, expiry reaper), each cancelled and awaited at shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+
+from aiohttp import web
+from sqlalchemy import select
+
+from leeward.clock import Clock, SystemClock
+from leeward.fleet.ca import CertificateAuthority
+from leeward.fleet.config import FleetConfig
+from leeward.fleet.environments import Fleet
+from leeward.fleet.errors import FleetError, NotFound
+from leeward.fleet.metrics import Metrics
+from leeward.fleet.routes import add_routes
+from leeward.fleet.state import FLEET, METRICS
+from leeward.fleet.store.db import Store
+from leeward.fleet.store.models import AuthorityRow, HostRow, RegionRow
+from leeward.providers.base import Provider
+from leeward_protocol.fleet import HostState
+
+log = logging.getLogger(__name__)
+
+
+def error_response(error: FleetError) -> web.Response:
+    return web.json_response(
+        error.body().model_dump(mode="json", by_alias=True, exclude_none=True), status=error.status
+    )
+
+
+@web.middleware
+async def errors_and_metrics(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    started = time.perf_counter()
+    route = (
+        request.match_info.route.resource.canonical
+        if request.match_info.route.resource
+        else "unmatched"
+    )
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except FleetError as exc:
+        status = exc.status
+        return error_response(exc)
+    except web.HTTPException as exc:
+        status = exc.status
+        if exc.status == 404:
+            return error_response(NotFound(f"No such API route: {request.method} {request.path}."))
+        if exc.status == 405:
+            failure = FleetError(f"{request.method} is not allowed on {request.path}.")
+            failure.status, failure.code = 405, "method_not_allowed"
+            return error_response(failure)
+        if exc.status == 413:
+            limit = request.app[FLEET].config.max_body_bytes
+            failure = FleetError(f"The body is too large; the limit is {limit} bytes.")
+            failure.status, failure.code = 413, "too_large"
+            return error_response(failure)
+        raise
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        failure = FleetError("The fleet failed to answer; it has been logged. Try again.")
+        failure.status, failure.code = 500, "internal"
+        return error_response(failure)
+    finally:
+        metrics = request.app[METRICS]
+        metrics.requests.labels(request.method, route, str(status)).inc()
+        metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+
+async def sync_topology(store: Store, config: FleetConfig) -> None:
+    """Make the store's regions and hosts match the config. Host state is operational and is
+    kept; a host that left the config is decommissioned (its environments stay listed)."""
+    async with store.write() as session:
+        for region in config.regions:
+            row = await session.get(RegionRow, region.name)
+            if row is None:
+                session.add(
+                    RegionRow(name=region.name, network=str(region.network), next_address=0)
+                )
+            elif row.network != str(region.network):
+                row.network = str(region.network)
+                row.next_address = 0
+            for host in region.hosts:
+                existing: HostRow | None = await session.get(HostRow, host.name)
+                if existing is None:
+                    session.add(
+                        HostRow(
+                            name=host.name,
+                            region=region.name,
+                            state=HostState.ACTIVE.value,
+                            cpus=host.cpus,
+                            memory_gib=host.memory_gib,
+                            gpus=host.gpus,
+                        )
+                    )
+                else:
+                    existing.region = region.name
+                    existing.cpus, existing.memory_gib, existing.gpus = (
+                        host.cpus,
+                        host.memory_gib,
+                        host.gpus,
+                    )
+                    if existing.state == HostState.DECOMMISSIONED:
+                        existing.state = HostState.ACTIVE.value
+        configured = {h.name for r in config.regions for h in r.hosts}
+        for host_row in (await session.execute(select(HostRow))).scalars():
+            if host_row.name not in configured:
+                host_row.state = HostState.DECOMMISSIONED.value
+
+
+async def load_authority(store: Store, now: datetime) -> CertificateAuthority:
+    """The SSH CA kept in the store, made on first start; replicas share it."""
+    async with store.write() as session:
+        row = await session.get(AuthorityRow, 1)
+        if row is None:
+            authority = CertificateAuthority.generate()
+            session.add(
+                AuthorityRow(
+                    id=1,
+                    host_ca_key=authority.host_ca_private,
+                    user_ca_key=authority.user_ca_private,
+                    created_at=now,
+                )
+            )
+            return authority
+        return CertificateAuthority.from_private_keys(row.host_ca_key, row.user_ca_key)
+
+
+def create_app(
+    config: FleetConfig,
+    *,
+    provider: Provider | None = None,
+    clock: Clock | None = None,
+    background: bool = True,
+) -> web.Application:
+    """The fleet's application. `provider` defaults to the configured one (the local provider);
+    `background=False` leaves out the pool and expiry loops, for tests that drive them."""
+    app = web.Application(middlewares=[errors_and_metrics], client_max_size=config.max_body_bytes)
+    app[METRICS] = Metrics()
+    add_routes(app)
+    clock = clock or SystemClock()
+
+    async def fleet_context(app: web.Application) -> AsyncIterator[None]:
+        assert config.database is not None, "load_config() fills in the database"
+        store = Store(config.database)
+        chosen = provider
+        fleet: Fleet | None = None
+        try:
+            await store.migrate()
+            await sync_topology(store, config)
+            authority = await load_authority(store, clock.now())
+            if chosen is None:
+                from leeward.providers.local import LocalProvider
+
+                assert config.provider.data_dir is not None
+                chosen = LocalProvider(
+                    config.provider.data_dir,
+                    stop_agents_on_exit=config.provider.stop_agents_on_exit,
+                )
+            fleet = Fleet(config, store, chosen, authority, clock)
+            fleet.observers.append(app[METRICS].observe_allocation)
+            app[FLEET] = fleet
+            await fleet.recover()
+            if background:
+                fleet.start_loop(
+                    config.pool_interval_seconds, fleet.refill_pools, "warm-pool refill"
+                )
+                fleet.start_loop(
+                    config.reaper_interval_seconds, fleet.reap_expired, "expiry reaper"
+                )
+            yield
+        finally:
+            if fleet is not None:
+                await fleet.close()
+            if chosen is not None and provider is None:
+                await chosen.close()
+            await store.close()
+
+    app.cleanup_ctx.append(fleet_context)
+    return app

@@ -1,0 +1,90 @@
+"""Bearer tokens: 256 random bits, shown once, kept as SHA-256 digests."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from leeward.fleet.errors import Unauthorized
+from leeward.fleet.store.models import TokenRow, UserRow
+from leeward_protocol.fleet import Role
+
+TOKEN_PREFIX = "lwt_"  # noqa: S105 (a prefix that makes leaked tokens greppable, not a secret)
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: str
+    role: Role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+
+def new_secret(prefix: str = TOKEN_PREFIX) -> str:
+    return prefix + secrets.token_urlsafe(32)
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+async def ensure_user(session: AsyncSession, name: str, role: Role, now: datetime) -> UserRow:
+    user = await session.get(UserRow, name)
+    if user is None:
+        user = UserRow(name=name, role=role.value, created_at=now)
+        session.add(user)
+        await session.flush()
+    return user
+
+
+async def issue_token(
+    session: AsyncSession,
+    user: str,
+    now: datetime,
+    *,
+    hours: int | None = None,
+    description: str = "",
+) -> tuple[str, datetime | None]:
+    secret = new_secret()
+    expires = now + timedelta(hours=hours) if hours else None
+    session.add(
+        TokenRow(
+            digest=digest(secret),
+            user=user,
+            description=description,
+            created_at=now,
+            expires_at=expires,
+        )
+    )
+    await session.flush()
+    return secret, expires
+
+
+async def authenticate(session: AsyncSession, header: str | None, now: datetime) -> Principal:
+    if not header:
+        raise Unauthorized(
+            "No token: send `Authorization: Bearer <token>`; run `leeward login` to get one."
+        )
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise Unauthorized("The Authorization header must be `Bearer <token>`.")
+    row = (
+        await session.execute(
+            select(TokenRow, UserRow)
+            .join(UserRow, UserRow.name == TokenRow.user)
+            .where(TokenRow.digest == digest(secret.strip()))
+        )
+    ).first()
+    if row is None:
+        raise Unauthorized("Unknown token: sign in again with `leeward login`.")
+    token, user = row
+    if token.expires_at is not None and token.expires_at <= now:
+        raise Unauthorized("The token has expired: sign in again with `leeward login`.")
+    return Principal(user=user.name, role=Role(user.role))

@@ -1,0 +1,33 @@
+"""How an operator gets the first token: straight to the store, no API needed."""
+
+from __future__ import annotations
+
+from leeward.clock import SystemClock
+from leeward.fleet import auth
+from leeward.fleet.config import FleetConfig
+from leeward.fleet.store.db import Store
+from leeward_protocol.fleet import Role
+
+
+async def issue_token(
+    config: FleetConfig,
+    user: str,
+    role: Role,
+    *,
+    hours: int | None = None,
+    description: str = "",
+) -> str:
+    """Create `user` with `role` if needed and return a new token for them."""
+    assert config.database is not None, "load_config() fills in the database"
+    store = Store(config.database)
+    try:
+        await store.migrate()
+        now = SystemClock().now()
+        async with store.write() as session:
+            await auth.ensure_user(session, user, role, now)
+            secret, _ = await auth.issue_token(
+                session, user, now, hours=hours, description=description
+            )
+        return secret
+    finally:
+        await store.close()

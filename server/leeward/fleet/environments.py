@@ -1,0 +1,881 @@
+"""Environments' lives: create (cold or from a warm pool), provision, delete, extend, expire,
+and recover after a restart of the fleet.
+
+The `Fleet` holds what the operations need (store, config, clock, provider, CA) and the
+background work they start. Every state change is a short write transaction; the slow parts
+(starting an agent) happen between transactions, and a restart picks them up where they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+import string
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from leeward.clock import Clock
+from leeward.fleet.auth import Principal, digest, new_secret
+from leeward.fleet.ca import CertificateAuthority
+from leeward.fleet.config import FleetConfig
+from leeward.fleet.errors import Conflict, Invalid, NoCapacity, NotFound, Unavailable
+from leeward.fleet.placement import LIVE, HostUsage, choose_host, host_usage, next_address
+from leeward.fleet.store.db import Store
+from leeward.fleet.store.models import EnvironmentRow, IdempotencyRow
+from leeward.providers.base import EnvironmentSpec, Identity, Provider, ProviderError
+from leeward_protocol.fleet import (
+    Catalog,
+    CreateContainer,
+    CreateDevserver,
+    Environment,
+    EnvironmentKind,
+    EnvironmentState,
+    Hardware,
+    HostState,
+    Lifespan,
+    LifespanPolicy,
+    Region,
+)
+
+log = logging.getLogger(__name__)
+
+_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def _random(n: int) -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(n))
+
+
+def new_environment_id() -> str:
+    return "e-" + _random(10)
+
+
+def to_resource(row: EnvironmentRow, zone: str) -> Environment:
+    return Environment(
+        id=row.id,
+        name=row.name,
+        fqdn=f"{row.name}.{row.region}.{zone}",
+        kind=EnvironmentKind(row.kind),
+        flavor=row.flavor,
+        profile=row.profile,
+        hardware=Hardware(cpus=row.cpus, memory_gib=row.memory_gib, gpus=row.gpus),
+        region=row.region,
+        host=row.host,
+        address=row.address,
+        ssh_port=row.ssh_port,
+        state=EnvironmentState(row.state),
+        status_message=row.status_message,
+        owner=row.owner,
+        lifespan=Lifespan(row.lifespan),
+        expires_at=row.expires_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        ready_at=row.ready_at,
+        last_seen_at=row.last_seen_at,
+    )
+
+
+@dataclass
+class Outcome:
+    environment: Environment
+    created: bool
+    """False when an Idempotency-Key replay returned an environment made earlier."""
+    source: str = "cold"
+    """"warm" when claimed from a pool, "cold" when placed and started."""
+
+
+class Fleet:
+    def __init__(
+        self,
+        config: FleetConfig,
+        store: Store,
+        provider: Provider,
+        authority: CertificateAuthority,
+        clock: Clock,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.provider = provider
+        self.authority = authority
+        self.clock = clock
+        self.public_url: str | None = config.public_url
+        self.url_known = asyncio.Event()
+        if self.public_url:
+            self.url_known.set()
+        self.observers: list[Callable[[str, float], None]] = []
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def set_public_url(self, url: str) -> None:
+        self.public_url = url.rstrip("/")
+        self.url_known.set()
+
+    async def close(self) -> None:
+        self._closing = True
+        tasks = list(self._tasks.values()) + list(self._background)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _spawn(self, key: str, work: Awaitable[None]) -> None:
+        """Run per-environment work in the background, one task per environment at a time."""
+
+        async def run() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background work for %s failed", key)
+            finally:
+                if self._tasks.get(key) is task:
+                    del self._tasks[key]
+
+        previous = self._tasks.get(key)
+        task = asyncio.get_running_loop().create_task(run(), name=f"env:{key}")
+        if previous is not None and not previous.done():
+            # Keep the older one referenced until it finishes; the newer supersedes it.
+            self._background.add(previous)
+            previous.add_done_callback(self._background.discard)
+        self._tasks[key] = task
+
+    async def idle(self) -> None:
+        """Wait until no per-environment work is in flight (tests and shutdown use it)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    # ------------------------------------------------------------------ catalog
+
+    async def catalog(self) -> Catalog:
+        async with self.store.read() as session:
+            usage = await host_usage(session)
+        regions = []
+        for region in self.config.regions:
+            hosts = [h for h in usage if h.region == region.name]
+            active = [h for h in hosts if h.state is HostState.ACTIVE]
+            regions.append(
+                Region(
+                    name=region.name,
+                    display_name=region.display_name,
+                    accepting=bool(active),
+                    hosts=len(hosts),
+                    capacity=_sum(h.capacity for h in hosts),
+                    free=_sum(h.free for h in active),
+                    largest_free=max(
+                        (h.free for h in active),
+                        key=lambda f: (f.memory_gib, f.cpus, f.gpus),
+                        default=Hardware(cpus=0, memory_gib=0, gpus=0),
+                    ),
+                )
+            )
+        lt = self.config.lifetimes
+        return Catalog(
+            zone=self.config.zone,
+            regions=regions,
+            flavors=self.config.flavors,
+            profiles=self.config.profiles,
+            lifespans=LifespanPolicy(
+                devserver_default_hours=lt.devserver_default_hours,
+                devserver_max_hours=lt.devserver_max_hours,
+                container_hours=lt.container_hours,
+                container_max_hours=lt.container_max_hours,
+            ),
+        )
+
+    # ------------------------------------------------------------------ reads
+
+    async def list_environments(
+        self, who: Principal, *, everyone: bool = False
+    ) -> list[Environment]:
+        query = select(EnvironmentRow).where(
+            EnvironmentRow.state.in_(
+                [
+                    EnvironmentState.PROVISIONING,
+                    EnvironmentState.RUNNING,
+                    EnvironmentState.DELETING,
+                    EnvironmentState.FAILED,
+                ]
+            )
+        )
+        if not (everyone and who.is_admin):
+            query = query.where(EnvironmentRow.owner == who.user)
+        async with self.store.read() as session:
+            rows = (await session.execute(query.order_by(EnvironmentRow.created_at))).scalars()
+            return [to_resource(r, self.config.zone) for r in rows]
+
+    async def get_environment(self, who: Principal, ref: str) -> Environment:
+        async with self.store.read() as session:
+            row = await self._find(session, who, ref)
+            return to_resource(row, self.config.zone)
+
+    async def _find(self, session: AsyncSession, who: Principal, ref: str) -> EnvironmentRow:
+        """By id, or by name among live environments. Someone else's is a 404, not a 403: it is
+        none of the caller's business whether it exists."""
+        row = await session.get(EnvironmentRow, ref)
+        if row is None:
+            row = await session.scalar(
+                select(EnvironmentRow).where(EnvironmentRow.live_name == ref)
+            )
+        if row is None or row.state == EnvironmentState.WARM or row.owner is None:
+            raise NotFound(f"No environment {ref!r}: `leeward list` shows yours.")
+        if row.owner != who.user and not who.is_admin:
+            raise NotFound(f"No environment {ref!r}: `leeward list` shows yours.")
+        return row
+
+    # ------------------------------------------------------------------ create
+
+    def _check_request(self, request: CreateDevserver | CreateContainer) -> Hardware:
+        names = ", ".join(r.name for r in self.config.regions)
+        if request.region is not None and self.config.region(request.region) is None:
+            raise Invalid(
+                f"Unknown region {request.region!r}; choose one of {names}.", field="region"
+            )
+        lt = self.config.lifetimes
+        if isinstance(request, CreateDevserver):
+            flavor = self.config.flavor(request.flavor)
+            if flavor is None:
+                choices = ", ".join(f.name for f in self.config.flavors)
+                raise Invalid(
+                    f"Unknown flavor {request.flavor!r}; choose one of {choices}.", field="flavor"
+                )
+            if request.hours is not None and request.hours > lt.devserver_max_hours:
+                raise Invalid(
+                    f"A devserver lives at most {lt.devserver_max_hours} hours; ask for fewer "
+                    "or make it permanent.",
+                    field="hours",
+                )
+            return flavor.hardware
+        profile = self.config.profile(request.profile)
+        if profile is None:
+            choices = ", ".join(p.name for p in self.config.profiles) or "(none configured)"
+            raise Invalid(
+                f"Unknown container profile {request.profile!r}; choose one of {choices}.",
+                field="profile",
+            )
+        if request.hours is not None and request.hours > lt.container_max_hours:
+            raise Invalid(
+                f"A container lives at most {lt.container_max_hours} hours; ask for fewer.",
+                field="hours",
+            )
+        return profile.hardware
+
+    async def create(
+        self,
+        who: Principal,
+        request: CreateDevserver | CreateContainer,
+        idempotency_key: str | None = None,
+    ) -> Outcome:
+        need = self._check_request(request)
+        request_digest = hashlib.sha256(
+            json.dumps(request.wire(), sort_keys=True).encode()
+        ).hexdigest()
+        started = self.clock.monotonic()
+        for attempt in range(3):
+            try:
+                outcome = await self._create_once(
+                    who, request, need, idempotency_key, request_digest
+                )
+                break
+            except IntegrityError as exc:
+                # A concurrent request took the same name or key: look again.
+                if attempt == 2:
+                    raise Conflict(
+                        "Another request changed the same environment at the same time; try again."
+                    ) from exc
+        if outcome.created:
+            for observe in self.observers:
+                observe(outcome.source, self.clock.monotonic() - started)
+        return outcome
+
+    async def _create_once(
+        self,
+        who: Principal,
+        request: CreateDevserver | CreateContainer,
+        need: Hardware,
+        key: str | None,
+        request_digest: str,
+    ) -> Outcome:
+        now = self.clock.now()
+        claimed = False
+        async with self.store.write() as session:
+            if key is not None:
+                seen = await session.scalar(
+                    select(IdempotencyRow).where(
+                        IdempotencyRow.user == who.user, IdempotencyRow.key == key
+                    )
+                )
+                if seen is not None:
+                    if seen.request_digest != request_digest:
+                        raise Conflict(
+                            "This Idempotency-Key was used for a different request; use a new "
+                            "key for a new environment.",
+                            field="Idempotency-Key",
+                        )
+                    row = await session.get(EnvironmentRow, seen.environment_id)
+                    assert row is not None
+                    return Outcome(to_resource(row, self.config.zone), created=False)
+            if request.name is not None:
+                taken = await session.scalar(
+                    select(func.count()).where(EnvironmentRow.live_name == request.name)
+                )
+                if taken:
+                    raise Conflict(
+                        f"The name {request.name!r} is taken; choose another or leave it out.",
+                        field="name",
+                    )
+            row = None
+            if isinstance(request, CreateContainer):
+                row = await self._claim_warm(session, who, request, now)
+                claimed = row is not None
+            if row is None:
+                row = await self._place(session, who, request, need, now)
+            if key is not None:
+                session.add(
+                    IdempotencyRow(
+                        user=who.user,
+                        key=key,
+                        request_digest=request_digest,
+                        environment_id=row.id,
+                        created_at=now,
+                    )
+                )
+            await session.flush()
+        if claimed:
+            env = await self._assign(row)
+            return Outcome(env, created=True, source="warm")
+        self._spawn(row.id, self._provision(row.id))
+        return Outcome(to_resource(row, self.config.zone), created=True, source="cold")
+
+    def _expiry(self, request: CreateDevserver | CreateContainer, now: datetime) -> datetime | None:
+        lt = self.config.lifetimes
+        if isinstance(request, CreateDevserver):
+            if request.lifespan is Lifespan.PERMANENT:
+                return None
+            return now + timedelta(hours=request.hours or lt.devserver_default_hours)
+        return now + timedelta(hours=request.hours or lt.container_hours)
+
+    async def _unique_name(self, session: AsyncSession, prefix: str) -> str:
+        prefix = prefix[:24]
+        for _ in range(20):
+            name = f"{prefix}-{_random(6)}"
+            if not await session.scalar(
+                select(func.count()).where(EnvironmentRow.live_name == name)
+            ):
+                return name
+        raise Conflict("Could not find a free name; give one with --name.")
+
+    async def _regions_in_order(
+        self, session: AsyncSession, asked: str | None, need: Hardware
+    ) -> list[str]:
+        if asked is not None:
+            return [asked]
+        usage = await host_usage(session)
+
+        # The region with the most free room that fits first.
+        def room(region: str) -> tuple[int, int]:
+            free = [
+                h.free
+                for h in usage
+                if h.region == region and h.state is HostState.ACTIVE and need.fits_in(h.free)
+            ]
+            return (len(free), sum(f.memory_gib for f in free))
+
+        names = [r.name for r in self.config.regions]
+        return sorted(names, key=room, reverse=True)
+
+    async def _place(
+        self,
+        session: AsyncSession,
+        who: Principal | None,
+        request: CreateDevserver | CreateContainer | None,
+        need: Hardware,
+        now: datetime,
+        *,
+        region: str | None = None,
+        profile: str | None = None,
+    ) -> EnvironmentRow:
+        """Place a new environment (a user's, or a warm container when `who` is None)."""
+        asked = request.region if request is not None else region
+        for candidate in await self._regions_in_order(session, asked, need):
+            hosts = await host_usage(session, candidate, lock=True)
+            host = choose_host(hosts, need)
+            if host is not None:
+                break
+        else:
+            raise await self._no_capacity(session, asked, need)
+        address = await next_address(session, host.region)
+        if request is None:
+            kind, flavor, lifespan, expires = (
+                EnvironmentKind.CONTAINER,
+                None,
+                Lifespan.TEMPORARY,
+                None,
+            )
+            name = await self._unique_name(session, f"{profile}-warm")
+        else:
+            kind = request.kind
+            flavor = request.flavor if isinstance(request, CreateDevserver) else None
+            profile = request.profile if isinstance(request, CreateContainer) else None
+            lifespan = (
+                request.lifespan if isinstance(request, CreateDevserver) else Lifespan.TEMPORARY
+            )
+            expires = self._expiry(request, now)
+            name = request.name or await self._unique_name(
+                session, "dev" if kind is EnvironmentKind.DEVSERVER else (profile or "ctr")
+            )
+        row = EnvironmentRow(
+            id=new_environment_id(),
+            name=name,
+            live_name=name,
+            kind=kind.value,
+            flavor=flavor,
+            profile=profile,
+            cpus=need.cpus,
+            memory_gib=need.memory_gib,
+            gpus=need.gpus,
+            region=host.region,
+            host=host.name,
+            address=address,
+            live_address=address,
+            ssh_port=self.config.provider.ssh_port,
+            state=EnvironmentState.PROVISIONING.value,
+            status_message=f"placed on {host.name}",
+            owner=who.user if who else None,
+            lifespan=lifespan.value,
+            expires_at=expires,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(row)
+        await session.flush()
+        return row
+
+    async def _no_capacity(
+        self, session: AsyncSession, asked: str | None, need: Hardware
+    ) -> NoCapacity:
+        usage = await host_usage(session)
+        with_room = sorted(
+            {
+                h.region
+                for h in usage
+                if h.state is HostState.ACTIVE and need.fits_in(h.free) and h.region != asked
+            }
+        )
+        if asked is None:
+            return NoCapacity(
+                "No region has room for this environment now; try a smaller flavor or later.",
+                regions_with_room=[],
+            )
+        if with_room:
+            return NoCapacity(
+                f"Region {asked} has no room for this environment now; "
+                f"{', '.join(with_room)} {'has' if len(with_room) == 1 else 'have'} room.",
+                field="region",
+                regions_with_room=with_room,
+            )
+        return NoCapacity(
+            f"Region {asked} has no room for this environment now, and no other region has "
+            "either; try a smaller flavor or later.",
+            field="region",
+            regions_with_room=[],
+        )
+
+    # ------------------------------------------------------------------ warm pools
+
+    async def _claim_warm(
+        self, session: AsyncSession, who: Principal, request: CreateContainer, now: datetime
+    ) -> EnvironmentRow | None:
+        query = (
+            select(EnvironmentRow)
+            .where(
+                EnvironmentRow.state == EnvironmentState.WARM.value,
+                EnvironmentRow.profile == request.profile,
+                EnvironmentRow.owner.is_(None),
+            )
+            .order_by(EnvironmentRow.created_at)
+            .limit(1)
+        )
+        if request.region is not None:
+            query = query.where(EnvironmentRow.region == request.region)
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        row = await session.scalar(query)
+        if row is None:
+            return None
+        name = request.name or await self._unique_name(session, request.profile)
+        row.name = name
+        row.live_name = name
+        row.owner = who.user
+        row.state = EnvironmentState.PROVISIONING.value
+        row.status_message = "claimed from the warm pool"
+        row.expires_at = self._expiry(request, now)
+        row.created_at = now
+        row.updated_at = now
+        await session.flush()
+        return row
+
+    async def refill_pools(self) -> int:
+        """Start warm containers until every (region, profile) pool is full; returns how many."""
+        wanted: list[tuple[str, str, Hardware]] = []
+        async with self.store.read() as session:
+            counts = dict(
+                (
+                    (region, profile),
+                    n,
+                )
+                for region, profile, n in (
+                    await session.execute(
+                        select(EnvironmentRow.region, EnvironmentRow.profile, func.count())
+                        .where(
+                            EnvironmentRow.owner.is_(None),
+                            EnvironmentRow.state.in_(
+                                [EnvironmentState.WARM.value, EnvironmentState.PROVISIONING.value]
+                            ),
+                        )
+                        .group_by(EnvironmentRow.region, EnvironmentRow.profile)
+                    )
+                ).all()
+            )
+        for region in self.config.regions:
+            for profile in self.config.profiles:
+                missing = profile.warm_pool - counts.get((region.name, profile.name), 0)
+                wanted.extend((region.name, profile.name, profile.hardware) for _ in range(missing))
+        started = 0
+        for region_name, profile_name, need in wanted:
+            try:
+                async with self.store.write() as session:
+                    row = await self._place(
+                        session,
+                        None,
+                        None,
+                        need,
+                        self.clock.now(),
+                        region=region_name,
+                        profile=profile_name,
+                    )
+            except NoCapacity:
+                continue
+            self._spawn(row.id, self._provision(row.id))
+            started += 1
+        return started
+
+    # ------------------------------------------------------------------ provisioning
+
+    def _spec(self, row: EnvironmentRow, identity: Identity) -> EnvironmentSpec:
+        assert row.host and row.address and row.ssh_port and self.public_url
+        return EnvironmentSpec(
+            id=row.id,
+            name=row.name,
+            fqdn=f"{row.name}.{row.region}.{self.config.zone}",
+            kind=EnvironmentKind(row.kind),
+            region=row.region,
+            host=row.host,
+            address=row.address,
+            ssh_port=row.ssh_port,
+            hardware=Hardware(cpus=row.cpus, memory_gib=row.memory_gib, gpus=row.gpus),
+            user_ca=self.authority.user_ca_public,
+            fleet_url=self.public_url,
+            heartbeat_seconds=self.config.heartbeat_seconds,
+            identity=identity,
+        )
+
+    def _identity(self, row: EnvironmentRow) -> tuple[Identity, str]:
+        """A fresh host key, host certificate and agent token for this environment."""
+        zone = self.config.zone
+        principals = [f"{row.name}.{row.region}.{zone}", row.id, f"{row.name}.{zone}"]
+        now = self.clock.now()
+        if row.expires_at is not None:
+            valid_for = max(row.expires_at - now, timedelta(0)) + timedelta(days=1)
+        else:
+            valid_for = timedelta(days=365)
+        key, cert = self.authority.issue_host_identity(principals, now, valid_for)
+        token = new_secret("lwa_")
+        return Identity(row.owner, key, cert, token), digest(token)
+
+    async def _set(self, env_id: str, *, expect: set[str] | None = None, **values: Any) -> bool:
+        """Update one environment if it is still in one of `expect`; False if it moved on."""
+        values.setdefault("updated_at", self.clock.now())
+        async with self.store.write() as session:
+            query = update(EnvironmentRow).where(EnvironmentRow.id == env_id).values(**values)
+            if expect is not None:
+                query = query.where(EnvironmentRow.state.in_(expect))
+            result = await session.execute(query)
+            return bool(getattr(result, "rowcount", 0))
+
+    async def _provision(self, env_id: str) -> None:
+        await self.url_known.wait()
+        started = self.clock.monotonic()
+        async with self.store.read() as session:
+            row = await session.get(EnvironmentRow, env_id)
+        if row is None or row.state != EnvironmentState.PROVISIONING:
+            return
+        identity, token_digest = self._identity(row)
+        provisioning = {EnvironmentState.PROVISIONING.value}
+        if not await self._set(
+            env_id,
+            expect=provisioning,
+            status_message="certified; starting",
+            agent_token_digest=token_digest,
+        ):
+            return
+        try:
+            await self.provider.start(self._spec(row, identity))
+        except ProviderError as exc:
+            log.warning("environment %s failed to start: %s", env_id, exc)
+            await self._fail(env_id, f"Its agent did not start: {exc}")
+            return
+        final = EnvironmentState.WARM if row.owner is None else EnvironmentState.RUNNING
+        now = self.clock.now()
+        if await self._set(
+            env_id, expect=provisioning, state=final.value, status_message="ready", ready_at=now
+        ):
+            log.info(
+                "environment %s is %s on %s after %.2f s",
+                env_id,
+                final.value,
+                row.host,
+                self.clock.monotonic() - started,
+            )
+        else:
+            # Deleted while it was starting: the delete is waiting for us to finish.
+            log.info("environment %s was deleted while starting", env_id)
+
+    async def _assign(self, row: EnvironmentRow) -> Environment:
+        """Hand a claimed warm container to its tenant with a fresh identity."""
+        identity, token_digest = self._identity(row)
+        await self.url_known.wait()
+        try:
+            await self.provider.assign(self._spec(row, identity))
+        except ProviderError as exc:
+            await self._fail(row.id, f"The warm container could not be handed over: {exc}")
+            raise Unavailable(
+                "A warm container failed while being handed over; try again."
+            ) from exc
+        now = self.clock.now()
+        await self._set(
+            row.id,
+            expect={EnvironmentState.PROVISIONING.value},
+            state=EnvironmentState.RUNNING.value,
+            status_message="ready",
+            ready_at=now,
+            agent_token_digest=token_digest,
+        )
+        async with self.store.read() as session:
+            fresh = await session.get(EnvironmentRow, row.id)
+            assert fresh is not None
+            return to_resource(fresh, self.config.zone)
+
+    async def _fail(self, env_id: str, reason: str) -> None:
+        with contextlib.suppress(ProviderError):
+            await self.provider.stop(env_id)
+        await self._set(
+            env_id,
+            state=EnvironmentState.FAILED.value,
+            status_message=reason,
+            live_name=None,
+            live_address=None,
+            agent_token_digest=None,
+        )
+
+    # ------------------------------------------------------------------ delete, extend, expire
+
+    async def delete(self, who: Principal, ref: str) -> Environment:
+        async with self.store.write() as session:
+            row = await self._find(session, who, ref)
+            if row.state in (EnvironmentState.DELETED, EnvironmentState.FAILED):
+                return to_resource(row, self.config.zone)
+            row.state = EnvironmentState.DELETING.value
+            row.status_message = "deleting"
+            row.updated_at = self.clock.now()
+        self._spawn(row.id, self._teardown(row.id, after=self._tasks.get(row.id)))
+        return to_resource(row, self.config.zone)
+
+    async def _teardown(self, env_id: str, after: asyncio.Task[None] | None = None) -> None:
+        if after is not None:
+            # Let a start in flight finish first, so that the stop below is the last word.
+            await asyncio.gather(after, return_exceptions=True)
+        for attempt in range(5):
+            try:
+                await self.provider.stop(env_id)
+                break
+            except ProviderError as exc:
+                log.warning("stopping %s failed (attempt %d): %s", env_id, attempt + 1, exc)
+                await self.clock.sleep(2**attempt)
+        else:
+            await self._set(env_id, status_message="stuck deleting; the fleet will retry")
+            return
+        now = self.clock.now()
+        await self._set(
+            env_id,
+            state=EnvironmentState.DELETED.value,
+            status_message="deleted",
+            live_name=None,
+            live_address=None,
+            agent_token_digest=None,
+            deleted_at=now,
+        )
+
+    async def extend(self, who: Principal, ref: str, hours: int) -> Environment:
+        lt = self.config.lifetimes
+        now = self.clock.now()
+        async with self.store.write() as session:
+            row = await self._find(session, who, ref)
+            if row.state != EnvironmentState.RUNNING:
+                raise Conflict(
+                    f"{row.name} is {row.state}; only a running environment can be extended."
+                )
+            if row.expires_at is None:
+                raise Conflict(f"{row.name} is permanent: it has no expiry to extend.")
+            limit = (
+                lt.devserver_max_hours
+                if row.kind == EnvironmentKind.DEVSERVER
+                else lt.container_max_hours
+            )
+            new_expiry = max(row.expires_at, now) + timedelta(hours=hours)
+            if new_expiry > now + timedelta(hours=limit):
+                raise Invalid(
+                    f"A {row.kind} can be extended to at most {limit} hours from now; "
+                    "ask for fewer hours.",
+                    field="hours",
+                )
+            row.expires_at = new_expiry
+            row.updated_at = now
+            return to_resource(row, self.config.zone)
+
+    async def reap_expired(self) -> list[str]:
+        """Delete every environment whose expiry has passed; returns their ids."""
+        now = self.clock.now()
+        async with self.store.write() as session:
+            rows = (
+                (
+                    await session.execute(
+                        select(EnvironmentRow).where(
+                            EnvironmentRow.expires_at <= now,
+                            EnvironmentRow.state.in_(
+                                [
+                                    EnvironmentState.RUNNING.value,
+                                    EnvironmentState.PROVISIONING.value,
+                                ]
+                            ),
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            for row in rows:
+                row.state = EnvironmentState.DELETING.value
+                row.status_message = "expired"
+                row.updated_at = now
+        for row in rows:
+            log.info("environment %s (%s) expired", row.id, row.name)
+            self._spawn(row.id, self._teardown(row.id, after=self._tasks.get(row.id)))
+        return [r.id for r in rows]
+
+    # ------------------------------------------------------------------ agents
+
+    async def heartbeat(self, token: str, environment_id: str) -> bool:
+        async with self.store.write() as session:
+            result = await session.execute(
+                update(EnvironmentRow)
+                .where(
+                    EnvironmentRow.id == environment_id,
+                    EnvironmentRow.agent_token_digest == digest(token),
+                    EnvironmentRow.state.in_(LIVE),
+                )
+                .values(last_seen_at=self.clock.now())
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    # ------------------------------------------------------------------ recovery
+
+    async def recover(self) -> None:
+        """After a restart: finish what was in flight, restart agents that are gone."""
+        async with self.store.read() as session:
+            rows = (
+                (
+                    await session.execute(
+                        select(EnvironmentRow).where(EnvironmentRow.state.in_(LIVE))
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        up = await self.provider.running([r.id for r in rows])
+        for row in rows:
+            if row.state == EnvironmentState.DELETING:
+                self._spawn(row.id, self._teardown(row.id))
+            elif row.state == EnvironmentState.PROVISIONING:
+                if row.owner is not None and row.agent_token_digest is not None and row.id in up:
+                    # Claimed and handed over, but the fleet died before saying so.
+                    await self._set(
+                        row.id, state=EnvironmentState.RUNNING.value, status_message="ready"
+                    )
+                else:
+                    self._spawn(row.id, self._provision(row.id))
+            elif row.id not in up:
+                log.warning("environment %s (%s) is not up; restarting its agent", row.id, row.name)
+                self._spawn(row.id, self._restart(row.id))
+
+    async def _restart(self, env_id: str) -> None:
+        await self.url_known.wait()
+        async with self.store.read() as session:
+            row = await session.get(EnvironmentRow, env_id)
+        if row is None or row.state not in (EnvironmentState.RUNNING, EnvironmentState.WARM):
+            return
+        identity, token_digest = self._identity(row)
+        await self._set(env_id, agent_token_digest=token_digest, status_message="restarting agent")
+        try:
+            await self.provider.start(self._spec(row, identity))
+        except ProviderError as exc:
+            await self._set(env_id, status_message=f"agent restart failed: {exc}")
+            return
+        await self._set(env_id, status_message="ready")
+
+    # ------------------------------------------------------------------ background loops
+
+    def start_loop(self, seconds: float, work: Callable[[], Awaitable[object]], name: str) -> None:
+        """Run `work` every `seconds` until the fleet closes; a failure is logged, not fatal."""
+
+        async def loop() -> None:
+            while not self._closing:
+                try:
+                    await work()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("%s failed; trying again in %.0f s", name, seconds)
+                await self.clock.sleep(seconds)
+
+        task = asyncio.get_running_loop().create_task(loop(), name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _sum(items: Any) -> Hardware:
+    total = Hardware(cpus=0, memory_gib=0, gpus=0)
+    for h in items:
+        total = Hardware(
+            cpus=total.cpus + h.cpus,
+            memory_gib=total.memory_gib + h.memory_gib,
+            gpus=total.gpus + h.gpus,
+        )
+    return total
+
+
+__all__ = ["Fleet", "HostUsage", "Outcome", "to_resource"]

@@ -1,0 +1,75 @@
+"""`leeward fleet serve`: run the fleet until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from leeward.clock import Clock
+from leeward.fleet.app import create_app
+from leeward.fleet.config import FleetConfig, load_config
+from leeward.fleet.environments import Fleet
+from leeward.fleet.state import FLEET
+from leeward.providers.base import Provider
+
+log = logging.getLogger("leeward.fleet")
+
+
+@contextlib.asynccontextmanager
+async def running_fleet(
+    config: FleetConfig,
+    *,
+    provider: Provider | None = None,
+    clock: Clock | None = None,
+    background: bool = True,
+) -> AsyncIterator[tuple[str, Fleet]]:
+    """The fleet listening on its configured address (port 0: any free one); yields its URL."""
+    app = create_app(config, provider=provider, clock=clock, background=background)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        url = f"http://{host}:{port}"
+        fleet = app[FLEET]
+        fleet.set_public_url(config.public_url or url)
+        yield url, fleet
+    finally:
+        await runner.cleanup()
+
+
+async def _serve(config: FleetConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_fleet(config) as (url, fleet):
+        log.info(
+            "fleet serving %s (store: %s, provider: %s, zone: %s)",
+            url,
+            fleet.store.describe(),
+            fleet.provider.name,
+            config.zone,
+        )
+        await stop.wait()
+        log.info("stopping")
+
+
+def serve(config_path: Path, *, database: str | None = None, port: int | None = None) -> None:
+    """Run the fleet from a config file until SIGTERM/SIGINT."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = load_config(config_path)
+    if database is not None:
+        config.database = database
+    if port is not None:
+        config.listen_port = port
+    asyncio.run(_serve(config))

@@ -1,0 +1,97 @@
+"""Prometheus metrics: request counts and latencies, allocations, and the fleet's state as read
+from the store at scrape time (so every replica reports the same truth)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from sqlalchemy import func, select
+
+from leeward.fleet.placement import host_usage
+from leeward.fleet.store.models import EnvironmentRow
+
+if TYPE_CHECKING:
+    from leeward.fleet.environments import Fleet
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "leeward_http_requests",
+            "HTTP requests answered.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "leeward_http_request_seconds",
+            "Time to answer an HTTP request.",
+            ["route"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.allocations = Counter(
+            "leeward_allocations", "Environments allocated.", ["source"], registry=r
+        )
+        self.allocation_latency = Histogram(
+            "leeward_allocation_seconds",
+            "Time to allocate: a warm claim includes the hand-over; a cold one only placement.",
+            ["source"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.environments = Gauge(
+            "leeward_environments",
+            "Environments by state.",
+            ["region", "kind", "state"],
+            registry=r,
+        )
+        self.host_used = Gauge(
+            "leeward_host_used",
+            "Capacity used on a host.",
+            ["host", "region", "resource"],
+            registry=r,
+        )
+        self.host_capacity = Gauge(
+            "leeward_host_capacity",
+            "A host's capacity.",
+            ["host", "region", "resource"],
+            registry=r,
+        )
+
+    def observe_allocation(self, source: str, seconds: float) -> None:
+        self.allocations.labels(source).inc()
+        self.allocation_latency.labels(source).observe(seconds)
+
+    async def render(self, fleet: Fleet) -> tuple[bytes, str]:
+        async with fleet.store.read() as session:
+            counts = (
+                await session.execute(
+                    select(
+                        EnvironmentRow.region,
+                        EnvironmentRow.kind,
+                        EnvironmentRow.state,
+                        func.count(),
+                    ).group_by(EnvironmentRow.region, EnvironmentRow.kind, EnvironmentRow.state)
+                )
+            ).all()
+            usage = await host_usage(session)
+        self.environments.clear()
+        for region, kind, state, n in counts:
+            self.environments.labels(region, kind, state).set(n)
+        for h in usage:
+            for resource in ("cpus", "memory_gib", "gpus"):
+                self.host_used.labels(h.name, h.region, resource).set(getattr(h.used, resource))
+                self.host_capacity.labels(h.name, h.region, resource).set(
+                    getattr(h.capacity, resource)
+                )
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

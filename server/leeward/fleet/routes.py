@@ -1,0 +1,388 @@
+"""The fleet's HTTP API under /v1. Handlers are thin: parse with pydantic, call the Fleet, answer.
+
+Every route is declared once in `ROUTES` with its request and response models; the router and
+`/v1/openapi.json` are both built from that table, so the document cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from leeward import __version__
+from leeward.fleet import admin
+from leeward.fleet.auth import Principal, authenticate
+from leeward.fleet.errors import BadRequest, Forbidden, Invalid, Unauthorized
+from leeward.fleet.state import FLEET, METRICS
+from leeward_protocol.fleet import (
+    AgentHeartbeat,
+    Catalog,
+    Certificate,
+    CertificateRequest,
+    CreateEnvironment,
+    CreateToken,
+    CreateUser,
+    Environment,
+    EnvironmentList,
+    ExtendEnvironment,
+    Health,
+    HeartbeatAck,
+    Host,
+    HostList,
+    Role,
+    SSHAuthorities,
+    Token,
+    User,
+    WhoAmI,
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    request: Any = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    auth: str = "user"  # "none", "user", "admin", "agent"
+
+
+ROUTES: list[Route] = []
+
+
+def route(
+    method: str,
+    path: str,
+    summary: str,
+    *,
+    request: Any = None,
+    response: type[BaseModel] | None = None,
+    status: int = 200,
+    auth: str = "user",
+) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        ROUTES.append(Route(method, path, handler, summary, request, response, status, auth))
+        return handler
+
+    return register
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+async def parse(request: web.Request, model: Any) -> Any:
+    """The body, validated into `model`; a clear 4xx naming the field otherwise."""
+    raw = await request.read()
+    if not raw:
+        raise BadRequest("The request needs a JSON body.")
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"The body is not valid JSON: {exc}.") from None
+    try:
+        return TypeAdapter(model).validate_python(data)
+    except ValidationError as exc:
+        raise invalid_from(exc) from None
+
+
+def invalid_from(exc: ValidationError) -> Invalid:
+    first = exc.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    # Discriminated unions put the tag first ("devserver", "flavor"); users know the field.
+    if len(loc) > 1 and loc[0] in ("devserver", "container"):
+        loc = loc[1:]
+    message = first["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if first["type"] == "union_tag_invalid" or first["type"] == "union_tag_not_found":
+        return Invalid("kind: must be 'devserver' or 'container'.", field="kind")
+    if first["type"] == "extra_forbidden":
+        return Invalid(f"{'.'.join(loc)}: unknown field; remove it.", field=".".join(loc))
+    if first["type"] == "model_type" or first["type"] == "model_attributes_type":
+        return Invalid("The body must be a JSON object.", field=None)
+    field = ".".join(loc) or None
+    if message.startswith(f"{field}: "):
+        return Invalid(message[0].upper() + message[1:], field=field)
+    if field is None and ": " in message:
+        # A model-level check names its field itself ("hours: ...").
+        field = message.split(": ", 1)[0]
+        return Invalid(message, field=field)
+    return Invalid(f"{field}: {message}." if field else f"{message}.", field=field)
+
+
+def reply(model: BaseModel, status: int = 200) -> web.Response:
+    return web.json_response(model.model_dump(mode="json", by_alias=True), status=status)
+
+
+def principal(request: web.Request) -> Principal:
+    who = request.get("principal")
+    assert isinstance(who, Principal), "route declared without auth"
+    return who
+
+
+# ---------------------------------------------------------------------------- public
+
+
+@route(
+    "GET", "/healthz", "Liveness and readiness: the database answers.", response=Health, auth="none"
+)
+async def healthz(request: web.Request) -> web.Response:
+    fleet = request.app[FLEET]
+    status = "ok"
+    try:
+        async with fleet.store.read() as session:
+            await session.execute(__import__("sqlalchemy").text("SELECT 1"))
+    except Exception:
+        status = "degraded"
+    body = Health(
+        status="ok" if status == "ok" else "degraded",
+        version=__version__,
+        database=fleet.store.dialect,
+        provider=fleet.provider.name,
+    )
+    return reply(body, 200 if status == "ok" else 503)
+
+
+@route("GET", "/metrics", "Prometheus metrics (text exposition format).", auth="none")
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = await request.app[METRICS].render(request.app[FLEET])
+    response = web.Response(body=body)
+    response.content_type = content_type.split(";")[0]
+    return response
+
+
+@route("GET", "/v1/openapi.json", "This API's OpenAPI 3.1 document.", auth="none")
+async def openapi(request: web.Request) -> web.Response:
+    from leeward.fleet.openapi import openapi_document
+
+    return web.json_response(openapi_document())
+
+
+@route(
+    "GET", "/v1/ssh/authorities", "The SSH CAs' public keys.", response=SSHAuthorities, auth="none"
+)
+async def authorities(request: web.Request) -> web.Response:
+    fleet = request.app[FLEET]
+    return reply(
+        SSHAuthorities(
+            zone=fleet.config.zone,
+            host_ca=fleet.authority.host_ca_public,
+            user_ca=fleet.authority.user_ca_public,
+        )
+    )
+
+
+# ---------------------------------------------------------------------------- users
+
+
+@route("GET", "/v1/whoami", "Who the token belongs to.", response=WhoAmI)
+async def whoami(request: web.Request) -> web.Response:
+    who = principal(request)
+    return reply(WhoAmI(user=who.user, role=who.role))
+
+
+@route(
+    "GET",
+    "/v1/catalog",
+    "Regions with free capacity, flavors, profiles, lifespans.",
+    response=Catalog,
+)
+async def catalog(request: web.Request) -> web.Response:
+    return reply(await request.app[FLEET].catalog())
+
+
+@route(
+    "POST",
+    "/v1/ssh/certificate",
+    "Sign the caller's SSH public key: a user certificate (16 h at most) for their name.",
+    request=CertificateRequest,
+    response=Certificate,
+)
+async def certificate(request: web.Request) -> web.Response:
+    fleet = request.app[FLEET]
+    body: CertificateRequest = await parse(request, CertificateRequest)
+    who = principal(request)
+    limit = fleet.config.auth.user_certificate_hours
+    hours = body.hours if body.hours is not None else limit
+    if not 1 <= hours <= limit:
+        raise Invalid(f"hours: must be between 1 and {limit}.", field="hours")
+    try:
+        cert, after, before = fleet.authority.sign_user_key(
+            body.public_key, who.user, fleet.clock.now(), hours
+        )
+    except ValueError as exc:
+        raise Invalid(f"publicKey: {exc}", field="publicKey") from None
+    return reply(
+        Certificate(certificate=cert, principals=[who.user], valid_after=after, valid_before=before)
+    )
+
+
+@route(
+    "GET",
+    "/v1/environments",
+    "The caller's environments (admins: `?all=true` for everyone's).",
+    response=EnvironmentList,
+)
+async def list_environments(request: web.Request) -> web.Response:
+    everyone = request.query.get("all", "").lower() in ("1", "true", "yes")
+    if everyone and not principal(request).is_admin:
+        raise Forbidden("Only admins can list everyone's environments.")
+    envs = await request.app[FLEET].list_environments(principal(request), everyone=everyone)
+    return reply(EnvironmentList(environments=envs))
+
+
+@route(
+    "POST",
+    "/v1/environments",
+    "Create a devserver or claim a container. Send an `Idempotency-Key` header to retry safely. "
+    "202 while it is being made (poll it), 201 when it is ready at once (a warm container), "
+    "200 when the key was seen before.",
+    request=CreateEnvironment,
+    response=Environment,
+    status=202,
+)
+async def create_environment(request: web.Request) -> web.Response:
+    body = await parse(request, CreateEnvironment)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (1 <= len(key) <= 128 and key.isprintable()):
+        raise Invalid("Idempotency-Key: 1 to 128 printable characters.", field="Idempotency-Key")
+    outcome = await request.app[FLEET].create(principal(request), body, key)
+    if not outcome.created:
+        status = 200
+    elif outcome.environment.state == "running":
+        status = 201
+    else:
+        status = 202
+    return reply(outcome.environment, status)
+
+
+@route("GET", "/v1/environments/{ref}", "One environment, by id or name.", response=Environment)
+async def get_environment(request: web.Request) -> web.Response:
+    return reply(
+        await request.app[FLEET].get_environment(principal(request), request.match_info["ref"])
+    )
+
+
+@route(
+    "DELETE",
+    "/v1/environments/{ref}",
+    "Delete an environment; its disk is destroyed.",
+    response=Environment,
+    status=202,
+)
+async def delete_environment(request: web.Request) -> web.Response:
+    env = await request.app[FLEET].delete(principal(request), request.match_info["ref"])
+    return reply(env, 202)
+
+
+@route(
+    "POST",
+    "/v1/environments/{ref}/extend",
+    "Push a temporary environment's expiry back.",
+    request=ExtendEnvironment,
+    response=Environment,
+)
+async def extend_environment(request: web.Request) -> web.Response:
+    body: ExtendEnvironment = await parse(request, ExtendEnvironment)
+    env = await request.app[FLEET].extend(principal(request), request.match_info["ref"], body.hours)
+    return reply(env)
+
+
+# ---------------------------------------------------------------------------- agents
+
+
+@route(
+    "POST",
+    "/v1/agent/heartbeat",
+    "An environment's agent says it is alive (bearer: the agent's own token).",
+    request=AgentHeartbeat,
+    response=HeartbeatAck,
+    auth="agent",
+)
+async def heartbeat(request: web.Request) -> web.Response:
+    fleet = request.app[FLEET]
+    body: AgentHeartbeat = await parse(request, AgentHeartbeat)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("An agent must send `Authorization: Bearer <agent token>`.")
+    if not await fleet.heartbeat(token.strip(), body.environment_id):
+        raise Unauthorized("Unknown agent token for that environment; the agent was replaced.")
+    return reply(HeartbeatAck(interval_seconds=fleet.config.heartbeat_seconds))
+
+
+# ---------------------------------------------------------------------------- admin
+
+
+@route(
+    "GET",
+    "/v1/admin/hosts",
+    "Every host with its capacity, usage and state.",
+    response=HostList,
+    auth="admin",
+)
+async def hosts(request: web.Request) -> web.Response:
+    fleet = request.app[FLEET]
+    return reply(HostList(hosts=[Host(**vars(h)) for h in await admin.hosts(fleet)]))
+
+
+@route(
+    "POST",
+    "/v1/admin/users",
+    "Create a user (idempotent).",
+    request=CreateUser,
+    response=User,
+    status=201,
+    auth="admin",
+)
+async def create_user(request: web.Request) -> web.Response:
+    body: CreateUser = await parse(request, CreateUser)
+    return reply(await admin.create_user(request.app[FLEET], body), 201)
+
+
+@route(
+    "POST",
+    "/v1/admin/tokens",
+    "Issue a token for a user; the secret is shown once.",
+    request=CreateToken,
+    response=Token,
+    status=201,
+    auth="admin",
+)
+async def create_token(request: web.Request) -> web.Response:
+    body: CreateToken = await parse(request, CreateToken)
+    return reply(await admin.create_token(request.app[FLEET], body), 201)
+
+
+# ---------------------------------------------------------------------------- wiring
+
+
+def _guarded(route: Route) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if route.auth in ("user", "admin"):
+            fleet = request.app[FLEET]
+            async with fleet.store.read() as session:
+                who = await authenticate(
+                    session, request.headers.get("Authorization"), fleet.clock.now()
+                )
+            if route.auth == "admin" and who.role is not Role.ADMIN:
+                raise Forbidden("This needs an admin token.")
+            request["principal"] = who
+        return await route.handler(request)
+
+    return handler
+
+
+def add_routes(app: web.Application) -> None:
+    for r in ROUTES:
+        app.router.add_route(r.method, r.path, _guarded(r), name=r.handler.__name__)

@@ -1,0 +1,167 @@
+"""The fleet's tables. The schema is managed by alembic (migrations/ beside this file)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, on PostgreSQL and on SQLite (which keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Timestamp = UTCDateTime()
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class TokenRow(Base):
+    """A bearer token: only its SHA-256 is kept (tokens are 256 random bits, so no stretching)."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    user: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+
+
+class AuthorityRow(Base):
+    """The SSH CA's keys, shared by every replica of the fleet."""
+
+    __tablename__ = "ssh_authority"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host_ca_key: Mapped[str] = mapped_column(Text)
+    user_ca_key: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class HostRow(Base):
+    """A placement target. Capacity comes from the config; usage is derived from environments."""
+
+    __tablename__ = "hosts"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    region: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    cpus: Mapped[int] = mapped_column(Integer)
+    memory_gib: Mapped[int] = mapped_column(Integer)
+    gpus: Mapped[int] = mapped_column(Integer)
+
+
+class RegionRow(Base):
+    """Per-region allocation state: the next address to hand out."""
+
+    __tablename__ = "regions"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    network: Mapped[str] = mapped_column(String(64))
+    next_address: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class EnvironmentRow(Base):
+    __tablename__ = "environments"
+    __table_args__ = (
+        CheckConstraint("cpus >= 0 AND memory_gib >= 0 AND gpus >= 0", name="hardware"),
+        Index("ix_environments_pool", "region", "profile", "state"),
+        Index("ix_environments_owner", "owner", "state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    live_name: Mapped[str | None] = mapped_column(
+        String(64), unique=True, nullable=True, doc="The name while live; NULL once deleted."
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    flavor: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    profile: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cpus: Mapped[int] = mapped_column(Integer)
+    memory_gib: Mapped[int] = mapped_column(Integer)
+    gpus: Mapped[int] = mapped_column(Integer)
+    region: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str | None] = mapped_column(ForeignKey("hosts.name"), nullable=True, index=True)
+    address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    live_address: Mapped[str | None] = mapped_column(
+        String(64), unique=True, nullable=True, doc="The address while live; NULL once freed."
+    )
+    ssh_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    status_message: Mapped[str] = mapped_column(Text, default="")
+    owner: Mapped[str | None] = mapped_column(
+        ForeignKey("users.name", ondelete="RESTRICT"), nullable=True
+    )
+    lifespan: Mapped[str] = mapped_column(String(16))
+    expires_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True, index=True)
+    agent_token_digest: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+    ready_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    last_seen_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+
+
+class IdempotencyRow(Base):
+    """A create request already seen: the same key from the same user gets the same answer."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("user", "key", name="user_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(128))
+    request_digest: Mapped[str] = mapped_column(String(64))
+    environment_id: Mapped[str] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
