@@ -128,13 +128,15 @@ class EmbeddedFleet:
                 return
             if not _alive(pid):
                 raise CliError(
-                    f"The embedded fleet stopped while starting:\n{self.log_tail()}\n"
-                    f"Fix what the log says ({self.log_path}), then run `leeward up` again."
+                    f"The embedded fleet stopped while starting: fix what its log "
+                    f"({self.log_path}) says, then run `leeward up` again.",
+                    details=self.log_tail(),
                 )
             time.sleep(POLL_SECONDS)
         raise CliError(
-            f"The embedded fleet did not answer at {url} within {seconds:.0f} s:\n"
-            f"{self.log_tail()}\nSee {self.log_path}; `leeward down` stops it."
+            f"The embedded fleet did not answer at {url} within {seconds:.0f} s: see its log "
+            f"({self.log_path}); `leeward down` stops it.",
+            details=self.log_tail(),
         )
 
     def stop(
@@ -166,7 +168,7 @@ class EmbeddedFleet:
         self.pid_path.unlink(missing_ok=True)
         return outcome
 
-    def log_tail(self, lines: int = 20) -> str:
+    def log_tail(self, lines: int = 15) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
         except FileNotFoundError:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 
 class CliError(Exception):
-    """A failure the user can act on. `str(error)` is the sentence shown; no traceback."""
+    """A failure the user can act on. `str(error)` is the sentence shown; no traceback.
+    `details` (e.g. the last lines of a log) are printed under it as they are."""
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
+    def __init__(self, message: str, *, details: str = "", exit_code: int = 1) -> None:
         super().__init__(message)
         self.message = message
+        self.details = details
         self.exit_code = exit_code
 
 
@@ -20,5 +22,6 @@ def one_sentence(message: str) -> str:
     return text
 
 
-def format_error(message: str) -> str:
-    return f"Error: {one_sentence(message)}"
+def format_error(message: str, details: str = "") -> str:
+    text = f"Error: {one_sentence(message)}"
+    return f"{text}\n{details.rstrip()}" if details.strip() else text

@@ -552,6 +552,8 @@ def fleet_serve(
     port: Annotated[int | None, typer.Option("--port", help="Overrides listen_port.")] = None,
 ) -> None:
     """Run the fleet backend until SIGTERM or SIGINT."""
+    global _debug
+    _debug = True  # a server's log should say where it failed
     from leeward.fleet.config import ConfigError
     from leeward.fleet.main import serve
 
@@ -607,7 +609,7 @@ def main() -> None:
     try:
         app()
     except CliError as exc:
-        _fail(exc, exc.message, exc.exit_code)
+        _fail(exc, exc.message, exc.exit_code, exc.details)
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr)
         sys.exit(130)
@@ -621,12 +623,12 @@ def main() -> None:
         )
 
 
-def _fail(exc: BaseException, message: str, code: int) -> None:
+def _fail(exc: BaseException, message: str, code: int, details: str = "") -> None:
     if _debug:
         import traceback
 
         traceback.print_exception(exc)
-    print(format_error(message), file=sys.stderr)
+    print(format_error(message, details), file=sys.stderr)
     sys.exit(code)
 
 
