@@ -1,0 +1,67 @@
+"""The agent's configuration: one JSON file (mode 0600) that the provider writes and rewrites.
+
+It holds secrets (the host key, the agent token), so it is written atomically and readable by
+its owner only. `reload` on the control socket re-reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class AgentConfigError(Exception):
+    """The config file is missing or invalid; the message says which and why."""
+
+
+class AgentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    environment_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    fqdn: str = Field(min_length=1)
+    owner: str | None = Field(
+        description="The only user whose certificates are accepted; None (warm): nobody."
+    )
+    listen_address: str
+    listen_port: int = Field(ge=1, le=65535)
+    host_key: str = Field(description="OpenSSH private host key.")
+    host_certificate: str = Field(description="The host key's certificate from the host CA.")
+    user_ca: str = Field(description="OpenSSH public key of the fleet's user CA.")
+    fleet_url: str = Field(description="Base URL of the fleet API, for heartbeats.")
+    agent_token: str = Field(description="Bearer token for the fleet's agent endpoints.")
+    heartbeat_seconds: float = Field(gt=0)
+    home: Path = Field(description="The environment's home directory (its disk).")
+    control_socket: Path = Field(description="Unix socket for the provider (status, reload).")
+    log_file: Path
+
+    @classmethod
+    def load(cls, path: Path) -> AgentConfig:
+        try:
+            raw = path.read_text()
+        except OSError as exc:
+            raise AgentConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+            raise AgentConfigError(f"{path}: {where}: {first['msg']}") from None
+
+    def write(self, path: Path) -> None:
+        """Replace `path` atomically with this config, readable by its owner only."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".agent-", suffix=".json", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.model_dump_json(indent=2))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

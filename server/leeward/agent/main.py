@@ -1,0 +1,235 @@
+"""The environment agent: `python -m leeward.agent --config PATH [--ready-fd N]`.
+
+One per environment, started by the provider. It serves SSH, reports heartbeats to the fleet
+and answers the provider on its control socket. When its SSH listener accepts connections it
+writes "ready" to the ready pipe; if it cannot start, it writes the reason there instead and
+exits non-zero. SIGTERM stops it cleanly; SIGHUP re-reads the config, like `reload`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from leeward import __version__
+from leeward.agent import control
+from leeward.agent.config import AgentConfig, AgentConfigError
+from leeward.agent.heartbeat import Beat, Heartbeat
+from leeward.agent.ssh import ConnectionRegistry, Login, Trust, host_keys, listen
+
+log = logging.getLogger("leeward.agent")
+
+
+class StartError(Exception):
+    """The agent cannot serve; the message is what the provider shows."""
+
+
+class Agent:
+    def __init__(self, config_path: Path, config: AgentConfig) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.registry = ConnectionRegistry(Trust(config.owner, config.user_ca))
+        self.login = Login.for_current_user(config.home, config.environment_id, config.fqdn)
+        self.heartbeat = Heartbeat(self._beat, lambda: self.config.heartbeat_seconds)
+        self._acceptor: object | None = None
+        self._control: asyncio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reload_lock = asyncio.Lock()
+
+    def _beat(self) -> Beat:
+        return Beat(
+            fleet_url=self.config.fleet_url,
+            token=self.config.agent_token,
+            environment_id=self.config.environment_id,
+            sessions=self.registry.sessions,
+            agent_version=__version__,
+        )
+
+    async def start(self) -> None:
+        config = self.config
+        try:
+            config.home.mkdir(parents=True, exist_ok=True)
+            os.chdir(config.home)  # SFTP and scp paths are relative to the home
+        except OSError as exc:
+            raise StartError(f"cannot use home {config.home}: {exc.strerror}") from None
+        try:
+            keys = host_keys(config.host_key, config.host_certificate)
+        except Exception as exc:
+            raise StartError(f"bad host key or certificate: {exc}") from None
+        try:
+            self._control = await control.serve(config.control_socket, self._on_control)
+        except (control.ControlError, OSError) as exc:
+            raise StartError(f"control socket {config.control_socket}: {exc}") from None
+        try:
+            self._acceptor = await listen(
+                config.listen_address,
+                config.listen_port,
+                self.registry,
+                keys,
+                lambda: self.login,
+            )
+        except OSError as exc:
+            raise StartError(
+                f"cannot listen on {config.listen_address}:{config.listen_port}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        self._tasks.append(asyncio.create_task(self.heartbeat.run(), name="heartbeat"))
+        log.info(
+            "environment %s (%s) serving SSH on %s:%d for %s",
+            config.environment_id,
+            config.fqdn,
+            config.listen_address,
+            config.listen_port,
+            config.owner or "nobody (warm)",
+        )
+
+    async def _on_control(self, message: dict[str, object]) -> dict[str, object]:
+        op = message.get("op")
+        if op == "status":
+            return {
+                "ok": True,
+                "environmentId": self.config.environment_id,
+                "owner": self.config.owner,
+                "sessions": self.registry.sessions,
+                "pid": os.getpid(),
+                "agentVersion": __version__,
+            }
+        if op == "reload":
+            await self.reload()
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown op {op!r}; expected 'status' or 'reload'"}
+
+    async def reload(self) -> None:
+        """Re-read the config and apply it; connections under the old identity are closed."""
+        async with self._reload_lock:
+            new = AgentConfig.load(self.config_path)
+            old = self.config
+            if new.environment_id != old.environment_id:
+                raise ValueError(
+                    f"the config is for {new.environment_id}, this agent is {old.environment_id}"
+                )
+            fixed = ("listen_address", "listen_port", "home", "control_socket", "log_file")
+            changed = [f for f in fixed if getattr(new, f) != getattr(old, f)]
+            if changed:
+                raise ValueError(f"cannot change {', '.join(changed)} of a running agent")
+            keys = host_keys(new.host_key, new.host_certificate)
+            assert self._acceptor is not None
+            # New connections get the new host key, certificate and trust from here on.
+            self._acceptor.update(server_host_keys=keys)  # type: ignore[attr-defined]
+            self.registry.set_trust(Trust(new.owner, new.user_ca))
+            self.config = new
+            self.login = Login.for_current_user(new.home, new.environment_id, new.fqdn)
+            await self.registry.close_all()
+            self.heartbeat.reset()
+            log.info("reloaded: owner %s, host identity renewed", new.owner or "nobody (warm)")
+
+    async def stop(self) -> None:
+        if self._acceptor is not None:
+            self._acceptor.close()  # type: ignore[attr-defined]
+        await self.registry.close_all(grace=3.0)
+        if self._control is not None:
+            self._control.close()
+            with contextlib.suppress(OSError):
+                self.config.control_socket.unlink()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        log.info("stopped")
+
+
+def _setup_logging(log_file: Path) -> None:
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(log_file)
+    file_handler.setFormatter(formatter)
+    root.addHandler(file_handler)
+    # The provider may point stderr at the same file (for tracebacks); do not log twice.
+    try:
+        err, own = os.fstat(2), os.stat(log_file)
+        same = (err.st_dev, err.st_ino) == (own.st_dev, own.st_ino)
+    except OSError:
+        same = False
+    if not same:
+        stderr_handler = logging.StreamHandler(sys.stderr)
+        stderr_handler.setFormatter(formatter)
+        root.addHandler(stderr_handler)
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+
+
+def _tell(ready_fd: int | None, line: str) -> None:
+    if ready_fd is None:
+        return
+    try:
+        os.write(ready_fd, (line.replace("\n", " ") + "\n").encode())
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(ready_fd)
+
+
+async def _serve(config_path: Path, ready_fd: int | None) -> int:
+    try:
+        config = AgentConfig.load(config_path)
+    except AgentConfigError as exc:
+        _tell(ready_fd, f"error: {exc}")
+        print(f"leeward agent: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(config.log_file)
+    agent = Agent(config_path, config)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    loop.add_signal_handler(signal.SIGINT, stopping.set)
+
+    pending: set[asyncio.Task[None]] = set()
+
+    def reload_on_hup() -> None:
+        async def reload() -> None:
+            try:
+                await agent.reload()
+            except Exception as exc:
+                log.error("reload on SIGHUP failed: %s", exc)
+
+        task = asyncio.ensure_future(reload())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload_on_hup)
+    try:
+        await agent.start()
+    except StartError as exc:
+        log.error("cannot start: %s", exc)
+        await agent.stop()
+        _tell(ready_fd, f"error: {exc}")
+        return 1
+    _tell(ready_fd, "ready")
+    await stopping.wait()
+    log.info("stopping on signal")
+    await agent.stop()
+    return 0
+
+
+def run(config_path: Path, ready_fd: int | None = None) -> int:
+    """Run the agent until SIGTERM; the exit status (0 on a clean stop)."""
+    return asyncio.run(_serve(config_path, ready_fd))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="leeward agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, type=Path, help="the agent's JSON config")
+    parser.add_argument(
+        "--ready-fd", type=int, default=None, help="write 'ready' or the error here, then close it"
+    )
+    args = parser.parse_args(argv)
+    return run(args.config, args.ready_fd)

@@ -1,0 +1,405 @@
+"""The environment's SSH server: what OpenSSH clients, scp, rsync and Remote-SSH talk to.
+
+Only user certificates from the fleet's user CA, for the environment's owner, get in. Shells
+get a real PTY with a controlling terminal; commands without a PTY get pipes, as with sshd.
+SFTP is asyncssh's server rooted at the agent's working directory, the environment's home.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pwd
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+log = logging.getLogger("leeward.agent.ssh")
+
+_PASSED_ENV = ("LANG", "LANGUAGE", "TZ", "COLORTERM")
+"""Client environment that is passed on, besides LC_*: what OpenSSH's AcceptEnv usually has."""
+
+# Runs in the child between fork and the shell: a new session whose controlling terminal is the
+# PTY on fd 0, so job control, Ctrl-C and SIGHUP on hangup work as under sshd.
+_LOGIN_TTY = "import os,sys;os.login_tty(0);os.execv(sys.argv[1],sys.argv[2:])"
+
+
+@dataclass(frozen=True)
+class Trust:
+    """Whom the server lets in: the owner's certificates signed by the user CA."""
+
+    owner: str | None
+    user_ca: str
+
+    def authorized_keys(self, username: str) -> asyncssh.SSHAuthorizedKeys | None:
+        if self.owner is None or username != self.owner:
+            return None
+        # principals= makes asyncssh require the owner among the certificate's principals (a
+        # certificate without principals does not match) instead of accepting any.
+        line = f'cert-authority,principals="{self.owner}" {self.user_ca.strip()}\n'
+        return asyncssh.import_authorized_keys(line)
+
+
+@dataclass(frozen=True)
+class Login:
+    """How sessions run: the login shell, the home and the base environment."""
+
+    home: Path
+    shell: str
+    user: str
+    environment_id: str
+    fqdn: str
+
+    @classmethod
+    def for_current_user(cls, home: Path, environment_id: str, fqdn: str) -> Login:
+        try:
+            entry = pwd.getpwuid(os.getuid())
+            shell, user = entry.pw_shell or "/bin/bash", entry.pw_name
+        except KeyError:
+            shell, user = "/bin/bash", str(os.getuid())
+        if not os.access(shell, os.X_OK) or shell.endswith(("/nologin", "/false")):
+            shell = "/bin/bash"
+        return cls(home=home, shell=shell, user=user, environment_id=environment_id, fqdn=fqdn)
+
+    def environment(self, process: asyncssh.SSHServerProcess[bytes]) -> dict[str, str]:
+        env = {
+            "HOME": str(self.home),
+            "USER": self.user,
+            "LOGNAME": self.user,
+            "SHELL": self.shell,
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "LEEWARD_ENVIRONMENT_ID": self.environment_id,
+            "LEEWARD_ENVIRONMENT": self.fqdn,
+        }
+        for key, value in _client_env(process).items():
+            if key in _PASSED_ENV or key.startswith("LC_"):
+                env[key] = value
+        peer = process.get_extra_info("peername") or ("", 0)
+        sock = process.get_extra_info("sockname") or ("", 0)
+        env["SSH_CLIENT"] = f"{peer[0]} {peer[1]} {sock[1]}"
+        env["SSH_CONNECTION"] = f"{peer[0]} {peer[1]} {sock[0]} {sock[1]}"
+        if process.term_type is not None:
+            env["TERM"] = process.term_type or "xterm"
+        return env
+
+
+def _client_env(process: asyncssh.SSHServerProcess[bytes]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for key, value in process.env.items():
+        k = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
+        v = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+        if "\0" not in k + v and "=" not in k:
+            result[k] = v
+    return result
+
+
+async def _wait_exit(popen: subprocess.Popen[bytes]) -> int:
+    """Wait for a child without a thread: a pidfd becomes readable when the child exits."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(popen.pid)
+    except OSError:  # pragma: no cover - kernels before 5.3
+        return await loop.run_in_executor(None, popen.wait)
+    done: asyncio.Future[None] = loop.create_future()
+
+    def exited() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(pidfd, exited)
+    try:
+        await done
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    return popen.wait()
+
+
+def _spawn(
+    argv: list[str],
+    stdio: tuple[int, int, int],
+    cwd: Path,
+    env: dict[str, str],
+    *,
+    new_session: bool,
+) -> subprocess.Popen[bytes]:
+    # fork and exec only: quick enough to do on the event loop, and no watcher thread.
+    return subprocess.Popen(
+        argv,
+        stdin=stdio[0],
+        stdout=stdio[1],
+        stderr=stdio[2],
+        cwd=cwd,
+        env=env,
+        start_new_session=new_session,
+    )
+
+
+def _hang_up(popen: subprocess.Popen[bytes]) -> None:
+    """The client went away: hang up the session's process group, as sshd does."""
+    if popen.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(popen.pid, signal.SIGHUP)
+
+
+class Sessions:
+    """Runs shells and commands for SSH channels (asyncssh's process_factory)."""
+
+    def __init__(self, login: Callable[[], Login]) -> None:
+        self._login = login
+
+    async def __call__(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        popen: subprocess.Popen[bytes] | None = None
+        try:
+            if process.subsystem:
+                process.stderr.write(f"subsystem {process.subsystem} is not served\r\n".encode())
+                process.exit(1)
+                return
+            login = self._login()
+            if process.term_type is not None:
+                popen = await self._start_in_pty(process, login)
+            else:
+                popen = await self._start_with_pipes(process, login)
+            process.set_redirect_pid(popen.pid)
+            status = await _wait_exit(popen)
+            await self._drain(process, pty=process.term_type is not None)
+            if status < 0:
+                name = signal.Signals(-status).name.removeprefix("SIG")
+                process.exit_with_signal(name)
+            else:
+                process.exit(status)
+        except (asyncssh.Error, BrokenPipeError, ConnectionError) as exc:
+            log.info("session ended by the client: %s", exc)
+        except Exception as exc:
+            log.exception("session failed")
+            try:
+                process.stderr.write(f"leeward agent: {exc}\r\n".encode())
+                process.exit(255)
+            except Exception:  # noqa: S110 - the channel is already gone; nothing to tell
+                pass
+        finally:
+            if popen is not None:
+                _hang_up(popen)
+
+    async def _drain(self, process: asyncssh.SSHServerProcess[bytes], *, pty: bool) -> None:
+        import asyncio
+
+        drain = asyncio.gather(process.stdout.drain(), process.stderr.drain())
+        if not pty:
+            # Like sshd: the command's output ends when its pipes close, not when it exits.
+            await drain
+            return
+        # A PTY may be held open by background jobs; the remaining output is already buffered.
+        try:
+            await asyncio.wait_for(drain, timeout=2.0)
+        except TimeoutError:
+            log.info("closing a PTY still held open by background processes")
+
+    async def _start_with_pipes(
+        self, process: asyncssh.SSHServerProcess[bytes], login: Login
+    ) -> subprocess.Popen[bytes]:
+        argv = [login.shell, "-c", process.command] if process.command else [login.shell, "-l"]
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            popen = _spawn(
+                argv, (in_r, out_w, err_w), login.home, login.environment(process), new_session=True
+            )
+        except BaseException:
+            for fd in (in_w, out_r, err_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in (in_r, out_w, err_w):
+                os.close(fd)
+        log.info("exec pid %d: %s", popen.pid, _describe(process))
+        await process.redirect(stdin=in_w, stdout=out_r, stderr=err_r)
+        return popen
+
+    async def _start_in_pty(
+        self, process: asyncssh.SSHServerProcess[bytes], login: Login
+    ) -> subprocess.Popen[bytes]:
+        import fcntl
+        import struct
+        import termios
+
+        master, slave = os.openpty()
+        try:
+            cols, rows, px_w, px_h = process.term_size
+            if cols and rows:
+                fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, px_w, px_h))
+            name = os.path.basename(login.shell)
+            if process.command:
+                argv = [login.shell, name, "-c", process.command]
+            else:
+                argv = [login.shell, f"-{name}"]  # argv[0] starting with '-': a login shell
+            env = login.environment(process)
+            env["SSH_TTY"] = os.ttyname(slave)
+            popen = _spawn(
+                [sys.executable, "-I", "-S", "-c", _LOGIN_TTY, *argv],
+                (slave, slave, slave),
+                login.home,
+                env,
+                new_session=False,  # login_tty makes the session, with the PTY as its terminal
+            )
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        log.info("pty pid %d: %s", popen.pid, _describe(process))
+        # Two descriptors for one PTY: asyncssh closes each redirect's descriptor on its own.
+        await process.redirect(stdin=os.dup(master), stdout=master, stderr=None)
+        return popen
+
+
+class HomeSFTP(asyncssh.SFTPServer):
+    """SFTP with paths relative to the agent's working directory, the home. Ending reports exit
+    status 0 as sftp-server does under sshd: scp in SFTP mode fails on a session without one."""
+
+    def exit(self) -> None:
+        with contextlib.suppress(Exception):
+            self.channel.exit(0)
+
+
+def _describe(process: asyncssh.SSHServerProcess[bytes]) -> str:
+    return repr(process.command[:200]) if process.command else "login shell"
+
+
+class Connection(asyncssh.SSHServer):
+    """One SSH connection's policy: certificate auth for the owner, local forwarding only."""
+
+    def __init__(self, registry: ConnectionRegistry) -> None:
+        self._registry = registry
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self._trust = registry.trust()
+        self.authenticated = False
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+        self._registry.opened(self, conn)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._registry.closed(self)
+
+    def begin_auth(self, username: str) -> bool:
+        assert self._conn is not None
+        keys = self._trust.authorized_keys(username)
+        if keys is None:
+            who = "nobody (warm)" if self._trust.owner is None else self._trust.owner
+            log.info("refusing user %r: this environment serves %s", username, who)
+        self._conn.set_authorized_keys(keys)
+        return True  # authentication is always required
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def host_based_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def auth_completed(self) -> None:
+        self.authenticated = True
+        assert self._conn is not None
+        log.info(
+            "user %s connected from %s",
+            self._conn.get_extra_info("username"),
+            (self._conn.get_extra_info("peername") or ("?",))[0],
+        )
+
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> bool:
+        # direct-tcpip (ssh -L, Remote-SSH): asyncssh opens the connection from here.
+        log.info("forwarding to %s:%d", dest_host, dest_port)
+        return True
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        return False
+
+
+class ConnectionRegistry:
+    """The live connections and the trust that new ones get."""
+
+    def __init__(self, trust: Trust) -> None:
+        self._trust = trust
+        self._open: dict[Connection, asyncssh.SSHServerConnection] = {}
+
+    def trust(self) -> Trust:
+        return self._trust
+
+    def set_trust(self, trust: Trust) -> None:
+        self._trust = trust
+
+    def opened(self, server: Connection, conn: asyncssh.SSHServerConnection) -> None:
+        self._open[server] = conn
+
+    def closed(self, server: Connection) -> None:
+        self._open.pop(server, None)
+
+    @property
+    def sessions(self) -> int:
+        return sum(1 for s in self._open if s.authenticated)
+
+    async def close_all(self, grace: float = 5.0) -> None:
+        import asyncio
+
+        conns = list(self._open.values())
+        for conn in conns:
+            conn.close()
+        if conns:
+            await asyncio.wait(
+                [asyncio.ensure_future(c.wait_closed()) for c in conns], timeout=grace
+            )
+
+
+def host_keys(host_key: str, host_certificate: str) -> list[tuple[Any, Any]]:
+    """The server_host_keys argument: the key presented together with its certificate."""
+    key = asyncssh.import_private_key(host_key)
+    cert = asyncssh.import_certificate(host_certificate)
+    if cert.key.public_data != key.public_data:
+        raise ValueError("the host certificate is not for the host key")
+    return [(key, cert)]
+
+
+async def listen(
+    address: str,
+    port: int,
+    registry: ConnectionRegistry,
+    keys: list[tuple[Any, Any]],
+    login: Callable[[], Login],
+) -> asyncssh.SSHAcceptor:
+    return await asyncssh.listen(
+        address,
+        port,
+        server_factory=lambda: Connection(registry),
+        server_host_keys=keys,
+        process_factory=Sessions(login),
+        encoding=None,
+        sftp_factory=HomeSFTP,
+        allow_scp=False,  # the environment's own scp binary serves `scp -O`, as under sshd
+        line_editor=False,
+        agent_forwarding=False,
+        x11_forwarding=False,
+        password_auth=False,
+        kbdint_auth=False,
+        login_timeout=30,
+        keepalive_interval=15,
+        keepalive_count_max=4,
+        reuse_address=True,
+    )

@@ -1,0 +1,344 @@
+"""The local provider: every environment is one agent process on this machine.
+
+An environment's state lives in `data_dir/<environment id>/`: `home/` (its disk), `agent.json`
+(its config, mode 0600), `agent.log` and `agent.pid`. Agents run in their own session, so they
+outlive the fleet (as VMs outlive their control plane); a new provider over the same data_dir
+finds them again through `running()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from leeward.agent import control
+from leeward.agent.config import AgentConfig
+from leeward.providers.base import EnvironmentSpec, ProviderError
+
+log = logging.getLogger("leeward.providers.local")
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_FIXED_FIELDS = ("listen_address", "listen_port", "home", "control_socket", "log_file")
+"""What a running agent cannot change on reload: a change means a restart."""
+
+
+def default_runtime_dir() -> Path:
+    """Where control sockets go: short, private. Unix socket paths must fit in 108 bytes, which
+    the data dir (or pytest's tmp dirs) would not."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg) and len(xdg) < 60:
+        return Path(xdg) / "leeward"
+    return Path(f"/tmp/leeward-{os.getuid()}")  # noqa: S108 - checked: ours, mode 0700
+
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        stop_agents_on_exit: bool = False,
+        start_timeout: float = 30.0,
+        stop_timeout: float = 10.0,
+        runtime_dir: Path | None = None,
+    ) -> None:
+        self._data_dir = data_dir.resolve()
+        self._stop_agents_on_exit = stop_agents_on_exit
+        self._start_timeout = start_timeout
+        self._stop_timeout = stop_timeout
+        self._runtime_dir = runtime_dir or default_runtime_dir()
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- the Provider interface -------------------------------------------------------------
+
+    async def start(self, spec: EnvironmentSpec) -> None:
+        async with self._lock(spec.id):
+            config = self._config(spec)
+            pid = await self._live_pid(spec.id)
+            if pid is not None:
+                current = self._read_config(spec.id)
+                if current == config:
+                    return
+                if current is not None and all(
+                    getattr(current, f) == getattr(config, f) for f in _FIXED_FIELDS
+                ):
+                    await self._reload(spec.id, config)
+                    return
+                # Another address or port: the agent must start again (its home stays).
+                await self._terminate(spec.id, pid)
+            await self._spawn(spec.id, config)
+
+    async def assign(self, spec: EnvironmentSpec) -> None:
+        async with self._lock(spec.id):
+            if await self._live_pid(spec.id) is None:
+                raise ProviderError(f"environment {spec.id}: its agent is not running; start it")
+            current = self._read_config(spec.id)
+            config = self._config(spec)
+            if current is not None:
+                moved = [f for f in _FIXED_FIELDS if getattr(current, f) != getattr(config, f)]
+                if moved:
+                    raise ProviderError(
+                        f"environment {spec.id}: assign cannot change {', '.join(moved)}"
+                    )
+            await self._reload(spec.id, config)
+
+    async def stop(self, environment_id: str) -> None:
+        async with self._lock(environment_id):
+            directory = self._dir(environment_id)
+            pid = await self._live_pid(environment_id)
+            if pid is not None:
+                await self._terminate(environment_id, pid)
+            socket = self._socket(environment_id)
+            await asyncio.to_thread(_remove, directory, socket)
+            self._children.pop(environment_id, None)
+
+    async def running(self, environment_ids: list[str]) -> set[str]:
+        ids = list(dict.fromkeys(environment_ids))
+        alive = await asyncio.gather(*(self._answers(i) for i in ids))
+        return {i for i, ok in zip(ids, alive, strict=True) if ok}
+
+    async def close(self) -> None:
+        if not self._stop_agents_on_exit:
+            return
+        # The machine powers off: agents stop, their disks stay for the next start.
+        ids = [p.name for p in self._data_dir.iterdir()] if self._data_dir.is_dir() else []
+        for environment_id in ids:
+            if not _ID_RE.match(environment_id):
+                continue
+            async with self._lock(environment_id):
+                pid = await self._live_pid(environment_id)
+                if pid is not None:
+                    await self._terminate(environment_id, pid)
+
+    # -- files ----------------------------------------------------------------------------
+
+    def _lock(self, environment_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(environment_id, asyncio.Lock())
+
+    def _dir(self, environment_id: str) -> Path:
+        if not _ID_RE.match(environment_id):
+            raise ProviderError(f"environment id {environment_id!r} is not a valid identifier")
+        return self._data_dir / environment_id
+
+    def _socket(self, environment_id: str) -> Path:
+        digest = hashlib.sha256(f"{self._data_dir}\0{environment_id}".encode()).hexdigest()
+        return self._runtime_dir / f"{digest[:20]}.sock"
+
+    def _config(self, spec: EnvironmentSpec) -> AgentConfig:
+        directory = self._dir(spec.id)
+        return AgentConfig(
+            environment_id=spec.id,
+            name=spec.name,
+            fqdn=spec.fqdn,
+            owner=spec.identity.owner,
+            listen_address=spec.address,
+            listen_port=spec.ssh_port,
+            host_key=spec.identity.host_key,
+            host_certificate=spec.identity.host_certificate,
+            user_ca=spec.user_ca,
+            fleet_url=spec.fleet_url,
+            agent_token=spec.identity.agent_token,
+            heartbeat_seconds=spec.heartbeat_seconds,
+            home=directory / "home",
+            control_socket=self._socket(spec.id),
+            log_file=directory / "agent.log",
+        )
+
+    def _read_config(self, environment_id: str) -> AgentConfig | None:
+        try:
+            return AgentConfig.load(self._dir(environment_id) / "agent.json")
+        except Exception:
+            return None
+
+    def _read_pid(self, environment_id: str) -> int | None:
+        try:
+            return int((self._dir(environment_id) / "agent.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _is_agent(self, environment_id: str, pid: int) -> bool:
+        """Whether `pid` is this environment's agent (and not a recycled pid)."""
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        config = str(self._dir(environment_id) / "agent.json").encode()
+        return b"leeward.agent" in argv and config in argv
+
+    async def _live_pid(self, environment_id: str) -> int | None:
+        self._reap(environment_id)
+        pid = self._read_pid(environment_id)
+        if pid is None or not self._is_agent(environment_id, pid):
+            return None
+        return pid
+
+    async def _answers(self, environment_id: str) -> bool:
+        try:
+            if await self._live_pid(environment_id) is None:
+                return False
+            async with asyncio.timeout(3.0):
+                status = await control.request(self._socket(environment_id), {"op": "status"})
+        except (ProviderError, control.ControlError, TimeoutError, ValueError):
+            return False
+        return status.get("ok") is True and status.get("environmentId") == environment_id
+
+    def _log_tail(self, environment_id: str, lines: int = 12) -> str:
+        try:
+            text = (self._dir(environment_id) / "agent.log").read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        tail = text.splitlines()[-lines:]
+        return "\n".join(tail) if tail else "(empty log)"
+
+    # -- processes ------------------------------------------------------------------------
+
+    def _reap(self, environment_id: str) -> None:
+        child = self._children.get(environment_id)
+        if child is not None and child.poll() is not None:
+            del self._children[environment_id]
+
+    async def _spawn(self, environment_id: str, config: AgentConfig) -> None:
+        directory = self._dir(environment_id)
+        config_path = directory / "agent.json"
+        await asyncio.to_thread(_prepare, directory, config, config_path, self._runtime_dir)
+        ready_r, ready_w = os.pipe()
+        try:
+            child = _run_agent(directory, config_path, ready_w)
+        except OSError as exc:
+            os.close(ready_r)
+            reason = f"cannot run the agent: {exc}"
+            raise ProviderError(f"environment {environment_id}: {reason}") from None
+        finally:
+            os.close(ready_w)
+        self._children[environment_id] = child
+        _write_atomic(directory / "agent.pid", f"{child.pid}\n")
+        try:
+            line = await self._read_ready(ready_r)
+        except TimeoutError:
+            line = f"error: not ready within {self._start_timeout:g} s"
+        if line == "ready":
+            log.info("environment %s: agent %d ready", environment_id, child.pid)
+            return
+        if child.poll() is None:
+            await self._terminate(environment_id, child.pid)
+        if not line:
+            line = f"the agent exited with status {child.wait()} before it was ready"
+        reason = line.removeprefix("error: ")
+        raise ProviderError(
+            f"environment {environment_id}: the agent could not start: {reason}\n"
+            f"last lines of its log:\n{self._log_tail(environment_id)}"
+        )
+
+    async def _read_ready(self, fd: int) -> str:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
+        )
+        try:
+            async with asyncio.timeout(self._start_timeout):
+                return (await reader.readline()).decode(errors="replace").strip()
+        finally:
+            transport.close()
+
+    async def _reload(self, environment_id: str, config: AgentConfig) -> None:
+        directory = self._dir(environment_id)
+        await asyncio.to_thread(config.write, directory / "agent.json")
+        try:
+            async with asyncio.timeout(20.0):
+                answer = await control.request(config.control_socket, {"op": "reload"})
+        except TimeoutError:
+            raise ProviderError(
+                f"environment {environment_id}: the agent did not confirm the reload in 20 s"
+            ) from None
+        except control.ControlError as exc:
+            raise ProviderError(f"environment {environment_id}: {exc}") from None
+        if answer.get("ok") is not True:
+            raise ProviderError(
+                f"environment {environment_id}: the agent refused the new config: "
+                f"{answer.get('error', 'no reason given')}"
+            )
+
+    async def _terminate(self, environment_id: str, pid: int) -> None:
+        """SIGTERM, wait up to the deadline, then SIGKILL."""
+        child = self._children.pop(environment_id, None)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if not await _wait_gone(pid, child, self._stop_timeout):
+            log.warning("environment %s: agent %d ignored SIGTERM; killing it", environment_id, pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            await _wait_gone(pid, child, 5.0)
+        (self._dir(environment_id) / "agent.pid").unlink(missing_ok=True)
+
+
+async def _wait_gone(pid: int, child: subprocess.Popen[bytes] | None, within: float) -> bool:
+    """Wait until `pid` has exited (a pidfd becomes readable); reap it if it is our child."""
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    gone: asyncio.Future[None] = loop.create_future()
+
+    def exited() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    loop.add_reader(pidfd, exited)
+    try:
+        async with asyncio.timeout(within):
+            await gone
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    if child is not None:
+        child.wait()
+    return True
+
+
+def _run_agent(directory: Path, config_path: Path, ready_w: int) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "leeward.agent", "--config", str(config_path)]
+    with open(directory / "agent.log", "ab") as log_file:
+        return subprocess.Popen(
+            [*argv, "--ready-fd", str(ready_w)],
+            pass_fds=(ready_w,),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,  # tracebacks of a crash land in the log
+            cwd=directory,
+            start_new_session=True,  # a kill of the fleet's process group does not reach it
+        )
+
+
+def _prepare(directory: Path, config: AgentConfig, config_path: Path, runtime_dir: Path) -> None:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (directory / "home").mkdir(mode=0o755, exist_ok=True)
+    control.private_dir(runtime_dir)
+    config.write(config_path)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _remove(directory: Path, socket: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+    if directory.exists():
+        raise ProviderError(f"could not remove {directory.name}'s disk completely")
+    socket.unlink(missing_ok=True)
