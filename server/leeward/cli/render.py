@@ -97,12 +97,12 @@ def environment(console: Console, env: Environment) -> None:
 
 def catalog(console: Console, cat: Catalog) -> None:
     regions = Table(title="Regions", box=None, header_style="bold", title_justify="left")
-    for column in ("NAME", "", "HOSTS", "FREE", "LARGEST FREE"):
+    for column in ("NAME", "HOSTS", "FREE", "LARGEST FREE"):
         regions.add_column(column)
     for r in cat.regions:
+        label = r.name if r.display_name in ("", r.name) else f"{r.name} ({r.display_name})"
         regions.add_row(
-            r.name,
-            r.display_name if r.accepting else f"{r.display_name} [red](not accepting)[/]",
+            label if r.accepting else f"{label} [red]not accepting[/]",
             str(r.hosts),
             hardware(r.free),
             hardware(r.largest_free),
