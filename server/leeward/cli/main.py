@@ -426,6 +426,8 @@ def ssh(
         hint = hints.get(target.state, "create another one with `leeward create`")
         raise CliError(f"{target.name} is {target.state.value}, not running: {hint}.")
     argv = ["ssh", "-F", str(paths.ssh_config.absolute()), target.name]
+    if command and command[0] == "--":  # click keeps `--` when it comes after ENV
+        command = command[1:]
     if command:
         argv += ["--", *command]
     sys.stdout.flush()
