@@ -184,26 +184,84 @@ def default_config() -> FleetConfig:
                 display_name=display,
                 network=ipaddress.IPv4Network(f"127.{101 + index}.0.0/16"),
                 hosts=[
-                    HostConfig(name=f"{name}-h{n}", cpus=64, memory_gib=256, gpus=2 if n == 3 else 0)
+                    HostConfig(
+                        name=f"{name}-h{n}", cpus=64, memory_gib=256, gpus=2 if n == 3 else 0
+                    )
                     for n in (1, 2, 3)
                 ],
             )
         )
     hw = Hardware
     flavors = [
-        Flavor(name="small", kind=FlavorKind.VM, description="2 vCPU, 8 GiB", hardware=hw(cpus=2, memory_gib=8)),
-        Flavor(name="medium", kind=FlavorKind.VM, description="4 vCPU, 16 GiB", hardware=hw(cpus=4, memory_gib=16)),
-        Flavor(name="large", kind=FlavorKind.VM, description="8 vCPU, 32 GiB", hardware=hw(cpus=8, memory_gib=32)),
-        Flavor(name="xlarge", kind=FlavorKind.VM, description="16 vCPU, 64 GiB", hardware=hw(cpus=16, memory_gib=64)),
-        Flavor(name="physical", kind=FlavorKind.PHYSICAL, description="A whole machine", hardware=hw(cpus=64, memory_gib=256)),
-        Flavor(name="gpu", kind=FlavorKind.GPU, description="8 vCPU, 64 GiB, 1 GPU", hardware=hw(cpus=8, memory_gib=64, gpus=1)),
+        Flavor(
+            name="small",
+            kind=FlavorKind.VM,
+            description="2 vCPU, 8 GiB",
+            hardware=hw(cpus=2, memory_gib=8),
+        ),
+        Flavor(
+            name="medium",
+            kind=FlavorKind.VM,
+            description="4 vCPU, 16 GiB",
+            hardware=hw(cpus=4, memory_gib=16),
+        ),
+        Flavor(
+            name="large",
+            kind=FlavorKind.VM,
+            description="8 vCPU, 32 GiB",
+            hardware=hw(cpus=8, memory_gib=32),
+        ),
+        Flavor(
+            name="xlarge",
+            kind=FlavorKind.VM,
+            description="16 vCPU, 64 GiB",
+            hardware=hw(cpus=16, memory_gib=64),
+        ),
+        Flavor(
+            name="physical",
+            kind=FlavorKind.PHYSICAL,
+            description="A whole machine",
+            hardware=hw(cpus=64, memory_gib=256),
+        ),
+        Flavor(
+            name="gpu",
+            kind=FlavorKind.GPU,
+            description="8 vCPU, 64 GiB, 1 GPU",
+            hardware=hw(cpus=8, memory_gib=64, gpus=1),
+        ),
     ]
     profiles = [
-        ContainerProfile(name="web", description="Node, Python, the web monorepo", tools=["node", "python", "eslint", "ruff"], hardware=hw(cpus=4, memory_gib=8), warm_pool=1),
-        ContainerProfile(name="android", description="Android SDK and emulator tools", tools=["java", "gradle", "adb"], hardware=hw(cpus=8, memory_gib=16)),
-        ContainerProfile(name="ios", description="Swift toolchain and the iOS repository", tools=["swift", "xcodegen"], hardware=hw(cpus=8, memory_gib=16)),
-        ContainerProfile(name="jupyter", description="Jupyter with the data stack", tools=["python", "jupyter", "numpy"], hardware=hw(cpus=4, memory_gib=16)),
-        ContainerProfile(name="jupyter-gpu", description="Jupyter on one GPU", tools=["python", "jupyter", "torch"], hardware=hw(cpus=8, memory_gib=64, gpus=1)),
+        ContainerProfile(
+            name="web",
+            description="Node, Python, the web monorepo",
+            tools=["node", "python", "eslint", "ruff"],
+            hardware=hw(cpus=4, memory_gib=8),
+            warm_pool=1,
+        ),
+        ContainerProfile(
+            name="android",
+            description="Android SDK and emulator tools",
+            tools=["java", "gradle", "adb"],
+            hardware=hw(cpus=8, memory_gib=16),
+        ),
+        ContainerProfile(
+            name="ios",
+            description="Swift toolchain and the iOS repository",
+            tools=["swift", "xcodegen"],
+            hardware=hw(cpus=8, memory_gib=16),
+        ),
+        ContainerProfile(
+            name="jupyter",
+            description="Jupyter with the data stack",
+            tools=["python", "jupyter", "numpy"],
+            hardware=hw(cpus=4, memory_gib=16),
+        ),
+        ContainerProfile(
+            name="jupyter-gpu",
+            description="Jupyter on one GPU",
+            tools=["python", "jupyter", "torch"],
+            hardware=hw(cpus=8, memory_gib=64, gpus=1),
+        ),
     ]
     return FleetConfig(regions=regions, flavors=flavors, profiles=profiles)
 

@@ -54,7 +54,7 @@ def openapi_document() -> dict[str, Any]:
             }
         operation["responses"][str(r.status)] = ok
         if r.request is not None:
-            name = getattr(r.request, "__name__", "CreateEnvironment")
+            name = r.request.__name__ if isinstance(r.request, type) else "CreateEnvironment"
             operation["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": {"$ref": REF.format(model=name)}}},

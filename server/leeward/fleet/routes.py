@@ -99,7 +99,7 @@ def invalid_from(exc: ValidationError) -> Invalid:
     first = exc.errors()[0]
     loc = [str(part) for part in first["loc"]]
     # Discriminated unions put the tag first ("devserver", "flavor"); users know the field.
-    if len(loc) > 1 and loc[0] in ("devserver", "container"):
+    if loc and loc[0] in ("devserver", "container"):
         loc = loc[1:]
     message = first["msg"]
     if message.startswith("Value error, "):
@@ -116,7 +116,7 @@ def invalid_from(exc: ValidationError) -> Invalid:
     if field is None and ": " in message:
         # A model-level check names its field itself ("hours: ...").
         field = message.split(": ", 1)[0]
-        return Invalid(message, field=field)
+        return Invalid(message.rstrip(".") + ".", field=field)
     return Invalid(f"{field}: {message}." if field else f"{message}.", field=field)
 
 
@@ -124,8 +124,11 @@ def reply(model: BaseModel, status: int = 200) -> web.Response:
     return web.json_response(model.model_dump(mode="json", by_alias=True), status=status)
 
 
+PRINCIPAL = web.RequestKey("principal", Principal)
+
+
 def principal(request: web.Request) -> Principal:
-    who = request.get("principal")
+    who = request.get(PRINCIPAL)
     assert isinstance(who, Principal), "route declared without auth"
     return who
 
@@ -377,7 +380,7 @@ def _guarded(route: Route) -> Handler:
                 )
             if route.auth == "admin" and who.role is not Role.ADMIN:
                 raise Forbidden("This needs an admin token.")
-            request["principal"] = who
+            request[PRINCIPAL] = who
         return await route.handler(request)
 
     return handler

@@ -1,0 +1,164 @@
+"""Allocation under pressure: capacity, addresses, warm pools, expiry; SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections import Counter
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from leeward.clock import ManualClock
+from leeward.fleet.placement import LIVE, host_usage
+from leeward.fleet.store.models import EnvironmentRow
+
+TINY = {"kind": "devserver", "flavor": "tiny", "region": "north"}
+
+
+async def test_concurrent_creates_never_exceed_capacity(start_fleet, config_factory, database_url):
+    # One region, two hosts of 4 CPUs: room for exactly 8 tiny (1 CPU) devservers.
+    config = config_factory(database_url, regions=1, hosts=2, host_cpus=4, host_memory_gib=64)
+    async with start_fleet(config) as f:
+        results = await asyncio.gather(
+            *(f.api.call("POST", "/v1/environments", TINY) for _ in range(50))
+        )
+        statuses = Counter(status for status, _ in results)
+        assert statuses == {202: 8, 409: 42}, statuses
+        refused = [body for status, body in results if status == 409]
+        assert all(b["error"]["code"] == "no_capacity" for b in refused)
+        assert "Region north has no room" in refused[0]["error"]["message"]
+
+        made = [body for status, body in results if status == 202]
+        addresses = [b["address"] for b in made]
+        assert len(set(addresses)) == 8
+        assert all(ipaddress.ip_address(a) in config.regions[0].network for a in addresses)
+        assert Counter(b["host"] for b in made) == {"north-h1": 4, "north-h2": 4}
+        for body in made:
+            await f.api.wait_state(body["id"], {"running"})
+
+        async with f.fleet.store.read() as session:
+            usage = await host_usage(session)
+        for host in usage:
+            assert host.used.cpus <= host.capacity.cpus
+            assert host.used.cpus == 4
+
+        # Delete frees capacity: one more fits afterwards, not two.
+        await f.api.call("DELETE", f"/v1/environments/{made[0]['id']}")
+        await f.fleet.idle()
+        again = await asyncio.gather(
+            *(f.api.call("POST", "/v1/environments", TINY) for _ in range(3))
+        )
+        assert sorted(s for s, _ in again) == [202, 409, 409]
+
+
+async def test_no_capacity_names_the_regions_with_room(start_fleet, config_factory, sqlite_url):
+    config = config_factory(sqlite_url, regions=2, hosts=1, host_cpus=16)
+    async with start_fleet(config, background=False) as f:
+        status, body = await f.api.call(
+            "POST", "/v1/environments", {"kind": "devserver", "flavor": "gpu", "region": "north"}
+        )
+        assert status == 202
+        status, body = await f.api.call(
+            "POST", "/v1/environments", {"kind": "devserver", "flavor": "gpu", "region": "north"}
+        )
+        assert status == 409
+        assert body["error"]["regionsWithRoom"] == ["south"]
+        assert "south has room" in body["error"]["message"]
+        # Without a region, the fleet picks the one with room.
+        status, body = await f.api.call(
+            "POST", "/v1/environments", {"kind": "devserver", "flavor": "gpu"}
+        )
+        assert status == 202
+        assert body["region"] == "south"
+        status, body = await f.api.call(
+            "POST", "/v1/environments", {"kind": "devserver", "flavor": "gpu"}
+        )
+        assert status == 409
+        assert "No region has room" in body["error"]["message"]
+
+
+async def test_warm_pool_claims_are_immediate_and_the_pool_refills(
+    start_fleet, config_factory, database_url
+):
+    config = config_factory(database_url, regions=1, warm_pool=2, pool_interval_seconds=0.2)
+    async with start_fleet(config) as f:
+
+        async def warm_count() -> int:
+            async with f.fleet.store.read() as session:
+                rows = await session.execute(
+                    select(EnvironmentRow).where(EnvironmentRow.state == "warm")
+                )
+                return len(rows.scalars().all())
+
+        await wait_for(lambda: warm_count(), 2)
+        status, body = await f.api.call(
+            "POST", "/v1/environments", {"kind": "container", "profile": "web"}
+        )
+        assert status == 201, body
+        assert body["state"] == "running"
+        assert body["owner"] == "alice"
+        assert body["name"].startswith("web-")
+        assert "warm" not in body["name"]
+        hours = __import__("datetime").datetime.fromisoformat(body["expiresAt"]) - __import__(
+            "datetime"
+        ).datetime.fromisoformat(body["createdAt"])
+        assert hours == timedelta(hours=36)
+        # Warm containers are nobody's: not listed, not reachable by id.
+        listed = (await f.api.call("GET", "/v1/environments"))[1]["environments"]
+        assert [e["id"] for e in listed] == [body["id"]]
+        await wait_for(lambda: warm_count(), 2)
+
+
+async def wait_for(probe, expected, timeout: float = 30.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        got = await probe()
+        if got == expected:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"expected {expected}, still {got}")
+        await asyncio.sleep(0.05)
+
+
+async def test_expired_environments_are_reaped(start_fleet, config_factory, sqlite_url):
+    clock = ManualClock(__import__("datetime").datetime.now(__import__("datetime").UTC))
+    async with start_fleet(config_factory(sqlite_url), clock=clock, background=False) as f:
+        status, short = await f.api.call(
+            "POST", "/v1/environments", {"kind": "container", "profile": "web", "hours": 1}
+        )
+        assert status == 202
+        status, long = await f.api.call(
+            "POST", "/v1/environments", {"kind": "devserver", "flavor": "tiny", "hours": 5}
+        )
+        status, forever = await f.api.call(
+            "POST",
+            "/v1/environments",
+            {"kind": "devserver", "flavor": "tiny", "lifespan": "permanent"},
+        )
+        for env in (short, long, forever):
+            await f.api.wait_state(env["id"], {"running"})
+        clock.advance(timedelta(minutes=59))
+        assert await f.fleet.reap_expired() == []
+        clock.advance(timedelta(minutes=2))
+        assert await f.fleet.reap_expired() == [short["id"]]
+        await f.fleet.idle()
+        assert (await f.api.call("GET", f"/v1/environments/{short['id']}"))[1]["state"] == "deleted"
+        clock.advance(timedelta(days=400))
+        assert await f.fleet.reap_expired() == [long["id"]]
+        await f.fleet.idle()
+        assert (await f.api.call("GET", f"/v1/environments/{forever['id']}"))[1][
+            "state"
+        ] == "running"
+        async with f.fleet.store.read() as session:
+            live = (
+                (
+                    await session.execute(
+                        select(EnvironmentRow).where(EnvironmentRow.state.in_(LIVE))
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        assert [r.id for r in live] == [forever["id"]]
