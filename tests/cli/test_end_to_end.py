@@ -177,6 +177,9 @@ def test_a_devserver_from_up_to_down(fleet_sandbox: tuple[Sandbox, FleetConfig])
     down = sandbox.run("down", check=True)
     assert "Stopped the embedded fleet." in down.stdout
     assert "not running" in sandbox.run("down", check=True).stdout
+    restarted = sandbox.run("up", check=True)
+    assert "as before" in restarted.stdout  # the stored token still works; no new one
+    sandbox.run("down", check=True)
     after = sandbox.run("list")
     assert after.returncode == 1
     assert f"Cannot reach the fleet at {url}" in after.stderr

@@ -67,13 +67,13 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 def _out() -> Any:
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(highlight=False, soft_wrap=True)  # paths stay whole for copy and paste
 
 
 def _err() -> Any:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 # -- identity -------------------------------------------------------------------------------------
@@ -465,8 +465,8 @@ def up(
     if running is None:
         embedded.ensure_config(port)
     url = embedded.url()
-    if running is not None and healthy(url) and _signed_in_to(paths, url):
-        out.print(f"The embedded fleet is already running at {url}, and you are signed in.")
+    if running is not None and healthy(url) and (user := _signed_in_as(paths, url)):
+        out.print(f"The embedded fleet is already running at {url}; you are signed in as {user}.")
         return
     if running is None:
         if port_in_use(url):
@@ -480,9 +480,12 @@ def up(
         out.print(f"Started the embedded fleet at {url} (log: {embedded.log_path}).")
     else:
         embedded.wait_healthy(url, running)
-    token = _run(_issue_admin_token(embedded.config_path, getpass.getuser()))
-    who = _run(sign_in(paths, url, token))
-    out.print(f"Signed in as [bold]{who.user}[/] ({who.role.value}).")
+    if user := _signed_in_as(paths, url):  # restarted: the stored token is still good
+        out.print(f"Signed in as [bold]{user}[/], as before.")
+    else:
+        token = _run(_issue_admin_token(embedded.config_path, getpass.getuser()))
+        who = _run(sign_in(paths, url, token))
+        out.print(f"Signed in as [bold]{who.user}[/] ({who.role.value}).")
     out.print("Next: `leeward create devserver --name mybox`, then `leeward ssh mybox`.")
 
 
@@ -504,24 +507,25 @@ async def _issue_admin_token(config_path: Path, user: str) -> str:
     return token
 
 
-def _signed_in_to(paths: Paths, url: str) -> bool:
+def _signed_in_as(paths: Paths, url: str) -> str | None:
+    """The user whose stored token works at `url`, with a key and certificate; else None."""
     from leeward.client import FleetClient, FleetError
     from leeward.credentials import CredentialsError, load_credentials
 
     try:
         creds = load_credentials(paths.credentials)
     except CredentialsError:
-        return False
+        return None
     if creds.fleet.rstrip("/") != url.rstrip("/"):
-        return False
+        return None
 
-    async def check() -> bool:
+    async def check() -> str | None:
         async with FleetClient(creds.fleet, creds.token, timeout=5) as fleet:
             try:
-                await fleet.whoami()
+                who = await fleet.whoami()
             except FleetError:
-                return False
-        return paths.identity.exists() and paths.certificate.exists()
+                return None
+        return who.user if paths.identity.exists() and paths.certificate.exists() else None
 
     return _run(check())
 
