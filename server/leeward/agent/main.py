@@ -166,6 +166,18 @@ def _setup_logging(log_file: Path) -> None:
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
 
+def _default_signals() -> None:
+    """Signals the agent's starter ignored (SIGQUIT, SIGINT under nohup...) would stay ignored
+    in every session's processes; sshd gives them the defaults, and so does the agent."""
+    keep = {signal.SIGPIPE, signal.SIGXFSZ}  # Python's own; subprocess restores them
+    for sig in signal.valid_signals():
+        if sig in keep or sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                signal.signal(sig, signal.SIG_DFL)
+
+
 def _tell(ready_fd: int | None, line: str) -> None:
     if ready_fd is None:
         return
@@ -186,6 +198,7 @@ async def _serve(config_path: Path, ready_fd: int | None) -> int:
         print(f"leeward agent: {exc}", file=sys.stderr)
         return 2
     _setup_logging(config.log_file)
+    _default_signals()
     agent = Agent(config_path, config)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()

@@ -28,7 +28,12 @@ _PASSED_ENV = ("LANG", "LANGUAGE", "TZ", "COLORTERM")
 
 # Runs in the child between fork and the shell: a new session whose controlling terminal is the
 # PTY on fd 0, so job control, Ctrl-C and SIGHUP on hangup work as under sshd.
-_LOGIN_TTY = "import os,sys;os.login_tty(0);os.execv(sys.argv[1],sys.argv[2:])"
+# Python ignores SIGPIPE and SIGXFSZ; the shell must not inherit that.
+_LOGIN_TTY = (
+    "import os,sys,signal as s;os.login_tty(0);"
+    "[s.signal(n,s.SIG_DFL) for n in (s.SIGPIPE,s.SIGXFSZ)];"
+    "os.execv(sys.argv[1],sys.argv[2:])"
+)
 
 
 @dataclass(frozen=True)
@@ -151,62 +156,178 @@ def _hang_up(popen: subprocess.Popen[bytes]) -> None:
             os.killpg(popen.pid, signal.SIGHUP)
 
 
+async def _ready(fd: int, *, write: bool) -> None:
+    """Wait until `fd` is readable (or writable): the event loop watches it meanwhile."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    (loop.add_writer if write else loop.add_reader)(fd, wake)
+    try:
+        await ready
+    finally:
+        (loop.remove_writer if write else loop.remove_reader)(fd)
+
+
+async def _fd_to_channel(fd: int, writer: asyncssh.SSHWriter[bytes]) -> None:
+    """Copy a pipe or PTY to the channel until it ends; backpressure through drain()."""
+    import errno
+
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            await _ready(fd, write=False)
+            continue
+        except OSError as exc:
+            if exc.errno == errno.EIO:  # a PTY whose last slave descriptor closed
+                return
+            raise
+        if not data:
+            return
+        writer.write(data)
+        await writer.drain()
+
+
+async def _write_fd(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            await _ready(fd, write=True)
+
+
+class _Stdio:
+    """The descriptors of one session on our side, closed once."""
+
+    def __init__(self, *fds: int) -> None:
+        self.fds = list(fds)
+        for fd in fds:
+            os.set_blocking(fd, False)
+
+    def close(self, fd: int) -> None:
+        if fd in self.fds:
+            self.fds.remove(fd)
+            os.close(fd)
+
+    def close_all(self) -> None:
+        for fd in list(self.fds):
+            self.close(fd)
+
+
 class Sessions:
-    """Runs shells and commands for SSH channels (asyncssh's process_factory)."""
+    """Runs shells and commands for SSH channels (asyncssh's process_factory).
+
+    The copying between channel and descriptors is done here rather than with
+    `process.redirect`: it keeps stdout and stderr apart until both end, ends the command's
+    stdin only after all input was written, and reports signals and window changes."""
 
     def __init__(self, login: Callable[[], Login]) -> None:
         self._login = login
 
     async def __call__(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        import asyncio
+
         popen: subprocess.Popen[bytes] | None = None
+        stdio = _Stdio()
+        tasks: list[asyncio.Task[None]] = []
         try:
             if process.subsystem:
                 process.stderr.write(f"subsystem {process.subsystem} is not served\r\n".encode())
                 process.exit(1)
                 return
             login = self._login()
-            if process.term_type is not None:
-                popen = await self._start_in_pty(process, login)
+            pty = process.term_type is not None
+            if pty:
+                popen, stdio, outputs, stdin_fd = self._start_in_pty(process, login)
             else:
-                popen = await self._start_with_pipes(process, login)
-            process.set_redirect_pid(popen.pid)
-            status = await _wait_exit(popen)
-            await self._drain(process, pty=process.term_type is not None)
+                popen, stdio, outputs, stdin_fd = self._start_with_pipes(process, login)
+            tasks.append(asyncio.create_task(self._copy_input(process, popen, stdio, stdin_fd)))
+            copies = [asyncio.create_task(_fd_to_channel(fd, w)) for fd, w in outputs]
+            tasks.extend(copies)
+            exited = asyncio.create_task(_wait_exit(popen))
+            closed = asyncio.create_task(process.channel.wait_closed())
+            tasks.extend([exited, closed])  # type: ignore[list-item]
+            await asyncio.wait({exited, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if not exited.done():
+                log.info("client went away; hanging up pid %d", popen.pid)
+                return
+            status = exited.result()
+            if pty:
+                # Background jobs may hold the PTY open; what the shell wrote is buffered.
+                await asyncio.wait(copies, timeout=2.0)
+            else:
+                # Like sshd: the output ends when the pipes close, not when the command exits.
+                await asyncio.wait({*copies, closed}, return_when=asyncio.FIRST_COMPLETED)
+                if not all(c.done() for c in copies):
+                    await asyncio.wait(copies)
+            for copy in copies:
+                if copy.done() and not copy.cancelled() and copy.exception():
+                    raise copy.exception()  # type: ignore[misc]
             if status < 0:
-                name = signal.Signals(-status).name.removeprefix("SIG")
-                process.exit_with_signal(name)
+                process.exit_with_signal(signal.Signals(-status).name.removeprefix("SIG"))
             else:
                 process.exit(status)
         except (asyncssh.Error, BrokenPipeError, ConnectionError) as exc:
             log.info("session ended by the client: %s", exc)
         except Exception as exc:
             log.exception("session failed")
-            try:
+            with contextlib.suppress(Exception):
                 process.stderr.write(f"leeward agent: {exc}\r\n".encode())
                 process.exit(255)
-            except Exception:  # noqa: S110 - the channel is already gone; nothing to tell
-                pass
         finally:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
+            stdio.close_all()
             if popen is not None:
                 _hang_up(popen)
 
-    async def _drain(self, process: asyncssh.SSHServerProcess[bytes], *, pty: bool) -> None:
-        import asyncio
+    async def _copy_input(
+        self,
+        process: asyncssh.SSHServerProcess[bytes],
+        popen: subprocess.Popen[bytes],
+        stdio: _Stdio,
+        fd: int,
+    ) -> None:
+        import fcntl
+        import struct
+        import termios
 
-        drain = asyncio.gather(process.stdout.drain(), process.stderr.drain())
+        pty = process.term_type is not None
+        while True:
+            try:
+                data = await process.stdin.read(65536)
+            except asyncssh.TerminalSizeChanged as change:
+                if pty:  # the kernel tells the foreground job (SIGWINCH)
+                    size = struct.pack("HHHH", change.height, change.width, 0, 0)
+                    fcntl.ioctl(fd, termios.TIOCSWINSZ, size)
+                continue
+            except asyncssh.BreakReceived:
+                _signal(popen, "INT")
+                continue
+            except asyncssh.SignalReceived as received:
+                _signal(popen, received.signal)
+                continue
+            if not data:
+                break
+            try:
+                await _write_fd(fd, data)
+            except OSError:  # the command stopped reading; the rest of the input is dropped
+                break
         if not pty:
-            # Like sshd: the command's output ends when its pipes close, not when it exits.
-            await drain
-            return
-        # A PTY may be held open by background jobs; the remaining output is already buffered.
-        try:
-            await asyncio.wait_for(drain, timeout=2.0)
-        except TimeoutError:
-            log.info("closing a PTY still held open by background processes")
+            stdio.close(fd)  # EOF for the command
 
-    async def _start_with_pipes(
+    def _start_with_pipes(
         self, process: asyncssh.SSHServerProcess[bytes], login: Login
-    ) -> subprocess.Popen[bytes]:
+    ) -> tuple[subprocess.Popen[bytes], _Stdio, list[tuple[int, Any]], int]:
         argv = [login.shell, "-c", process.command] if process.command else [login.shell, "-l"]
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
@@ -223,12 +344,12 @@ class Sessions:
             for fd in (in_r, out_w, err_w):
                 os.close(fd)
         log.info("exec pid %d: %s", popen.pid, _describe(process))
-        await process.redirect(stdin=in_w, stdout=out_r, stderr=err_r)
-        return popen
+        stdio = _Stdio(in_w, out_r, err_r)
+        return popen, stdio, [(out_r, process.stdout), (err_r, process.stderr)], in_w
 
-    async def _start_in_pty(
+    def _start_in_pty(
         self, process: asyncssh.SSHServerProcess[bytes], login: Login
-    ) -> subprocess.Popen[bytes]:
+    ) -> tuple[subprocess.Popen[bytes], _Stdio, list[tuple[int, Any]], int]:
         import fcntl
         import struct
         import termios
@@ -258,9 +379,14 @@ class Sessions:
         finally:
             os.close(slave)
         log.info("pty pid %d: %s", popen.pid, _describe(process))
-        # Two descriptors for one PTY: asyncssh closes each redirect's descriptor on its own.
-        await process.redirect(stdin=os.dup(master), stdout=master, stderr=None)
-        return popen
+        return popen, _Stdio(master), [(master, process.stdout)], master
+
+
+def _signal(popen: subprocess.Popen[bytes], name: str) -> None:
+    sig = getattr(signal, f"SIG{name}", None)
+    if isinstance(sig, signal.Signals) and popen.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(popen.pid, sig)
 
 
 class HomeSFTP(asyncssh.SFTPServer):
