@@ -151,6 +151,23 @@ def test_a_devserver_from_up_to_down(fleet_sandbox: tuple[Sandbox, FleetConfig])
     assert through.stdout == "via-leeward\n"
     assert through.returncode == 3
 
+    # a certificate about to expire is renewed before ssh needs it
+    paths.certificate.write_text("ssh-ed25519-cert-v01@openssh.com AAAA expired\n")
+    renewed = sandbox.run("ssh", "box", "--", "true")
+    assert renewed.returncode == 0, renewed.stderr
+    assert paths.certificate.read_text().startswith("ssh-ed25519-cert-v01@openssh.com AAAA")
+    assert "expired" not in paths.certificate.read_text()
+
+    # --include puts the Include line at the top of ~/.ssh/config, once
+    user_config = Path(sandbox.env["HOME"]) / ".ssh" / "config"
+    user_config.write_text("Host *\n    ServerAliveInterval 30\n")
+    sandbox.run("config-ssh", "--include", check=True)
+    sandbox.run("config-ssh", "--include", check=True)
+    lines = [line for line in user_config.read_text().splitlines() if line.strip()]
+    assert lines[1] == f"Include {paths.ssh_config}"
+    assert lines.count(f"Include {paths.ssh_config}") == 1
+    assert lines[-2:] == ["Host *", "    ServerAliveInterval 30"]
+
     listing = json.loads(sandbox.run("list", "--json", check=True).stdout)
     assert [(e["name"], e["state"]) for e in listing["environments"]] == [("box", "running")]
 
@@ -174,11 +191,34 @@ def test_a_devserver_from_up_to_down(fleet_sandbox: tuple[Sandbox, FleetConfig])
 
     wait_for("box to be deleted", box_gone)
 
+    # an operator's token for another user, straight from the database; login reads stdin
+    token = sandbox.run(
+        "fleet",
+        "token",
+        "create",
+        "--config",
+        str(paths.embedded_dir / "fleet.toml"),
+        "--user",
+        "bob",
+        "--hours",
+        "1",
+        check=True,
+    ).stdout.strip()
+    sandbox.run("login", "--fleet", url, input=token + "\n", check=True)
+    assert json.loads(sandbox.run("whoami", "--json", check=True).stdout) == {
+        "user": "bob",
+        "role": "user",
+    }
+    wrong = sandbox.run("login", "--fleet", url, "--token", "not-a-token")
+    assert wrong.returncode == 1
+    assert "did not accept this token" in wrong.stderr
+
     down = sandbox.run("down", check=True)
     assert "Stopped the embedded fleet." in down.stdout
     assert "not running" in sandbox.run("down", check=True).stdout
     restarted = sandbox.run("up", check=True)
-    assert "as before" in restarted.stdout  # the stored token still works; no new one
+    assert "as before" in restarted.stdout  # bob's stored token still works; no new one
+    assert "bob" in restarted.stdout
     sandbox.run("down", check=True)
     after = sandbox.run("list")
     assert after.returncode == 1
