@@ -74,3 +74,48 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def run_in_pty(
+    sandbox: Sandbox, *args: str, answer: str, prompt: str = "?", timeout: float = 60
+) -> tuple[int, str]:
+    """Run `leeward ARGS` on a terminal, type `answer` once `prompt` shows; (exit code, output)."""
+    import pty
+    import select
+    import time
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [str(LEEWARD), *args],
+        env=sandbox.env,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        cwd=sandbox.root,
+        start_new_session=True,
+    )
+    os.close(terminal)
+    output, answered = b"", False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(controller, 4096)
+                except OSError:  # the terminal closed: the process is done
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            if not answered and prompt.encode() in output:
+                os.write(controller, answer.encode() + b"\r")
+                answered = True
+            if process.poll() is not None and not ready:
+                break
+        code = process.wait(timeout=max(deadline - time.monotonic(), 1))
+    finally:
+        os.close(controller)
+        if process.poll() is None:
+            process.kill()
+    return code, output.decode(errors="replace")

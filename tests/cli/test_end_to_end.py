@@ -18,7 +18,7 @@ import pytest
 from leeward.fleet.config import FleetConfig, HostConfig, RegionConfig, dump_config
 from leeward_protocol.fleet import ContainerProfile, Flavor, FlavorKind, Hardware
 
-from .sandbox import Sandbox, free_port, make_sandbox
+from .sandbox import Sandbox, free_port, make_sandbox, run_in_pty
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("ssh") is None, reason="needs OpenSSH's ssh"),
@@ -158,8 +158,14 @@ def test_a_devserver_from_up_to_down(fleet_sandbox: tuple[Sandbox, FleetConfig])
     assert paths.certificate.read_text().startswith("ssh-ed25519-cert-v01@openssh.com AAAA")
     assert "expired" not in paths.certificate.read_text()
 
-    # --include puts the Include line at the top of ~/.ssh/config, once
+    # on a terminal, config-ssh asks before touching ~/.ssh/config
     user_config = Path(sandbox.env["HOME"]) / ".ssh" / "config"
+    code, output = run_in_pty(sandbox, "config-ssh", answer="n")
+    assert code == 0, output
+    assert "at the top of" in output
+    assert not user_config.exists()
+
+    # --include puts the Include line at the top of ~/.ssh/config, once
     user_config.write_text("Host *\n    ServerAliveInterval 30\n")
     sandbox.run("config-ssh", "--include", check=True)
     sandbox.run("config-ssh", "--include", check=True)
@@ -179,6 +185,10 @@ def test_a_devserver_from_up_to_down(fleet_sandbox: tuple[Sandbox, FleetConfig])
     )
     assert container["state"] == "running"
 
+    code, output = run_in_pty(sandbox, "delete", "box", answer="n")
+    assert code != 0
+    assert "Delete devserver box (box." in output
+    assert json.loads(sandbox.run("show", "box", "--json", check=True).stdout)["state"] == "running"
     refused = sandbox.run("delete", "box")
     assert refused.returncode == 1
     assert "--yes" in refused.stderr
