@@ -77,7 +77,7 @@ class Agent:
         except OSError as exc:
             raise StartError(
                 f"cannot listen on {config.listen_address}:{config.listen_port}: "
-                f"{exc.strerror or exc}"
+                f"{os.strerror(exc.errno) if exc.errno else exc}"
             ) from None
         self._tasks.append(asyncio.create_task(self.heartbeat.run(), name="heartbeat"))
         log.info(

@@ -57,7 +57,6 @@ class LocalProvider:
         self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout
         self._runtime_dir = runtime_dir or default_runtime_dir()
-        self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     # -- the Provider interface -------------------------------------------------------------
@@ -101,7 +100,6 @@ class LocalProvider:
                 await self._terminate(environment_id, pid)
             socket = self._socket(environment_id)
             await asyncio.to_thread(_remove, directory, socket)
-            self._children.pop(environment_id, None)
 
     async def running(self, environment_ids: list[str]) -> set[str]:
         ids = list(dict.fromkeys(environment_ids))
@@ -177,7 +175,6 @@ class LocalProvider:
         return b"leeward.agent" in argv and config in argv
 
     async def _live_pid(self, environment_id: str) -> int | None:
-        self._reap(environment_id)
         pid = self._read_pid(environment_id)
         if pid is None or not self._is_agent(environment_id, pid):
             return None
@@ -203,37 +200,31 @@ class LocalProvider:
 
     # -- processes ------------------------------------------------------------------------
 
-    def _reap(self, environment_id: str) -> None:
-        child = self._children.get(environment_id)
-        if child is not None and child.poll() is not None:
-            del self._children[environment_id]
-
     async def _spawn(self, environment_id: str, config: AgentConfig) -> None:
         directory = self._dir(environment_id)
         config_path = directory / "agent.json"
         await asyncio.to_thread(_prepare, directory, config, config_path, self._runtime_dir)
         ready_r, ready_w = os.pipe()
         try:
-            child = _run_agent(directory, config_path, ready_w)
+            pid = await asyncio.to_thread(_run_agent, directory, config_path, ready_w)
         except OSError as exc:
             os.close(ready_r)
             reason = f"cannot run the agent: {exc}"
             raise ProviderError(f"environment {environment_id}: {reason}") from None
         finally:
             os.close(ready_w)
-        self._children[environment_id] = child
-        _write_atomic(directory / "agent.pid", f"{child.pid}\n")
+        _write_atomic(directory / "agent.pid", f"{pid}\n")
         try:
             line = await self._read_ready(ready_r)
         except TimeoutError:
             line = f"error: not ready within {self._start_timeout:g} s"
         if line == "ready":
-            log.info("environment %s: agent %d ready", environment_id, child.pid)
+            log.info("environment %s: agent %d ready", environment_id, pid)
             return
-        if child.poll() is None:
-            await self._terminate(environment_id, child.pid)
+        if self._is_agent(environment_id, pid):
+            await self._terminate(environment_id, pid)
         if not line:
-            line = f"the agent exited with status {child.wait()} before it was ready"
+            line = "the agent exited before it was ready"
         reason = line.removeprefix("error: ")
         raise ProviderError(
             f"environment {environment_id}: the agent could not start: {reason}\n"
@@ -272,19 +263,18 @@ class LocalProvider:
 
     async def _terminate(self, environment_id: str, pid: int) -> None:
         """SIGTERM, wait up to the deadline, then SIGKILL."""
-        child = self._children.pop(environment_id, None)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        if not await _wait_gone(pid, child, self._stop_timeout):
+        if not await _wait_gone(pid, self._stop_timeout):
             log.warning("environment %s: agent %d ignored SIGTERM; killing it", environment_id, pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            await _wait_gone(pid, child, 5.0)
+            await _wait_gone(pid, 5.0)
         (self._dir(environment_id) / "agent.pid").unlink(missing_ok=True)
 
 
-async def _wait_gone(pid: int, child: subprocess.Popen[bytes] | None, within: float) -> bool:
-    """Wait until `pid` has exited (a pidfd becomes readable); reap it if it is our child."""
+async def _wait_gone(pid: int, within: float) -> bool:
+    """Wait until `pid` has exited: its pidfd becomes readable (the agent is not our child)."""
     loop = asyncio.get_running_loop()
     try:
         pidfd = os.pidfd_open(pid)
@@ -305,23 +295,29 @@ async def _wait_gone(pid: int, child: subprocess.Popen[bytes] | None, within: fl
     finally:
         loop.remove_reader(pidfd)
         os.close(pidfd)
-    if child is not None:
-        child.wait()
     return True
 
 
-def _run_agent(directory: Path, config_path: Path, ready_w: int) -> subprocess.Popen[bytes]:
+_DETACH = '"$@" </dev/null >&2 & echo $!'
+"""The agent is started by a shell that exits at once: the agent is then nobody's child in
+the fleet (init reaps it), so it outlives the fleet and leaves no zombie or process handle."""
+
+
+def _run_agent(directory: Path, config_path: Path, ready_w: int) -> int:
     argv = [sys.executable, "-m", "leeward.agent", "--config", str(config_path)]
     with open(directory / "agent.log", "ab") as log_file:
-        return subprocess.Popen(
-            [*argv, "--ready-fd", str(ready_w)],
+        launcher = subprocess.run(
+            ["/bin/sh", "-c", _DETACH, "sh", *argv, "--ready-fd", str(ready_w)],
             pass_fds=(ready_w,),
             stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,  # tracebacks of a crash land in the log
+            stdout=subprocess.PIPE,
+            stderr=log_file,  # the agent's stdout and stderr: a crash's traceback lands here
             cwd=directory,
             start_new_session=True,  # a kill of the fleet's process group does not reach it
+            timeout=10,
+            check=True,
         )
+    return int(launcher.stdout.split()[-1])
 
 
 def _prepare(directory: Path, config: AgentConfig, config_path: Path, runtime_dir: Path) -> None:
