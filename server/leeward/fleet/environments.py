@@ -338,12 +338,13 @@ class Fleet:
                         f"The name {request.name!r} is taken; choose another or leave it out.",
                         field="name",
                     )
-            row = None
+            placed = None
             if isinstance(request, CreateContainer):
-                row = await self._claim_warm(session, who, request, now)
-                claimed = row is not None
-            if row is None:
-                row = await self._place(session, who, request, need, now)
+                placed = await self._claim_warm(session, who, request, now)
+                claimed = placed is not None
+            if placed is None:
+                placed = await self._place(session, who, request, need, now)
+            row, identity = placed
             if key is not None:
                 session.add(
                     IdempotencyRow(
@@ -356,9 +357,9 @@ class Fleet:
                 )
             await session.flush()
         if claimed:
-            env = await self._assign(row)
+            env = await self._assign(row, identity)
             return Outcome(env, created=True, source="warm")
-        self._spawn(row.id, self._provision(row.id))
+        self._spawn(row.id, self._provision(row.id, identity))
         return Outcome(to_resource(row, self.config.zone), created=True, source="cold")
 
     def _expiry(self, request: CreateDevserver | CreateContainer, now: datetime) -> datetime | None:
@@ -369,21 +370,19 @@ class Fleet:
             return now + timedelta(hours=request.hours or lt.devserver_default_hours)
         return now + timedelta(hours=request.hours or lt.container_hours)
 
-    async def _unique_name(self, session: AsyncSession, prefix: str) -> str:
-        prefix = prefix[:24]
-        for _ in range(20):
-            name = f"{prefix}-{_random(6)}"
-            if not await session.scalar(
-                select(func.count()).where(EnvironmentRow.live_name == name)
-            ):
-                return name
-        raise Conflict("Could not find a free name; give one with --name.")
+    @staticmethod
+    def _new_name(prefix: str) -> str:
+        """A generated name; the unique constraint on live names catches the rare collision,
+        and `create` tries again."""
+        return f"{prefix[:24]}-{_random(6)}"
 
     async def _regions_in_order(
         self, session: AsyncSession, asked: str | None, need: Hardware
     ) -> list[str]:
         if asked is not None:
             return [asked]
+        if len(self.config.regions) == 1:
+            return [self.config.regions[0].name]
         usage = await host_usage(session)
 
         # The region with the most free room that fits first.
@@ -408,8 +407,9 @@ class Fleet:
         *,
         region: str | None = None,
         profile: str | None = None,
-    ) -> EnvironmentRow:
-        """Place a new environment (a user's, or a warm container when `who` is None)."""
+    ) -> tuple[EnvironmentRow, Identity]:
+        """Place a new environment (a user's, or a warm container when `who` is None), with
+        the identity it will start with."""
         asked = request.region if request is not None else region
         for candidate in await self._regions_in_order(session, asked, need):
             hosts = await host_usage(session, candidate, lock=True)
@@ -426,7 +426,7 @@ class Fleet:
                 Lifespan.TEMPORARY,
                 None,
             )
-            name = await self._unique_name(session, f"{profile}-warm")
+            name = self._new_name(f"{profile}-warm")
         else:
             kind = request.kind
             flavor = request.flavor if isinstance(request, CreateDevserver) else None
@@ -435,8 +435,8 @@ class Fleet:
                 request.lifespan if isinstance(request, CreateDevserver) else Lifespan.TEMPORARY
             )
             expires = self._expiry(request, now)
-            name = request.name or await self._unique_name(
-                session, "dev" if kind is EnvironmentKind.DEVSERVER else (profile or "ctr")
+            name = request.name or self._new_name(
+                "dev" if kind is EnvironmentKind.DEVSERVER else (profile or "ctr")
             )
         row = EnvironmentRow(
             id=new_environment_id(),
@@ -454,16 +454,17 @@ class Fleet:
             live_address=address,
             ssh_port=self.config.provider.ssh_port,
             state=EnvironmentState.PROVISIONING.value,
-            status_message=f"placed on {host.name}",
+            status_message=f"placed on {host.name}; certified; starting",
             owner=who.user if who else None,
             lifespan=lifespan.value,
             expires_at=expires,
             created_at=now,
             updated_at=now,
         )
+        identity, row.agent_token_digest = self._identity(row)
         session.add(row)
         await session.flush()
-        return row
+        return row, identity
 
     async def _no_capacity(
         self, session: AsyncSession, asked: str | None, need: Hardware
@@ -499,7 +500,7 @@ class Fleet:
 
     async def _claim_warm(
         self, session: AsyncSession, who: Principal, request: CreateContainer, now: datetime
-    ) -> EnvironmentRow | None:
+    ) -> tuple[EnvironmentRow, Identity] | None:
         query = (
             select(EnvironmentRow)
             .where(
@@ -517,7 +518,7 @@ class Fleet:
         row = await session.scalar(query)
         if row is None:
             return None
-        name = request.name or await self._unique_name(session, request.profile)
+        name = request.name or self._new_name(request.profile)
         row.name = name
         row.live_name = name
         row.owner = who.user
@@ -526,8 +527,11 @@ class Fleet:
         row.expires_at = self._expiry(request, now)
         row.created_at = now
         row.updated_at = now
+        # The tenant's identity replaces the pool's in this same transaction: from here on
+        # only the new agent token is accepted, whatever happens next.
+        identity, row.agent_token_digest = self._identity(row)
         await session.flush()
-        return row
+        return row, identity
 
     async def refill_pools(self) -> int:
         """Start warm containers until every (region, profile) pool is full; returns how many."""
@@ -559,7 +563,7 @@ class Fleet:
         for region_name, profile_name, need in wanted:
             try:
                 async with self.store.write() as session:
-                    row = await self._place(
+                    row, identity = await self._place(
                         session,
                         None,
                         None,
@@ -570,7 +574,7 @@ class Fleet:
                     )
             except NoCapacity:
                 continue
-            self._spawn(row.id, self._provision(row.id))
+            self._spawn(row.id, self._provision(row.id, identity))
             started += 1
         return started
 
@@ -617,24 +621,33 @@ class Fleet:
             result = await session.execute(query)
             return bool(getattr(result, "rowcount", 0))
 
-    async def _provision(self, env_id: str) -> None:
+    async def _provision(
+        self, env_id: str, identity: Identity | None = None, *, adopt: bool = False
+    ) -> None:
+        """Start a placed environment's agent (or, with `adopt`, hand an agent that is already
+        up the identity), then mark it running (warm for a pool container).
+
+        `identity` is the one issued when it was placed; after a restart of the fleet it is
+        gone (private keys are never stored), so a fresh one is issued."""
         await self.url_known.wait()
         started = self.clock.monotonic()
         async with self.store.read() as session:
             row = await session.get(EnvironmentRow, env_id)
         if row is None or row.state != EnvironmentState.PROVISIONING:
             return
-        identity, token_digest = self._identity(row)
         provisioning = {EnvironmentState.PROVISIONING.value}
-        if not await self._set(
-            env_id,
-            expect=provisioning,
-            status_message="certified; starting",
-            agent_token_digest=token_digest,
-        ):
-            return
+        if identity is None:
+            identity, token_digest = self._identity(row)
+            if not await self._set(
+                env_id,
+                expect=provisioning,
+                status_message="certified again after a fleet restart; starting",
+                agent_token_digest=token_digest,
+            ):
+                return
         try:
-            await self.provider.start(self._spec(row, identity))
+            spec = self._spec(row, identity)
+            await (self.provider.assign(spec) if adopt else self.provider.start(spec))
         except ProviderError as exc:
             log.warning("environment %s failed to start: %s", env_id, exc)
             await self._fail(env_id, f"Its agent did not start: {exc}")
@@ -655,9 +668,8 @@ class Fleet:
             # Deleted while it was starting: the delete is waiting for us to finish.
             log.info("environment %s was deleted while starting", env_id)
 
-    async def _assign(self, row: EnvironmentRow) -> Environment:
-        """Hand a claimed warm container to its tenant with a fresh identity."""
-        identity, token_digest = self._identity(row)
+    async def _assign(self, row: EnvironmentRow, identity: Identity) -> Environment:
+        """Hand a claimed warm container to its tenant with the identity issued at the claim."""
         await self.url_known.wait()
         try:
             await self.provider.assign(self._spec(row, identity))
@@ -673,12 +685,14 @@ class Fleet:
             state=EnvironmentState.RUNNING.value,
             status_message="ready",
             ready_at=now,
-            agent_token_digest=token_digest,
         )
-        async with self.store.read() as session:
-            fresh = await session.get(EnvironmentRow, row.id)
-            assert fresh is not None
-            return to_resource(fresh, self.config.zone)
+        row.state, row.status_message, row.ready_at, row.updated_at = (
+            EnvironmentState.RUNNING.value,
+            "ready",
+            now,
+            now,
+        )
+        return to_resource(row, self.config.zone)
 
     async def _fail(self, env_id: str, reason: str) -> None:
         with contextlib.suppress(ProviderError):
@@ -821,13 +835,9 @@ class Fleet:
             if row.state == EnvironmentState.DELETING:
                 self._spawn(row.id, self._teardown(row.id))
             elif row.state == EnvironmentState.PROVISIONING:
-                if row.owner is not None and row.agent_token_digest is not None and row.id in up:
-                    # Claimed and handed over, but the fleet died before saying so.
-                    await self._set(
-                        row.id, state=EnvironmentState.RUNNING.value, status_message="ready"
-                    )
-                else:
-                    self._spawn(row.id, self._provision(row.id))
+                # Whether its agent started with the old identity or not, give it a new one:
+                # the fleet cannot know what reached the agent before it stopped.
+                self._spawn(row.id, self._provision(row.id, adopt=row.id in up))
             elif row.id not in up:
                 log.warning("environment %s (%s) is not up; restarting its agent", row.id, row.name)
                 self._spawn(row.id, self._restart(row.id))

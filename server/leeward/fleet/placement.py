@@ -42,29 +42,44 @@ async def host_usage(
     session: AsyncSession, region: str | None = None, *, lock: bool = False
 ) -> list[HostUsage]:
     """Every host (of one region, if given) with what its live environments use."""
-    hosts_q = select(HostRow).order_by(HostRow.name)
-    if region is not None:
-        hosts_q = hosts_q.where(HostRow.region == region)
-    if lock and session.get_bind().dialect.name == "postgresql":
-        hosts_q = hosts_q.with_for_update()
-    hosts = (await session.execute(hosts_q)).scalars().all()
-    usage_q = (
+    usage = (
         select(
-            EnvironmentRow.host,
-            func.coalesce(func.sum(EnvironmentRow.cpus), 0),
-            func.coalesce(func.sum(EnvironmentRow.memory_gib), 0),
-            func.coalesce(func.sum(EnvironmentRow.gpus), 0),
-            func.count(),
+            EnvironmentRow.host.label("host"),
+            func.sum(EnvironmentRow.cpus).label("cpus"),
+            func.sum(EnvironmentRow.memory_gib).label("memory_gib"),
+            func.sum(EnvironmentRow.gpus).label("gpus"),
+            func.count().label("n"),
         )
         .where(EnvironmentRow.state.in_(LIVE), EnvironmentRow.host.is_not(None))
         .group_by(EnvironmentRow.host)
     )
     if region is not None:
-        usage_q = usage_q.where(EnvironmentRow.region == region)
-    used = {row[0]: row[1:] for row in (await session.execute(usage_q)).all()}
+        usage = usage.where(EnvironmentRow.region == region)
+    used = usage.subquery()
+    query = (
+        select(
+            HostRow,
+            func.coalesce(used.c.cpus, 0),
+            func.coalesce(used.c.memory_gib, 0),
+            func.coalesce(used.c.gpus, 0),
+            func.coalesce(used.c.n, 0),
+        )
+        .outerjoin(used, used.c.host == HostRow.name)
+        .order_by(HostRow.name)
+    )
+    if region is not None:
+        query = query.where(HostRow.region == region)
+    if lock and session.get_bind().dialect.name == "postgresql":
+        # Lock first, in a statement of its own: READ COMMITTED gives the usage query below a
+        # fresh snapshot taken after the lock is ours. (FOR UPDATE on the joined query would
+        # re-check only the host rows after waiting and keep the stale usage.)
+        lock_query = select(HostRow.name).order_by(HostRow.name).with_for_update()
+        if region is not None:
+            lock_query = lock_query.where(HostRow.region == region)
+        await session.execute(lock_query)
+    rows = (await session.execute(query)).all()
     result = []
-    for host in hosts:
-        cpus, mem, gpus, count = used.get(host.name, (0, 0, 0, 0))
+    for host, cpus, mem, gpus, count in rows:
         result.append(
             HostUsage(
                 name=host.name,
@@ -104,6 +119,8 @@ async def next_address(session: AsyncSession, region: str) -> str:
             )
         ).scalar_one()
         candidate = str(network[1 + (counter - 1) % usable])
+        if counter <= usable:
+            return candidate  # the first pass through the range: never handed out before
         taken = await session.scalar(
             select(func.count()).where(EnvironmentRow.live_address == candidate)
         )

@@ -1,12 +1,15 @@
 """The fleet's database: SQLite by default, PostgreSQL for several replicas.
 
-Writes are serialised where it matters: on SQLite every write transaction starts with
-`BEGIN IMMEDIATE` (so two writers never both read and then both fail to upgrade their lock), on
-PostgreSQL the allocator locks the rows it decides on. Reads take no write lock.
+Writes are serialised where it matters. On SQLite, one writer at a time per process waits on
+an asyncio lock (SQLite's own busy handler sleeps in steps of up to 100 ms, which under load costs
+far more than the wait itself), and every write transaction starts with `BEGIN IMMEDIATE`, so a
+writer in another process (an operator's `leeward fleet token create`) is waited for, never
+deadlocked with. On PostgreSQL the allocator locks the rows it decides on. Reads take no lock.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,18 +33,30 @@ class Store:
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            options["connect_args"] = {"timeout": 30}
+            options.update(connect_args={"timeout": 30}, pool_size=10, max_overflow=20)
         else:
             options.update(pool_size=10, max_overflow=40, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **options)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
         self._reader = self.engine.execution_options(sqlite_begin="DEFERRED")
+        self._writer = asyncio.Lock() if self.dialect == "sqlite" else None
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A write transaction: committed when the block ends, rolled back if it raises."""
-        async with AsyncSession(self.engine, expire_on_commit=False) as session, session.begin():
+        if self._writer is None:
+            async with (
+                AsyncSession(self.engine, expire_on_commit=False) as session,
+                session.begin(),
+            ):
+                yield session
+            return
+        async with (
+            self._writer,
+            AsyncSession(self.engine, expire_on_commit=False) as session,
+            session.begin(),
+        ):
             yield session
 
     @asynccontextmanager
