@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from leeward.fleet.errors import Unauthorized
@@ -75,16 +75,18 @@ async def authenticate(session: AsyncSession, header: str | None, now: datetime)
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise Unauthorized("The Authorization header must be `Bearer <token>`.")
-    row = (
-        await session.execute(
-            select(TokenRow, UserRow)
-            .join(UserRow, UserRow.name == TokenRow.user)
-            .where(TokenRow.digest == digest(secret.strip()))
-        )
-    ).first()
+    row = (await session.execute(_BY_DIGEST, {"digest": digest(secret.strip())})).first()
     if row is None:
         raise Unauthorized("Unknown token: sign in again with `leeward login`.")
-    token, user = row
-    if token.expires_at is not None and token.expires_at <= now:
+    name, role, expires_at = row
+    if expires_at is not None and expires_at <= now:
         raise Unauthorized("The token has expired: sign in again with `leeward login`.")
-    return Principal(user=user.name, role=Role(user.role))
+    return Principal(user=name, role=Role(role))
+
+
+# Built once: every request runs it.
+_BY_DIGEST = (
+    select(UserRow.name, UserRow.role, TokenRow.expires_at)
+    .join(UserRow, UserRow.name == TokenRow.user)
+    .where(TokenRow.digest == bindparam("digest"))
+)

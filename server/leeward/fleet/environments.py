@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,6 +50,7 @@ from leeward_protocol.fleet import (
 log = logging.getLogger(__name__)
 
 _ALPHABET = string.ascii_lowercase + string.digits
+_ENV_COLUMNS = list(EnvironmentRow.__table__.columns)
 
 
 def _random(n: int) -> str:
@@ -462,8 +463,10 @@ class Fleet:
             updated_at=now,
         )
         identity, row.agent_token_digest = self._identity(row)
-        session.add(row)
-        await session.flush()
+        # A Core insert: the ORM's unit of work costs more than the rest of placement.
+        await session.execute(
+            insert(EnvironmentRow).values({c.key: getattr(row, c.key) for c in _ENV_COLUMNS})
+        )
         return row, identity
 
     async def _no_capacity(

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from leeward.fleet.store.models import EnvironmentRow, HostRow, RegionRow
@@ -38,59 +39,99 @@ class HostUsage:
         )
 
 
-async def host_usage(
-    session: AsyncSession, region: str | None = None, *, lock: bool = False
-) -> list[HostUsage]:
-    """Every host (of one region, if given) with what its live environments use."""
-    usage = (
-        select(
-            EnvironmentRow.host.label("host"),
-            func.sum(EnvironmentRow.cpus).label("cpus"),
-            func.sum(EnvironmentRow.memory_gib).label("memory_gib"),
-            func.sum(EnvironmentRow.gpus).label("gpus"),
-            func.count().label("n"),
-        )
-        .where(EnvironmentRow.state.in_(LIVE), EnvironmentRow.host.is_not(None))
-        .group_by(EnvironmentRow.host)
-    )
-    if region is not None:
-        usage = usage.where(EnvironmentRow.region == region)
-    used = usage.subquery()
+_hosts = cast(Table, HostRow.__table__)
+_envs = cast(Table, EnvironmentRow.__table__)
+_regions = cast(Table, RegionRow.__table__)
+
+
+def _usage_query(by_region: bool) -> Select[Any]:
+    """Hosts with the sums of their live environments' hardware. Built once: SQLAlchemy Core
+    statements cost little to execute again, while building them anew costs milliseconds."""
+    usage = select(
+        _envs.c.host,
+        func.sum(_envs.c.cpus).label("cpus"),
+        func.sum(_envs.c.memory_gib).label("memory_gib"),
+        func.sum(_envs.c.gpus).label("gpus"),
+        func.count().label("n"),
+    ).where(_envs.c.state.in_(LIVE), _envs.c.host.is_not(None))
+    if by_region:
+        usage = usage.where(_envs.c.region == bindparam("region"))
+    used = usage.group_by(_envs.c.host).subquery()
     query = (
         select(
-            HostRow,
+            _hosts.c.name,
+            _hosts.c.region,
+            _hosts.c.state,
+            _hosts.c.cpus,
+            _hosts.c.memory_gib,
+            _hosts.c.gpus,
             func.coalesce(used.c.cpus, 0),
             func.coalesce(used.c.memory_gib, 0),
             func.coalesce(used.c.gpus, 0),
             func.coalesce(used.c.n, 0),
         )
-        .outerjoin(used, used.c.host == HostRow.name)
-        .order_by(HostRow.name)
+        .select_from(_hosts.outerjoin(used, used.c.host == _hosts.c.name))
+        .order_by(_hosts.c.name)
     )
-    if region is not None:
-        query = query.where(HostRow.region == region)
-    if lock and session.get_bind().dialect.name == "postgresql":
-        # Lock first, in a statement of its own: READ COMMITTED gives the usage query below a
-        # fresh snapshot taken after the lock is ours. (FOR UPDATE on the joined query would
-        # re-check only the host rows after waiting and keep the stale usage.)
-        lock_query = select(HostRow.name).order_by(HostRow.name).with_for_update()
-        if region is not None:
-            lock_query = lock_query.where(HostRow.region == region)
-        await session.execute(lock_query)
-    rows = (await session.execute(query)).all()
-    result = []
-    for host, cpus, mem, gpus, count in rows:
-        result.append(
-            HostUsage(
-                name=host.name,
-                region=host.region,
-                state=HostState(host.state),
-                capacity=Hardware(cpus=host.cpus, memory_gib=host.memory_gib, gpus=host.gpus),
-                used=Hardware(cpus=int(cpus), memory_gib=int(mem), gpus=int(gpus)),
-                environments=int(count),
-            )
+    if by_region:
+        query = query.where(_hosts.c.region == bindparam("region"))
+    return query
+
+
+_USAGE_ALL = _usage_query(by_region=False)
+_USAGE_REGION = _usage_query(by_region=True)
+# Lock a region's hosts in a statement of its own: READ COMMITTED then gives the usage query a
+# fresh snapshot taken after the lock is ours. (FOR UPDATE on the joined query would re-check
+# only the host rows after waiting, and keep the stale sums.)
+_LOCK_REGION = (
+    select(_hosts.c.name)
+    .where(_hosts.c.region == bindparam("region"))
+    .order_by(_hosts.c.name)
+    .with_for_update()
+)
+_REGION_NETWORK = select(_regions.c.network).where(_regions.c.name == bindparam("region"))
+_NEXT_ADDRESS = (
+    update(_regions)
+    .where(_regions.c.name == bindparam("region"))
+    .values(next_address=_regions.c.next_address + 1)
+    .returning(_regions.c.next_address)
+)
+_ADDRESS_TAKEN = select(func.count()).where(_envs.c.live_address == bindparam("address"))
+
+
+async def host_usage(
+    session: AsyncSession, region: str | None = None, *, lock: bool = False
+) -> list[HostUsage]:
+    """Every host (of one region, if given) with what its live environments use. With `lock`
+    (inside a write transaction), no other placement in that region runs until commit."""
+    if region is None:
+        rows = (await session.execute(_USAGE_ALL)).all()
+    else:
+        if lock and session.get_bind().dialect.name == "postgresql":
+            await session.execute(_LOCK_REGION, {"region": region})
+        rows = (await session.execute(_USAGE_REGION, {"region": region})).all()
+    return [
+        HostUsage(
+            name=name,
+            region=host_region,
+            state=HostState(state),
+            capacity=Hardware(cpus=cpus, memory_gib=memory_gib, gpus=gpus),
+            used=Hardware(cpus=int(used_cpus), memory_gib=int(used_mem), gpus=int(used_gpus)),
+            environments=int(count),
         )
-    return result
+        for (
+            name,
+            host_region,
+            state,
+            cpus,
+            memory_gib,
+            gpus,
+            used_cpus,
+            used_mem,
+            used_gpus,
+            count,
+        ) in rows
+    ]
 
 
 def choose_host(hosts: list[HostUsage], need: Hardware) -> HostUsage | None:
@@ -104,26 +145,16 @@ def choose_host(hosts: list[HostUsage], need: Hardware) -> HostUsage | None:
 
 async def next_address(session: AsyncSession, region: str) -> str:
     """A stable address from the region's network that no live environment holds."""
-    row = await session.get(RegionRow, region)
-    if row is None:
+    cidr = await session.scalar(_REGION_NETWORK, {"region": region})
+    if cidr is None:
         raise LookupError(f"region {region} is not in the store")
-    network = ipaddress.ip_network(row.network)
+    network = ipaddress.ip_network(cidr)
     usable = network.num_addresses - 2  # not the network address, not broadcast
     for _ in range(min(usable, 1024)):
-        counter = (
-            await session.execute(
-                update(RegionRow)
-                .where(RegionRow.name == region)
-                .values(next_address=RegionRow.next_address + 1)
-                .returning(RegionRow.next_address)
-            )
-        ).scalar_one()
+        counter = (await session.execute(_NEXT_ADDRESS, {"region": region})).scalar_one()
         candidate = str(network[1 + (counter - 1) % usable])
         if counter <= usable:
             return candidate  # the first pass through the range: never handed out before
-        taken = await session.scalar(
-            select(func.count()).where(EnvironmentRow.live_address == candidate)
-        )
-        if not taken:
+        if not await session.scalar(_ADDRESS_TAKEN, {"address": candidate}):
             return candidate
     raise LookupError(f"region {region} has no free address left in {network}")
