@@ -102,14 +102,14 @@ async def one_create_to_ssh(api: Api, key: Any, cert: Any, known: Any) -> float:
     return time.perf_counter() - started
 
 
-async def wait_warm(fleet: Any, count: int, within: float) -> None:
+async def wait_warm(store: Any, count: int, within: float) -> None:
     from sqlalchemy import func, select
 
     from leeward.fleet.store.models import EnvironmentRow
 
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        async with fleet.store.read() as session:
+        async with store.read() as session:
             n = await session.scalar(select(func.count()).where(EnvironmentRow.state == "warm"))
         if n and n >= count:
             return
@@ -117,16 +117,56 @@ async def wait_warm(fleet: Any, count: int, within: float) -> None:
     raise SystemExit(f"the warm pool did not reach {count} in {within:.0f} s")
 
 
+def _serve(config_json: str, provider: str, ready: Any, stop: Any) -> None:
+    """The fleet in a process of its own (as in production): the load generator's CPU is
+    not the fleet's."""
+    from leeward.fleet.config import FleetConfig
+
+    config = FleetConfig.model_validate_json(config_json)
+
+    async def run() -> None:
+        async with running_fleet(config, provider=NoAgents() if provider == "none" else None) as (
+            url,
+            fleet,
+        ):
+            token = await make_user(fleet, "bench", Role.USER)
+            ready.send((url, token))
+            await asyncio.get_running_loop().run_in_executor(None, stop.recv)
+            await fleet.idle()
+
+    asyncio.run(run())
+
+
 async def with_fleet(
-    database: str, tmp: Path, body: Any, provider: Any = None, **config_kwargs: Any
+    database: str, tmp: Path, body: Any, provider: str = "local", **config_kwargs: Any
 ) -> Any:
+    import multiprocessing
+
     async def run(url: str) -> Any:
         config = small_config(tmp, url, regions=1, hosts=2, **config_kwargs)
         config.provider.stop_agents_on_exit = True
-        async with running_fleet(config, provider=provider) as (fleet_url, fleet):
-            token = await make_user(fleet, "bench", Role.USER)
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as http:
-                return await body(Api(fleet_url, http, token), fleet)
+        context = multiprocessing.get_context("spawn")
+        ready_recv, ready_send = context.Pipe(duplex=False)
+        stop_recv, stop_send = context.Pipe(duplex=False)
+        child = context.Process(
+            target=_serve, args=(config.model_dump_json(), provider, ready_send, stop_recv)
+        )
+        child.start()
+        try:
+            loop = asyncio.get_running_loop()
+            fleet_url, token = await loop.run_in_executor(None, ready_recv.recv)
+            # The store, read from this process too, for waiting on warm pools.
+            from leeward.fleet.store.db import Store
+
+            store = Store(url)
+            try:
+                async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as http:
+                    return await body(Api(fleet_url, http, token), store)
+            finally:
+                await store.close()
+        finally:
+            stop_send.send("stop")
+            await asyncio.get_running_loop().run_in_executor(None, child.join, 120)
 
     if database == "postgresql":
         async with fresh_postgres_database() as url:
@@ -148,8 +188,8 @@ async def bench(database: str, clients: int) -> list[dict[str, Any]]:
         return cert, known
 
     # 1. Warm-pool claims: a pool of `clients` containers, then `clients` claims at once.
-    async def claims(api: Api, fleet: Any) -> None:
-        await wait_warm(fleet, clients, within=600)
+    async def claims(api: Api, store: Any) -> None:
+        await wait_warm(store, clients, within=600)
         latencies: list[float] = []
 
         async def claim() -> None:
@@ -175,7 +215,7 @@ async def bench(database: str, clients: int) -> list[dict[str, Any]]:
         )
 
     # 2. Create-to-SSH-ready: one client alone (10 in a row), then `clients` at once.
-    async def create_to_ssh(api: Api, fleet: Any) -> None:
+    async def create_to_ssh(api: Api, store: Any) -> None:
         cert_known = await credentials(api)
         alone = [await one_create_to_ssh(api, key, *cert_known) for _ in range(10)]
         results.append(summary("devserver create-to-SSH-ready, 1 client", alone))
@@ -191,11 +231,11 @@ async def bench(database: str, clients: int) -> list[dict[str, Any]]:
 
     # 3. Allocations per second, with and without agents being started.
     for label, provider, total in (
-        ("local provider", None, 4 * clients),
-        ("allocator only, no agents", NoAgents(), 20 * clients),
+        ("local provider", "local", 4 * clients),
+        ("allocator only, no agents", "none", 20 * clients),
     ):
 
-        async def burst(api: Api, fleet: Any, total: int = total, label: str = label) -> None:
+        async def burst(api: Api, store: Any, total: int = total, label: str = label) -> None:
             queue = list(range(total))
             done: list[int] = []
 

@@ -162,3 +162,28 @@ async def test_expired_environments_are_reaped(start_fleet, config_factory, sqli
                 .all()
             )
         assert [r.id for r in live] == [forever["id"]]
+
+
+async def test_concurrent_requests_in_one_batch_keep_keys_and_names_unique(
+    start_fleet, config_factory, database_url
+):
+    async with start_fleet(config_factory(database_url), background=False) as f:
+        body = {"kind": "devserver", "flavor": "tiny"}
+        same_key = await asyncio.gather(
+            *(
+                f.api.call("POST", "/v1/environments", body, headers={"Idempotency-Key": "k-1"})
+                for _ in range(6)
+            )
+        )
+        assert sorted(s for s, _ in same_key) == [200, 200, 200, 200, 200, 202]
+        assert len({b["id"] for _, b in same_key}) == 1
+
+        twins = await asyncio.gather(
+            *(f.api.call("POST", "/v1/environments", {**body, "name": "twin"}) for _ in range(4))
+        )
+        assert sorted(s for s, _ in twins) == [202, 409, 409, 409]
+        refused = [b for s, b in twins if s == 409]
+        assert all(b["error"]["field"] == "name" for b in refused)
+        listed = (await f.api.call("GET", "/v1/environments"))[1]["environments"]
+        assert sorted(e["name"] for e in listed if e["name"] == "twin") == ["twin"]
+        assert len(listed) == 2

@@ -112,6 +112,8 @@ async def test_fleet_restarts_keep_every_environment(tmp_path, http, database):
         ssh = await ssh_access(api, tmp_path / "home", "alice")
         code, out, err = await run_ssh(ssh, "pet", "echo kept > marker && echo $HOME")
         assert code == 0, err
+        # Three environments of alice's and the refilled warm container.
+        await wait_until(lambda: live_count(store), 4)
         before = await snapshot(store)
 
         for how in (signal.SIGTERM, signal.SIGKILL):
@@ -153,6 +155,10 @@ async def test_fleet_restarts_keep_every_environment(tmp_path, http, database):
         await store.close()
         if database_cm is not None:
             await database_cm.__aexit__(None, None, None)
+
+
+async def live_count(store: Store) -> int:
+    return (await snapshot(store))[1]
 
 
 async def ssh_ok(paths, alias: str) -> bool:

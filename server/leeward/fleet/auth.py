@@ -10,7 +10,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from leeward.clock import Clock
 from leeward.fleet.errors import Unauthorized
+from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import TokenRow, UserRow
 from leeward_protocol.fleet import Role
 
@@ -67,7 +69,9 @@ async def issue_token(
     return secret, expires
 
 
-async def authenticate(session: AsyncSession, header: str | None, now: datetime) -> Principal:
+async def authenticate(
+    session: AsyncSession, header: str | None, now: datetime
+) -> tuple[Principal, datetime | None]:
     if not header:
         raise Unauthorized(
             "No token: send `Authorization: Bearer <token>`; run `leeward login` to get one."
@@ -81,7 +85,7 @@ async def authenticate(session: AsyncSession, header: str | None, now: datetime)
     name, role, expires_at = row
     if expires_at is not None and expires_at <= now:
         raise Unauthorized("The token has expired: sign in again with `leeward login`.")
-    return Principal(user=name, role=Role(role))
+    return Principal(user=name, role=Role(role)), expires_at
 
 
 # Built once: every request runs it.
@@ -90,3 +94,34 @@ _BY_DIGEST = (
     .join(UserRow, UserRow.name == TokenRow.user)
     .where(TokenRow.digest == bindparam("digest"))
 )
+
+
+class TokenVerifier:
+    """Checks bearer tokens, remembering a verified one for `ttl` seconds so that a busy client
+    does not cost a database read per request. Expiry is still checked on every use; a token
+    removed from the store stops working within `ttl` on every replica."""
+
+    def __init__(self, store: Store, clock: Clock, ttl: float = 5.0, size: int = 10_000) -> None:
+        self._store = store
+        self._clock = clock
+        self._ttl = ttl
+        self._size = size
+        self._known: dict[str, tuple[Principal, datetime | None, float]] = {}
+
+    async def verify(self, header: str | None) -> Principal:
+        now = self._clock.now()
+        scheme, _, secret = (header or "").partition(" ")
+        key = digest(secret.strip()) if scheme.lower() == "bearer" and secret.strip() else None
+        if key is not None and (known := self._known.get(key)) is not None:
+            who, expires_at, checked = known
+            if self._clock.monotonic() - checked < self._ttl:
+                if expires_at is not None and expires_at <= now:
+                    raise Unauthorized("The token has expired: sign in again with `leeward login`.")
+                return who
+        async with self._store.read() as session:
+            who, expires_at = await authenticate(session, header, now)
+        if key is not None:
+            if len(self._known) >= self._size:
+                self._known.pop(next(iter(self._known)))
+            self._known[key] = (who, expires_at, self._clock.monotonic())
+        return who

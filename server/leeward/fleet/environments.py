@@ -16,19 +16,19 @@ import logging
 import secrets
 import string
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from leeward.clock import Clock
-from leeward.fleet.auth import Principal, digest, new_secret
+from leeward.fleet.auth import Principal, TokenVerifier, digest, new_secret
 from leeward.fleet.ca import CertificateAuthority
 from leeward.fleet.config import FleetConfig
-from leeward.fleet.errors import Conflict, Invalid, NoCapacity, NotFound, Unavailable
+from leeward.fleet.errors import Conflict, FleetError, Invalid, NoCapacity, NotFound, Unavailable
 from leeward.fleet.placement import LIVE, HostUsage, choose_host, host_usage, next_address
 from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import EnvironmentRow, IdempotencyRow
@@ -50,7 +50,8 @@ from leeward_protocol.fleet import (
 log = logging.getLogger(__name__)
 
 _ALPHABET = string.ascii_lowercase + string.digits
-_ENV_COLUMNS = list(EnvironmentRow.__table__.columns)
+_ENV_TABLE = cast(Table, EnvironmentRow.__table__)
+_ENV_COLUMNS = list(_ENV_TABLE.columns)
 
 
 def _random(n: int) -> str:
@@ -86,6 +87,68 @@ def to_resource(row: EnvironmentRow, zone: str) -> Environment:
     )
 
 
+_BATCH = 64
+"""Most create requests placed in one write transaction."""
+
+_Placed = tuple[EnvironmentRow, Identity | None, str]
+"""A placement: the row, the identity to start it with (None for a replay), and how it was
+made: "cold" (placed, to be started), "warm" (claimed from a pool) or "replay"."""
+
+
+@dataclass
+class _Ask:
+    """A create request waiting for its batch."""
+
+    who: Principal
+    request: CreateDevserver | CreateContainer
+    need: Hardware
+    key: str | None
+    digest: str
+    future: asyncio.Future[_Placed]
+
+
+@dataclass
+class _Batch:
+    """What one placement transaction has decided so far, before it is written."""
+
+    hosts: list[HostUsage] | None = None
+    names: set[str] = field(default_factory=set)
+    keys: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    made: dict[str, EnvironmentRow] = field(default_factory=dict)
+    idempotency: list[dict[str, Any]] = field(default_factory=list)
+
+    async def usage(self, session: AsyncSession) -> list[HostUsage]:
+        """Every host's usage, read (and on PostgreSQL locked, all hosts in name order, so two
+        replicas' batches never deadlock) once; later placements are counted in memory."""
+        if self.hosts is None:
+            self.hosts = await host_usage(session, lock=True)
+        return self.hosts
+
+    def take(self, host: HostUsage, need: Hardware) -> None:
+        assert self.hosts is not None
+        used = host.used
+        self.hosts[self.hosts.index(host)] = replace(
+            host,
+            used=Hardware(
+                cpus=used.cpus + need.cpus,
+                memory_gib=used.memory_gib + need.memory_gib,
+                gpus=used.gpus + need.gpus,
+            ),
+            environments=host.environments + 1,
+        )
+
+    async def flush(self, session: AsyncSession) -> None:
+        """Write the batch's new environments, then their idempotency keys, as Core inserts
+        (the ORM's unit of work costs more than placement itself)."""
+        if self.made:
+            await session.execute(
+                insert(EnvironmentRow),
+                [{c.key: getattr(row, c.key) for c in _ENV_COLUMNS} for row in self.made.values()],
+            )
+        if self.idempotency:
+            await session.execute(insert(IdempotencyRow), self.idempotency)
+
+
 @dataclass
 class Outcome:
     environment: Environment
@@ -109,12 +172,15 @@ class Fleet:
         self.provider = provider
         self.authority = authority
         self.clock = clock
+        self.tokens = TokenVerifier(store, clock)
         self.public_url: str | None = config.public_url
         self.url_known = asyncio.Event()
         if self.public_url:
             self.url_known.set()
         self.observers: list[Callable[[str, float], None]] = []
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._asks: list[_Ask] = []
+        self._placer: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
 
@@ -127,6 +193,8 @@ class Fleet:
     async def close(self) -> None:
         self._closing = True
         tasks = list(self._tasks.values()) + list(self._background)
+        if self._placer is not None:
+            tasks.append(self._placer)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -281,87 +349,146 @@ class Fleet:
         request: CreateDevserver | CreateContainer,
         idempotency_key: str | None = None,
     ) -> Outcome:
+        """Create an environment: claimed from a warm pool (ready when this returns) or placed
+        on a host (its agent starts in the background).
+
+        Requests that arrive together are placed together, in one write transaction: the
+        store's per-transaction cost is paid once per batch, not once per request, and the
+        capacity each placement takes is counted in memory for the next one in the batch."""
         need = self._check_request(request)
         request_digest = hashlib.sha256(
             json.dumps(request.wire(), sort_keys=True).encode()
         ).hexdigest()
         started = self.clock.monotonic()
+        loop = asyncio.get_running_loop()
         for attempt in range(3):
+            ask = _Ask(who, request, need, idempotency_key, request_digest, loop.create_future())
+            self._asks.append(ask)
+            if self._placer is None or self._placer.done():
+                self._placer = loop.create_task(self._place_queued(), name="placement")
             try:
-                outcome = await self._create_once(
-                    who, request, need, idempotency_key, request_digest
-                )
+                row, identity, source = await ask.future
                 break
             except IntegrityError as exc:
-                # A concurrent request took the same name or key: look again.
+                # Another replica took the same name or key at the same moment: look again.
                 if attempt == 2:
                     raise Conflict(
                         "Another request changed the same environment at the same time; try again."
                     ) from exc
-        if outcome.created:
-            for observe in self.observers:
-                observe(outcome.source, self.clock.monotonic() - started)
+        if source == "replay":
+            return Outcome(to_resource(row, self.config.zone), created=False)
+        assert identity is not None
+        if source == "warm":
+            outcome = Outcome(await self._assign(row, identity), created=True, source="warm")
+        else:
+            self._spawn(row.id, self._provision(row.id, identity, placed=row))
+            outcome = Outcome(to_resource(row, self.config.zone), created=True, source="cold")
+        for observe in self.observers:
+            observe(outcome.source, self.clock.monotonic() - started)
         return outcome
 
-    async def _create_once(
-        self,
-        who: Principal,
-        request: CreateDevserver | CreateContainer,
-        need: Hardware,
-        key: str | None,
-        request_digest: str,
-    ) -> Outcome:
+    async def _place_queued(self) -> None:
+        """Drain the queue of create requests, a batch per write transaction."""
+        while self._asks:
+            batch, self._asks = self._asks[:_BATCH], self._asks[_BATCH:]
+            try:
+                try:
+                    results = await self._place_batch(batch)
+                except Exception:
+                    if len(batch) == 1:
+                        raise
+                    # One request spoiled the batch (a name another replica took at the same
+                    # moment, say): place each alone, so that only that one fails.
+                    results = []
+                    for ask in batch:
+                        try:
+                            results.extend(await self._place_batch([ask]))
+                        except Exception as exc:
+                            results.append((ask, exc))
+            except asyncio.CancelledError:
+                for ask in batch:
+                    if not ask.future.done():
+                        ask.future.set_exception(Unavailable("The fleet is stopping; try again."))
+                raise
+            except Exception as exc:
+                results = [(batch[0], exc)]
+            for ask, result in results:
+                if ask.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    ask.future.set_exception(result)
+                else:
+                    ask.future.set_result(result)
+
+    async def _place_batch(self, batch: list[_Ask]) -> list[tuple[_Ask, _Placed | BaseException]]:
         now = self.clock.now()
-        claimed = False
+        results: list[tuple[_Ask, _Placed | BaseException]] = []
         async with self.store.write() as session:
-            if key is not None:
+            work = _Batch()
+            for ask in batch:
+                try:
+                    results.append((ask, await self._create_in(session, work, ask, now)))
+                except FleetError as exc:
+                    results.append((ask, exc))
+            await work.flush(session)
+        return results
+
+    async def _create_in(
+        self, session: AsyncSession, work: _Batch, ask: _Ask, now: datetime
+    ) -> _Placed:
+        """One create request inside a batch's transaction. A refusal (FleetError) is raised
+        before this request writes anything, so the rest of the batch goes on."""
+        who, request, key = ask.who, ask.request, ask.key
+        if key is not None:
+            seen_digest, seen_id = work.keys.get((who.user, key), (None, None))
+            if seen_id is None:
                 seen = await session.scalar(
                     select(IdempotencyRow).where(
                         IdempotencyRow.user == who.user, IdempotencyRow.key == key
                     )
                 )
                 if seen is not None:
-                    if seen.request_digest != request_digest:
-                        raise Conflict(
-                            "This Idempotency-Key was used for a different request; use a new "
-                            "key for a new environment.",
-                            field="Idempotency-Key",
-                        )
-                    row = await session.get(EnvironmentRow, seen.environment_id)
-                    assert row is not None
-                    return Outcome(to_resource(row, self.config.zone), created=False)
-            if request.name is not None:
-                taken = await session.scalar(
-                    select(func.count()).where(EnvironmentRow.live_name == request.name)
-                )
-                if taken:
+                    seen_digest, seen_id = seen.request_digest, seen.environment_id
+            if seen_id is not None:
+                if seen_digest != ask.digest:
                     raise Conflict(
-                        f"The name {request.name!r} is taken; choose another or leave it out.",
-                        field="name",
+                        "This Idempotency-Key was used for a different request; use a new "
+                        "key for a new environment.",
+                        field="Idempotency-Key",
                     )
-            placed = None
-            if isinstance(request, CreateContainer):
-                placed = await self._claim_warm(session, who, request, now)
-                claimed = placed is not None
-            if placed is None:
-                placed = await self._place(session, who, request, need, now)
-            row, identity = placed
-            if key is not None:
-                session.add(
-                    IdempotencyRow(
-                        user=who.user,
-                        key=key,
-                        request_digest=request_digest,
-                        environment_id=row.id,
-                        created_at=now,
-                    )
+                row = work.made.get(seen_id) or await session.get(EnvironmentRow, seen_id)
+                assert row is not None
+                return row, None, "replay"
+        if request.name is not None:
+            taken = request.name in work.names or await session.scalar(
+                select(func.count()).where(EnvironmentRow.live_name == request.name)
+            )
+            if taken:
+                raise Conflict(
+                    f"The name {request.name!r} is taken; choose another or leave it out.",
+                    field="name",
                 )
-            await session.flush()
-        if claimed:
-            env = await self._assign(row, identity)
-            return Outcome(env, created=True, source="warm")
-        self._spawn(row.id, self._provision(row.id, identity))
-        return Outcome(to_resource(row, self.config.zone), created=True, source="cold")
+        placed = None
+        source = "cold"
+        if isinstance(request, CreateContainer):
+            placed = await self._claim_warm(session, who, request, now)
+            source = "warm" if placed is not None else "cold"
+        if placed is None:
+            placed = await self._place(session, work, who, request, ask.need, now)
+        row, identity = placed
+        work.names.add(row.name)
+        if key is not None:
+            work.keys[(who.user, key)] = (ask.digest, row.id)
+            work.idempotency.append(
+                {
+                    "user": who.user,
+                    "key": key,
+                    "request_digest": ask.digest,
+                    "environment_id": row.id,
+                    "created_at": now,
+                }
+            )
+        return row, identity, source
 
     def _expiry(self, request: CreateDevserver | CreateContainer, now: datetime) -> datetime | None:
         lt = self.config.lifetimes
@@ -377,14 +504,13 @@ class Fleet:
         and `create` tries again."""
         return f"{prefix[:24]}-{_random(6)}"
 
-    async def _regions_in_order(
-        self, session: AsyncSession, asked: str | None, need: Hardware
+    def _regions_in_order(
+        self, usage: list[HostUsage], asked: str | None, need: Hardware
     ) -> list[str]:
         if asked is not None:
             return [asked]
         if len(self.config.regions) == 1:
             return [self.config.regions[0].name]
-        usage = await host_usage(session)
 
         # The region with the most free room that fits first.
         def room(region: str) -> tuple[int, int]:
@@ -401,6 +527,7 @@ class Fleet:
     async def _place(
         self,
         session: AsyncSession,
+        work: _Batch,
         who: Principal | None,
         request: CreateDevserver | CreateContainer | None,
         need: Hardware,
@@ -410,15 +537,17 @@ class Fleet:
         profile: str | None = None,
     ) -> tuple[EnvironmentRow, Identity]:
         """Place a new environment (a user's, or a warm container when `who` is None), with
-        the identity it will start with."""
+        the identity it will start with. The row is written when the batch flushes."""
         asked = request.region if request is not None else region
-        for candidate in await self._regions_in_order(session, asked, need):
-            hosts = await host_usage(session, candidate, lock=True)
-            host = choose_host(hosts, need)
+        usage = await work.usage(session)
+        host = None
+        for candidate in self._regions_in_order(usage, asked, need):
+            host = choose_host([h for h in usage if h.region == candidate], need)
             if host is not None:
                 break
-        else:
-            raise await self._no_capacity(session, asked, need)
+        if host is None:
+            raise self._no_capacity(usage, asked, need)
+        work.take(host, need)
         address = await next_address(session, host.region)
         if request is None:
             kind, flavor, lifespan, expires = (
@@ -463,16 +592,10 @@ class Fleet:
             updated_at=now,
         )
         identity, row.agent_token_digest = self._identity(row)
-        # A Core insert: the ORM's unit of work costs more than the rest of placement.
-        await session.execute(
-            insert(EnvironmentRow).values({c.key: getattr(row, c.key) for c in _ENV_COLUMNS})
-        )
+        work.made[row.id] = row
         return row, identity
 
-    async def _no_capacity(
-        self, session: AsyncSession, asked: str | None, need: Hardware
-    ) -> NoCapacity:
-        usage = await host_usage(session)
+    def _no_capacity(self, usage: list[HostUsage], asked: str | None, need: Hardware) -> NoCapacity:
         with_room = sorted(
             {
                 h.region
@@ -562,24 +685,31 @@ class Fleet:
             for profile in self.config.profiles:
                 missing = profile.warm_pool - counts.get((region.name, profile.name), 0)
                 wanted.extend((region.name, profile.name, profile.hardware) for _ in range(missing))
-        started = 0
-        for region_name, profile_name, need in wanted:
-            try:
-                async with self.store.write() as session:
-                    row, identity = await self._place(
-                        session,
-                        None,
-                        None,
-                        need,
-                        self.clock.now(),
-                        region=region_name,
-                        profile=profile_name,
+        if not wanted:
+            return 0
+        placed = []
+        async with self.store.write() as session:
+            work = _Batch()
+            for region_name, profile_name, need in wanted:
+                try:
+                    placed.append(
+                        await self._place(
+                            session,
+                            work,
+                            None,
+                            None,
+                            need,
+                            self.clock.now(),
+                            region=region_name,
+                            profile=profile_name,
+                        )
                     )
-            except NoCapacity:
-                continue
-            self._spawn(row.id, self._provision(row.id, identity))
-            started += 1
-        return started
+                except NoCapacity:
+                    continue
+            await work.flush(session)
+        for row, identity in placed:
+            self._spawn(row.id, self._provision(row.id, identity, placed=row))
+        return len(placed)
 
     # ------------------------------------------------------------------ provisioning
 
@@ -617,15 +747,19 @@ class Fleet:
     async def _set(self, env_id: str, *, expect: set[str] | None = None, **values: Any) -> bool:
         """Update one environment if it is still in one of `expect`; False if it moved on."""
         values.setdefault("updated_at", self.clock.now())
-        async with self.store.write() as session:
-            query = update(EnvironmentRow).where(EnvironmentRow.id == env_id).values(**values)
-            if expect is not None:
-                query = query.where(EnvironmentRow.state.in_(expect))
-            result = await session.execute(query)
-            return bool(getattr(result, "rowcount", 0))
+        # On the table, not the mapped class: the ORM's bulk-update bookkeeping is not needed.
+        query = update(_ENV_TABLE).where(_ENV_TABLE.c.id == env_id).values(**values)
+        if expect is not None:
+            query = query.where(_ENV_TABLE.c.state.in_(expect))
+        return await self.store.update_soon(query) > 0
 
     async def _provision(
-        self, env_id: str, identity: Identity | None = None, *, adopt: bool = False
+        self,
+        env_id: str,
+        identity: Identity | None = None,
+        *,
+        adopt: bool = False,
+        placed: EnvironmentRow | None = None,
     ) -> None:
         """Start a placed environment's agent (or, with `adopt`, hand an agent that is already
         up the identity), then mark it running (warm for a pool container).
@@ -634,8 +768,10 @@ class Fleet:
         gone (private keys are never stored), so a fresh one is issued."""
         await self.url_known.wait()
         started = self.clock.monotonic()
-        async with self.store.read() as session:
-            row = await session.get(EnvironmentRow, env_id)
+        row = placed
+        if row is None:
+            async with self.store.read() as session:
+                row = await session.get(EnvironmentRow, env_id)
         if row is None or row.state != EnvironmentState.PROVISIONING:
             return
         provisioning = {EnvironmentState.PROVISIONING.value}
@@ -807,17 +943,16 @@ class Fleet:
     # ------------------------------------------------------------------ agents
 
     async def heartbeat(self, token: str, environment_id: str) -> bool:
-        async with self.store.write() as session:
-            result = await session.execute(
-                update(EnvironmentRow)
-                .where(
-                    EnvironmentRow.id == environment_id,
-                    EnvironmentRow.agent_token_digest == digest(token),
-                    EnvironmentRow.state.in_(LIVE),
-                )
-                .values(last_seen_at=self.clock.now())
+        seen = (
+            update(_ENV_TABLE)
+            .where(
+                _ENV_TABLE.c.id == environment_id,
+                _ENV_TABLE.c.agent_token_digest == digest(token),
+                _ENV_TABLE.c.state.in_(LIVE),
             )
-            return bool(getattr(result, "rowcount", 0))
+            .values(last_seen_at=self.clock.now())
+        )
+        return await self.store.update_soon(seen) > 0
 
     # ------------------------------------------------------------------ recovery
 

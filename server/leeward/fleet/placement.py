@@ -89,6 +89,7 @@ _LOCK_REGION = (
     .order_by(_hosts.c.name)
     .with_for_update()
 )
+_LOCK_ALL = select(_hosts.c.name).order_by(_hosts.c.name).with_for_update()
 _REGION_NETWORK = select(_regions.c.network).where(_regions.c.name == bindparam("region"))
 _NEXT_ADDRESS = (
     update(_regions)
@@ -104,11 +105,14 @@ async def host_usage(
 ) -> list[HostUsage]:
     """Every host (of one region, if given) with what its live environments use. With `lock`
     (inside a write transaction), no other placement in that region runs until commit."""
+    if lock and session.get_bind().dialect.name == "postgresql":
+        if region is None:
+            await session.execute(_LOCK_ALL)
+        else:
+            await session.execute(_LOCK_REGION, {"region": region})
     if region is None:
         rows = (await session.execute(_USAGE_ALL)).all()
     else:
-        if lock and session.get_bind().dialect.name == "postgresql":
-            await session.execute(_LOCK_REGION, {"region": region})
         rows = (await session.execute(_USAGE_REGION, {"region": region})).all()
     return [
         HostUsage(

@@ -6,6 +6,7 @@ Every route is declared once in `ROUTES` with its request and response models; t
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from leeward import __version__
 from leeward.fleet import admin
-from leeward.fleet.auth import Principal, authenticate
+from leeward.fleet.auth import Principal
 from leeward.fleet.errors import BadRequest, Forbidden, Invalid, Unauthorized
 from leeward.fleet.state import FLEET, METRICS
 from leeward_protocol.fleet import (
@@ -90,9 +91,15 @@ async def parse(request: web.Request, model: Any) -> Any:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"The body is not valid JSON: {exc}.") from None
     try:
-        return TypeAdapter(model).validate_python(data)
+        return _adapter(model).validate_python(data)
     except ValidationError as exc:
         raise invalid_from(exc) from None
+
+
+@functools.cache
+def _adapter(model: Any) -> TypeAdapter[Any]:
+    """Building a TypeAdapter generates its schema: once per model, not once per request."""
+    return TypeAdapter(model)
 
 
 def invalid_from(exc: ValidationError) -> Invalid:
@@ -373,11 +380,7 @@ async def create_token(request: web.Request) -> web.Response:
 def _guarded(route: Route) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         if route.auth in ("user", "admin"):
-            fleet = request.app[FLEET]
-            async with fleet.store.read() as session:
-                who = await authenticate(
-                    session, request.headers.get("Authorization"), fleet.clock.now()
-                )
+            who = await request.app[FLEET].tokens.verify(request.headers.get("Authorization"))
             if route.auth == "admin" and who.role is not Role.ADMIN:
                 raise Forbidden("This needs an admin token.")
             request[PRINCIPAL] = who

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Executable, event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
@@ -41,6 +41,8 @@ class Store:
             _configure_sqlite(self.engine)
         self._reader = self.engine.execution_options(sqlite_begin="DEFERRED")
         self._writer = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._grouped: list[tuple[Executable, asyncio.Future[int]]] = []
+        self._grouper: asyncio.Task[None] | None = None
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
@@ -64,6 +66,50 @@ class Store:
         async with AsyncSession(self._reader, expire_on_commit=False) as session, session.begin():
             yield session
 
+    async def update_soon(self, statement: Executable) -> int:
+        """Run one small UPDATE in a transaction shared with the others that arrive at the same
+        time (group commit), and return how many rows it changed. State changes and agents'
+        heartbeats go this way: each would otherwise pay a whole transaction of its own."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._grouped.append((statement, future))
+        if self._grouper is None or self._grouper.done():
+            self._grouper = asyncio.get_running_loop().create_task(
+                self._run_grouped(), name="store group commit"
+            )
+        return await future
+
+    async def _run_grouped(self) -> None:
+        while self._grouped:
+            group, self._grouped = self._grouped[:256], self._grouped[256:]
+            try:
+                counts = []
+                async with self.write() as session:
+                    for statement, _ in group:
+                        result = await session.execute(statement)
+                        counts.append(int(getattr(result, "rowcount", 0)))
+                for (_, future), count in zip(group, counts, strict=True):
+                    if not future.done():
+                        future.set_result(count)
+            except asyncio.CancelledError:
+                for _, future in group:
+                    future.cancel()
+                raise
+            except Exception:
+                # One statement spoiled the group: run each alone, so that only it fails.
+                for statement, future in group:
+                    await self._run_alone(statement, future)
+
+    async def _run_alone(self, statement: Executable, future: asyncio.Future[int]) -> None:
+        try:
+            async with self.write() as session:
+                result = await session.execute(statement)
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+        else:
+            if not future.done():
+                future.set_result(int(getattr(result, "rowcount", 0)))
+
     async def migrate(self) -> None:
         """Apply alembic migrations up to head; safe when several replicas start at once."""
         async with self.engine.connect() as conn:
@@ -79,6 +125,9 @@ class Store:
                     await conn.commit()
 
     async def close(self) -> None:
+        if self._grouper is not None:
+            self._grouper.cancel()
+            await asyncio.gather(self._grouper, return_exceptions=True)
         await self.engine.dispose()
 
     def describe(self) -> str:
