@@ -20,6 +20,21 @@ NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
 
 _NAME_RE = re.compile(NAME_PATTERN)
 
+USER_PATTERN = r"^[a-z_][a-z0-9._-]{0,63}$"
+"""User names: POSIX-style login names (they become SSH principals and the SSH user)."""
+
+_USER_RE = re.compile(USER_PATTERN)
+
+
+def check_user_name(value: str) -> str:
+    if not _USER_RE.match(value):
+        raise ValueError(
+            "a user name is 1 to 64 characters of lowercase letters, digits, '.', '_' and '-', "
+            "starting with a letter or '_'"
+        )
+    return value
+
+
 Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=2, max_length=32)]
 
 
@@ -304,7 +319,7 @@ class CreateUser(Request):
     name: str
     role: Role = Role.USER
 
-    _name_ok = field_validator("name")(_check_name)
+    _name_ok = field_validator("name")(check_user_name)
 
 
 class CreateToken(Request):

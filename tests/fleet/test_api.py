@@ -331,3 +331,18 @@ async def test_user_certificates_are_for_the_caller_and_short_lived(
         assert status == 200
         assert body["hostCa"].startswith("ssh-ed25519 ")
         assert body["userCa"] != body["hostCa"]
+
+
+@pytest.mark.parametrize("name", ['bob"x', "Bob", "a b", "", "x" * 65, "-dash"])
+async def test_user_names_that_could_not_be_ssh_principals_are_refused(
+    start_fleet, config_factory, sqlite_url, name
+):
+    async with start_fleet(config_factory(sqlite_url), background=False) as f:
+        status, body = await f.admin.call("POST", "/v1/admin/users", {"name": name})
+        assert status == 422
+        assert error_of(body).field == "name"
+        with pytest.raises(ValueError, match="user name"):
+            async with f.fleet.store.write() as session:
+                await auth.ensure_user(session, name, Role.USER, f.fleet.clock.now())
+        status, body = await f.admin.call("POST", "/v1/admin/users", {"name": "john.doe_2"})
+        assert status == 201

@@ -503,7 +503,10 @@ async def _issue_admin_token(config_path: Path, user: str) -> str:
         config = load_config(config_path)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    token: str = await issue_token(config, user, Role.ADMIN, description="leeward up")
+    try:
+        token: str = await issue_token(config, user, Role.ADMIN, description="leeward up")
+    except ValueError as exc:
+        raise CliError(f"Cannot make {user!r} the fleet's user: {exc}.") from None
     return token
 
 
@@ -593,7 +596,12 @@ def fleet_token_create(
     if database is not None:
         loaded.database = database
     role = Role.ADMIN if admin else Role.USER
-    token = _run(issue_token(loaded, user, role, hours=hours, description="leeward fleet token"))
+    try:
+        token = _run(
+            issue_token(loaded, user, role, hours=hours, description="leeward fleet token")
+        )
+    except ValueError as exc:
+        raise CliError(f"Cannot create the user {user!r}: {exc}.") from None
     print(token)
 
 

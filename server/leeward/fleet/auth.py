@@ -14,7 +14,7 @@ from leeward.clock import Clock
 from leeward.fleet.errors import Unauthorized
 from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import TokenRow, UserRow
-from leeward_protocol.fleet import Role
+from leeward_protocol.fleet import Role, check_user_name
 
 TOKEN_PREFIX = "lwt_"  # noqa: S105 (a prefix that makes leaked tokens greppable, not a secret)
 
@@ -38,6 +38,9 @@ def digest(secret: str) -> str:
 
 
 async def ensure_user(session: AsyncSession, name: str, role: Role, now: datetime) -> UserRow:
+    """The user `name`, created with `role` if new. Raises ValueError for a name that could not
+    be an SSH principal (it is written into agents' trust lines)."""
+    check_user_name(name)
     user = await session.get(UserRow, name)
     if user is None:
         user = UserRow(name=name, role=role.value, created_at=now)
