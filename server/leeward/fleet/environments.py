@@ -2,8 +2,9 @@
 and recover after a restart of the fleet.
 
 The `Fleet` holds what the operations need (store, config, clock, provider, CA) and the
-background work they start. Every state change is a short write transaction; the slow parts
-(starting an agent) happen between transactions, and a restart picks them up where they were.
+background work they start. Every state change is a short write transaction (creates that
+arrive together share one, and so do small updates); the slow parts (starting an agent) happen
+between transactions, and a restart picks them up where they were.
 """
 
 from __future__ import annotations
@@ -96,6 +97,17 @@ made: "cold" (placed, to be started), "warm" (claimed from a pool) or "replay"."
 
 
 @dataclass
+class _Answer:
+    """What a create request gets back from its batch. The work that follows a placement (the
+    agent's start, a warm container's hand-over) is already under way when the caller hears of
+    it, so a caller that goes away cannot leave an environment half made."""
+
+    row: EnvironmentRow
+    source: str
+    handover: asyncio.Task[Environment] | None = None
+
+
+@dataclass
 class _Ask:
     """A create request waiting for its batch."""
 
@@ -104,7 +116,7 @@ class _Ask:
     need: Hardware
     key: str | None
     digest: str
-    future: asyncio.Future[_Placed]
+    future: asyncio.Future[_Answer]
 
 
 @dataclass
@@ -181,7 +193,7 @@ class Fleet:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._asks: list[_Ask] = []
         self._placer: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -367,7 +379,7 @@ class Fleet:
             if self._placer is None or self._placer.done():
                 self._placer = loop.create_task(self._place_queued(), name="placement")
             try:
-                row, identity, source = await ask.future
+                answer = await ask.future
                 break
             except IntegrityError as exc:
                 # Another replica took the same name or key at the same moment: look again.
@@ -375,14 +387,13 @@ class Fleet:
                     raise Conflict(
                         "Another request changed the same environment at the same time; try again."
                     ) from exc
-        if source == "replay":
-            return Outcome(to_resource(row, self.config.zone), created=False)
-        assert identity is not None
-        if source == "warm":
-            outcome = Outcome(await self._assign(row, identity), created=True, source="warm")
+        if answer.source == "replay":
+            return Outcome(to_resource(answer.row, self.config.zone), created=False)
+        if answer.handover is not None:
+            env = await asyncio.shield(answer.handover)
+            outcome = Outcome(env, created=True, source="warm")
         else:
-            self._spawn(row.id, self._provision(row.id, identity, placed=row))
-            outcome = Outcome(to_resource(row, self.config.zone), created=True, source="cold")
+            outcome = Outcome(to_resource(answer.row, self.config.zone), created=True)
         for observe in self.observers:
             observe(outcome.source, self.clock.monotonic() - started)
         return outcome
@@ -413,12 +424,29 @@ class Fleet:
             except Exception as exc:
                 results = [(batch[0], exc)]
             for ask, result in results:
-                if ask.future.done():
-                    continue
                 if isinstance(result, BaseException):
-                    ask.future.set_exception(result)
-                else:
-                    ask.future.set_result(result)
+                    if not ask.future.done():
+                        ask.future.set_exception(result)
+                    continue
+                answer = self._follow_up(*result)
+                if not ask.future.done():
+                    ask.future.set_result(answer)
+
+    def _follow_up(self, row: EnvironmentRow, identity: Identity | None, source: str) -> _Answer:
+        """Start what a committed placement needs next, whoever is still waiting for it."""
+        if source == "cold":
+            assert identity is not None
+            self._spawn(row.id, self._provision(row.id, identity, placed=row))
+            return _Answer(row, source)
+        if source == "warm":
+            assert identity is not None
+            handover = asyncio.get_running_loop().create_task(
+                self._assign(row, identity), name=f"handover:{row.id}"
+            )
+            self._background.add(handover)
+            handover.add_done_callback(_settled(self._background))
+            return _Answer(row, source, handover)
+        return _Answer(row, source)
 
     async def _place_batch(self, batch: list[_Ask]) -> list[tuple[_Ask, _Placed | BaseException]]:
         now = self.clock.now()
@@ -1013,6 +1041,17 @@ class Fleet:
         task = asyncio.get_running_loop().create_task(loop(), name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _settled(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
+    """Forget a finished task; its failure was answered to its caller, or logged if none."""
+
+    def done(task: asyncio.Task[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled() and (failure := task.exception()) is not None:
+            log.info("%s ended with %s", task.get_name(), failure)
+
+    return done
 
 
 def _sum(items: Any) -> Hardware:

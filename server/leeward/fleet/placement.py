@@ -44,7 +44,7 @@ _envs = cast(Table, EnvironmentRow.__table__)
 _regions = cast(Table, RegionRow.__table__)
 
 
-def _usage_query(by_region: bool) -> Select[Any]:
+def _usage_query() -> Select[Any]:
     """Hosts with the sums of their live environments' hardware. Built once: SQLAlchemy Core
     statements cost little to execute again, while building them anew costs milliseconds."""
     usage = select(
@@ -54,8 +54,6 @@ def _usage_query(by_region: bool) -> Select[Any]:
         func.sum(_envs.c.gpus).label("gpus"),
         func.count().label("n"),
     ).where(_envs.c.state.in_(LIVE), _envs.c.host.is_not(None))
-    if by_region:
-        usage = usage.where(_envs.c.region == bindparam("region"))
     used = usage.group_by(_envs.c.host).subquery()
     query = (
         select(
@@ -73,23 +71,15 @@ def _usage_query(by_region: bool) -> Select[Any]:
         .select_from(_hosts.outerjoin(used, used.c.host == _hosts.c.name))
         .order_by(_hosts.c.name)
     )
-    if by_region:
-        query = query.where(_hosts.c.region == bindparam("region"))
     return query
 
 
-_USAGE_ALL = _usage_query(by_region=False)
-_USAGE_REGION = _usage_query(by_region=True)
-# Lock a region's hosts in a statement of its own: READ COMMITTED then gives the usage query a
-# fresh snapshot taken after the lock is ours. (FOR UPDATE on the joined query would re-check
-# only the host rows after waiting, and keep the stale sums.)
-_LOCK_REGION = (
-    select(_hosts.c.name)
-    .where(_hosts.c.region == bindparam("region"))
-    .order_by(_hosts.c.name)
-    .with_for_update()
-)
-_LOCK_ALL = select(_hosts.c.name).order_by(_hosts.c.name).with_for_update()
+_USAGE = _usage_query()
+# Lock the hosts in a statement of its own, in name order (so concurrent lockers cannot
+# deadlock): READ COMMITTED then gives the usage query a fresh snapshot taken after the lock is
+# ours. (FOR UPDATE on the joined query would re-check only the host rows after waiting, and
+# keep the stale sums.)
+_LOCK_HOSTS = select(_hosts.c.name).order_by(_hosts.c.name).with_for_update()
 _REGION_NETWORK = select(_regions.c.network).where(_regions.c.name == bindparam("region"))
 _NEXT_ADDRESS = (
     update(_regions)
@@ -100,20 +90,12 @@ _NEXT_ADDRESS = (
 _ADDRESS_TAKEN = select(func.count()).where(_envs.c.live_address == bindparam("address"))
 
 
-async def host_usage(
-    session: AsyncSession, region: str | None = None, *, lock: bool = False
-) -> list[HostUsage]:
-    """Every host (of one region, if given) with what its live environments use. With `lock`
-    (inside a write transaction), no other placement in that region runs until commit."""
+async def host_usage(session: AsyncSession, *, lock: bool = False) -> list[HostUsage]:
+    """Every host with what its live environments use. With `lock` (inside a write
+    transaction), no other placement runs until this one commits."""
     if lock and session.get_bind().dialect.name == "postgresql":
-        if region is None:
-            await session.execute(_LOCK_ALL)
-        else:
-            await session.execute(_LOCK_REGION, {"region": region})
-    if region is None:
-        rows = (await session.execute(_USAGE_ALL)).all()
-    else:
-        rows = (await session.execute(_USAGE_REGION, {"region": region})).all()
+        await session.execute(_LOCK_HOSTS)
+    rows = (await session.execute(_USAGE)).all()
     return [
         HostUsage(
             name=name,
