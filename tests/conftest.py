@@ -295,3 +295,18 @@ async def run_ssh(
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def wait_until(probe: Callable[[], Any], expected: Any, timeout: float = 30.0) -> None:
+    """Poll an async `probe` until it returns `expected`, with a deadline."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        got = await probe()
+        if got == expected:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"expected {expected}, still {got} after {timeout} s")
+        await asyncio.sleep(0.05)

@@ -8,6 +8,7 @@ import os
 import secrets
 import select
 import signal
+import socket
 import struct
 import subprocess
 import termios
@@ -211,7 +212,7 @@ async def test_local_port_forwarding(alice: SSH) -> None:
 
     server = await asyncio.start_server(echo, "127.0.0.1", 0)
     echo_port = server.sockets[0].getsockname()[1]
-    with __import__("socket").socket() as s:
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         local_port = s.getsockname()[1]
     ssh = await asyncio.create_subprocess_exec(

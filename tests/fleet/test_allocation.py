@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
 from leeward.clock import ManualClock
 from leeward.fleet.placement import LIVE, host_usage
 from leeward.fleet.store.models import EnvironmentRow
+from tests.conftest import wait_until
 
 TINY = {"kind": "devserver", "flavor": "tiny", "region": "north"}
 
@@ -91,7 +92,7 @@ async def test_warm_pool_claims_are_immediate_and_the_pool_refills(
                 )
                 return len(rows.scalars().all())
 
-        await wait_for(lambda: warm_count(), 2)
+        await wait_until(lambda: warm_count(), 2)
         status, body = await f.api.call(
             "POST", "/v1/environments", {"kind": "container", "profile": "web"}
         )
@@ -100,30 +101,18 @@ async def test_warm_pool_claims_are_immediate_and_the_pool_refills(
         assert body["owner"] == "alice"
         assert body["name"].startswith("web-")
         assert "warm" not in body["name"]
-        hours = __import__("datetime").datetime.fromisoformat(body["expiresAt"]) - __import__(
-            "datetime"
-        ).datetime.fromisoformat(body["createdAt"])
-        assert hours == timedelta(hours=36)
+        lifetime = datetime.fromisoformat(body["expiresAt"]) - datetime.fromisoformat(
+            body["createdAt"]
+        )
+        assert lifetime == timedelta(hours=36)
         # Warm containers are nobody's: not listed, not reachable by id.
         listed = (await f.api.call("GET", "/v1/environments"))[1]["environments"]
         assert [e["id"] for e in listed] == [body["id"]]
-        await wait_for(lambda: warm_count(), 2)
-
-
-async def wait_for(probe, expected, timeout: float = 30.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        got = await probe()
-        if got == expected:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"expected {expected}, still {got}")
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: warm_count(), 2)
 
 
 async def test_expired_environments_are_reaped(start_fleet, config_factory, sqlite_url):
-    clock = ManualClock(__import__("datetime").datetime.now(__import__("datetime").UTC))
+    clock = ManualClock(datetime.now(UTC))
     async with start_fleet(config_factory(sqlite_url), clock=clock, background=False) as f:
         status, short = await f.api.call(
             "POST", "/v1/environments", {"kind": "container", "profile": "web", "hours": 1}

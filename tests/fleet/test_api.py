@@ -11,7 +11,7 @@ import pytest
 from leeward.clock import ManualClock
 from leeward.fleet import auth
 from leeward_protocol.fleet import Catalog, Environment, ErrorBody, Role
-from tests.conftest import Api
+from tests.conftest import Api, wait_until
 
 
 def error_of(body: Any) -> Any:
@@ -207,6 +207,14 @@ async def test_lifecycle_and_another_users_environment_is_404(
         assert env.owner == "alice"
         running = await f.api.wait_state(env.id, {"running"})
         assert running["readyAt"] is not None
+
+        # Its agent's heartbeats (every second in this config) reach the fleet.
+        async def last_seen() -> bool:
+            return (await f.api.call("GET", f"/v1/environments/{env.id}"))[1][
+                "lastSeenAt"
+            ] is not None
+
+        await wait_until(last_seen, True, timeout=15)
 
         mallory = await f.user("mallory")
         for method, path, payload in [

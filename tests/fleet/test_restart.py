@@ -19,7 +19,7 @@ from leeward.fleet.placement import host_usage
 from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import EnvironmentRow
 from leeward_protocol.fleet import LIVE_STATES, Role
-from tests.conftest import Api, free_port, run_ssh, small_config, ssh_access
+from tests.conftest import Api, free_port, run_ssh, small_config, ssh_access, wait_until
 
 
 class FleetProcess:
@@ -164,15 +164,3 @@ async def live_count(store: Store) -> int:
 async def ssh_ok(paths, alias: str) -> bool:
     code, _, _ = await run_ssh(paths, alias, "true", timeout=15)
     return code == 0
-
-
-async def wait_until(probe, expected, timeout: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        got = await probe()
-        if got == expected:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"expected {expected}, got {got}")
-        await asyncio.sleep(0.1)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from sqlalchemy import text
 
 from leeward import __version__
 from leeward.fleet import admin
@@ -151,7 +152,7 @@ async def healthz(request: web.Request) -> web.Response:
     status = "ok"
     try:
         async with fleet.store.read() as session:
-            await session.execute(__import__("sqlalchemy").text("SELECT 1"))
+            await session.execute(text("SELECT 1"))
     except Exception:
         status = "degraded"
     body = Health(
