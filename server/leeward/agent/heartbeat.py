@@ -13,6 +13,8 @@ import contextlib
 import json
 import logging
 import random
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -44,91 +46,46 @@ class Beat:
 
 async def post_json(url: str, token: str, body: dict[str, object], within: float) -> object:
     """POST JSON, return the decoded JSON answer; HeartbeatError on anything but 2xx or no
-    answer `within` seconds."""
+    answer `within` seconds.
+
+    The standard library's client, in a thread: a beat every few seconds needs no more, and
+    it costs the agent no memory that an async HTTP library would (every environment pays it).
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise HeartbeatError(f"fleet URL {url!r} is not http(s)://host[:port]/...")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    ssl_context = None
-    if parts.scheme == "https":
-        import ssl
+    request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        },
+    )
 
-        ssl_context = ssl.create_default_context()
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    payload = json.dumps(body).encode()
-    host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
-    request = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-        "Accept: application/json\r\nConnection: close\r\n\r\n"
-    ).encode() + payload
-
-    async def exchange() -> bytes:
-        reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=ssl_context)
-        try:
-            writer.write(request)
-            await writer.drain()
-            return await _read_all(reader)
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+    def exchange() -> bytes:
+        with urllib.request.urlopen(request, timeout=within) as answer:  # noqa: S310
+            return bytes(answer.read(1 << 20))
 
     try:
-        async with asyncio.timeout(within):
-            raw = await exchange()
+        async with asyncio.timeout(within + 1):
+            raw = await asyncio.to_thread(exchange)
+    except urllib.error.HTTPError as exc:
+        detail = exc.read(200).decode(errors="replace")
+        raise HeartbeatError(f"the fleet answered {exc.code}: {detail}") from None
     except TimeoutError:
         raise HeartbeatError(f"no answer from {parts.netloc} within {within:g} s") from None
+    except urllib.error.URLError as exc:
+        reason = getattr(exc.reason, "strerror", None) or exc.reason
+        raise HeartbeatError(f"cannot reach {parts.netloc}: {reason}") from None
     except OSError as exc:
         raise HeartbeatError(f"cannot reach {parts.netloc}: {exc.strerror or exc}") from None
-    return _parse_response(raw)
-
-
-async def _read_all(reader: asyncio.StreamReader, limit: int = 1 << 20) -> bytes:
-    data = b""
-    while len(data) <= limit:
-        chunk = await reader.read(65536)
-        if not chunk:
-            return data
-        data += chunk
-    raise HeartbeatError("the fleet's answer is too large")
-
-
-def _parse_response(raw: bytes) -> object:
-    head, sep, body = raw.partition(b"\r\n\r\n")
-    if not sep:
-        raise HeartbeatError("the fleet's answer is not HTTP")
-    lines = head.decode("latin-1").split("\r\n")
-    status_parts = lines[0].split(" ", 2)
-    if len(status_parts) < 2 or not status_parts[1].isdigit():
-        raise HeartbeatError(f"the fleet's answer is not HTTP: {lines[0][:80]!r}")
-    status = int(status_parts[1])
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        body = _unchunk(body)
-    if not 200 <= status < 300:
-        raise HeartbeatError(f"the fleet answered {status}: {body[:200].decode(errors='replace')}")
     try:
-        return json.loads(body) if body.strip() else None
+        return json.loads(raw) if raw.strip() else None
     except ValueError:
         raise HeartbeatError("the fleet's answer is not JSON") from None
-
-
-def _unchunk(body: bytes) -> bytes:
-    out = b""
-    while body:
-        size_line, _, rest = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0].strip() or b"0", 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        body = rest[size + 2 :]
-    return out
 
 
 class Heartbeat:
@@ -142,10 +99,12 @@ class Heartbeat:
         self._wake = asyncio.Event()
 
     def reset(self) -> None:
-        """The config changed (new token or fleet URL): beat now with it."""
+        """The config changed (new token or fleet URL): beat soon with it. Within a second, at
+        random: when many containers are claimed at once, their first beats spread out."""
         self._adopted = None
         self._failures = 0
-        self._wake.set()
+        loop = asyncio.get_running_loop()
+        loop.call_later(random.uniform(0.0, 1.0), self._wake.set)  # noqa: S311
 
     @property
     def interval(self) -> float:
