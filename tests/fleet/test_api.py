@@ -354,3 +354,48 @@ async def test_user_names_that_could_not_be_ssh_principals_are_refused(
                 await auth.ensure_user(session, name, Role.USER, f.fleet.clock.now())
         status, body = await f.admin.call("POST", "/v1/admin/users", {"name": "john.doe_2"})
         assert status == 201
+
+
+async def test_an_agent_that_cannot_start_fails_clearly_and_frees_everything(
+    start_fleet, config_factory, sqlite_url
+):
+    import socket
+
+    config = config_factory(sqlite_url, regions=1, hosts=1)
+    # Occupy the first address the region will hand out, on the agents' port.
+    network = config.regions[0].network
+    squatter = socket.socket()
+    squatter.bind((str(network[1]), config.provider.ssh_port))
+    squatter.listen()
+    try:
+        async with start_fleet(config) as f:
+            status, body = await f.api.call(
+                "POST",
+                "/v1/environments",
+                {"kind": "devserver", "flavor": "tiny", "name": "unlucky"},
+            )
+            assert status == 202
+            assert body["address"] == str(network[1])
+            failed = await f.api.wait_state(body["id"], {"failed"})
+            assert "did not start" in failed["statusMessage"]
+            assert "in use" in failed["statusMessage"]
+            _, catalog = await f.api.call("GET", "/v1/catalog")
+            assert (
+                catalog["regions"][0]["free"]["cpus"] == catalog["regions"][0]["capacity"]["cpus"]
+            )
+            # The name is free again, and delete takes the failed one off the list.
+            listed = (await f.api.call("GET", "/v1/environments"))[1]["environments"]
+            assert [e["state"] for e in listed] == ["failed"]
+            status, body = await f.api.call("DELETE", f"/v1/environments/{body['id']}")
+            assert (status, body["state"]) == (202, "deleted")
+            assert (await f.api.call("GET", "/v1/environments"))[1] == {"environments": []}
+            status, again = await f.api.call(
+                "POST",
+                "/v1/environments",
+                {"kind": "devserver", "flavor": "tiny", "name": "unlucky"},
+            )
+            assert status == 202
+            assert again["address"] != str(network[1])
+            await f.api.wait_state(again["id"], {"running"})
+    finally:
+        squatter.close()

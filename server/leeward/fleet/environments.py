@@ -878,7 +878,12 @@ class Fleet:
     async def delete(self, who: Principal, ref: str) -> Environment:
         async with self.store.write() as session:
             row = await self._find(session, who, ref)
-            if row.state in (EnvironmentState.DELETED, EnvironmentState.FAILED):
+            if row.state == EnvironmentState.DELETED:
+                return to_resource(row, self.config.zone)
+            if row.state == EnvironmentState.FAILED:
+                # Nothing runs and nothing is held any more: deleting only takes it off lists.
+                now = self.clock.now()
+                row.state, row.deleted_at, row.updated_at = EnvironmentState.DELETED.value, now, now
                 return to_resource(row, self.config.zone)
             row.state = EnvironmentState.DELETING.value
             row.status_message = "deleting"
