@@ -176,3 +176,41 @@ async def test_concurrent_requests_in_one_batch_keep_keys_and_names_unique(
         listed = (await f.api.call("GET", "/v1/environments"))[1]["environments"]
         assert sorted(e["name"] for e in listed if e["name"] == "twin") == ["twin"]
         assert len(listed) == 2
+
+
+async def test_addresses_stay_unique_when_the_range_wraps(start_fleet, config_factory, sqlite_url):
+    config = config_factory(sqlite_url, regions=1, hosts=2)
+    base = config.regions[0].network
+    # Six usable addresses (a /29), so the counter wraps within this test.
+    config.regions[0].network = ipaddress.IPv4Network(f"{base.network_address}/29")
+    async with start_fleet(config) as f:
+
+        async def create(n: int) -> list[dict]:
+            made = await asyncio.gather(
+                *(f.api.call("POST", "/v1/environments", TINY) for _ in range(n))
+            )
+            assert [s for s, _ in made] == [202] * n, made
+            return [await f.api.wait_state(b["id"], {"running"}) for _, b in made]
+
+        first = await create(5)
+        for env in first[:3]:
+            await f.api.call("DELETE", f"/v1/environments/{env['id']}")
+        await f.fleet.idle()
+        second = await create(3)  # wraps: .6 is fresh, then it reuses freed ones
+        live = first[3:] + second
+        addresses = [e["address"] for e in live]
+        assert len(set(addresses)) == 5, addresses
+        assert all(ipaddress.ip_address(a) in config.regions[0].network for a in addresses)
+        # Two at once with one address left (and CPU to spare): one is placed, the other gets
+        # a clear 409, and neither spoils the other.
+        pair = await asyncio.gather(
+            *(f.api.call("POST", "/v1/environments", TINY) for _ in range(2))
+        )
+        assert sorted(s for s, _ in pair) == [202, 409]
+        placed = next(b for s, b in pair if s == 202)
+        assert placed["address"] not in addresses
+        refused = next(b for s, b in pair if s == 409)
+        assert "no free address" in refused["error"]["message"]
+        results = [await f.api.call("POST", "/v1/environments", TINY)]
+        assert [s for s, _ in results] == [409]
+        assert all("no free address" in b["error"]["message"] for _, b in results)

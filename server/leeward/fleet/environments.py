@@ -30,7 +30,7 @@ from leeward.fleet.auth import Principal, TokenVerifier, digest, new_secret
 from leeward.fleet.ca import CertificateAuthority
 from leeward.fleet.config import FleetConfig
 from leeward.fleet.errors import Conflict, FleetError, Invalid, NoCapacity, NotFound, Unavailable
-from leeward.fleet.placement import LIVE, HostUsage, choose_host, host_usage, next_address
+from leeward.fleet.placement import LIVE, HostUsage, choose_host, host_usage, reserve_addresses
 from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import EnvironmentRow, IdempotencyRow
 from leeward.providers.base import EnvironmentSpec, Identity, Provider, ProviderError
@@ -150,8 +150,18 @@ class _Batch:
         )
 
     async def flush(self, session: AsyncSession) -> None:
-        """Write the batch's new environments, then their idempotency keys, as Core inserts
-        (the ORM's unit of work costs more than placement itself)."""
+        """Give the batch's new environments their addresses (one reservation per region), then
+        write them and their idempotency keys as Core inserts (the ORM's unit of work costs
+        more than placement itself)."""
+        by_region: dict[str, list[EnvironmentRow]] = {}
+        for row in self.made.values():
+            if row.address is None:
+                by_region.setdefault(row.region, []).append(row)
+        for region, rows in by_region.items():
+            for row, address in zip(
+                rows, await reserve_addresses(session, region, len(rows)), strict=True
+            ):
+                row.address = row.live_address = address
         if self.made:
             await session.execute(
                 insert(EnvironmentRow),
@@ -576,7 +586,6 @@ class Fleet:
         if host is None:
             raise self._no_capacity(usage, asked, need)
         work.take(host, need)
-        address = await next_address(session, host.region)
         if request is None:
             kind, flavor, lifespan, expires = (
                 EnvironmentKind.CONTAINER,
@@ -608,8 +617,7 @@ class Fleet:
             gpus=need.gpus,
             region=host.region,
             host=host.name,
-            address=address,
-            live_address=address,
+            address=None,  # reserved for the whole batch when it is written
             ssh_port=self.config.provider.ssh_port,
             state=EnvironmentState.PROVISIONING.value,
             status_message=f"placed on {host.name}; certified; starting",

@@ -15,6 +15,7 @@ from typing import Any, cast
 from sqlalchemy import Select, Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from leeward.fleet.errors import NoCapacity
 from leeward.fleet.store.models import EnvironmentRow, HostRow, RegionRow
 from leeward_protocol.fleet import LIVE_STATES, Hardware, HostState
 
@@ -81,10 +82,10 @@ _USAGE = _usage_query()
 # keep the stale sums.)
 _LOCK_HOSTS = select(_hosts.c.name).order_by(_hosts.c.name).with_for_update()
 _REGION_NETWORK = select(_regions.c.network).where(_regions.c.name == bindparam("region"))
-_NEXT_ADDRESS = (
+_RESERVE_ADDRESSES = (
     update(_regions)
     .where(_regions.c.name == bindparam("region"))
-    .values(next_address=_regions.c.next_address + 1)
+    .values(next_address=_regions.c.next_address + bindparam("count"))
     .returning(_regions.c.next_address)
 )
 _ADDRESS_TAKEN = select(func.count()).where(_envs.c.live_address == bindparam("address"))
@@ -129,18 +130,42 @@ def choose_host(hosts: list[HostUsage], need: Hardware) -> HostUsage | None:
     return max(fitting, key=lambda h: (h.free.memory_gib, h.free.cpus, h.free.gpus, h.name))
 
 
-async def next_address(session: AsyncSession, region: str) -> str:
-    """A stable address from the region's network that no live environment holds."""
+async def reserve_addresses(session: AsyncSession, region: str, count: int) -> list[str]:
+    """`count` stable addresses from the region's network that no live environment holds:
+    one counter update for all of them while the range has not wrapped yet."""
     cidr = await session.scalar(_REGION_NETWORK, {"region": region})
     if cidr is None:
-        raise LookupError(f"region {region} is not in the store")
+        raise NoCapacity(f"Region {region} is not in the store; restart the fleet.", field="region")
     network = ipaddress.ip_network(cidr)
     usable = network.num_addresses - 2  # not the network address, not broadcast
-    for _ in range(min(usable, 1024)):
-        counter = (await session.execute(_NEXT_ADDRESS, {"region": region})).scalar_one()
+    end = (
+        await session.execute(_RESERVE_ADDRESSES, {"region": region, "count": count})
+    ).scalar_one()
+    found: list[str] = []
+    taken: set[str] = set()
+    counter = end - count
+    for _ in range(count + min(usable, 1024)):
+        if len(found) == count:
+            return found
+        counter += 1
+        if counter > end:
+            # Past the reserved block (the range had wrapped and some were taken): one more.
+            counter = (
+                await session.execute(_RESERVE_ADDRESSES, {"region": region, "count": 1})
+            ).scalar_one()
+            end = counter
         candidate = str(network[1 + (counter - 1) % usable])
         if counter <= usable:
-            return candidate  # the first pass through the range: never handed out before
-        if not await session.scalar(_ADDRESS_TAKEN, {"address": candidate}):
-            return candidate
-    raise LookupError(f"region {region} has no free address left in {network}")
+            found.append(candidate)  # the first pass through the range: never handed out
+        elif candidate not in taken and not await session.scalar(
+            _ADDRESS_TAKEN, {"address": candidate}
+        ):
+            found.append(candidate)
+        taken.add(candidate)
+    if len(found) == count:
+        return found
+    raise NoCapacity(
+        f"Region {region} has no free address left in {network}; delete an environment there "
+        "or choose another region.",
+        field="region",
+    )
