@@ -174,7 +174,12 @@ async def with_fleet(
     return await run(f"sqlite+aiosqlite:///{tmp / 'fleet.db'}")
 
 
-async def bench(database: str, clients: int) -> list[dict[str, Any]]:
+PHASES = ("claims", "create", "throughput")
+
+
+async def bench(
+    database: str, clients: int, phases: tuple[str, ...] = PHASES
+) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     key = asyncssh.generate_private_key("ssh-ed25519")
 
@@ -207,16 +212,17 @@ async def bench(database: str, clients: int) -> list[dict[str, Any]]:
         await asyncio.gather(*(claim(latencies) for _ in range(clients)))
         results.append(summary(f"warm-pool claim, {clients} clients at once", latencies))
 
-    with tempfile.TemporaryDirectory() as tmp:
-        await with_fleet(
-            database,
-            Path(tmp),
-            claims,
-            warm_pool=clients + 10,
-            host_cpus=4 * clients + 40,
-            host_memory_gib=16 * clients,
-            pool_interval_seconds=3600,
-        )
+    if "claims" in phases:
+        with tempfile.TemporaryDirectory() as tmp:
+            await with_fleet(
+                database,
+                Path(tmp),
+                claims,
+                warm_pool=clients + 10,
+                host_cpus=4 * clients + 40,
+                host_memory_gib=16 * clients,
+                pool_interval_seconds=3600,
+            )
 
     # 2. Create-to-SSH-ready: one client alone (10 in a row), then `clients` at once.
     async def create_to_ssh(api: Api, store: Any) -> None:
@@ -230,14 +236,17 @@ async def bench(database: str, clients: int) -> list[dict[str, Any]]:
             summary(f"devserver create-to-SSH-ready, {clients} clients at once", list(together))
         )
 
-    with tempfile.TemporaryDirectory() as tmp:
-        await with_fleet(database, Path(tmp), create_to_ssh, host_cpus=8 * clients)
+    if "create" in phases:
+        with tempfile.TemporaryDirectory() as tmp:
+            await with_fleet(database, Path(tmp), create_to_ssh, host_cpus=8 * clients)
 
     # 3. Allocations per second, with and without agents being started.
     for label, provider, total in (
         ("local provider", "local", 4 * clients),
         ("allocator only, no agents", "none", 20 * clients),
     ):
+        if "throughput" not in phases:
+            break
 
         async def burst(api: Api, store: Any, total: int = total, label: str = label) -> None:
             queue = list(range(total))
@@ -279,12 +288,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument(
+        "--phase", choices=PHASES, action="append", help="Run only these (default: all)."
+    )
     args = parser.parse_args()
     if args.database == "postgresql":
         os.environ.setdefault(
             "LEEWARD_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
         )
-    results = asyncio.run(bench(args.database, args.clients))
+    results = asyncio.run(bench(args.database, args.clients, tuple(args.phase or PHASES)))
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(json.dumps({"database": args.database, "machine": machine, "results": results}, indent=2))
 
