@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -144,3 +145,41 @@ async def test_close_stops_agents_only_when_configured_and_keeps_their_disks(
 async def test_invalid_ids_are_refused(provider: LocalProvider) -> None:
     with pytest.raises(ProviderError, match="not a valid identifier"):
         await provider.stop("../etc")
+
+
+def agents_for(spec: EnvironmentSpec) -> list[int]:
+    """Processes running this environment's agent, found from their command lines."""
+    marker = f"{spec.id}/agent.json".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state != b"Z":
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.002, 0.01, 0.05, 0.2])
+async def test_a_start_cancelled_midway_leaves_no_agent_that_stop_cannot_find(
+    provider: LocalProvider, make_spec: Callable[..., EnvironmentSpec], delay: float
+) -> None:
+    # The fleet stopping cancels starts in flight; whatever was launched must stay findable.
+    spec = make_spec()
+    start = asyncio.create_task(provider.start(spec))
+    await asyncio.sleep(delay)
+    start.cancel()
+    with contextlib.suppress(asyncio.CancelledError, ProviderError):
+        await start
+    await provider.stop(spec.id)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while agents_for(spec):
+        assert loop.time() < deadline, f"agent of {spec.id} still running: {agents_for(spec)}"
+        await asyncio.sleep(0.05)

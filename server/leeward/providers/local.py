@@ -205,15 +205,25 @@ class LocalProvider:
         config_path = directory / "agent.json"
         await asyncio.to_thread(_prepare, directory, config, config_path, self._runtime_dir)
         ready_r, ready_w = os.pipe()
+        # The thread starts the agent and records its pid together. If this start is
+        # cancelled (the fleet stopping) while the thread runs, the agent starts anyway: wait
+        # for the pid to be recorded, so that stop() and close() can find it.
+        launch = asyncio.ensure_future(
+            asyncio.to_thread(_run_agent, directory, config_path, ready_w)
+        )
         try:
-            pid = await asyncio.to_thread(_run_agent, directory, config_path, ready_w)
+            pid = await asyncio.shield(launch)
+        except asyncio.CancelledError:
+            os.close(ready_r)
+            with contextlib.suppress(Exception):
+                await launch
+            raise
         except OSError as exc:
             os.close(ready_r)
             reason = f"cannot run the agent: {exc}"
             raise ProviderError(f"environment {environment_id}: {reason}") from None
         finally:
             os.close(ready_w)
-        _write_atomic(directory / "agent.pid", f"{pid}\n")
         try:
             line = await self._read_ready(ready_r)
         except TimeoutError:
@@ -317,7 +327,9 @@ def _run_agent(directory: Path, config_path: Path, ready_w: int) -> int:
             timeout=10,
             check=True,
         )
-    return int(launcher.stdout.split()[-1])
+    pid = int(launcher.stdout.split()[-1])
+    _write_atomic(directory / "agent.pid", f"{pid}\n")
+    return pid
 
 
 def _prepare(directory: Path, config: AgentConfig, config_path: Path, runtime_dir: Path) -> None:
