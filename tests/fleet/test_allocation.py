@@ -12,6 +12,8 @@ from sqlalchemy import select
 from leeward.clock import ManualClock
 from leeward.fleet.placement import LIVE, host_usage
 from leeward.fleet.store.models import EnvironmentRow
+from leeward.providers.base import ProviderError
+from leeward.providers.local import LocalProvider
 from tests.conftest import wait_until
 
 TINY = {"kind": "devserver", "flavor": "tiny", "region": "north"}
@@ -214,3 +216,53 @@ async def test_addresses_stay_unique_when_the_range_wraps(start_fleet, config_fa
         results = [await f.api.call("POST", "/v1/environments", TINY)]
         assert [s for s, _ in results] == [409]
         assert all("no free address" in b["error"]["message"] for _, b in results)
+
+
+class StopFailsOnce:
+    """The real local provider, except that its first stop fails (a host that does not
+    answer, say): a fault at the provider boundary."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.failed = False
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def stop(self, environment_id: str) -> None:
+        if not self.failed:
+            self.failed = True
+            raise ProviderError(f"environment {environment_id}: the host did not answer")
+        await self.inner.stop(environment_id)
+
+
+async def test_a_failed_stop_keeps_deleting_and_the_sweep_finishes_it(
+    start_fleet, config_factory, sqlite_url
+):
+    config = config_factory(sqlite_url, regions=1)
+    assert config.provider.data_dir is not None
+    local = LocalProvider(config.provider.data_dir, stop_agents_on_exit=True)
+    provider = StopFailsOnce(local)
+    try:
+        async with start_fleet(config, provider=provider, background=False) as f:
+            status, env = await f.api.call("POST", "/v1/environments", TINY)
+            assert status == 202
+            await f.api.wait_state(env["id"], {"running"})
+            await f.api.call("DELETE", f"/v1/environments/{env['id']}")
+            await f.fleet.idle()
+            stuck = (await f.api.call("GET", f"/v1/environments/{env['id']}"))[1]
+            assert stuck["state"] == "deleting"
+            assert "host did not answer" in stuck["statusMessage"]
+            async with f.fleet.store.read() as session:
+                held = sum(h.used.cpus for h in await host_usage(session))
+            assert held == 1  # still holding its capacity while it may be running
+
+            await f.fleet.sweep()
+            await f.fleet.idle()
+            gone = (await f.api.call("GET", f"/v1/environments/{env['id']}"))[1]
+            assert gone["state"] == "deleted"
+            assert not (config.provider.data_dir / env["id"]).exists()
+            assert await f.fleet.retry_deletions() == []
+    finally:
+        await local.close()

@@ -2,7 +2,7 @@
 
 One cleanup context per resource (aiohttp's pattern): the store (migrated at start, hosts synced
 from the config), the SSH CA, the provider, and the fleet with its background loops (warm-pool
-refill, expiry reaper), each cancelled and awaited at shutdown.
+refill, the sweep of expired and stuck environments), each cancelled and awaited at shutdown.
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def create_app(
                     config.pool_interval_seconds, fleet.refill_pools, "warm-pool refill"
                 )
                 fleet.start_loop(
-                    config.reaper_interval_seconds, fleet.reap_expired, "expiry reaper"
+                    config.reaper_interval_seconds, fleet.sweep, "expiry and deletion sweep"
                 )
             yield
         finally:

@@ -699,24 +699,17 @@ class Fleet:
         """Start warm containers until every (region, profile) pool is full; returns how many."""
         wanted: list[tuple[str, str, Hardware]] = []
         async with self.store.read() as session:
-            counts = dict(
-                (
-                    (region, profile),
-                    n,
+            rows = await session.execute(
+                select(EnvironmentRow.region, EnvironmentRow.profile, func.count())
+                .where(
+                    EnvironmentRow.owner.is_(None),
+                    EnvironmentRow.state.in_(
+                        [EnvironmentState.WARM.value, EnvironmentState.PROVISIONING.value]
+                    ),
                 )
-                for region, profile, n in (
-                    await session.execute(
-                        select(EnvironmentRow.region, EnvironmentRow.profile, func.count())
-                        .where(
-                            EnvironmentRow.owner.is_(None),
-                            EnvironmentRow.state.in_(
-                                [EnvironmentState.WARM.value, EnvironmentState.PROVISIONING.value]
-                            ),
-                        )
-                        .group_by(EnvironmentRow.region, EnvironmentRow.profile)
-                    )
-                ).all()
+                .group_by(EnvironmentRow.region, EnvironmentRow.profile)
             )
+            counts = {(region, profile): n for region, profile, n in rows.all()}
         for region in self.config.regions:
             for profile in self.config.profiles:
                 missing = profile.warm_pool - counts.get((region.name, profile.name), 0)
@@ -903,15 +896,16 @@ class Fleet:
         if after is not None:
             # Let a start in flight finish first, so that the stop below is the last word.
             await asyncio.gather(after, return_exceptions=True)
-        for attempt in range(5):
-            try:
-                await self.provider.stop(env_id)
-                break
-            except ProviderError as exc:
-                log.warning("stopping %s failed (attempt %d): %s", env_id, attempt + 1, exc)
-                await self.clock.sleep(2**attempt)
-        else:
-            await self._set(env_id, status_message="stuck deleting; the fleet will retry")
+        try:
+            await self.provider.stop(env_id)
+        except ProviderError as exc:
+            # It stays `deleting`, holding its capacity, until a sweep stops it for good.
+            log.warning("stopping %s failed: %s", env_id, exc)
+            await self._set(
+                env_id,
+                status_message=f"stopping it failed ({exc}); the fleet tries again every "
+                f"{self.config.reaper_interval_seconds:g} s",
+            )
             return
         now = self.clock.now()
         await self._set(
@@ -950,6 +944,31 @@ class Fleet:
             row.expires_at = new_expiry
             row.updated_at = now
             return to_resource(row, self.config.zone)
+
+    async def sweep(self) -> None:
+        """The periodic sweep: delete what expired, and retry deletions that failed."""
+        await self.reap_expired()
+        await self.retry_deletions()
+
+    async def retry_deletions(self) -> list[str]:
+        """Start the teardown again of every environment left `deleting` with nothing at work
+        on it (its stop failed); returns their ids."""
+        async with self.store.read() as session:
+            ids = (
+                (
+                    await session.execute(
+                        select(EnvironmentRow.id).where(
+                            EnvironmentRow.state == EnvironmentState.DELETING.value
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        stuck = [env_id for env_id in ids if env_id not in self._tasks]
+        for env_id in stuck:
+            self._spawn(env_id, self._teardown(env_id))
+        return stuck
 
     async def reap_expired(self) -> list[str]:
         """Delete every environment whose expiry has passed; returns their ids."""
