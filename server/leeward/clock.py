@@ -59,7 +59,3 @@ class ManualClock:
         for future in due:
             if not future.done():
                 future.set_result(None)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
