@@ -14,6 +14,8 @@ class Resource(BaseModel):
         populate_by_name=True,
         extra="ignore",
         frozen=False,
+        # Every field is on the wire (None included), so generated types mark them all required.
+        json_schema_serialization_defaults_required=True,
     )
 
     def wire(self) -> dict[str, object]:

@@ -261,6 +261,25 @@ class CreateContainer(_CreateBase):
 CreateEnvironment = Annotated[CreateDevserver | CreateContainer, Field(discriminator="kind")]
 
 
+class EventType(StrEnum):
+    """environment: an environment changed (it carries the new state, `deleted` included);
+    reset: the events after the client's last id are no longer kept: list again, then go on."""
+
+    ENVIRONMENT = "environment"
+    RESET = "reset"
+
+
+class FleetEvent(Resource):
+    """One change, as `GET /v1/events` streams it (Server-Sent Events, whose `id:` is `id`).
+    Ids grow with commit order; a client that reconnects with `Last-Event-ID` gets every event
+    after it, once."""
+
+    id: int
+    type: EventType
+    at: datetime
+    environment: Environment | None = None
+
+
 class ExtendEnvironment(Request):
     hours: int = Field(description="Hours to add to the expiry.")
 

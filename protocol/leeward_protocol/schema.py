@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from leeward_protocol import fleet
+from leeward_protocol import daemon, fleet
 from leeward_protocol.base import Request, Resource
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
@@ -17,7 +17,7 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
 def protocol_models() -> dict[str, type[BaseModel]]:
     """Every request and resource model, by name, in a stable order."""
     found: dict[str, type[BaseModel]] = {}
-    for module in (fleet,):
+    for module in (fleet, daemon):
         for name in sorted(vars(module)):
             obj = getattr(module, name)
             if (
@@ -41,7 +41,22 @@ def render_schemas() -> dict[str, str]:
     union: Any = TypeAdapter(fleet.CreateEnvironment).json_schema(by_alias=True)
     union["title"] = "CreateEnvironment"
     files["CreateEnvironment.json"] = _dump(union)
+    files["methods.json"] = _dump(method_table())
     return files
+
+
+def method_table() -> dict[str, Any]:
+    """The daemon's JSON-RPC methods and notifications with the names of their models, from
+    which the extension's typed request and notification constants are generated."""
+    return {
+        "requests": {
+            method: {"params": params.__name__, "result": result.__name__}
+            for method, (params, result) in daemon.METHODS.items()
+        },
+        "notifications": {
+            method: {"params": params.__name__} for method, params in daemon.NOTIFICATIONS.items()
+        },
+    }
 
 
 def _dump(schema: dict[str, Any]) -> str:

@@ -1,0 +1,240 @@
+"""What the daemon (`leeward daemon --stdio`) and the VS Code extension say over JSON-RPC.
+
+Requests are `leeward/<noun>/<verb>`, notifications from the daemon `leeward/<topic>`; every
+payload is one of the models below, camelCase on the wire. `METHODS` and `NOTIFICATIONS` name the
+model of each method's params and result; `scripts/gen-protocol` writes them, with the models'
+JSON Schema, into `protocol/schema/`, and the extension's TypeScript types are generated from
+there. Long work (create) reports LSP `$/progress`: its messages start with a `CreateStage`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from leeward_protocol.base import Request, Resource
+from leeward_protocol.fleet import (
+    ContainerProfile,
+    CreateContainer,
+    CreateDevserver,
+    Environment,
+    EnvironmentKind,
+    EnvironmentState,
+    Flavor,
+    Hardware,
+    Lifespan,
+    LifespanPolicy,
+)
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class DaemonSettings(Request):
+    """The daemon's settings, sent by the extension as `initializationOptions`. Every field is
+    optional: without them the daemon finds the fleet and token where `leeward login` put them."""
+
+    fleet_url: str | None = Field(
+        default=None, description="The fleet's URL; default: the one in the credentials file."
+    )
+    credentials_file: str | None = Field(
+        default=None,
+        description="The TOML file with the fleet URL and token that `leeward login` writes.",
+    )
+    default_region: str | None = Field(
+        default=None, description="Region the create wizard offers first; default: the nearest."
+    )
+    log_level: LogLevel = "info"
+    log_file: str | None = Field(
+        default=None, description="Where the daemon also writes its log; default: the state dir."
+    )
+    probe_interval_seconds: float = Field(
+        default=5.0,
+        ge=0.2,
+        le=300,
+        description="How often each watched environment is probed over SSH.",
+    )
+    fleet_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120, description="Timeout of one call to the fleet."
+    )
+
+
+# ---------------------------------------------------------------------------------- catalog
+
+
+class RegionChoice(Resource):
+    """A region as the create wizard shows it: the fleet's view plus this machine's RTT."""
+
+    name: str
+    display_name: str
+    accepting: bool
+    hosts: int
+    free: Hardware
+    largest_free: Hardware
+    rtt_ms: float | None = Field(
+        default=None, description="Round trip from this machine to the region; None: no answer."
+    )
+
+
+class LifespanChoice(Resource):
+    """One lifespan the wizard offers for a kind (`hours` is None for a permanent devserver)."""
+
+    label: str
+    kind: EnvironmentKind
+    lifespan: Lifespan
+    hours: int | None = None
+
+
+class DaemonCatalog(Resource):
+    zone: str
+    regions: list[RegionChoice] = Field(description="Nearest first.")
+    flavors: list[Flavor]
+    profiles: list[ContainerProfile]
+    lifespans: LifespanPolicy
+    lifespan_choices: list[LifespanChoice]
+    default_region: str | None = Field(
+        default=None, description="The settings' default region, else the nearest accepting one."
+    )
+
+
+# ---------------------------------------------------------------------------------- environments
+
+
+class EnvironmentsResult(Resource):
+    """The user's environments; `stale` when the fleet could not be reached and this is the last
+    list the daemon had (`fetchedAt` says when)."""
+
+    environments: list[Environment]
+    stale: bool = False
+    fetched_at: datetime | None = None
+    reason: str = Field(default="", description="Why the list is stale, when it is.")
+
+
+class EnvironmentRef(Request):
+    environment: str = Field(min_length=1, description="An environment's id or name.")
+
+
+class CreateParams(Request):
+    request: Annotated[CreateDevserver | CreateContainer, Field(discriminator="kind")]
+    work_done_token: str | int | None = Field(
+        default=None,
+        description="LSP progress token; when absent the daemon asks the client for one.",
+    )
+
+
+class ExtendParams(Request):
+    environment: str = Field(min_length=1)
+    hours: int = Field(gt=0, le=24 * 365, description="Hours to add to the expiry.")
+
+
+class CreateStage(StrEnum):
+    """The stages of a create, in order; each `$/progress` message starts with one."""
+
+    PLACING = "placing"
+    STARTING = "starting"
+    CERTIFYING = "certifying"
+    READY = "ready"
+
+
+class ConnectResult(Resource):
+    environment: Environment
+    host_alias: str = Field(description="The `Host` in the generated ssh config: `ssh ALIAS`.")
+    remote_authority: str = Field(description="`ssh-remote+ALIAS`, for VS Code Remote-SSH.")
+    remote_uri: str = Field(
+        description="`vscode-remote://ssh-remote+ALIAS/HOME`: the folder a Remote-SSH window opens."
+    )
+    ssh_config: str = Field(description="The ssh config file that defines the alias.")
+    remote_home: str
+    certificate_valid_before: datetime
+    rtt_ms: float = Field(description="How long the SSH probe took, end to end.")
+
+
+# ---------------------------------------------------------------------------------- health
+
+
+class HealthState(StrEnum):
+    """connecting: not yet reached (or still being made); healthy: the last probe answered in
+    time; degraded: answers, but slowly, or the fleet behind it cannot be reached; reconnecting:
+    probes fail and the daemon keeps trying; unreachable: failed for longer than the grace."""
+
+    CONNECTING = "connecting"
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    RECONNECTING = "reconnecting"
+    UNREACHABLE = "unreachable"
+
+
+class HealthRecord(Resource):
+    environment_id: str
+    name: str
+    state: HealthState
+    environment_state: EnvironmentState = Field(description="What the fleet last said.")
+    rtt_ms: float | None = None
+    region: str
+    host: str | None = None
+    reason: str = Field(default="", description="Why it is not healthy, in one sentence.")
+    fleet_reachable: bool = True
+    since: datetime = Field(description="When `state` last changed.")
+    checked_at: datetime | None = Field(default=None, description="The last probe.")
+
+
+class HealthQuery(Request):
+    environment: str | None = Field(default=None, description="Id or name; all when absent.")
+
+
+class HealthList(Resource):
+    records: list[HealthRecord]
+
+
+# ---------------------------------------------------------------------------------- daemon state
+
+
+class FleetLinkState(StrEnum):
+    CONNECTED = "connected"
+    UNREACHABLE = "unreachable"
+    SIGNED_OUT = "signedOut"
+
+
+class DaemonStatus(Resource):
+    version: str
+    fleet_url: str | None = None
+    user: str | None = None
+    fleet: FleetLinkState
+    reason: str = ""
+    last_event_id: int | None = Field(default=None, description="The last fleet event seen.")
+    log_file: str | None = None
+
+
+class SignInParams(Request):
+    fleet_url: str = Field(min_length=1)
+    token: str = Field(min_length=1)
+
+
+class Empty(Request):
+    """No params."""
+
+
+# ---------------------------------------------------------------------------------- the methods
+
+
+METHODS: dict[str, tuple[type[Request], type[Resource]]] = {
+    "leeward/status/get": (Empty, DaemonStatus),
+    "leeward/account/signIn": (SignInParams, DaemonStatus),
+    "leeward/catalog/get": (Empty, DaemonCatalog),
+    "leeward/environments/list": (Empty, EnvironmentsResult),
+    "leeward/environments/create": (CreateParams, Environment),
+    "leeward/environments/delete": (EnvironmentRef, Environment),
+    "leeward/environments/extend": (ExtendParams, Environment),
+    "leeward/environments/connect": (EnvironmentRef, ConnectResult),
+    "leeward/health/list": (HealthQuery, HealthList),
+}
+"""Requests the extension sends: method -> (params model, result model)."""
+
+NOTIFICATIONS: dict[str, type[Resource]] = {
+    "leeward/health": HealthRecord,
+    "leeward/environments": EnvironmentsResult,
+    "leeward/status": DaemonStatus,
+}
+"""Notifications the daemon sends: method -> params model."""
