@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from leeward_protocol.fleet import (
     EnvironmentList,
     ErrorBody,
     ExtendEnvironment,
+    FleetEvent,
     Health,
     HostList,
     SSHAuthorities,
@@ -150,6 +151,48 @@ class FleetClient:
         return await self._call(
             "POST", f"/v1/environments/{_segment(ref)}/extend", Environment, body=body.wire()
         )
+
+    async def events(
+        self, after: int | None = None, *, idle_timeout: float = 45.0
+    ) -> AsyncIterator[FleetEvent]:
+        """The fleet's event stream (Server-Sent Events) from after event `after` (None: a
+        `reset` first). Ends when the connection does; silence longer than `idle_timeout` (the
+        fleet pings every 15 s) counts as a dead connection and raises FleetUnreachable."""
+        if self._session is None:
+            raise RuntimeError("FleetClient is used outside `async with`")
+        headers = {"Accept": "text/event-stream"}
+        if after is not None:
+            headers["Last-Event-ID"] = str(after)
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self._timeout.connect, sock_read=idle_timeout
+        )
+        try:
+            async with self._session.get(
+                self.url + "/v1/events", headers=headers, timeout=timeout
+            ) as response:
+                if response.status >= 400:
+                    raise _error_from(response.status, await response.text(), self.url)
+                data: list[str] = []
+                async for raw in response.content:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                    if line.startswith("data:"):
+                        data.append(line[5:].removeprefix(" "))
+                    elif not line and data:
+                        try:
+                            yield FleetEvent.model_validate(json.loads("\n".join(data)))
+                        except (ValueError, ValidationError) as exc:
+                            raise FleetError(
+                                f"The fleet at {self.url} sent an event this client does not "
+                                "understand: check that `leeward version` matches the fleet's."
+                            ) from exc
+                        data = []
+        except (
+            aiohttp.ClientConnectionError,
+            aiohttp.ClientPayloadError,
+            TimeoutError,
+            OSError,
+        ) as exc:
+            raise FleetUnreachable(unreachable_message(self.url)) from exc
 
     async def hosts(self) -> HostList:
         return await self._call("GET", "/v1/admin/hosts", HostList)

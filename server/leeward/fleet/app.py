@@ -22,7 +22,7 @@ from leeward.fleet.environments import Fleet
 from leeward.fleet.errors import FleetError, NotFound
 from leeward.fleet.metrics import Metrics
 from leeward.fleet.routes import add_routes
-from leeward.fleet.state import FLEET, METRICS
+from leeward.fleet.state import FLEET, METRICS, STREAMS, OpenStreams
 from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import AuthorityRow, HostRow, RegionRow
 from leeward.providers.base import Provider
@@ -139,6 +139,12 @@ async def load_authority(store: Store, now: datetime) -> CertificateAuthority:
         return CertificateAuthority.from_private_keys(row.host_ca_key, row.user_ca_key)
 
 
+async def stop_streams(app: web.Application) -> None:
+    """Event streams never end by themselves: end them, so that shutdown does not wait."""
+    for stream in list(app[STREAMS].open):
+        stream.stop_streaming()
+
+
 def create_app(
     config: FleetConfig,
     *,
@@ -173,6 +179,7 @@ def create_app(
             fleet = Fleet(config, store, chosen, authority, clock)
             fleet.observers.append(app[METRICS].observe_allocation)
             app[FLEET] = fleet
+            fleet.events.start()
             await fleet.recover()
             if background:
                 fleet.start_loop(
@@ -190,4 +197,6 @@ def create_app(
             await store.close()
 
     app.cleanup_ctx.append(fleet_context)
+    app[STREAMS] = OpenStreams()
+    app.on_shutdown.append(stop_streams)
     return app

@@ -97,6 +97,14 @@ class FleetConfig(_Strict):
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     pool_interval_seconds: float = Field(default=2.0, gt=0)
     reaper_interval_seconds: float = Field(default=30.0, gt=0)
+    event_retention_hours: float = Field(
+        default=168.0, gt=0, description="How long the event stream can be resumed from."
+    )
+    event_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often streams look for events that other replicas wrote.",
+    )
     lifetimes: LifetimeConfig = Field(default_factory=LifetimeConfig)
     provider: ProviderConfig = Field(default_factory=ProviderConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)

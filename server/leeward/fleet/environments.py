@@ -30,6 +30,7 @@ from leeward.fleet.auth import Principal, TokenVerifier, digest, new_secret
 from leeward.fleet.ca import CertificateAuthority
 from leeward.fleet.config import FleetConfig
 from leeward.fleet.errors import Conflict, FleetError, Invalid, NoCapacity, NotFound, Unavailable
+from leeward.fleet.events import EventLog
 from leeward.fleet.placement import LIVE, HostUsage, choose_host, host_usage, reserve_addresses
 from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import EnvironmentRow, IdempotencyRow
@@ -195,6 +196,7 @@ class Fleet:
         self.authority = authority
         self.clock = clock
         self.tokens = TokenVerifier(store, clock)
+        self.events = EventLog(store, config.zone, clock, poll_seconds=config.event_poll_seconds)
         self.public_url: str | None = config.public_url
         self.url_known = asyncio.Event()
         if self.public_url:
@@ -214,6 +216,7 @@ class Fleet:
 
     async def close(self) -> None:
         self._closing = True
+        await self.events.close()
         tasks = list(self._tasks.values()) + list(self._background)
         if self._placer is not None:
             tasks.append(self._placer)
@@ -949,6 +952,7 @@ class Fleet:
         """The periodic sweep: delete what expired, and retry deletions that failed."""
         await self.reap_expired()
         await self.retry_deletions()
+        await self.events.prune(timedelta(hours=self.config.event_retention_hours))
 
     async def retry_deletions(self) -> list[str]:
         """Start the teardown again of every environment left `deleting` with nothing at work

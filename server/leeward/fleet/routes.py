@@ -6,6 +6,7 @@ Every route is declared once in `ROUTES` with its request and response models; t
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp_sse import sse_response
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import text
 
@@ -20,7 +22,8 @@ from leeward import __version__
 from leeward.fleet import admin
 from leeward.fleet.auth import Principal
 from leeward.fleet.errors import BadRequest, Forbidden, Invalid, Unauthorized
-from leeward.fleet.state import FLEET, METRICS
+from leeward.fleet.events import READ_LIMIT
+from leeward.fleet.state import FLEET, METRICS, STREAMS
 from leeward_protocol.fleet import (
     AgentHeartbeat,
     Catalog,
@@ -32,6 +35,7 @@ from leeward_protocol.fleet import (
     Environment,
     EnvironmentList,
     ExtendEnvironment,
+    FleetEvent,
     Health,
     HeartbeatAck,
     Host,
@@ -250,6 +254,58 @@ async def list_environments(request: web.Request) -> web.Response:
         raise Forbidden("Only admins can list everyone's environments.")
     envs = await request.app[FLEET].list_environments(principal(request), everyone=everyone)
     return reply(EnvironmentList(environments=envs))
+
+
+@route(
+    "GET",
+    "/v1/events",
+    "Every change to the caller's environments as Server-Sent Events (`text/event-stream`), "
+    "each a FleetEvent whose SSE id is its `id`. Reconnect with `Last-Event-ID` (or "
+    "`?after=ID`) to get every later event once. A `reset` event (always first when no id is "
+    "given, or when the id is no longer kept) means: list the environments again, then go on "
+    "from its id. Admins: `?all=true` for everyone's.",
+    response=FleetEvent,
+)
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    who = principal(request)
+    everyone = request.query.get("all", "").lower() in ("1", "true", "yes")
+    if everyone and not who.is_admin:
+        raise Forbidden("Only admins can follow everyone's events.")
+    raw = request.headers.get("Last-Event-ID", request.query.get("after"))
+    after: int | None = None
+    if raw is not None and raw.strip():
+        if not raw.strip().isdigit():
+            raise Invalid(
+                f"Last-Event-ID must be an event id (a number), not {raw[:40]!r}.",
+                field="Last-Event-ID",
+            )
+        after = int(raw)
+    events = request.app[FLEET].events
+    owner = None if everyone else who.user
+    streams = request.app[STREAMS].open
+    async with sse_response(request, ping_interval=15) as stream:
+        streams.add(stream)
+        try:
+            if after is None or not await events.resumable(after):
+                head = await events.head()
+                await stream.send(_sse(events.reset(head)), id=str(head), event="reset")
+                after = head
+            while stream.is_connected() and not events.closed:
+                batch = await events.read_after(after, owner)
+                for event in batch:
+                    await stream.send(_sse(event), id=str(event.id), event=event.type.value)
+                    after = event.id
+                if len(batch) < READ_LIMIT:
+                    await events.wait(request.app[FLEET].config.event_poll_seconds)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            streams.discard(stream)
+    return stream
+
+
+def _sse(event: FleetEvent) -> str:
+    return json.dumps(event.model_dump(mode="json", by_alias=True), separators=(",", ":"))
 
 
 @route(

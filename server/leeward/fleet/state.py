@@ -7,8 +7,20 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from aiohttp_sse import EventSourceResponse
+
     from leeward.fleet.environments import Fleet
     from leeward.fleet.metrics import Metrics
 
 FLEET: web.AppKey[Fleet] = web.AppKey("fleet")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+
+
+class OpenStreams:
+    """The event streams being served, ended at shutdown (they never end by themselves)."""
+
+    def __init__(self) -> None:
+        self.open: set[EventSourceResponse] = set()
+
+
+STREAMS: web.AppKey[OpenStreams] = web.AppKey("event streams")

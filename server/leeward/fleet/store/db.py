@@ -10,7 +10,7 @@ deadlocked with. On PostgreSQL the allocator locks the rows it decides on. Reads
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,9 @@ class Store:
         self._writer = asyncio.Lock() if self.dialect == "sqlite" else None
         self._grouped: list[tuple[Executable, asyncio.Future[int]]] = []
         self._grouper: asyncio.Task[None] | None = None
+        self.committed: list[Callable[[], None]] = []
+        """Called after every write transaction this process commits (the event log wakes its
+        streams so)."""
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
@@ -53,13 +56,15 @@ class Store:
                 session.begin(),
             ):
                 yield session
-            return
-        async with (
-            self._writer,
-            AsyncSession(self.engine, expire_on_commit=False) as session,
-            session.begin(),
-        ):
-            yield session
+        else:
+            async with (
+                self._writer,
+                AsyncSession(self.engine, expire_on_commit=False) as session,
+                session.begin(),
+            ):
+                yield session
+        for callback in self.committed:
+            callback()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

@@ -165,3 +165,19 @@ class IdempotencyRow(Base):
     request_digest: Mapped[str] = mapped_column(String(64))
     environment_id: Mapped[str] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class EventRow(Base):
+    """A change to an environment, written by triggers on `environments` (migration 0002) in
+    the changing transaction. `position` is the event id clients resume from (NULL on
+    PostgreSQL until the sequencer numbers it: leeward.fleet.events)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_owner_position", "owner", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    position: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True, index=True)
+    environment_id: Mapped[str] = mapped_column(String(32))
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    at: Mapped[datetime] = mapped_column(Timestamp, index=True)
+    snapshot: Mapped[str] = mapped_column(Text)
