@@ -155,6 +155,11 @@ class Region(Resource):
     largest_free: Hardware = Field(
         description="Free capacity of the emptiest active host: the biggest thing that fits."
     )
+    probe: str | None = Field(
+        default=None,
+        description="HOST:PORT that accepts TCP in this region: clients time a connect to it "
+        "to measure their round trip to the region.",
+    )
 
 
 class LifespanPolicy(Resource):

@@ -1,17 +1,20 @@
-"""The signed-in user: credentials, the SSH key and certificate, and the ssh files kept fresh."""
+"""The signed-in user as the CLI sees it: credentials, and sign-in errors as CLI errors."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from leeward import access
+from leeward.access import refresh_certificate, refresh_ssh
 from leeward.cli.errors import CliError
-from leeward.credentials import Credentials, CredentialsError, load_credentials, store_credentials
+from leeward.credentials import Credentials, CredentialsError, load_credentials
 from leeward.paths import Paths
-from leeward_protocol.fleet import SSHAuthorities, WhoAmI
+from leeward_protocol.fleet import WhoAmI
 
 if TYPE_CHECKING:
     from leeward.client import FleetClient
-    from leeward.sshconfig import SSHEntry
+
+__all__ = ["client", "credentials", "refresh_certificate", "refresh_ssh", "sign_in"]
 
 
 def credentials(paths: Paths) -> Credentials:
@@ -29,49 +32,7 @@ def client(paths: Paths) -> FleetClient:
 
 
 async def sign_in(paths: Paths, url: str, token: str) -> WhoAmI:
-    """Check the token, store it, make sure there is a key, and certify it."""
-    from leeward.client import FleetClient, FleetError
-
-    async with FleetClient(url, token) as fleet:
-        try:
-            who = await fleet.whoami()
-        except FleetError as exc:
-            if exc.status == 401:
-                raise CliError(
-                    f"The fleet at {fleet.url} did not accept this token: check it, or ask "
-                    "an admin for a new one (`leeward fleet token create`)."
-                ) from None
-            raise
-        store_credentials(paths.credentials, Credentials(fleet=fleet.url, token=token))
-        await refresh_certificate(fleet, paths, force=True)
-    return who
-
-
-async def refresh_certificate(fleet: FleetClient, paths: Paths, *, force: bool = False) -> bool:
-    """Get a new user certificate when the current one has less than an hour left (or there is
-    none). True if renewed."""
-    from leeward.credentials import write_private
-    from leeward.sshconfig import certificate_needs_renewal, ensure_identity, public_key
-
-    created = ensure_identity(paths)
-    if not (force or created or certificate_needs_renewal(paths)):
-        return False
-    certificate = await fleet.certificate(public_key(paths))
-    write_private(paths.certificate, certificate.certificate.strip() + "\n", mode=0o644)
-    return True
-
-
-async def refresh_ssh(fleet: FleetClient, paths: Paths) -> tuple[list[SSHEntry], SSHAuthorities]:
-    """Rewrite ~/.ssh/leeward/config and known_hosts from the fleet; renew the certificate."""
-    import asyncio
-
-    from leeward.sshconfig import write_ssh_files
-
-    await refresh_certificate(fleet, paths)
-    who, authorities, listing = await asyncio.gather(
-        fleet.whoami(), fleet.authorities(), fleet.environments()
-    )
-    entries = write_ssh_files(
-        paths, environments=listing.environments, user=who.user, authorities=authorities
-    )
-    return entries, authorities
+    try:
+        return await access.sign_in(paths, url, token)
+    except access.AccessError as exc:
+        raise CliError(str(exc)) from None

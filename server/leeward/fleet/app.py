@@ -7,6 +7,8 @@ refill, the sweep of expired and stuck environments), each cancelled and awaited
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -145,6 +147,35 @@ async def stop_streams(app: web.Application) -> None:
         stream.stop_streaming()
 
 
+@contextlib.asynccontextmanager
+async def region_gateways(config: FleetConfig) -> AsyncIterator[dict[str, str]]:
+    """The local provider's region gateways: a TCP listener on the last address of each
+    region's network (never given to an environment), which accepts and closes at once, so a
+    client can time a connect to it as its round trip to the region. Yields region -> probe."""
+
+    async def answer(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    servers: list[asyncio.Server] = []
+    probes: dict[str, str] = {}
+    try:
+        for region in config.regions:
+            address = str(region.network[-1])
+            try:
+                server = await asyncio.start_server(answer, address, config.provider.ssh_port)
+            except OSError as exc:
+                log.warning("region %s: no gateway at %s (%s)", region.name, address, exc)
+                continue
+            servers.append(server)
+            probes[region.name] = f"{address}:{config.provider.ssh_port}"
+        yield probes
+    finally:
+        for server in servers:
+            server.close()
+        for server in servers:
+            await server.wait_closed()
+
+
 def create_app(
     config: FleetConfig,
     *,
@@ -164,6 +195,7 @@ def create_app(
         store = Store(config.database)
         chosen = provider
         fleet: Fleet | None = None
+        stack = contextlib.AsyncExitStack()
         try:
             await store.migrate()
             await sync_topology(store, config)
@@ -180,6 +212,8 @@ def create_app(
             fleet.observers.append(app[METRICS].observe_allocation)
             app[FLEET] = fleet
             fleet.events.start()
+            if provider is None:
+                fleet.region_probes = await stack.enter_async_context(region_gateways(config))
             await fleet.recover()
             if background:
                 fleet.start_loop(
@@ -194,6 +228,7 @@ def create_app(
                 await fleet.close()
             if chosen is not None and provider is None:
                 await chosen.close()
+            await stack.aclose()
             await store.close()
 
     app.cleanup_ctx.append(fleet_context)

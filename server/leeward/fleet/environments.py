@@ -202,6 +202,8 @@ class Fleet:
         if self.public_url:
             self.url_known.set()
         self.observers: list[Callable[[str, float], None]] = []
+        self.region_probes: dict[str, str] = {}
+        """Region -> HOST:PORT of its gateway, which clients time to measure their RTT."""
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._asks: list[_Ask] = []
         self._placer: asyncio.Task[None] | None = None
@@ -275,6 +277,7 @@ class Fleet:
                         key=lambda f: (f.memory_gib, f.cpus, f.gpus),
                         default=Hardware(cpus=0, memory_gib=0, gpus=0),
                     ),
+                    probe=self.region_probes.get(region.name),
                 )
             )
         lt = self.config.lifetimes
