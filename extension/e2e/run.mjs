@@ -1,0 +1,239 @@
+// The end-to-end scenario, in a real VS Code workbench (code-server) in headless Chromium:
+//   create an environment from the command palette with the keyboard, walking the wizard;
+//   see it in the tree view; read the status-bar item until it says healthy; connect (without
+//   Remote-SSH: a notification, a terminal running ssh, the Remote-SSH URI in the output channel);
+//   make the environment unreachable and see the status bar say so; screenshot the workbench.
+//
+// usage: node run.mjs CONFIG.json   (tests/e2e/test_vscode.py writes CONFIG; its fields are the
+// extension's contract: command titles, view, status-bar entry, labels; see `scenario` below).
+// Writes ARTIFACTS/result.json (what was seen) and screenshots; exits 0 only if every step passed.
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { Deadline, Workbench, byId, log, readConfig } from "./workbench.mjs";
+
+const config = readConfig();
+const deadline = new Deadline(config.deadlineSeconds ?? 240);
+const result = { ok: false, steps: [], statusSeen: [] };
+const wb = new Workbench({
+  chromiumPath: config.chromium ?? "/usr/bin/chromium",
+  userDataDir: config.browserProfile,
+  artifacts: config.artifacts,
+  deadline,
+});
+
+function fill(template, name) {
+  return template.replaceAll("{name}", name);
+}
+
+async function step(name, body) {
+  const started = Date.now();
+  log(`== ${name}`);
+  await body();
+  const seconds = (Date.now() - started) / 1000;
+  result.steps.push({ name, seconds });
+  log(`   ${name}: done in ${seconds.toFixed(1)} s`);
+}
+
+/** Polls the status-bar entry until its text matches `pattern`; records every distinct text. */
+async function waitStatus(what, pattern, ms) {
+  return wb.until(
+    `the status bar entry ${config.statusEntry} to show ${what}`,
+    async () => {
+      const text = await wb.statusText(config.statusEntry);
+      if (text !== null && text !== result.statusSeen.at(-1)) {
+        result.statusSeen.push(text);
+        log(`   status bar: ${text}`);
+      }
+      return text !== null && pattern.test(text) && text;
+    },
+    ms,
+    100,
+  );
+}
+
+async function showView() {
+  await wb.runCommand(config.commands.showView);
+  const pane = byId(config.viewContainer);
+  await wb.until(`the view container ${config.viewContainer}`, () => wb.page.locator(pane).isVisible(), 15_000);
+  return pane;
+}
+
+async function breakEnvironment(name) {
+  const how = config.breakEnvironment;
+  if (how.kind === "write-file") {
+    fs.writeFileSync(how.file, how.text);
+    log(`wrote '${how.text}' to ${how.file}`);
+    return { how: "write-file" };
+  }
+  if (how.kind === "kill-agent") {
+    const shown = JSON.parse(
+      execFileSync(how.leeward, ["show", name, "--json"], { encoding: "utf8", timeout: 30_000 }),
+    );
+    const pidFile = path.join(how.environmentsDir, shown.id, "agent.pid");
+    const pid = Number.parseInt(fs.readFileSync(pidFile, "utf8").trim(), 10);
+    log(`stopping the agent of ${name} (${shown.id}): pid ${pid} from ${pidFile}`);
+    process.kill(pid, how.signal ?? "SIGKILL");
+    await wb.until(`agent pid ${pid} to exit`, async () => {
+      try {
+        process.kill(pid, 0);
+        const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+        return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z"); // exited, not yet reaped
+      } catch {
+        return true;
+      }
+    }, 15_000);
+    return { how: "kill-agent", id: shown.id, pid };
+  }
+  throw new Error(`unknown breakEnvironment kind ${how.kind}`);
+}
+
+async function main() {
+  await step("open the workbench", async () => {
+    await wb.open(config.url);
+  });
+
+  await step(`run '${config.commands.create}' and walk the wizard`, async () => {
+    await wb.runCommand(config.commands.create, 60_000);
+    result.wizard = [];
+    for (const { step: stepName, pick } of config.wizard) {
+      const picked = await wb.pick(stepName, pick, 60_000);
+      result.wizard.push({ step: stepName, title: picked.title, picked: picked.label, offered: picked.rows });
+    }
+  });
+
+  let name;
+  await step("see the environment in the tree view", async () => {
+    // The progress notification ("Creating NAME…") shows while the fleet creates it.
+    const pane = await showView();
+    const row = await wb.until(
+      `a row in ${config.viewContainer} whose description mentions ${config.treeHint}`,
+      async () => {
+        for (const text of await wb.notifications()) {
+          if (/creating/i.test(text) && !(result.progressSeen ?? []).includes(text)) {
+            (result.progressSeen ??= []).push(text);
+            log(`   notification: ${text}`);
+          }
+        }
+        const rows = await wb.treeRows(pane);
+        return rows.find((r) => r.label && (r.description + " " + r.aria).includes(config.treeHint));
+      },
+      config.createSeconds * 1000,
+    );
+    name = row.label;
+    result.name = name;
+    result.treeRow = row;
+    log(`   tree view: ${row.label} — ${row.description}`);
+  });
+
+  await step("read the status bar until the environment is healthy", async () => {
+    const text = await waitStatus(`${name} · ${config.healthy}`, new RegExp(`${escape(name)}.*${config.healthy}`), 90_000);
+    result.statusHealthy = text;
+    result.statusTooltip = await wb.statusTooltip(config.statusEntry);
+    await wb.screenshot("healthy");
+  });
+
+  await step(`run '${config.commands.connect}'`, async () => {
+    await wb.runCommand(config.commands.connect);
+    const terminalName = fill(config.terminalName, name);
+    // Connect may ask which environment (a quick pick with NAME) or go straight on.
+    await wb.until(`the terminal '${terminalName}' (or a quick pick offering ${name})`, async () => {
+      if (await wb.quickInputVisible()) {
+        const rows = await wb.quickInputRows();
+        if (rows.some((r) => r.label === name)) {
+          await wb.pick("environment to connect to", [name]);
+          return false;
+        }
+      }
+      return (await terminalNames()).some((t) => t.includes(terminalName));
+    }, 30_000);
+    result.terminals = await terminalNames();
+    const notice = await wb.until(`a notification matching /${config.connectNotice}/`, async () =>
+      (await wb.notifications()).find((n) => new RegExp(config.connectNotice, "i").test(n)), 20_000);
+    result.connectNotification = notice;
+    log(`   notification: ${notice}`);
+    const command = fill(config.terminalCommand, name);
+    result.terminalText = await wb.until(`'${command}' in the terminal`, async () => {
+      const text = await terminalText();
+      return text.includes(command) && text;
+    }, 20_000);
+    log(`   terminal: ${JSON.stringify(result.terminalText.slice(-300))}`);
+  });
+
+  await step(`find the Remote-SSH URI in the output channel '${config.outputChannel}'`, async () => {
+    const uri = fill(config.remoteUri, name);
+    await wb.runCommand("Output: Show Output Channels...");
+    await wb.pick("output channel", [config.outputChannel]);
+    const shown = Date.now();
+    result.outputLine = await wb.until(`'${uri}' in the Output panel`, async () => {
+      const text = await wb.outputText();
+      const line = text.split("\n").find((l) => l.includes(uri));
+      // A long log may have scrolled it away: after a moment, show only the matching lines.
+      if (!line && Date.now() - shown > 3_000) await filterOutput(uri);
+      return line;
+    }, 20_000);
+    log(`   output: ${result.outputLine}`);
+    await wb.screenshot("connected");
+  });
+
+  await step("make the environment unreachable; see the status bar say so", async () => {
+    result.broken = await breakEnvironment(name);
+    await showView();
+    result.statusUnreachable = await waitStatus(
+      `${name} · ${config.unreachable}`,
+      new RegExp(`${escape(name)}.*${config.unreachable}`),
+      config.unreachableSeconds * 1000,
+    );
+    result.statusTooltipUnreachable = await wb.statusTooltip(config.statusEntry);
+    const rows = await wb.treeRows(byId(config.viewContainer));
+    result.treeRowUnreachable = rows.find((r) => r.label === name);
+  });
+
+  // The final picture: the tree view and the status bar as they are now, the terminal below.
+  await wb.runCommand("Terminal: Focus on Terminal View");
+  await wb.until("the terminal panel", () => wb.page.locator(".part.panel .xterm-rows").first().isVisible(), 10_000);
+  await wb.until("the quick input closed", async () => !(await wb.quickInputVisible()), 10_000);
+  result.finalScreenshot = await wb.screenshot("final");
+  if (!result.finalScreenshot) throw new Error("could not save the final screenshot");
+}
+
+function escape(text) {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+async function terminalNames() {
+  // Tabs when there are several terminals; the xterm's accessible name ("Terminal N, NAME") always.
+  return wb.page.$$eval(".terminal-tabs-entry, .xterm-helper-textarea", (items) =>
+    items.map((i) => (i.getAttribute("aria-label") ?? "").split("\n")[0]),
+  );
+}
+
+async function terminalText() {
+  // The DOM renderer (settings: terminal.integrated.gpuAcceleration off) keeps the text readable.
+  return wb.page.$$eval(".part.panel .xterm-rows", (rows) => rows.map((r) => r.innerText).join("\n"));
+}
+
+async function filterOutput(text) {
+  const filter = wb.page.locator(".part.panel .viewpane-filter input, .part.panel input[placeholder^='Filter']").first();
+  if ((await filter.count()) && (await filter.inputValue()) !== text) await filter.fill(text);
+}
+
+try {
+  await main();
+  result.ok = true;
+} catch (error) {
+  result.error = error.stack ?? String(error);
+  log(`FAILED: ${error.message}`);
+  await wb.screenshot("failure");
+  if (wb.page) {
+    result.notificationsAtFailure = await wb.notifications().catch(() => []);
+    result.quickInputAtFailure = await wb.quickInputRows().catch(() => []);
+    result.statusAtFailure = await wb.statusText(config.statusEntry).catch(() => null);
+  }
+} finally {
+  result.consoleErrors = (wb.consoleErrors ?? []).slice(-20);
+  await wb.close();
+  fs.writeFileSync(path.join(config.artifacts, "result.json"), JSON.stringify(result, null, 2));
+  log(result.ok ? "PASSED" : "FAILED (see result.json and the screenshots)");
+}
+process.exit(result.ok ? 0 : 1);

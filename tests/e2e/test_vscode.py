@@ -1,0 +1,294 @@
+"""The extension in a real VS Code workbench (code-server) in headless Chromium, driven by
+Playwright as a person would (extension/e2e/run.mjs), against a real embedded fleet.
+
+`test_leeward_extension` is the requirement: `Leeward: Create Environment` from the command
+palette with the keyboard, the wizard, the environment in the tree view, the status bar until
+healthy, Connect without Remote-SSH (notification, a terminal running `ssh NAME`, the
+Remote-SSH URI in the output channel), then the agent stopped and the status bar saying
+unreachable; screenshots in test-artifacts/e2e/. `test_harness_with_probe_extension` proves
+the harness itself with a small extension of its own (tests/e2e/probe_extension).
+
+scripts/setup-e2e installs what they need (cached outside the repo). LEEWARD_E2E=0 skips them;
+otherwise a failed setup is a failed test."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import random
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from leeward.fleet.config import FleetConfig, HostConfig, RegionConfig, dump_config
+from leeward_protocol.fleet import ContainerProfile, Flavor, FlavorKind, Hardware
+
+from ..cli.sandbox import LEEWARD, Sandbox, make_sandbox
+from . import harness, vsix
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(harness.SETUP_SECONDS + 600),
+    pytest.mark.skipif(
+        os.environ.get("LEEWARD_E2E") == "0", reason="LEEWARD_E2E=0: the VS Code e2e tests are off"
+    ),
+]
+
+EXTENSION = harness.REPO / "extension"
+PROBE = Path(__file__).with_name("probe_extension")
+REGION = "north"
+
+
+@pytest.fixture(scope="module")
+def tools() -> harness.Tools:
+    return harness.setup_tools()
+
+
+def e2e_network() -> str:
+    """A /24 at random in 127.224.0.0/12: this area's range, apart from the other tests'."""
+    return f"127.{random.randint(224, 239)}.{random.randint(0, 255)}.0/24"
+
+
+def write_fleet_config(sandbox: Sandbox) -> FleetConfig:
+    """One region, one host, a `small` devserver flavor, a `web` profile with no warm pool:
+    only the environment the test creates runs an agent."""
+    config = FleetConfig.model_validate(
+        {
+            "listen_port": harness.free_port(),
+            "heartbeat_seconds": 1.0,
+            "pool_interval_seconds": 0.5,
+            "provider": {"ssh_port": harness.free_port(), "stop_agents_on_exit": True},
+            "regions": [
+                RegionConfig(
+                    name=REGION,
+                    network=ipaddress.IPv4Network(e2e_network()),
+                    hosts=[HostConfig(name=f"{REGION}-h1", cpus=8, memory_gib=16)],
+                )
+            ],
+            "flavors": [
+                Flavor(
+                    name="small",
+                    kind=FlavorKind.VM,
+                    description="1 vCPU, 1 GiB",
+                    hardware=Hardware(cpus=1, memory_gib=1),
+                )
+            ],
+            "profiles": [
+                ContainerProfile(name="web", hardware=Hardware(cpus=1, memory_gib=1), warm_pool=0)
+            ],
+        }
+    )
+    path = sandbox.paths.embedded_dir / "fleet.toml"
+    path.parent.mkdir(parents=True)
+    path.write_text(dump_config(config))
+    return config
+
+
+def sandbox_env(sandbox: Sandbox) -> dict[str, str]:
+    """The sandboxed user's environment for code-server (and so the extension and its
+    daemon): `leeward` from this checkout first on PATH, no runtime dir of the real user."""
+    env = dict(sandbox.env)
+    env.pop("XDG_RUNTIME_DIR", None)
+    env["XDG_CACHE_HOME"] = str(sandbox.root / "cache")
+    env["PATH"] = f"{LEEWARD.parent}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
+    env.pop("CI", None)  # code-server and VS Code behave as on a person's machine
+    return env
+
+
+def build_extension(into: Path) -> Path:
+    """`npm --prefix extension run package` (after `npm ci` if its node_modules is missing);
+    the .vsix it made."""
+    if not (EXTENSION / "node_modules").is_dir() and (EXTENSION / "package-lock.json").exists():
+        subprocess.run(
+            ["npm", "ci", "--prefix", str(EXTENSION), "--no-audit", "--no-fund"],
+            check=True,
+            timeout=600,
+            stdin=subprocess.DEVNULL,
+        )
+    started = time.time()
+    done = subprocess.run(
+        ["npm", "--prefix", str(EXTENSION), "run", "package"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    (into / "npm-package.log").write_text(done.stdout + done.stderr)
+    assert done.returncode == 0, f"npm run package failed:\n{done.stdout}\n{done.stderr}"
+    made = [p for p in EXTENSION.rglob("*.vsix") if p.stat().st_mtime >= started - 1]
+    made = [p for p in made if "node_modules" not in p.parts]
+    assert made, f"npm run package made no .vsix under {EXTENSION}:\n{done.stdout}"
+    return max(made, key=lambda p: p.stat().st_mtime)
+
+
+def assert_passed(result: dict, artifacts: Path) -> None:
+    assert result.get("ok"), (
+        f"the workbench scenario failed (artifacts in {artifacts}):\n"
+        f"{result.get('error', '(no result.json: see driver.log)')}\n"
+        f"status bar seen: {result.get('statusSeen')}\n"
+        f"notifications: {result.get('notificationsAtFailure')}\n"
+        f"quick input: {result.get('quickInputAtFailure')}"
+    )
+    assert result["exitCode"] == 0
+    assert Path(result["finalScreenshot"]).stat().st_size > 10_000
+
+
+@pytest.fixture
+def code_server(
+    tools: harness.Tools, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[harness.CodeServer, Sandbox, Path]]:
+    """A sandboxed home and a code-server (not started) using it; afterwards code-server, and
+    anything still running in the sandboxed home, are stopped; logs go to the artifacts."""
+    artifacts = harness.artifacts_dir(request.node.name)
+    print(f"artifacts: {artifacts}")
+    sandbox = make_sandbox(tmp_path)
+    server = harness.CodeServer(tools, tmp_path / "code-server", sandbox_env(sandbox))
+    with harness.no_strays(Path(sandbox.env["HOME"])) as strays:
+        try:
+            yield server, sandbox, artifacts
+        finally:
+            server.stop()
+            server.collect_logs(artifacts)
+    if strays:
+        print(f"stopped stray processes: {strays}")
+
+
+def test_harness_with_probe_extension(
+    tools: harness.Tools, code_server: tuple[harness.CodeServer, Sandbox, Path]
+) -> None:
+    server, sandbox, artifacts = code_server
+    state = sandbox.root / "probe-state"
+    server.env["LEEWARD_PROBE_STATE_FILE"] = str(state)
+    package = vsix.pack(PROBE, sandbox.root / "probe.vsix")
+    assert package == "leeward-e2e.probe"
+    server.install_extension(sandbox.root / "probe.vsix")
+    server.write_settings({})
+    server.start()
+
+    result = harness.run_driver(
+        tools,
+        {
+            "url": server.url,
+            "chromium": str(tools.chromium),
+            "artifacts": str(artifacts),
+            "browserProfile": str(sandbox.root / "chromium"),
+            "deadlineSeconds": 150,
+            "commands": {
+                "create": "Leeward Probe: Create Item",
+                "connect": "Leeward Probe: Connect",
+                "showView": "View: Show Leeward Probe",
+            },
+            "wizard": [
+                {"step": "kind", "pick": ["Beta"]},
+                {"step": "size", "pick": ["small"]},
+            ],
+            "viewContainer": "workbench.view.extension.leewardProbe",
+            "treeHint": REGION,
+            "createSeconds": 30,
+            "statusEntry": "leeward-e2e.probe.leewardProbe.status",
+            "healthy": "healthy",
+            "unreachable": "unreachable",
+            "unreachableSeconds": 20,
+            "connectNotice": "Remote-SSH",
+            "terminalName": "Probe: {name}",
+            "terminalCommand": "echo hello-from-{name}",
+            "outputChannel": "Leeward Probe",
+            "remoteUri": "vscode-remote://ssh-remote+{name}",
+            "breakEnvironment": {"kind": "write-file", "file": str(state), "text": "unreachable"},
+        },
+        server.env,
+        artifacts,
+    )
+    assert_passed(result, artifacts)
+    assert result["name"] == "beta-small"
+    assert result["statusHealthy"] == "beta-small · healthy"
+    assert result["statusUnreachable"] == "beta-small · unreachable"
+    assert "hello-from-beta-small\n" in result["terminalText"]  # the shell ran it
+
+
+@pytest.mark.skipif(
+    not (EXTENSION / "package.json").exists(),
+    reason="extension/package.json is not in the tree yet: nothing to package",
+)
+def test_leeward_extension(
+    tools: harness.Tools, code_server: tuple[harness.CodeServer, Sandbox, Path]
+) -> None:
+    server, sandbox, artifacts = code_server
+    vsix_path = build_extension(artifacts)
+    print(f"packaged {vsix_path}")
+    config = write_fleet_config(sandbox)
+    environments = sandbox.paths.embedded_dir / "environments"
+    try:
+        up = sandbox.run("up", timeout=120)
+        (artifacts / "leeward-up.log").write_text(up.stdout + up.stderr)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"127.0.0.1:{config.listen_port}" in up.stdout
+
+        server.install_extension(vsix_path)
+        server.write_settings({"leeward.daemonPath": str(LEEWARD)})
+        server.start()
+
+        result = harness.run_driver(
+            tools,
+            {
+                "url": server.url,
+                "chromium": str(tools.chromium),
+                "artifacts": str(artifacts),
+                "browserProfile": str(sandbox.root / "chromium"),
+                "deadlineSeconds": 240,
+                "commands": {
+                    "create": "Leeward: Create Environment",
+                    "connect": "Leeward: Connect to Environment",
+                    "showView": "View: Show Leeward",
+                },
+                "wizard": [
+                    {"step": "kind", "pick": ["Devserver"]},
+                    {"step": "flavor", "pick": ["small"]},
+                    {"step": "region", "pick": [REGION]},
+                    {"step": "lifespan", "pick": ["8 hours", None]},
+                ],
+                "viewContainer": "workbench.view.extension.leeward",
+                "treeHint": REGION,
+                "createSeconds": 90,
+                "statusEntry": "leeward.leeward.leeward.status",
+                "healthy": "healthy",
+                "unreachable": "unreachable",
+                "unreachableSeconds": 60,
+                "connectNotice": "Remote.?SSH",
+                "terminalName": "Leeward: {name}",
+                "terminalCommand": "ssh {name}",
+                "outputChannel": "Leeward",
+                "remoteUri": "vscode-remote://ssh-remote+{name}",
+                "breakEnvironment": {
+                    "kind": "kill-agent",
+                    "leeward": str(LEEWARD),
+                    "environmentsDir": str(environments),
+                    "signal": "SIGKILL",
+                },
+            },
+            server.env,
+            artifacts,
+        )
+        (artifacts / "leeward-list.json").write_text(sandbox.run("list", "--json").stdout)
+        assert_passed(result, artifacts)
+        name = result["name"]
+        listing = json.loads(sandbox.run("list", "--json", check=True).stdout)
+        ours = [e for e in listing["environments"] if e["name"] == name]
+        assert ours, f"{name} (from the tree view) is not in `leeward list`: {listing}"
+        assert ours[0]["kind"] == "devserver"
+        assert ours[0]["region"] == REGION
+        assert name in result["statusHealthy"]
+        assert "unreachable" in result["statusUnreachable"]
+    finally:
+        server.stop()
+        down = sandbox.run("down", timeout=90)
+        (artifacts / "leeward-down.log").write_text(down.stdout + down.stderr)
+        harness.collect_logs(
+            [sandbox.root / "data", sandbox.root / "state", sandbox.root / "cache"], artifacts
+        )
+    assert down.returncode == 0, down.stdout + down.stderr
