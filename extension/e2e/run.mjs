@@ -152,12 +152,29 @@ async function main() {
       (await wb.notifications()).find((n) => new RegExp(config.connectNotice, "i").test(n)), 20_000);
     result.connectNotification = notice;
     log(`   notification: ${notice}`);
-    const command = fill(config.terminalCommand, name);
-    result.terminalText = await wb.until(`'${command}' in the terminal`, async () => {
+    if (config.terminalCommand) {
+      const command = fill(config.terminalCommand, name);
+      await wb.until(`'${command}' in the terminal`, async () => (await terminalText()).includes(command), 20_000);
+    }
+    if (config.terminalProcess) {
+      const pattern = new RegExp(fill(config.terminalProcess, escape(name)));
+      result.terminalProcess = await wb.until(`a process matching /${pattern.source}/`, () => findProcess(pattern), 20_000);
+      log(`   terminal process: ${result.terminalProcess}`);
+    }
+  });
+
+  await step(`type into the terminal '${fill(config.terminalName, name)}'`, async () => {
+    // A real shell at the other end: what it prints is computed there, not echoed back.
+    await wb.runCommand("Terminal: Focus on Terminal View");
+    await wb.until("the terminal to have the keyboard focus", () =>
+      wb.page.evaluate(() => document.activeElement?.classList.contains("xterm-helper-textarea") ?? false), 10_000);
+    await wb.page.keyboard.type("echo e2e-$((6*7))");
+    await wb.page.keyboard.press("Enter");
+    result.terminalText = await wb.until("'e2e-42' printed in the terminal", async () => {
       const text = await terminalText();
-      return text.includes(command) && text;
-    }, 20_000);
-    log(`   terminal: ${JSON.stringify(result.terminalText.slice(-300))}`);
+      return /^e2e-42\s*$/m.test(text) && text;
+    }, config.terminalSeconds * 1000);
+    log(`   terminal: ${JSON.stringify(result.terminalText.trim().split("\n").slice(-4).join("\n"))}`);
   });
 
   await step(`find the Remote-SSH URI in the output channel '${config.outputChannel}'`, async () => {
@@ -211,6 +228,21 @@ async function terminalNames() {
 async function terminalText() {
   // The DOM renderer (settings: terminal.integrated.gpuAcceleration off) keeps the text readable.
   return wb.page.$$eval(".part.panel .xterm-rows", (rows) => rows.map((r) => r.innerText).join("\n"));
+}
+
+/** The command line of a process on this machine matching `pattern`, if there is one. */
+function findProcess(pattern) {
+  for (const pid of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    let cmdline;
+    try {
+      cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean).join(" ");
+    } catch {
+      continue;
+    }
+    if (pattern.test(cmdline)) return `${pid}: ${cmdline}`;
+  }
+  return null;
 }
 
 async function filterOutput(text) {

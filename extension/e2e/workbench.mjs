@@ -129,17 +129,31 @@ export class Workbench {
     return (await this.page.locator(".quick-input-widget .quick-input-title").textContent()) ?? "";
   }
 
-  /** F1, type the command's title, move to the row with exactly that title, Enter. */
+  /**
+   * F1, type the command's title, move to the row with exactly that title, Enter. The palette
+   * lists the commands known when it opened: until the extensions are registered, a new
+   * palette is opened every few seconds.
+   */
   async runCommand(title, ms = 30_000) {
     log(`command palette: ${title}`);
-    await this.until("no quick input in the way", async () => {
-      if (await this.quickInputVisible()) await this.page.keyboard.press("Escape");
-      return !(await this.quickInputVisible());
-    }, 10_000);
-    await this.page.keyboard.press("F1");
-    await this.until("the command palette", () => this.quickInputVisible(), 10_000);
-    await this.page.keyboard.type(title);
-    await this.focusRow(`'${title}' in the command palette`, title, ms);
+    const limit = Date.now() + this.deadline.left(ms);
+    for (let attempt = 1; ; attempt += 1) {
+      await this.until("no quick input in the way", async () => {
+        if (await this.quickInputVisible()) await this.page.keyboard.press("Escape");
+        return !(await this.quickInputVisible());
+      }, 10_000);
+      await this.page.keyboard.press("F1");
+      await this.until("the command palette", () => this.quickInputVisible(), 10_000);
+      await this.page.keyboard.type(title);
+      const wait = Math.max(Math.min(5_000, limit - Date.now()), 1_000);
+      try {
+        await this.focusRow(`'${title}' in the command palette`, title, wait);
+        break;
+      } catch (error) {
+        if (Date.now() >= limit) throw error;
+        log(`   '${title}' is not in the palette yet (attempt ${attempt}); opening it again`);
+      }
+    }
     await this.page.keyboard.press("Enter");
   }
 

@@ -197,6 +197,7 @@ def test_harness_with_probe_extension(
             "connectNotice": "Remote-SSH",
             "terminalName": "Probe: {name}",
             "terminalCommand": "echo hello-from-{name}",
+            "terminalSeconds": 10,
             "outputChannel": "Leeward Probe",
             "remoteUri": "vscode-remote://ssh-remote+{name}",
             "breakEnvironment": {"kind": "write-file", "file": str(state), "text": "unreachable"},
@@ -261,7 +262,9 @@ def test_leeward_extension(
                 "unreachableSeconds": 60,
                 "connectNotice": "Remote.?SSH",
                 "terminalName": "Leeward: {name}",
-                "terminalCommand": "ssh {name}",
+                # the terminal runs ssh itself (shellPath), not a shell that typed it
+                "terminalProcess": r"^ssh (.* )?{name}$",
+                "terminalSeconds": 30,
                 "outputChannel": "Leeward",
                 "remoteUri": "vscode-remote://ssh-remote+{name}",
                 "breakEnvironment": {
