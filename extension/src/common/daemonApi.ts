@@ -1,0 +1,19 @@
+/** What commands and views need of the daemon, apart from how it runs (tests give a fake). */
+import type { RequestType } from 'vscode-jsonrpc';
+
+import type { CreateContainer, CreateDevserver, Environment } from '../protocol/generated';
+import type { DaemonState } from './status';
+
+export interface DaemonApi {
+  readonly state: DaemonState;
+  /** Sends one request; rejects with the daemon's one-sentence message when it fails. */
+  request<P, R>(type: RequestType<P, R, void>, params: P): Promise<R>;
+  /** `leeward/environments/create` with a progress token; `onProgress` gets each message
+   * (`placing …`, `starting …`, `certifying …`, `ready …`). */
+  create(
+    request: CreateDevserver | CreateContainer,
+    onProgress: (message: string) => void,
+  ): Promise<Environment>;
+  /** Restarts the daemon (serialised); resolves when it runs again, or has failed to. */
+  restart(): Promise<void>;
+}

@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { aliasFromAuthority, shownEnvironment, windowAlias } from '../../src/common/remote';
+import { statusView, type StatusInput } from '../../src/common/status';
+import { daemonStatus, environment, health, NOW } from '../support/fixtures';
+
+const box = environment();
+const signedIn = daemonStatus();
+const input = (overrides: Partial<StatusInput>): StatusInput => ({
+  daemon: 'running',
+  account: signedIn,
+  environment: box,
+  health: health(box),
+  now: NOW,
+  ...overrides,
+});
+
+test('a healthy environment: name, state, RTT; a click shows its details', () => {
+  const view = statusView(input({}));
+  assert.equal(view.text, '$(vm) box · healthy · 12 ms');
+  assert.equal(view.background, undefined);
+  assert.deepEqual(view.command, { command: 'leeward.showEnvironment', arguments: ['box'] });
+  assert.match(view.tooltip, /Region: north/);
+  assert.match(view.tooltip, /Host: north\\-h1/);
+});
+
+test('reconnecting spins, degraded warns, unreachable is an error, each with the reason', () => {
+  const reconnecting = statusView(
+    input({
+      health: health(box, { state: 'reconnecting', rttMs: null, reason: 'Probe timed out' }),
+    }),
+  );
+  assert.equal(reconnecting.text, '$(sync~spin) box · reconnecting');
+  assert.match(reconnecting.tooltip, /Reason: Probe timed out/);
+
+  const connecting = statusView(
+    input({ health: health(box, { state: 'connecting', rttMs: null }) }),
+  );
+  assert.ok(connecting.text.startsWith('$(sync~spin) '));
+
+  const degraded = statusView(input({ health: health(box, { state: 'degraded', rttMs: 812 }) }));
+  assert.equal(degraded.text, '$(vm) box · degraded · 812 ms');
+  assert.equal(degraded.background, 'warning');
+
+  const unreachable = statusView(input({ health: health(box, { state: 'unreachable' }) }));
+  assert.equal(unreachable.background, 'error');
+});
+
+test('before any health record, the fleet state shows; provisioning spins', () => {
+  assert.equal(statusView(input({ health: undefined })).text, '$(vm) box · running');
+  const making = environment({ state: 'provisioning' });
+  assert.equal(
+    statusView(input({ environment: making, health: undefined })).text,
+    '$(sync~spin) box · provisioning',
+  );
+});
+
+test('no environment: "Leeward", and a click offers to create one', () => {
+  const view = statusView(input({ environment: undefined, health: undefined }));
+  assert.equal(view.text, '$(vm) Leeward');
+  assert.deepEqual(view.command, { command: 'leeward.showEnvironment', arguments: [] });
+});
+
+test('the daemon starting spins; failed is red and opens the logs', () => {
+  assert.equal(statusView(input({ daemon: 'starting' })).text, '$(sync~spin) Leeward');
+  const failed = statusView(input({ daemon: 'failed', daemonReason: 'No leeward executable.' }));
+  assert.equal(failed.background, 'error');
+  assert.equal(failed.command.command, 'leeward.showLogs');
+  assert.match(failed.tooltip, /No leeward executable/);
+});
+
+test('the remote authority names the alias, plain or in Remote-SSH hex JSON form', () => {
+  assert.equal(aliasFromAuthority('ssh-remote+box'), 'box');
+  const hex = Buffer.from(JSON.stringify({ hostName: 'box.north.leeward.test' })).toString('hex');
+  assert.equal(aliasFromAuthority(`ssh-remote+${hex}`), 'box.north.leeward.test');
+  assert.equal(aliasFromAuthority('wsl+Ubuntu'), undefined);
+  assert.equal(windowAlias('ssh-remote', ['ssh-remote+box']), 'box');
+  assert.equal(windowAlias(undefined, ['ssh-remote+box']), undefined);
+});
+
+test("the environment shown: this window's, else the last used, else the first running", () => {
+  const a = environment({ name: 'alpha', state: 'provisioning' });
+  const b = environment({ name: 'bravo' });
+  const c = environment({ name: 'charlie' });
+  const all = [a, b, c];
+  assert.equal(shownEnvironment(all, 'charlie', 'alpha')?.name, 'charlie');
+  assert.equal(shownEnvironment(all, 'charlie.north.leeward.test', undefined)?.name, 'charlie');
+  assert.equal(shownEnvironment(all, 'elsewhere', 'alpha')?.name, 'alpha');
+  assert.equal(shownEnvironment(all, undefined, 'gone')?.name, 'bravo');
+  assert.equal(shownEnvironment([], undefined, undefined), undefined);
+});
