@@ -204,6 +204,10 @@ class DaemonStatus(Resource):
     fleet: FleetLinkState
     reason: str = ""
     last_event_id: int | None = Field(default=None, description="The last fleet event seen.")
+    events_received: int = Field(default=0, description="Fleet events applied since start.")
+    resyncs: int = Field(
+        default=0, description="Times the list was fetched whole because the stream said reset."
+    )
     log_file: str | None = None
 
 

@@ -616,6 +616,23 @@ def agent(ctx: typer.Context) -> None:
     raise typer.Exit(agent_main(list(ctx.args)))
 
 
+@app.command()
+def daemon(
+    stdio: Annotated[
+        bool, typer.Option("--stdio", help="Speak JSON-RPC on stdin and stdout (the only mode).")
+    ] = False,
+) -> None:
+    """Run the daemon that the VS Code extension talks to (JSON-RPC over stdio)."""
+    if not stdio:
+        raise CliError(
+            "The daemon speaks JSON-RPC over stdin and stdout: run `leeward daemon --stdio` "
+            "(the VS Code extension starts it so)."
+        )
+    from leeward.daemon.server import serve_stdio
+
+    serve_stdio()
+
+
 # -- entry point ----------------------------------------------------------------------------------
 
 

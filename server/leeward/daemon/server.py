@@ -1,0 +1,326 @@
+"""`leeward daemon --stdio`: the JSON-RPC side (pygls 2.x). Handlers validate params into the
+`leeward_protocol` model of their method at once, call the Daemon, and answer camelCase JSON.
+
+Malformed params get a JSON-RPC "invalid params" error naming the field; a failure inside gets
+the Daemon's one-sentence message; neither stops the daemon. Stdout carries JSON-RPC only: the
+real stdin and stdout are moved to private descriptors at start, and descriptors 0 and 1 point
+at /dev/null and stderr, so nothing (a stray print, a child process) can write into the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar
+
+from lsprotocol import types
+from pydantic import BaseModel, ValidationError
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import (
+    JsonRPCNotification,
+    JsonRPCRequestMessage,
+    _params_field_structure_hook,
+    default_converter,
+)
+
+from leeward import __version__
+from leeward.clock import SystemClock
+from leeward.daemon.service import Daemon, DaemonError
+from leeward.paths import Paths
+from leeward_protocol.base import Request, Resource
+from leeward_protocol.daemon import (
+    METHODS,
+    CreateParams,
+    CreateStage,
+    DaemonSettings,
+    EnvironmentRef,
+    ExtendParams,
+    HealthQuery,
+    SignInParams,
+)
+
+log = logging.getLogger("leeward.daemon")
+
+FLEET_ERROR = -32001
+"""JSON-RPC error code of a request the fleet refused or could not answer; `data` has the
+fleet's status, code and field."""
+
+NOT_READY = -32002
+"""A request before `initialize`."""
+
+
+def _converter() -> Any:
+    """pygls's converter, except that `leeward/...` params stay plain dicts: pydantic validates
+    them (pygls would make nested namedtuples, which lose the structure pydantic needs)."""
+    converter = default_converter()  # type: ignore[no-untyped-call]
+
+    def structure(obj: dict[str, Any], cls: type) -> Any:
+        if str(obj.get("method", "")).startswith("leeward/"):
+            return cls(**obj)
+        return _params_field_structure_hook(obj, cls)  # type: ignore[no-untyped-call]
+
+    converter.register_structure_hook(JsonRPCRequestMessage, structure)
+    converter.register_structure_hook(JsonRPCNotification, structure)
+    return converter
+
+
+class LeewardServer(LanguageServer):
+    def __init__(self) -> None:
+        super().__init__("leeward", __version__, converter_factory=_converter)
+        self.daemon: Daemon | None = None
+        self.paths = Paths.default()
+
+    def send(self, method: str, payload: Resource) -> None:
+        self.protocol.notify(method, payload.model_dump(mode="json", by_alias=True))
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        # Request errors already go back in the response; say the rest in the log, not in a
+        # popup (pygls's default), which would nag the user about what they cannot fix.
+        log.error("%s", error)
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """One sentence naming the field at fault, in the wire's camelCase."""
+    first = exc.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"] if part not in ("devserver", "container"))
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f"{loc}: unknown field; remove it."
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return f"{loc or 'kind'}: kind must be 'devserver' or 'container'."
+    if first["type"] == "missing":
+        return f"{loc}: required."
+    if first["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        return f"{loc or 'params'}: must be an object."
+    return f"{loc}: {message}." if loc else f"{message}."
+
+
+def parse(model: type[Request], params: Any) -> Any:
+    if params is None:
+        params = {}
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        raise JsonRpcInvalidParams(describe_validation(exc)) from None
+
+
+Handler = Callable[[LeewardServer, Daemon, Any], Awaitable[BaseModel]]
+
+
+def _daemon(ls: LeewardServer) -> Daemon:
+    if ls.daemon is None:
+        raise JsonRpcException("The daemon is not initialized yet.", code=NOT_READY)
+    return ls.daemon
+
+
+def handles(server: LeewardServer, method: str, work: Handler) -> None:
+    params_model, _ = METHODS[method]
+
+    async def handle(ls: LeewardServer, params: Any) -> Any:
+        request = parse(params_model, params)
+        try:
+            result = await work(ls, _daemon(ls), request)
+        except DaemonError as exc:
+            raise JsonRpcException(exc.message, code=FLEET_ERROR, data=exc.data) from None
+        return result.model_dump(mode="json", by_alias=True)
+
+    server.feature(method)(handle)
+
+
+def _supports_progress(ls: LeewardServer) -> bool:
+    window = ls.client_capabilities.window
+    return bool(window and window.work_done_progress)
+
+
+async def _create(ls: LeewardServer, daemon: Daemon, params: CreateParams) -> BaseModel:
+    token = params.work_done_token
+    if token is None and _supports_progress(ls):
+        token = f"leeward-create-{uuid.uuid4()}"
+        try:
+            await ls.work_done_progress.create_async(token)
+        except Exception as exc:  # the client refused: go on without progress
+            log.debug("the client refused a progress token: %s", exc)
+            token = None
+    kind = params.request.kind
+    if token is not None:
+        ls.work_done_progress.begin(
+            token,
+            types.WorkDoneProgressBegin(
+                title=f"Creating a {kind}", message="placing", percentage=0, cancellable=False
+            ),
+        )
+    steps = list(CreateStage)
+
+    async def progress(stage: CreateStage, message: str) -> None:
+        log.info("create: %s", message)
+        if token is not None:
+            percentage = int(100 * steps.index(stage) / (len(steps) - 1))
+            ls.work_done_progress.report(
+                token, types.WorkDoneProgressReport(message=message, percentage=percentage)
+            )
+
+    try:
+        env = await daemon.create(params, progress)
+    except DaemonError as exc:
+        if token is not None:
+            ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=exc.message))
+        raise
+    if token is not None:
+        ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=f"{env.name} is ready"))
+    return env
+
+
+def build_server() -> LeewardServer:
+    server = LeewardServer()
+
+    @server.feature(types.INITIALIZE)
+    async def initialize(ls: LeewardServer, params: types.InitializeParams) -> None:
+        options = params.initialization_options or {}
+        try:
+            settings = DaemonSettings.model_validate(options)
+        except ValidationError as exc:
+            raise JsonRpcInvalidParams(
+                f"initializationOptions: {describe_validation(exc)}"
+            ) from None
+        log_file = configure_logging(ls, settings, ls.paths)
+        ls.daemon = Daemon(settings, paths=ls.paths, clock=SystemClock(), notify=ls.send)
+        ls.daemon.log_file = str(log_file) if log_file else None
+        await ls.daemon.start()
+        log.info("daemon %s ready (pid %d, log %s)", __version__, os.getpid(), log_file)
+
+    @server.feature(types.SHUTDOWN)
+    async def shutdown(ls: LeewardServer, *_: Any) -> None:
+        if ls.daemon is not None:
+            await ls.daemon.close()
+
+    async def status(ls: LeewardServer, d: Daemon, _: Any) -> BaseModel:
+        return d.status()
+
+    async def sign_in(ls: LeewardServer, d: Daemon, p: SignInParams) -> BaseModel:
+        return await d.sign_in(p)
+
+    async def catalog(ls: LeewardServer, d: Daemon, _: Any) -> BaseModel:
+        return await d.catalog()
+
+    async def listing(ls: LeewardServer, d: Daemon, _: Any) -> BaseModel:
+        return await d.list_environments()
+
+    async def delete(ls: LeewardServer, d: Daemon, p: EnvironmentRef) -> BaseModel:
+        return await d.delete(p.environment)
+
+    async def extend(ls: LeewardServer, d: Daemon, p: ExtendParams) -> BaseModel:
+        return await d.extend(p.environment, p.hours)
+
+    async def connect(ls: LeewardServer, d: Daemon, p: EnvironmentRef) -> BaseModel:
+        return await d.connect(p.environment)
+
+    async def health(ls: LeewardServer, d: Daemon, p: HealthQuery) -> BaseModel:
+        return await d.health(p)
+
+    table: dict[str, Handler] = {
+        "leeward/status/get": status,
+        "leeward/account/signIn": sign_in,
+        "leeward/catalog/get": catalog,
+        "leeward/environments/list": listing,
+        "leeward/environments/create": _create,
+        "leeward/environments/delete": delete,
+        "leeward/environments/extend": extend,
+        "leeward/environments/connect": connect,
+        "leeward/health/list": health,
+    }
+    for method, work in table.items():
+        handles(server, method, work)
+    missing = set(METHODS) - set(server.protocol.fm.features)
+    assert not missing, f"methods without a handler: {missing}"
+    return server
+
+
+# ---------------------------------------------------------------------------------- logging
+
+
+class ClientLogHandler(logging.Handler):
+    """Log records to the client as `window/logMessage` (VS Code's output channel)."""
+
+    LEVELS: ClassVar[dict[int, types.MessageType]] = {
+        logging.ERROR: types.MessageType.Error,
+        logging.WARNING: types.MessageType.Warning,
+        logging.INFO: types.MessageType.Info,
+        logging.DEBUG: types.MessageType.Log,
+    }
+
+    def __init__(self, server: LeewardServer) -> None:
+        super().__init__()
+        self.server = server
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            kind = self.LEVELS.get(record.levelno, types.MessageType.Log)
+            if record.levelno >= logging.ERROR:
+                kind = types.MessageType.Error
+            self.server.window_log_message(
+                types.LogMessageParams(type=kind, message=self.format(record))
+            )
+        except Exception:
+            self.handleError(record)
+
+
+def configure_logging(server: LeewardServer, settings: DaemonSettings, paths: Paths) -> Path | None:
+    level = getattr(logging, settings.log_level.upper())
+    ours = logging.getLogger("leeward")
+    ours.setLevel(level)
+    ours.propagate = True
+    for handler in list(ours.handlers):
+        ours.removeHandler(handler)
+    to_client = ClientLogHandler(server)
+    to_client.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    ours.addHandler(to_client)
+    log_file = Path(settings.log_file) if settings.log_file else paths.state_dir / "daemon.log"
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        to_file = logging.handlers.RotatingFileHandler(
+            log_file, maxBytes=5 * 1024 * 1024, backupCount=2
+        )
+    except OSError as exc:
+        log.warning("cannot write the log file %s (%s); logging to the client only", log_file, exc)
+        return None
+    to_file.setFormatter(
+        logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.handlers.RotatingFileHandler):
+            root.removeHandler(handler)
+    root.addHandler(to_file)
+    root.setLevel(min(level, logging.WARNING))
+    # pygls logs every message it sends and receives at INFO and DEBUG: far too much.
+    logging.getLogger("pygls").setLevel(logging.WARNING)
+    return log_file
+
+
+def _private_stdio() -> tuple[BinaryIO, BinaryIO]:
+    """The JSON-RPC streams on private descriptors; 0 and 1 no longer reach the client."""
+    rpc_in = os.fdopen(os.dup(0), "rb")
+    rpc_out = os.fdopen(os.dup(1), "wb")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return rpc_in, rpc_out
+
+
+def serve_stdio() -> None:
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="leeward daemon %(levelname)s %(name)s: %(message)s",
+    )
+    rpc_in, rpc_out = _private_stdio()
+    server = build_server()
+    server.start_io(rpc_in, rpc_out)
