@@ -28,8 +28,8 @@ Probe = Callable[[str, int, float], Awaitable[float]]
 """(address, port, timeout) -> round trip in ms; raises OSError or TimeoutError."""
 
 
-SMOOTHING = 0.3
-"""Weight of a new probe in the smoothed round trip."""
+SMOOTHING = 0.125
+"""Weight of a new probe in the smoothed round trip (TCP's SRTT uses 1/8 too)."""
 
 
 class ProbeFailed(OSError):

@@ -1,0 +1,143 @@
+"""Health records on an injected clock, with the probe (the network boundary) scripted: the
+state machine, the reasons, and which changes are worth a notification."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+from leeward.clock import ManualClock
+from leeward.daemon.health import HealthMonitor, probe_ssh, probe_tcp
+from leeward.daemon.retry import Backoff
+from leeward_protocol.daemon import HealthRecord, HealthState
+from leeward_protocol.fleet import Environment, EnvironmentState, Hardware
+
+
+def environment(state: EnvironmentState = EnvironmentState.RUNNING) -> Environment:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    return Environment(
+        id="e-1",
+        name="box",
+        fqdn="box.north.leeward.test",
+        kind="devserver",
+        flavor="tiny",
+        hardware=Hardware(cpus=1, memory_gib=2),
+        region="north",
+        host="north-h1",
+        address="127.101.0.1",
+        ssh_port=2222,
+        state=state,
+        lifespan="temporary",
+        created_at=now,
+        updated_at=now,
+    )
+
+
+class Script:
+    """The probe's answers, in order: a float is a round trip in ms, an exception a failure."""
+
+    def __init__(self) -> None:
+        self.answers: list[float | BaseException] = []
+
+    async def __call__(self, address: str, port: int, seconds: float) -> float:
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+def monitor(clock: ManualClock) -> tuple[HealthMonitor, Script, list[HealthRecord]]:
+    sent: list[HealthRecord] = []
+    script = Script()
+    health = HealthMonitor(clock=clock, interval=5.0, notify=sent.append, probe=script)
+    return health, script, sent
+
+
+async def test_a_life_connecting_healthy_reconnecting_unreachable_healthy():
+    clock = ManualClock()
+    health, script, sent = monitor(clock)
+    health.update([environment(EnvironmentState.PROVISIONING)])
+    assert sent[-1].state is HealthState.CONNECTING and "north-h1" in sent[-1].reason
+
+    health.update([environment()])
+    script.answers = [12.0, 13.0, ConnectionRefusedError(), TimeoutError(), OSError("boom")]
+    record = await health.check("e-1")
+    assert record is not None and record.state is HealthState.HEALTHY and record.rtt_ms == 12.0
+    count = len(sent)
+    await health.check("e-1")
+    assert len(sent) == count, "a round trip 1 ms longer is not news"
+
+    clock.advance(timedelta(seconds=5))
+    record = await health.check("e-1")
+    assert record is not None and record.state is HealthState.RECONNECTING
+    assert "connection refused" in record.reason and record.since == clock.now()
+    await health.check("e-1")
+    record = await health.check("e-1")
+    assert record is not None and record.state is HealthState.UNREACHABLE
+    assert "3 tries" in record.reason and "127.101.0.1:2222" in record.reason
+
+    script.answers = [15.0]
+    record = await health.check("e-1")
+    assert record is not None and record.state is HealthState.HEALTHY and record.reason == ""
+    assert [r.state for r in sent].count(HealthState.UNREACHABLE) == 1
+
+
+async def test_slow_or_without_fleet_is_degraded_and_the_round_trip_is_smoothed():
+    clock = ManualClock()
+    health, script, sent = monitor(clock)
+    health.update([environment()])
+    script.answers = [10.0, 900.0, 900.0, 900.0, 900.0, 10.0]
+    await health.check("e-1")
+    record = await health.check("e-1")
+    assert record is not None and record.state is HealthState.HEALTHY, "one slow probe is noise"
+    for _ in range(3):
+        record = await health.check("e-1")
+    assert record is not None and record.state is HealthState.DEGRADED
+    assert record.reason.startswith("Slow:")
+
+    health.set_fleet(False, "Cannot reach the fleet at http://x.")
+    assert sent[-1].state is HealthState.DEGRADED and sent[-1].fleet_reachable is False
+    assert "Cannot reach the fleet" in sent[-1].reason
+    health.set_fleet(True, "")
+    assert sent[-1].fleet_reachable is True
+
+
+async def test_deleted_environments_are_forgotten_with_a_last_word():
+    clock = ManualClock()
+    health, _, sent = monitor(clock)
+    health.update([environment()])
+    health.update([environment(EnvironmentState.DELETING)])
+    assert sent[-1].state is HealthState.UNREACHABLE and "deleting" in sent[-1].reason
+    health.update([])
+    assert sent[-1].environment_state is EnvironmentState.DELETED
+    assert health.records == {}
+
+
+async def test_backoff_grows_with_jitter_within_bounds():
+    backoff = Backoff(base=0.25, cap=4.0, rng=random.Random(7))
+    delays = [backoff.next() for _ in range(8)]
+    ceilings = [min(4.0, 0.25 * 2**n) for n in range(8)]
+    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+    assert len(set(delays)) == len(delays), "jittered"
+    backoff.reset()
+    assert backoff.next() <= 0.25
+
+
+async def test_probes_against_real_sockets(unused_tcp_port):
+    import asyncio
+
+    async def ssh_like(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"SSH-2.0-test\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(ssh_like, "127.0.0.1", unused_tcp_port)
+    async with server:
+        assert await probe_ssh("127.0.0.1", unused_tcp_port, 2.0) >= 0
+        assert await probe_tcp("127.0.0.1", unused_tcp_port, 2.0) >= 0
+    try:
+        await probe_ssh("127.0.0.1", unused_tcp_port, 2.0)
+    except ConnectionRefusedError:
+        pass
+    else:
+        raise AssertionError("a closed port must fail the probe")
