@@ -5,6 +5,7 @@ import { registerCommands } from './commands';
 import type { CommandContext } from './commands/context';
 import { Daemon } from './common/daemon';
 import { findDaemon } from './common/daemonPath';
+import { languageClientFactory } from './common/languageClient';
 import { EnvironmentStore } from './common/environments';
 import { errorMessage } from './common/format';
 import { shownEnvironment, windowAlias } from './common/remote';
@@ -30,17 +31,21 @@ export function activate(context: vscode.ExtensionContext): void {
       (vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.authority),
     );
 
-  daemon = new Daemon(log, async () => ({
-    command: await findDaemon({
-      setting: userValue<string>(config(), 'daemonPath'),
-      workspaceFolders: folders(),
-      trusted: vscode.workspace.isTrusted,
-      pathEnv: process.env.PATH,
-      platform: process.platform,
+  daemon = new Daemon(
+    log,
+    async () => ({
+      command: await findDaemon({
+        setting: userValue<string>(config(), 'daemonPath'),
+        workspaceFolders: folders(),
+        trusted: vscode.workspace.isTrusted,
+        pathEnv: process.env.PATH,
+        platform: process.platform,
+      }),
+      settings: daemonSettings(config()),
+      cwd: folders()[0],
     }),
-    settings: daemonSettings(config()),
-    cwd: folders()[0],
-  }));
+    languageClientFactory(log),
+  );
   const running = daemon;
 
   const ctx: CommandContext = {

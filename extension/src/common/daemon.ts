@@ -1,17 +1,9 @@
-/** Runs `leeward daemon --stdio` as a language server (vscode-languageclient) and restarts it
- * when asked: one restart in flight, at most one queued. */
+/** Runs `leeward daemon --stdio` and restarts it when asked: one restart in flight, at most one
+ * queued. The JSON-RPC client itself comes from a factory (vscode-languageclient in the
+ * extension, see languageClient.ts; a fake in tests). */
 import { randomUUID } from 'node:crypto';
 
-import type * as vscode from 'vscode';
-import type { RequestParam, RequestType } from 'vscode-jsonrpc';
-import {
-  LanguageClient,
-  RevealOutputChannelOn,
-  State,
-  WorkDoneProgress,
-  type LanguageClientOptions,
-  type ServerOptions,
-} from 'vscode-languageclient/node';
+import type { NotificationType, RequestType } from 'vscode-jsonrpc';
 
 import {
   EnvironmentsCreateRequest,
@@ -30,7 +22,7 @@ import type {
 } from '../protocol/generated';
 import type { DaemonApi } from './daemonApi';
 import type { DaemonCommand } from './daemonPath';
-import { Emitter } from './events';
+import { Emitter, type Disposable } from './events';
 import { errorMessage } from './format';
 import { RestartQueue } from './restart';
 import type { DaemonState } from './status';
@@ -41,13 +33,40 @@ export interface DaemonLaunch {
   cwd: string | undefined;
 }
 
+/** What the daemon needs of a JSON-RPC client over the daemon's stdio. */
+export interface DaemonClient {
+  start(): Promise<void>;
+  stop(timeoutMs: number): Promise<void>;
+  readonly isStopped: boolean;
+  sendRequest<P, R>(type: RequestType<P, R, void>, params: P): Promise<R>;
+  onNotification<P>(type: NotificationType<P>, handler: (params: P) => void): Disposable;
+  /** LSP `$/progress` on `token`: begin, reports and end, each with an optional message. */
+  onWorkDoneProgress(token: string, handler: (message: string | undefined) => void): Disposable;
+  /** The client's own view: it restarts a daemon that crashed, a few times. */
+  onDidChangeState(listener: (state: 'starting' | 'running' | 'stopped') => void): Disposable;
+}
+
+export interface DaemonProcessOptions {
+  command: string;
+  args: string[];
+  cwd: string | undefined;
+  settings: DaemonSettings;
+}
+
+export type DaemonClientFactory = (options: DaemonProcessOptions) => DaemonClient;
+
+export interface DaemonLog {
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+}
+
 const STOP_TIMEOUT_MS = 2000;
 
-export class Daemon implements DaemonApi, vscode.Disposable {
-  private client: LanguageClient | undefined;
+export class Daemon implements DaemonApi, Disposable {
+  private client: DaemonClient | undefined;
   private current: DaemonState = 'stopped';
   private why = '';
-  private stopping = false;
   private readonly restarts = new RestartQueue(() => this.cycle());
 
   private readonly stateChanged = new Emitter<DaemonState>();
@@ -63,8 +82,9 @@ export class Daemon implements DaemonApi, vscode.Disposable {
   readonly onStatus = this.status.event;
 
   constructor(
-    private readonly log: vscode.LogOutputChannel,
+    private readonly log: DaemonLog,
     private readonly launch: () => Promise<DaemonLaunch>,
+    private readonly createClient: DaemonClientFactory,
   ) {}
 
   get state(): DaemonState {
@@ -82,9 +102,7 @@ export class Daemon implements DaemonApi, vscode.Disposable {
 
   async request<P, R>(type: RequestType<P, R, void>, params: P): Promise<R> {
     const client = await this.ready();
-    // RequestParam<P> is P for every params model (none is null); TypeScript cannot see that
-    // for an unresolved P.
-    return client.sendRequest(type, params as RequestParam<P>);
+    return client.sendRequest(type, params);
   }
 
   async create(
@@ -93,8 +111,8 @@ export class Daemon implements DaemonApi, vscode.Disposable {
   ): Promise<Environment> {
     const client = await this.ready();
     const token = `leeward-create-${randomUUID()}`;
-    const progress = client.onProgress(WorkDoneProgress.type, token, (value) => {
-      if (value.message) onProgress(value.message);
+    const progress = client.onWorkDoneProgress(token, (message) => {
+      if (message) onProgress(message);
     });
     try {
       return await client.sendRequest(EnvironmentsCreateRequest, {
@@ -119,7 +137,7 @@ export class Daemon implements DaemonApi, vscode.Disposable {
     }
   }
 
-  private async ready(): Promise<LanguageClient> {
+  private async ready(): Promise<DaemonClient> {
     await this.restarts.idle();
     if (this.client !== undefined && this.current === 'running') return this.client;
     const why = this.why ? ` (${this.why.replace(/\.$/, '')})` : '';
@@ -146,35 +164,25 @@ export class Daemon implements DaemonApi, vscode.Disposable {
     this.log.info(
       `Starting the daemon: ${command} daemon --stdio (found in ${source}; settings ${JSON.stringify(launch.settings)})`,
     );
-    const server: ServerOptions = {
+    const client = this.createClient({
       command,
       args: ['daemon', '--stdio'],
-      options: launch.cwd !== undefined ? { cwd: launch.cwd } : {},
-    };
-    const options: LanguageClientOptions = {
-      documentSelector: [],
-      outputChannel: this.log,
-      revealOutputChannelOn: RevealOutputChannelOn.Never,
-      initializationOptions: launch.settings,
-      initializationFailedHandler: (error) => {
-        this.log.error(`The daemon refused to initialise: ${errorMessage(error)}`);
-        return false;
-      },
-    };
-    const client = new LanguageClient('leeward', 'Leeward daemon', server, options);
+      cwd: launch.cwd,
+      settings: launch.settings,
+    });
     client.onNotification(EnvironmentsNotification, (result) => this.environments.fire(result));
     client.onNotification(HealthNotification, (record) => this.health.fire(record));
     client.onNotification(StatusNotification, (status) => this.status.fire(status));
-    client.onDidChangeState(({ newState }) => {
-      if (this.client !== client || this.stopping) return;
-      if (newState === State.Running) this.setState('running');
-      else if (newState === State.Starting) this.setState('starting');
+    client.onDidChangeState((state) => {
+      if (this.client !== client) return; // one being replaced or stopped on purpose
+      if (state === 'running') this.setState('running');
+      else if (state === 'starting') this.setState('starting');
       else this.fail('The daemon stopped; its last words are in the Leeward log.');
     });
     this.client = client;
     try {
       await client.start();
-      this.setState('running');
+      if (this.client === client) this.setState('running');
     } catch (error) {
       this.fail(errorMessage(error));
     }
@@ -190,18 +198,16 @@ export class Daemon implements DaemonApi, vscode.Disposable {
     const client = this.client;
     if (client === undefined) return;
     this.client = undefined;
-    this.stopping = true;
     try {
-      if (client.state !== State.Stopped) await client.stop(STOP_TIMEOUT_MS);
+      if (!client.isStopped) await client.stop(STOP_TIMEOUT_MS);
     } catch (error) {
       this.log.warn(`Stopping the daemon: ${errorMessage(error)}`);
-    } finally {
-      this.stopping = false;
     }
   }
 
   private setState(state: DaemonState): void {
-    if (state !== 'failed') this.why = state === 'running' ? '' : this.why;
+    if (state === 'running') this.why = '';
+    if (state === this.current) return;
     this.current = state;
     this.stateChanged.fire(state);
   }
