@@ -16,6 +16,9 @@ class Resource(BaseModel):
         frozen=False,
         # Every field is on the wire (None included), so generated types mark them all required.
         json_schema_serialization_defaults_required=True,
+        # Validators are built on first use, not at import: a process that starts often (the
+        # daemon, the proxy) pays only for the models it uses.
+        defer_build=True,
     )
 
     def wire(self) -> dict[str, object]:
@@ -31,6 +34,7 @@ class Request(BaseModel):
         populate_by_name=True,
         extra="forbid",
         str_strip_whitespace=True,
+        defer_build=True,
     )
 
     def wire(self) -> dict[str, object]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -40,6 +41,8 @@ class DaemonClient:
         self.sandbox = sandbox
         self.client = LanguageClient("leeward-tests", "1", converter_factory=_raw_converter)
         self.health: list[dict[str, Any]] = []
+        self.health_arrived: list[float] = []
+        """When each health notification arrived (wall clock), for benchmarks."""
         self.environments: list[dict[str, Any]] = []
         self.statuses: list[dict[str, Any]] = []
         self.progress: dict[str, list[dict[str, Any]]] = {}
@@ -50,6 +53,7 @@ class DaemonClient:
         @client.feature("leeward/health")
         def on_health(params: Any) -> None:
             self.health.append(params)
+            self.health_arrived.append(time.time())
             self._poke()
 
         @client.feature("leeward/environments")

@@ -9,6 +9,8 @@ at /dev/null and stderr, so nothing (a stray print, a child process) can write i
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -16,7 +18,7 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
 from lsprotocol import types
 from pydantic import BaseModel, ValidationError
@@ -30,8 +32,7 @@ from pygls.protocol import (
 )
 
 from leeward import __version__
-from leeward.clock import SystemClock
-from leeward.daemon.service import Daemon, DaemonError
+from leeward.daemon.errors import DaemonError
 from leeward.paths import Paths
 from leeward_protocol.base import Request, Resource
 from leeward_protocol.daemon import (
@@ -44,6 +45,9 @@ from leeward_protocol.daemon import (
     HealthQuery,
     SignInParams,
 )
+
+if TYPE_CHECKING:
+    from leeward.daemon.service import Daemon
 
 log = logging.getLogger("leeward.daemon")
 
@@ -73,7 +77,8 @@ def _converter() -> Any:
 class LeewardServer(LanguageServer):
     def __init__(self) -> None:
         super().__init__("leeward", __version__, converter_factory=_converter)
-        self.daemon: Daemon | None = None
+        self.boot: asyncio.Task[Daemon] | None = None
+        """Starts the Daemon after `initialize` has answered (its imports take a while)."""
         self.paths = Paths.default()
 
     def send(self, method: str, payload: Resource) -> None:
@@ -110,13 +115,13 @@ def parse(model: type[Request], params: Any) -> Any:
         raise JsonRpcInvalidParams(describe_validation(exc)) from None
 
 
-Handler = Callable[[LeewardServer, Daemon, Any], Awaitable[BaseModel]]
+Handler = Callable[[LeewardServer, "Daemon", Any], Awaitable[BaseModel]]
 
 
-def _daemon(ls: LeewardServer) -> Daemon:
-    if ls.daemon is None:
+async def _daemon(ls: LeewardServer) -> Daemon:
+    if ls.boot is None:
         raise JsonRpcException("The daemon is not initialized yet.", code=NOT_READY)
-    return ls.daemon
+    return await asyncio.shield(ls.boot)
 
 
 def handles(server: LeewardServer, method: str, work: Handler) -> None:
@@ -125,7 +130,7 @@ def handles(server: LeewardServer, method: str, work: Handler) -> None:
     async def handle(ls: LeewardServer, params: Any) -> Any:
         request = parse(params_model, params)
         try:
-            result = await work(ls, _daemon(ls), request)
+            result = await work(ls, await _daemon(ls), request)
         except DaemonError as exc:
             raise JsonRpcException(exc.message, code=FLEET_ERROR, data=exc.data) from None
         return result.model_dump(mode="json", by_alias=True)
@@ -176,6 +181,21 @@ async def _create(ls: LeewardServer, daemon: Daemon, params: CreateParams) -> Ba
     return env
 
 
+async def _boot(ls: LeewardServer, settings: DaemonSettings, log_file: Path | None) -> Daemon:
+    """Import and start the Daemon once `initialize` has been answered: the client can go on
+    (its first requests wait here) while the fleet client and its libraries load."""
+    for _ in range(3):
+        await asyncio.sleep(0)  # let pygls write the initialize result first
+    from leeward.clock import SystemClock
+    from leeward.daemon.service import Daemon
+
+    daemon = Daemon(settings, paths=ls.paths, clock=SystemClock(), notify=ls.send)
+    daemon.log_file = str(log_file) if log_file else None
+    await daemon.start()
+    log.info("daemon %s ready (pid %d, log %s)", __version__, os.getpid(), log_file)
+    return daemon
+
+
 def build_server() -> LeewardServer:
     server = LeewardServer()
 
@@ -189,15 +209,13 @@ def build_server() -> LeewardServer:
                 f"initializationOptions: {describe_validation(exc)}"
             ) from None
         log_file = configure_logging(ls, settings, ls.paths)
-        ls.daemon = Daemon(settings, paths=ls.paths, clock=SystemClock(), notify=ls.send)
-        ls.daemon.log_file = str(log_file) if log_file else None
-        await ls.daemon.start()
-        log.info("daemon %s ready (pid %d, log %s)", __version__, os.getpid(), log_file)
+        ls.boot = asyncio.get_running_loop().create_task(_boot(ls, settings, log_file))
 
     @server.feature(types.SHUTDOWN)
     async def shutdown(ls: LeewardServer, *_: Any) -> None:
-        if ls.daemon is not None:
-            await ls.daemon.close()
+        if ls.boot is not None:
+            with contextlib.suppress(Exception):
+                await (await asyncio.shield(ls.boot)).close()
 
     async def status(ls: LeewardServer, d: Daemon, _: Any) -> BaseModel:
         return d.status()

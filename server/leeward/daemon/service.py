@@ -19,6 +19,7 @@ from typing import TypeVar
 from leeward.access import AccessError, refresh_ssh, sign_in
 from leeward.client import FleetClient, FleetError
 from leeward.clock import Clock
+from leeward.daemon.errors import DaemonError
 from leeward.daemon.health import HealthMonitor, probe_tcp
 from leeward.daemon.link import FleetLink
 from leeward.paths import Paths
@@ -59,15 +60,6 @@ READY_TIMEOUT = 300.0
 """Longest a create waits for its environment to be running."""
 
 SSH_PROBE_TIMEOUT = 20.0
-
-
-class DaemonError(Exception):
-    """A request failed; `str(error)` says what to do. `data` goes to the client as is."""
-
-    def __init__(self, message: str, *, data: dict[str, object] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.data = data or {}
 
 
 def _from_fleet(exc: FleetError) -> DaemonError:

@@ -283,6 +283,9 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     events = request.app[FLEET].events
     owner = None if everyone else who.user
     streams = request.app[STREAMS].open
+    if request.transport is None:
+        # The client left before its stream began (aiohttp-sse asserts on a closed transport).
+        return web.Response(status=204)
     async with sse_response(request, ping_interval=15) as stream:
         streams.add(stream)
         try:
