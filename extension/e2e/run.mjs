@@ -137,10 +137,12 @@ async function main() {
     await wb.runCommand(config.commands.connect);
     const terminalName = fill(config.terminalName, name);
     // Connect may ask which environment (a quick pick with NAME) or go straight on.
+    let picked = false;
     await wb.until(`the terminal '${terminalName}' (or a quick pick offering ${name})`, async () => {
-      if (await wb.quickInputVisible()) {
+      if (!picked && (await wb.quickInputVisible())) {
         const rows = await wb.quickInputRows();
         if (rows.some((r) => r.label === name)) {
+          picked = true;
           await wb.pick("environment to connect to", [name]);
           return false;
         }
@@ -168,11 +170,13 @@ async function main() {
     await wb.runCommand("Terminal: Focus on Terminal View");
     await wb.until("the terminal to have the keyboard focus", () =>
       wb.page.evaluate(() => document.activeElement?.classList.contains("xterm-helper-textarea") ?? false), 10_000);
-    await wb.page.keyboard.type("echo e2e-$((6*7))");
+    await wb.page.keyboard.type('echo "e2e-$((6*7)) home=$HOME"');
     await wb.page.keyboard.press("Enter");
     result.terminalText = await wb.until("'e2e-42' printed in the terminal", async () => {
       const text = await terminalText();
-      return /^e2e-42\s*$/m.test(text) && text;
+      const printed = /^e2e-42 home=(.*?)\s*$/m.exec(text);
+      if (printed) result.terminalHome = printed[1];
+      return printed && text;
     }, config.terminalSeconds * 1000);
     log(`   terminal: ${JSON.stringify(result.terminalText.trim().split("\n").slice(-4).join("\n"))}`);
   });
@@ -182,14 +186,14 @@ async function main() {
     await wb.runCommand("Output: Show Output Channels...");
     await wb.pick("output channel", [config.outputChannel]);
     const shown = Date.now();
-    result.outputLine = await wb.until(`'${uri}' in the Output panel`, async () => {
-      const text = await wb.outputText();
-      const line = text.split("\n").find((l) => l.includes(uri));
+    const pattern = new RegExp(`${escape(uri)}[^\\s;,'"]*`);
+    result.outputUri = await wb.until(`'${uri}' in the Output panel`, async () => {
+      const found = pattern.exec(await wb.outputText());
       // A long log may have scrolled it away: after a moment, show only the matching lines.
-      if (!line && Date.now() - shown > 3_000) await filterOutput(uri);
-      return line;
+      if (!found && Date.now() - shown > 3_000) await filterOutput(uri);
+      return found?.[0];
     }, 20_000);
-    log(`   output: ${result.outputLine}`);
+    log(`   output: ${result.outputUri}`);
     await wb.screenshot("connected");
   });
 
@@ -206,10 +210,9 @@ async function main() {
     result.treeRowUnreachable = rows.find((r) => r.label === name);
   });
 
-  // The final picture: the tree view and the status bar as they are now, the terminal below.
-  await wb.runCommand("Terminal: Focus on Terminal View");
-  await wb.until("the terminal panel", () => wb.page.locator(".part.panel .xterm-rows").first().isVisible(), 10_000);
+  // The final picture: the tree view, the status bar and the notifications as they are now.
   await wb.until("the quick input closed", async () => !(await wb.quickInputVisible()), 10_000);
+  result.notificationsAtEnd = await wb.notifications();
   result.finalScreenshot = await wb.screenshot("final");
   if (!result.finalScreenshot) throw new Error("could not save the final screenshot");
 }

@@ -136,6 +136,7 @@ export class Workbench {
    */
   async runCommand(title, ms = 30_000) {
     log(`command palette: ${title}`);
+    this.lastPick = null;
     const limit = Date.now() + this.deadline.left(ms);
     for (let attempt = 1; ; attempt += 1) {
       await this.until("no quick input in the way", async () => {
@@ -179,12 +180,17 @@ export class Workbench {
     const found = await this.until(`the '${step}' quick pick with one of ${JSON.stringify(wanted)}`, async () => {
       if (!(await this.quickInputVisible())) return false;
       const rows = await this.quickInputRows();
+      const title = await this.quickInputTitle();
+      // The step before may still be on screen: the next one has another title or other rows.
+      const signature = JSON.stringify([title, rows.map((r) => r.label)]);
+      if (signature === this.lastPick) return false;
       for (const want of wanted) {
         const row = want === null ? rows[0] : rows.find((r) => r.label === want);
-        if (row) return { label: row.label, rows, title: await this.quickInputTitle() };
+        if (row) return { label: row.label, rows, title, signature };
       }
       return false;
     }, ms);
+    this.lastPick = found.signature;
     log(`${step}: '${found.title}' offers ${found.rows.map((r) => `${r.label}${r.description ? ` (${r.description})` : ""}`).join("; ")}; picking ${found.label}`);
     await this.page.keyboard.type(found.label);
     await this.focusRow(`'${found.label}' focused in the '${step}' quick pick`, found.label, 10_000);
@@ -232,10 +238,15 @@ export class Workbench {
     );
   }
 
-  /** The visible lines of the Output panel's editor. */
+  /** The visible text of the Output panel's editor, in screen order, wrapped lines joined
+   * again (the editor wraps long lines into several rows; it loses no character doing so). */
   async outputText() {
     return this.page.$$eval(".part.panel .output-view .view-lines .view-line", (lines) =>
-      lines.map((l) => l.textContent ?? "").join("\n"),
+      lines
+        .map((l) => [Number.parseFloat(l.style.top) || 0, l.textContent ?? ""])
+        .sort((a, b) => a[0] - b[0])
+        .map(([, text]) => text)
+        .join(""),
     );
   }
 }

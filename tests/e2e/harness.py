@@ -144,8 +144,13 @@ class CodeServer:
         return env
 
     def write_settings(self, extra: dict[str, Any]) -> None:
-        settings = {**WORKBENCH_SETTINGS, **extra}
-        (self.user_data_dir / "User" / "settings.json").write_text(json.dumps(settings, indent=2))
+        """User settings, and the same as the remote machine's: the workbench is a remote
+        window of code-server's server, which reads settings of `machine` scope (such as
+        leeward.daemonPath) only from Machine/settings.json."""
+        text = json.dumps({**WORKBENCH_SETTINGS, **extra}, indent=2)
+        for scope in ("User", "Machine"):
+            (self.user_data_dir / scope).mkdir(parents=True, exist_ok=True)
+            (self.user_data_dir / scope / "settings.json").write_text(text)
 
     def install_extension(self, vsix: Path) -> None:
         done = subprocess.run(

@@ -20,6 +20,7 @@ import random
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -210,6 +211,8 @@ def test_harness_with_probe_extension(
     assert result["statusHealthy"] == "beta-small · healthy"
     assert result["statusUnreachable"] == "beta-small · unreachable"
     assert "hello-from-beta-small\n" in result["terminalText"]  # the shell ran it
+    assert result["terminalHome"] == sandbox.env["HOME"]
+    assert result["outputUri"] == "vscode-remote://ssh-remote+beta-small/home"
 
 
 @pytest.mark.skipif(
@@ -251,7 +254,7 @@ def test_leeward_extension(
                     {"step": "kind", "pick": ["Devserver"]},
                     {"step": "flavor", "pick": ["small"]},
                     {"step": "region", "pick": [REGION]},
-                    {"step": "lifespan", "pick": ["8 hours", None]},
+                    {"step": "lifespan", "pick": ["8 hours"]},
                 ],
                 "viewContainer": "workbench.view.extension.leeward",
                 "treeHint": REGION,
@@ -263,7 +266,7 @@ def test_leeward_extension(
                 "connectNotice": "Remote.?SSH",
                 "terminalName": "Leeward: {name}",
                 # the terminal runs ssh itself (shellPath), not a shell that typed it
-                "terminalProcess": r"^ssh (.* )?{name}$",
+                "terminalProcess": r"(^|/)ssh (.* )?{name}$",
                 "terminalSeconds": 30,
                 "outputChannel": "Leeward",
                 "remoteUri": "vscode-remote://ssh-remote+{name}",
@@ -285,8 +288,22 @@ def test_leeward_extension(
         assert ours, f"{name} (from the tree view) is not in `leeward list`: {listing}"
         assert ours[0]["kind"] == "devserver"
         assert ours[0]["region"] == REGION
-        assert name in result["statusHealthy"]
-        assert "unreachable" in result["statusUnreachable"]
+        env_id = ours[0]["id"]
+        # "8 hours" was picked: a temporary devserver that expires 8 hours after its creation
+        assert (ours[0]["lifespan"], ours[0]["expiresAt"] is not None) == ("temporary", True), ours
+        lived = datetime.fromisoformat(ours[0]["expiresAt"]) - datetime.fromisoformat(
+            ours[0]["createdAt"]
+        )
+        assert abs(lived - timedelta(hours=8)) < timedelta(minutes=5), ours
+        assert result["statusHealthy"].startswith(f"{name} · healthy · ")
+        assert result["statusHealthy"].endswith(" ms")
+        assert result["statusUnreachable"].startswith(f"{name} · unreachable")
+        # the terminal's shell ran in the environment: its home is the environment's disk
+        assert result["terminalHome"] == str(environments / env_id / "home")
+        assert (
+            result["outputUri"]
+            == f"vscode-remote://ssh-remote+{name}{environments / env_id / 'home'}"
+        )
     finally:
         server.stop()
         down = sandbox.run("down", timeout=90)
