@@ -248,3 +248,28 @@ async def test_the_daemon_end_to_end(tmp_path: Path) -> None:
         for pid_file in (config.provider.data_dir or tmp_path).glob("*/agent.pid"):
             with contextlib.suppress(Exception):
                 os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+
+
+async def test_signed_out_then_signing_in_from_the_editor(tmp_path: Path, start_fleet) -> None:
+    (tmp_path / "user").mkdir()
+    sandbox = make_sandbox(tmp_path / "user")
+    config = small_config(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'fleet.db'}")
+    async with start_fleet(config) as f, running_daemon(sandbox, {}) as d:
+        status = await d.request("leeward/status/get", {})
+        assert status["fleet"] == "signedOut" and "leeward login" in status["reason"]
+        bad = await d.error_of("leeward/environments/list", {})
+        assert "Not signed in" in bad.message
+        bad = await d.error_of("leeward/account/signIn", {"fleetUrl": f.url, "token": "nope"})
+        assert "did not accept this token" in bad.message
+        assert not sandbox.paths.credentials.exists(), "a refused token is not stored"
+        bad = await d.error_of("leeward/account/signIn", {"fleetUrl": f.url})
+        assert bad.code == -32602 and "token: required" in bad.message
+
+        good = {"fleetUrl": f.url, "token": f.api.token}
+        status = await d.request("leeward/account/signIn", good)
+        assert status["user"] == "alice"
+        assert sandbox.paths.credentials.stat().st_mode & 0o777 == 0o600
+        assert sandbox.paths.certificate.exists(), "signing in certifies the SSH key"
+        await d.poll("leeward/status/get", lambda s: s["fleet"] == "connected")
+        listing = await d.request("leeward/environments/list", {})
+        assert listing == {**listing, "environments": [], "stale": False}
