@@ -299,9 +299,10 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def processes_of(home: Path) -> list[tuple[int, str]]:
-    """Processes running with HOME=`home` in their environment: what a test started there."""
-    marker = f"HOME={home}".encode()
+def processes_of(home: Path, root: Path) -> list[tuple[int, str]]:
+    """Processes a test started: running with HOME=`home`, or with `root` (the test's
+    temporary directory) in their command line (agents run with their environment's home)."""
+    marker, inside = f"HOME={home}".encode(), str(root)
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -311,20 +312,20 @@ def processes_of(home: Path) -> list[tuple[int, str]]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if marker in environ and _alive(int(entry.name)):
+        if (marker in environ or inside in cmdline) and _alive(int(entry.name)):
             found.append((int(entry.name), cmdline.strip()))
     return found
 
 
 @contextlib.contextmanager
-def no_strays(home: Path) -> Iterator[list[tuple[int, str]]]:
-    """On the way out, kill whatever still runs with HOME=`home`, and list it in the yielded
-    list so the test can say so."""
+def no_strays(home: Path, root: Path) -> Iterator[list[tuple[int, str]]]:
+    """On the way out, kill whatever the test left running (see `processes_of`), and list it
+    in the yielded list so the test can say so."""
     strays: list[tuple[int, str]] = []
     try:
         yield strays
     finally:
-        strays.extend(processes_of(home))
+        strays.extend(processes_of(home, root))
         for pid, _ in strays:
             terminate_tree(pid)
 

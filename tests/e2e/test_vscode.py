@@ -149,7 +149,7 @@ def code_server(
     print(f"artifacts: {artifacts}")
     sandbox = make_sandbox(tmp_path)
     server = harness.CodeServer(tools, tmp_path / "code-server", sandbox_env(sandbox))
-    with harness.no_strays(Path(sandbox.env["HOME"])) as strays:
+    with harness.no_strays(Path(sandbox.env["HOME"]), tmp_path) as strays:
         try:
             yield server, sandbox, artifacts
         finally:
