@@ -104,7 +104,21 @@ async function main() {
 
   let name;
   await step("see the environment in the tree view", async () => {
-    // The progress notification ("Creating NAME…") shows while the fleet creates it.
+    // The progress notification ("Creating …") shows while the fleet creates it: recorded when
+    // seen (a fast create may be over before it is looked for), not required.
+    try {
+      await wb.until("a 'Creating' progress notification", async () => {
+        for (const text of await wb.notifications()) {
+          if (/creating/i.test(text) && !(result.progressSeen ?? []).includes(text)) {
+            (result.progressSeen ??= []).push(text);
+            log(`   notification: ${text}`);
+          }
+        }
+        return result.progressSeen;
+      }, 3_000, 50);
+    } catch {
+      log("   no 'Creating' notification seen (the create may have been quicker)");
+    }
     const pane = await showView();
     const row = await wb.until(
       `a row in ${config.viewContainer} whose description mentions ${config.treeHint}`,
