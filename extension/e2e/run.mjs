@@ -5,7 +5,7 @@
 //   make the environment unreachable and see the status bar say so; screenshot the workbench.
 //
 // usage: node run.mjs CONFIG.json   (tests/e2e/test_vscode.py writes CONFIG; its fields are the
-// extension's contract: command titles, view, status-bar entry, labels; see `scenario` below).
+// extension's contract: command titles, view and status-bar ids, labels, how to break it).
 // Writes ARTIFACTS/result.json (what was seen) and screenshots; exits 0 only if every step passed.
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
