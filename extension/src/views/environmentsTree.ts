@@ -7,13 +7,18 @@ import { environmentTooltip } from '../common/status';
 import type { Environment, HealthRecord } from '../protocol/generated';
 
 /** `kind · region · state · expiry`. */
-export function environmentDescription(environment: Environment, now: Date): string {
-  return [
-    environment.kind,
-    environment.region,
-    environment.state,
-    expiryLabel(environment, now),
-  ].join(' · ');
+/** `kind · region · state · expiry`; while it runs but is not healthy, the health state
+ * (`reconnecting`, `unreachable`...) stands in for `running`, which would say all is well. */
+export function environmentDescription(
+  environment: Environment,
+  now: Date,
+  health?: HealthRecord,
+): string {
+  const state =
+    environment.state === 'running' && health && health.state !== 'healthy'
+      ? health.state
+      : environment.state;
+  return [environment.kind, environment.region, state, expiryLabel(environment, now)].join(' · ');
 }
 
 /** Space-separated words that the menus' `viewItem =~ /\bWORD\b/` clauses match. */
@@ -67,7 +72,7 @@ export function environmentItem(
 ): vscode.TreeItem {
   const item = new vscode.TreeItem(environment.name, vscode.TreeItemCollapsibleState.None);
   item.id = environment.id;
-  item.description = environmentDescription(environment, now);
+  item.description = environmentDescription(environment, now, health);
   item.tooltip = new vscode.MarkdownString(environmentTooltip(environment, health, now));
   item.contextValue = contextValue(environment);
   const icon = iconId(environment, health);

@@ -40,6 +40,15 @@ test('tree items: kind · region · state · expiry, and the inline actions that
   assert.equal(contextValue(box), 'environment devserver connect terminal extend delete');
   const pet = environment({ lifespan: 'permanent', expiresAt: null });
   assert.equal(environmentDescription(pet, NOW), 'devserver · north · running · permanent');
+  const lost = { ...health(box), state: 'unreachable' as const };
+  assert.equal(
+    environmentDescription(box, NOW, lost),
+    'devserver · north · unreachable · expires in 8 h',
+  );
+  assert.equal(
+    environmentDescription(box, NOW, { ...lost, state: 'healthy' }),
+    'devserver · north · running · expires in 8 h',
+  );
   assert.equal(contextValue(pet), 'environment devserver connect terminal delete');
   const making = environment({ state: 'provisioning' });
   assert.equal(contextValue(making), 'environment devserver delete');

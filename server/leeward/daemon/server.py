@@ -312,8 +312,13 @@ def configure_logging(server: LeewardServer, settings: DaemonSettings, paths: Pa
     )
     root = logging.getLogger()
     for handler in list(root.handlers):
+        # Once the client and the file have the log, stderr (which VS Code also shows, every
+        # line as an error) keeps only what the others could not carry: nothing of ours.
         if isinstance(handler, logging.handlers.RotatingFileHandler):
             root.removeHandler(handler)
+        elif isinstance(handler, logging.StreamHandler):
+            handler.setLevel(logging.WARNING)
+            handler.addFilter(lambda record: not record.name.startswith("leeward"))
     root.addHandler(to_file)
     root.setLevel(min(level, logging.WARNING))
     # pygls logs every message it sends and receives at INFO and DEBUG: far too much.
