@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -62,5 +63,27 @@ async def test_grouped_updates_share_a_transaction_but_fail_alone(database_url):
             ]
         with pytest.raises(IntegrityError):
             await store.update_soon(bad)
+    finally:
+        await store.close()
+
+
+@pytest.mark.postgres
+async def test_deadlocks_and_serialization_failures_are_transient(postgres_url):
+    """A placement batch that PostgreSQL kills as a deadlock's victim is run again; anything
+    else is not."""
+    from sqlalchemy import text
+
+    from leeward.fleet.store.db import is_transient
+
+    store = Store(postgres_url)
+    try:
+        for code, transient in (("40P01", True), ("40001", True), ("23505", False)):
+            with pytest.raises(Exception) as failure:  # noqa: PT011 - any DBAPI error
+                async with store.write() as session:
+                    await session.execute(
+                        text(f"DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '{code}'; END $$")
+                    )
+            assert is_transient(failure.value) is transient, code
+        assert not is_transient(ValueError("not a database error"))
     finally:
         await store.close()

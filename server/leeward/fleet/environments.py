@@ -32,7 +32,7 @@ from leeward.fleet.config import FleetConfig
 from leeward.fleet.errors import Conflict, FleetError, Invalid, NoCapacity, NotFound, Unavailable
 from leeward.fleet.events import EventLog
 from leeward.fleet.placement import LIVE, HostUsage, choose_host, host_usage, reserve_addresses
-from leeward.fleet.store.db import Store
+from leeward.fleet.store.db import Store, is_transient
 from leeward.fleet.store.models import EnvironmentRow, IdempotencyRow
 from leeward.providers.base import EnvironmentSpec, Identity, Provider, ProviderError
 from leeward_protocol.fleet import (
@@ -91,6 +91,9 @@ def to_resource(row: EnvironmentRow, zone: str) -> Environment:
 
 _BATCH = 64
 """Most create requests placed in one write transaction."""
+
+_TRANSIENT_ATTEMPTS = 4
+"""Tries of a placement transaction that PostgreSQL rolls back as a deadlock's victim."""
 
 _Placed = tuple[EnvironmentRow, Identity | None, str]
 """A placement: the row, the identity to start it with (None for a replay), and how it was
@@ -466,16 +469,27 @@ class Fleet:
 
     async def _place_batch(self, batch: list[_Ask]) -> list[tuple[_Ask, _Placed | BaseException]]:
         now = self.clock.now()
-        results: list[tuple[_Ask, _Placed | BaseException]] = []
-        async with self.store.write() as session:
-            work = _Batch()
-            for ask in batch:
-                try:
-                    results.append((ask, await self._create_in(session, work, ask, now)))
-                except FleetError as exc:
-                    results.append((ask, exc))
-            await work.flush(session)
-        return results
+        for attempt in range(1, _TRANSIENT_ATTEMPTS + 1):
+            results: list[tuple[_Ask, _Placed | BaseException]] = []
+            try:
+                async with self.store.write() as session:
+                    work = _Batch()
+                    for ask in batch:
+                        try:
+                            results.append((ask, await self._create_in(session, work, ask, now)))
+                        except FleetError as exc:
+                            results.append((ask, exc))
+                    await work.flush(session)
+            except Exception as exc:
+                # PostgreSQL chose this transaction as a deadlock's victim (the hosts it locks
+                # against a group commit's row locks); it was rolled back whole: run it again.
+                if attempt == _TRANSIENT_ATTEMPTS or not is_transient(exc):
+                    raise
+                log.warning("placement batch rolled back (%s); again", type(exc.__cause__).__name__)
+                await asyncio.sleep(0.01 * attempt)
+                continue
+            return results
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _create_in(
         self, session: AsyncSession, work: _Batch, ask: _Ask, now: datetime

@@ -24,6 +24,24 @@ MIGRATION_LOCK = 0x1EE_3A2D
 """PostgreSQL advisory lock held while migrating, so replicas starting together take turns."""
 
 
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+"""Deadlock detected, serialization failure: PostgreSQL rolled the transaction back, and the
+same transaction run again can succeed."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` is a failure that a new attempt of the whole transaction may not meet."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    cause = getattr(orig, "__cause__", None)
+    code = code or getattr(cause, "sqlstate", None)
+    return code in TRANSIENT_SQLSTATES
+
+
 class Store:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         parsed = make_url(url)
