@@ -336,39 +336,31 @@ class Daemon:
 
 
 def lifespan_choices(catalog: Catalog) -> list[LifespanChoice]:
-    """What the create wizard offers: a few expiries per kind, within the fleet's policy."""
+    """What the create wizard offers: a few expiries per kind, within the fleet's policy (the
+    fleet's default first for containers, shortest first for devservers, then permanent)."""
     lt = catalog.lifespans
-    choices = []
-    devserver_hours = sorted(
-        {h for h in (8, 24, lt.devserver_default_hours, 168) if 0 < h <= lt.devserver_max_hours}
-    )
-    for hours in devserver_hours:
-        choices.append(
-            LifespanChoice(
-                label=_hours_label(hours),
-                kind=EnvironmentKind.DEVSERVER,
-                lifespan=Lifespan.TEMPORARY,
-                hours=hours,
-            )
-        )
-    choices.append(
+
+    def temporary(kind: EnvironmentKind, hours: list[int]) -> list[LifespanChoice]:
+        return [
+            LifespanChoice(label=_hours_label(h), kind=kind, lifespan=Lifespan.TEMPORARY, hours=h)
+            for h in hours
+        ]
+
+    devserver = sorted({8, 24, lt.devserver_default_hours, 168})
+    container = sorted({lt.container_hours, 8, 12}, reverse=True)
+    return [
+        *temporary(
+            EnvironmentKind.DEVSERVER,
+            [h for h in devserver if 0 < h <= lt.devserver_max_hours],
+        ),
         LifespanChoice(
             label="Permanent", kind=EnvironmentKind.DEVSERVER, lifespan=Lifespan.PERMANENT
-        )
-    )
-    container_hours = sorted(
-        {h for h in (lt.container_hours, 8, 12) if 0 < h <= lt.container_max_hours}, reverse=True
-    )
-    for hours in container_hours:
-        choices.append(
-            LifespanChoice(
-                label=_hours_label(hours),
-                kind=EnvironmentKind.CONTAINER,
-                lifespan=Lifespan.TEMPORARY,
-                hours=hours,
-            )
-        )
-    return choices
+        ),
+        *temporary(
+            EnvironmentKind.CONTAINER,
+            [h for h in container if 0 < h <= lt.container_max_hours],
+        ),
+    ]
 
 
 def _hours_label(hours: int) -> str:
