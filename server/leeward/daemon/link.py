@@ -73,6 +73,10 @@ class FleetLink:
     async def start(self) -> None:
         """Sign in with the stored credentials (if any) and follow the event stream."""
         await self.close()
+        # A new sign-in may be another fleet or user: nothing from before carries over.
+        self.user, self.last_event_id, self.fetched_at = None, None, None
+        self.environments = {}
+        self.stale = True
         try:
             creds = load_credentials(self.credentials_file)
         except CredentialsError as exc:
@@ -114,6 +118,8 @@ class FleetLink:
             if exc.status == 401:
                 self._set_state(FleetLinkState.SIGNED_OUT, exc.message)
             raise
+        if self.state is FleetLinkState.UNREACHABLE:
+            self._set_state(FleetLinkState.CONNECTED, "")  # it answers again
         return result
 
     # -- the environments ------------------------------------------------------------------------

@@ -6,7 +6,6 @@ Every route is declared once in `ROUTES` with its request and response models; t
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 from collections.abc import Awaitable, Callable
@@ -300,8 +299,8 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
                     after = event.id
                 if len(batch) < READ_LIMIT:
                     await events.wait(request.app[FLEET].config.event_poll_seconds)
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            pass  # the client went away
         finally:
             streams.discard(stream)
     return stream
