@@ -18,13 +18,17 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from leeward.agent import control
 from leeward.agent.config import AgentConfig
 from leeward.providers.base import EnvironmentSpec, ProviderError
 
 log = logging.getLogger("leeward.providers.local")
+
+T = TypeVar("T")
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _FIXED_FIELDS = ("listen_address", "listen_port", "home", "control_socket", "log_file")
@@ -203,20 +207,17 @@ class LocalProvider:
     async def _spawn(self, environment_id: str, config: AgentConfig) -> None:
         directory = self._dir(environment_id)
         config_path = directory / "agent.json"
-        await asyncio.to_thread(_prepare, directory, config, config_path, self._runtime_dir)
+        # A thread cannot be cancelled: if this start is, wait for the thread to finish before
+        # the lock is let go, or a stop() could remove the directory while it is being filled.
+        await _to_thread_to_the_end(_prepare, directory, config, config_path, self._runtime_dir)
         ready_r, ready_w = os.pipe()
         # The thread starts the agent and records its pid together. If this start is
         # cancelled (the fleet stopping) while the thread runs, the agent starts anyway: wait
         # for the pid to be recorded, so that stop() and close() can find it.
-        launch = asyncio.ensure_future(
-            asyncio.to_thread(_run_agent, directory, config_path, ready_w)
-        )
         try:
-            pid = await asyncio.shield(launch)
+            pid = await _to_thread_to_the_end(_run_agent, directory, config_path, ready_w)
         except asyncio.CancelledError:
             os.close(ready_r)
-            with contextlib.suppress(Exception):
-                await launch
             raise
         except OSError as exc:
             os.close(ready_r)
@@ -330,6 +331,18 @@ def _run_agent(directory: Path, config_path: Path, ready_w: int) -> int:
     pid = int(launcher.stdout.split()[-1])
     _write_atomic(directory / "agent.pid", f"{pid}\n")
     return pid
+
+
+async def _to_thread_to_the_end(func: Callable[..., T], *args: object) -> T:
+    """`asyncio.to_thread(func, *args)`, except that a cancellation waits for the thread to be
+    done before it goes on (threads run to the end whatever their caller does)."""
+    work = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await work
+        raise
 
 
 def _prepare(directory: Path, config: AgentConfig, config_path: Path, runtime_dir: Path) -> None:
