@@ -193,6 +193,10 @@ class Environment(Resource):
     host: str | None = None
     address: str | None = Field(default=None, description="Stable address for the whole life.")
     ssh_port: int | None = None
+    relay_port: int | None = Field(
+        default=None,
+        description="The agent's resumable relay (`leeward proxy`): the SSH port + 1.",
+    )
     state: EnvironmentState
     status_message: str = ""
     owner: str | None = None

@@ -259,6 +259,10 @@ export interface Environment {
   profile: string | null;
   readyAt: string | null;
   region: string;
+  /**
+   * The agent's resumable relay (`leeward proxy`): the SSH port + 1.
+   */
+  relayPort: number | null;
   sshPort: number | null;
   state: EnvironmentState;
   statusMessage: string;

@@ -115,6 +115,7 @@ export const environment = object<Environment>({
   host: nullable(str),
   address: nullable(str),
   sshPort: nullable(num),
+  relayPort: nullable(num),
   state: environmentState,
   statusMessage: str,
   owner: nullable(str),

@@ -31,6 +31,7 @@ export function environment(overrides: Partial<Environment> = {}): Environment {
     host: `${region}-h1`,
     address: '127.110.0.5',
     sshPort: 2222,
+    relayPort: 2223,
     state: 'running',
     statusMessage: '',
     owner: 'ada',

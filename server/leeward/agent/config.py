@@ -28,6 +28,9 @@ class AgentConfig(BaseModel):
     )
     listen_address: str
     listen_port: int = Field(ge=1, le=65535)
+    relay_port: int | None = Field(
+        default=None, ge=1, le=65535, description="The resumable relay's port; None: no relay."
+    )
     host_key: str = Field(description="OpenSSH private host key.")
     host_certificate: str = Field(description="The host key's certificate from the host CA.")
     user_ca: str = Field(description="OpenSSH public key of the fleet's user CA.")

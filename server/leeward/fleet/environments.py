@@ -64,6 +64,11 @@ def new_environment_id() -> str:
     return "e-" + _random(10)
 
 
+def relay_port(ssh_port: int | None) -> int | None:
+    """Every agent serves its resumable relay on the port after its SSH port."""
+    return None if ssh_port is None else ssh_port + 1
+
+
 def to_resource(row: EnvironmentRow, zone: str) -> Environment:
     return Environment(
         id=row.id,
@@ -77,6 +82,7 @@ def to_resource(row: EnvironmentRow, zone: str) -> Environment:
         host=row.host,
         address=row.address,
         ssh_port=row.ssh_port,
+        relay_port=relay_port(row.ssh_port),
         state=EnvironmentState(row.state),
         status_message=row.status_message,
         owner=row.owner,

@@ -46,6 +46,11 @@ class EnvironmentSpec:
     heartbeat_seconds: float
     identity: Identity
 
+    @property
+    def relay_port(self) -> int:
+        """The resumable relay's port: the one after the SSH port (as `Environment.relayPort`)."""
+        return self.ssh_port + 1
+
 
 class ProviderError(Exception):
     """The provider could not do what was asked; the message says what and why."""

@@ -31,7 +31,14 @@ log = logging.getLogger("leeward.providers.local")
 T = TypeVar("T")
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_FIXED_FIELDS = ("listen_address", "listen_port", "home", "control_socket", "log_file")
+_FIXED_FIELDS = (
+    "listen_address",
+    "listen_port",
+    "relay_port",
+    "home",
+    "control_socket",
+    "log_file",
+)
 """What a running agent cannot change on reload: a change means a restart."""
 
 
@@ -146,6 +153,7 @@ class LocalProvider:
             owner=spec.identity.owner,
             listen_address=spec.address,
             listen_port=spec.ssh_port,
+            relay_port=spec.relay_port,
             host_key=spec.identity.host_key,
             host_certificate=spec.identity.host_certificate,
             user_ca=spec.user_ca,
