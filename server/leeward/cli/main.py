@@ -34,8 +34,16 @@ app = typer.Typer(
 create_app = typer.Typer(help="Create a devserver or an on-demand container.", no_args_is_help=True)
 fleet_app = typer.Typer(help="Run the fleet backend (operators).", no_args_is_help=True)
 token_app = typer.Typer(help="Tokens, straight from the fleet's database.", no_args_is_help=True)
+admin_app = typer.Typer(
+    help="Operate the fleet (admins): hosts, environments, DNS.", no_args_is_help=True
+)
+host_app = typer.Typer(help="Hosts: drain one for maintenance, put it back.", no_args_is_help=True)
+env_admin_app = typer.Typer(help="Any user's environments: migrate.", no_args_is_help=True)
 app.add_typer(create_app, name="create")
 app.add_typer(fleet_app, name="fleet")
+app.add_typer(admin_app, name="admin")
+admin_app.add_typer(host_app, name="host")
+admin_app.add_typer(env_admin_app, name="env")
 fleet_app.add_typer(token_app, name="token")
 
 _debug = bool(os.environ.get("LEEWARD_DEBUG"))
