@@ -48,13 +48,16 @@ class EnvironmentState(StrEnum):
 
     warm: a pooled container waiting for a tenant (never shown to users);
     provisioning: placed on a host, its agent starting and being certified;
-    running: reachable over SSH; deleting: being torn down; deleted: gone, capacity freed;
+    running: reachable over SSH; migrating: moving live to another host of its region (its
+    network goes dark for a blackout; sessions through `leeward proxy` ride through it);
+    deleting: being torn down; deleted: gone, capacity freed;
     failed: provisioning failed, capacity freed, the reason is in `statusMessage`.
     """
 
     WARM = "warm"
     PROVISIONING = "provisioning"
     RUNNING = "running"
+    MIGRATING = "migrating"
     DELETING = "deleting"
     DELETED = "deleted"
     FAILED = "failed"
@@ -65,10 +68,15 @@ LIVE_STATES = frozenset(
         EnvironmentState.WARM,
         EnvironmentState.PROVISIONING,
         EnvironmentState.RUNNING,
+        EnvironmentState.MIGRATING,
         EnvironmentState.DELETING,
     }
 )
 """States in which an environment holds capacity and an address."""
+
+REACHABLE_STATES = frozenset({EnvironmentState.RUNNING, EnvironmentState.MIGRATING})
+"""States in which an environment takes SSH connections (a migrating one is dark only for its
+blackout)."""
 
 
 class Lifespan(StrEnum):
@@ -193,6 +201,9 @@ class Environment(Resource):
     host: str | None = None
     address: str | None = Field(default=None, description="Stable address for the whole life.")
     ssh_port: int | None = None
+    migrating_from: str | None = Field(
+        default=None, description="While migrating: the host it is leaving (`host` is the new one)."
+    )
     relay_port: int | None = Field(
         default=None,
         description="The agent's resumable relay (`leeward proxy`): the SSH port + 1.",
@@ -287,6 +298,13 @@ class FleetEvent(Resource):
     type: EventType
     at: datetime
     environment: Environment | None = None
+
+
+class MigrateEnvironment(Request):
+    host: str | None = Field(
+        default=None,
+        description="The host to move to, in the same region; the one with most room if absent.",
+    )
 
 
 class ExtendEnvironment(Request):

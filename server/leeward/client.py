@@ -30,7 +30,9 @@ from leeward_protocol.fleet import (
     ExtendEnvironment,
     FleetEvent,
     Health,
+    Host,
     HostList,
+    MigrateEnvironment,
     SSHAuthorities,
     Token,
     User,
@@ -196,6 +198,21 @@ class FleetClient:
 
     async def hosts(self) -> HostList:
         return await self._call("GET", "/v1/admin/hosts", HostList)
+
+    async def drain_host(self, name: str) -> Host:
+        return await self._call("POST", f"/v1/admin/hosts/{_segment(name)}/drain", Host)
+
+    async def activate_host(self, name: str) -> Host:
+        return await self._call("POST", f"/v1/admin/hosts/{_segment(name)}/activate", Host)
+
+    async def migrate(self, ref: str, host: str | None = None) -> Environment:
+        body = MigrateEnvironment(host=host)
+        return await self._call(
+            "POST",
+            f"/v1/admin/environments/{_segment(ref)}/migrate",
+            Environment,
+            body=body.wire(),
+        )
 
     async def create_user(self, request: CreateUser) -> User:
         return await self._call("POST", "/v1/admin/users", User, body=request.wire())

@@ -641,6 +641,104 @@ def daemon(
     serve_stdio()
 
 
+# -- operations (admins) --------------------------------------------------------------------------
+
+
+@host_app.command("list")
+def host_list(json_: JsonOption = False) -> None:
+    """Every host: region, state, capacity, usage."""
+    from leeward.client import wire_json
+
+    async def go() -> Any:
+        async with _client() as fleet:
+            return await fleet.hosts()
+
+    result = _run(go())
+    if json_:
+        print(wire_json(result))
+        return
+    out = _out()
+    for h in result.hosts:
+        out.print(
+            f"{h.name:<16} {h.region:<12} {h.state.value:<14} "
+            f"{h.used.cpus}/{h.capacity.cpus} CPU  {h.used.memory_gib}/{h.capacity.memory_gib} GiB"
+            f"  {h.environments} environments"
+        )
+
+
+@host_app.command("drain")
+def host_drain(
+    host: Annotated[str, typer.Argument(help="The host to drain.")],
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Wait until it is in maintenance.")
+    ] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait at most.")] = 600.0,
+) -> None:
+    """Move every environment on HOST live to another host of its region, then put HOST in
+    maintenance. Nothing new is placed on it from now on."""
+    import time
+
+    async def go() -> Any:
+        async with _client() as fleet:
+            state = (await fleet.drain_host(host)).state
+            _out().print(f"{host} is {state.value}: moving its environments live.")
+            deadline = time.monotonic() + timeout
+            while wait:
+                found = next(h for h in (await fleet.hosts()).hosts if h.name == host)
+                if found.state.value != "draining":
+                    return found
+                if time.monotonic() > deadline:
+                    raise CliError(
+                        f"{host} is still draining after {timeout:g} s with "
+                        f"{found.environments} environments left: see the fleet's log for "
+                        "ones that cannot move (no room elsewhere in the region?)."
+                    )
+                await asyncio.sleep(0.5)
+            return None
+
+    found = _run(go())
+    if found is not None:
+        _out().print(f"{host} is {found.state.value} ({found.environments} environments left).")
+
+
+@host_app.command("activate")
+def host_activate(host: Annotated[str, typer.Argument(help="The host.")]) -> None:
+    """Put HOST back into service (after maintenance, or to stop a drain)."""
+
+    async def go() -> Any:
+        async with _client() as fleet:
+            return await fleet.activate_host(host)
+
+    _out().print(f"{host} is {_run(go()).state.value}.")
+
+
+@env_admin_app.command("migrate")
+def env_migrate(
+    env: EnvArgument,
+    host: Annotated[
+        str | None, typer.Option("--host", help="The host to move to (same region).")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until it is done.")] = True,
+    json_: JsonOption = False,
+) -> None:
+    """Move one environment live to another host of its region."""
+    from leeward.client import wire_json
+
+    async def go() -> Any:
+        async with _client() as fleet:
+            moved = await fleet.migrate(env, host)
+            while wait and moved.state.value == "migrating":
+                await asyncio.sleep(0.2)
+                moved = await fleet.environment(moved.id)
+            return moved
+
+    moved = _run(go())
+    if json_:
+        print(wire_json(moved))
+    else:
+        _out().print(f"{moved.name} is {moved.state.value} on {moved.host}: {moved.status_message}")
+
+
 # -- entry point ----------------------------------------------------------------------------------
 
 

@@ -95,6 +95,12 @@ class FleetConfig(_Strict):
     )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     heartbeat_seconds: float = Field(default=10.0, gt=0)
+    migration_blackout_seconds: float = Field(
+        default=0.3,
+        ge=0,
+        le=60,
+        description="How long a live migration leaves an environment's network dark.",
+    )
     pool_interval_seconds: float = Field(default=2.0, gt=0)
     reaper_interval_seconds: float = Field(default=30.0, gt=0)
     event_retention_hours: float = Field(

@@ -33,7 +33,7 @@ from leeward.fleet.errors import Conflict, FleetError, Invalid, NoCapacity, NotF
 from leeward.fleet.events import EventLog
 from leeward.fleet.placement import LIVE, HostUsage, choose_host, host_usage, reserve_addresses
 from leeward.fleet.store.db import Store, is_transient
-from leeward.fleet.store.models import EnvironmentRow, IdempotencyRow
+from leeward.fleet.store.models import EnvironmentRow, HostRow, IdempotencyRow
 from leeward.providers.base import EnvironmentSpec, Identity, Provider, ProviderError
 from leeward_protocol.fleet import (
     Catalog,
@@ -47,6 +47,7 @@ from leeward_protocol.fleet import (
     Lifespan,
     LifespanPolicy,
     Region,
+    Role,
 )
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def to_resource(row: EnvironmentRow, zone: str) -> Environment:
         address=row.address,
         ssh_port=row.ssh_port,
         relay_port=relay_port(row.ssh_port),
+        migrating_from=row.migrating_from,
         state=EnvironmentState(row.state),
         status_message=row.status_message,
         owner=row.owner,
@@ -97,6 +99,11 @@ def to_resource(row: EnvironmentRow, zone: str) -> Environment:
 
 _BATCH = 64
 """Most create requests placed in one write transaction."""
+
+DRAIN_PARALLEL = 4
+"""Environments a drain moves at once."""
+
+DRAIN_TIMEOUT_SECONDS = 3600.0
 
 _TRANSIENT_ATTEMPTS = 4
 """Tries of a placement transaction that PostgreSQL rolls back as a deadlock's victim."""
@@ -313,6 +320,7 @@ class Fleet:
                 [
                     EnvironmentState.PROVISIONING,
                     EnvironmentState.RUNNING,
+                    EnvironmentState.MIGRATING,
                     EnvironmentState.DELETING,
                     EnvironmentState.FAILED,
                 ]
@@ -949,7 +957,7 @@ class Fleet:
         now = self.clock.now()
         async with self.store.write() as session:
             row = await self._find(session, who, ref)
-            if row.state != EnvironmentState.RUNNING:
+            if row.state not in (EnvironmentState.RUNNING, EnvironmentState.MIGRATING):
                 raise Conflict(
                     f"{row.name} is {row.state}; only a running environment can be extended."
                 )
@@ -970,6 +978,142 @@ class Fleet:
             row.expires_at = new_expiry
             row.updated_at = now
             return to_resource(row, self.config.zone)
+
+    # ------------------------------------------------------------------ live migration
+
+    async def migrate(self, who: Principal, ref: str, host: str | None = None) -> Environment:
+        """Start moving a running environment live to another active host of its region
+        (`host`, or the one with the most room). It is answered `migrating`, with `host` the new
+        host and `migratingFrom` the old one; the move finishes in the background. Capacity is
+        counted on the new host from the start."""
+        now = self.clock.now()
+        async with self.store.write() as session:
+            row = await self._find(session, who, ref)
+            if row.state != EnvironmentState.RUNNING:
+                raise Conflict(f"{row.name} is {row.state}; only a running environment can move.")
+            need = Hardware(cpus=row.cpus, memory_gib=row.memory_gib, gpus=row.gpus)
+            others = [
+                h
+                for h in await host_usage(session, lock=True)
+                if h.region == row.region and h.name != row.host
+            ]
+            if host is None:
+                target = choose_host(others, need)
+                if target is None:
+                    raise NoCapacity(
+                        f"No other active host in {row.region} has room for {row.name}; "
+                        "free some, or add a host.",
+                        field="host",
+                    )
+            else:
+                target = next((h for h in others if h.name == host), None)
+                if target is None:
+                    names = ", ".join(h.name for h in others) or "none"
+                    raise Invalid(
+                        f"{host} is not another host of {row.region} (those are: {names}).",
+                        field="host",
+                    )
+                if target.state is not HostState.ACTIVE:
+                    raise Conflict(f"Host {host} is {target.state}; move {row.name} elsewhere.")
+                if not need.fits_in(target.free):
+                    raise NoCapacity(f"Host {host} has no room for {row.name}.", field="host")
+            source = row.host
+            row.migrating_from, row.host = source, target.name
+            row.state = EnvironmentState.MIGRATING.value
+            row.status_message = f"migrating from {source} to {target.name}"
+            row.updated_at = now
+        assert source is not None
+        self._spawn(row.id, self._migrate(row.id, source, target.name))
+        return to_resource(row, self.config.zone)
+
+    async def _migrate(self, env_id: str, source: str, target: str) -> None:
+        started = self.clock.monotonic()
+        try:
+            await self.provider.migrate(env_id, target, self.config.migration_blackout_seconds)
+        except ProviderError as exc:
+            log.warning("migrating %s to %s failed: %s", env_id, target, exc)
+            await self._set(
+                env_id,
+                expect={EnvironmentState.MIGRATING.value},
+                state=EnvironmentState.RUNNING.value,
+                host=source,
+                migrating_from=None,
+                status_message=f"the move to {target} failed ({exc}); still on {source}",
+            )
+            return
+        await self._set(
+            env_id,
+            expect={EnvironmentState.MIGRATING.value},
+            state=EnvironmentState.RUNNING.value,
+            migrating_from=None,
+            status_message=f"migrated from {source}",
+        )
+        log.info(
+            "environment %s migrated %s -> %s in %.2f s",
+            env_id,
+            source,
+            target,
+            self.clock.monotonic() - started,
+        )
+
+    async def set_host_state(self, name: str, state: HostState) -> None:
+        async with self.store.write() as session:
+            row = await session.get(HostRow, name)
+            if row is None:
+                raise NotFound(f"No host {name!r}: `leeward admin host list` shows them.")
+            if row.state == HostState.DECOMMISSIONED:
+                raise Conflict(f"Host {name} is decommissioned (not in the config any more).")
+            row.state = state.value
+
+    async def drain_host(self, name: str) -> None:
+        """The drain coordinator's start: no new environments on `name`, and every one on it
+        moved live to another active host of its region, then the host is in maintenance."""
+        await self.set_host_state(name, HostState.DRAINING)
+        self._spawn(f"drain:{name}", self._drain(name))
+
+    async def _drain(self, name: str) -> None:
+        admin = Principal(user="fleet drain coordinator", role=Role.ADMIN)
+        deadline = self.clock.monotonic() + DRAIN_TIMEOUT_SECONDS
+        stuck: dict[str, str] = {}
+        while True:
+            async with self.store.read() as session:
+                host = await session.get(HostRow, name)
+                if host is None or host.state != HostState.DRAINING:
+                    log.info("drain of %s stopped: the host is %s", name, host and host.state)
+                    return
+                rows = (
+                    await session.execute(
+                        select(EnvironmentRow.id, EnvironmentRow.state).where(
+                            EnvironmentRow.host == name, EnvironmentRow.state.in_(LIVE)
+                        )
+                    )
+                ).all()
+            movable = [env_id for env_id, state in rows if state == EnvironmentState.RUNNING]
+            moving = [env_id for env_id in movable if env_id not in stuck]
+            groups = (moving[i : i + DRAIN_PARALLEL] for i in range(0, len(moving), DRAIN_PARALLEL))
+            for group in groups:
+                for env_id in group:
+                    try:
+                        await self.migrate(admin, env_id)
+                    except FleetError as exc:
+                        stuck[env_id] = exc.message
+                await asyncio.gather(
+                    *(self._tasks[e] for e in group if e in self._tasks), return_exceptions=True
+                )
+            left = [env_id for env_id, _ in rows if env_id not in stuck]
+            if not rows or (not moving and not left):
+                break
+            if self.clock.monotonic() > deadline:
+                log.warning("drain of %s gave up after %.0f s", name, DRAIN_TIMEOUT_SECONDS)
+                return
+            if not moving:
+                await self.clock.sleep(1.0)  # provisioning or deleting ones: let them settle
+        if stuck:
+            for env_id, why in stuck.items():
+                log.warning("drain of %s: %s cannot move: %s", name, env_id, why)
+            return  # stays draining: an operator must make room, then drain again
+        await self.set_host_state(name, HostState.MAINTENANCE)
+        log.info("host %s drained: in maintenance", name)
 
     async def sweep(self) -> None:
         """The periodic sweep: delete what expired, and retry deletions that failed."""
@@ -1009,6 +1153,7 @@ class Fleet:
                             EnvironmentRow.state.in_(
                                 [
                                     EnvironmentState.RUNNING.value,
+                                    EnvironmentState.MIGRATING.value,
                                     EnvironmentState.PROVISIONING.value,
                                 ]
                             ),
@@ -1071,7 +1216,11 @@ class Fleet:
         await self.url_known.wait()
         async with self.store.read() as session:
             row = await session.get(EnvironmentRow, env_id)
-        if row is None or row.state not in (EnvironmentState.RUNNING, EnvironmentState.WARM):
+        if row is None or row.state not in (
+            EnvironmentState.RUNNING,
+            EnvironmentState.MIGRATING,
+            EnvironmentState.WARM,
+        ):
             return
         identity, token_digest = self._identity(row)
         await self._set(env_id, agent_token_digest=token_digest, status_message="restarting agent")

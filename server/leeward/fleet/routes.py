@@ -20,7 +20,7 @@ from sqlalchemy import text
 from leeward import __version__
 from leeward.fleet import admin
 from leeward.fleet.auth import Principal
-from leeward.fleet.errors import BadRequest, Forbidden, Invalid, Unauthorized
+from leeward.fleet.errors import BadRequest, Forbidden, Invalid, NotFound, Unauthorized
 from leeward.fleet.events import READ_LIMIT
 from leeward.fleet.state import FLEET, METRICS, STREAMS
 from leeward_protocol.fleet import (
@@ -39,6 +39,8 @@ from leeward_protocol.fleet import (
     HeartbeatAck,
     Host,
     HostList,
+    HostState,
+    MigrateEnvironment,
     Role,
     SSHAuthorities,
     Token,
@@ -98,6 +100,13 @@ async def parse(request: web.Request, model: Any) -> Any:
         return _adapter(model).validate_python(data)
     except ValidationError as exc:
         raise invalid_from(exc) from None
+
+
+async def parse_optional(request: web.Request, model: Any) -> Any:
+    """Like `parse`, but an empty body means the model's defaults."""
+    if not await request.read():
+        return _adapter(model).validate_python({})
+    return await parse(request, model)
 
 
 @functools.cache
@@ -403,6 +412,58 @@ async def heartbeat(request: web.Request) -> web.Response:
 async def hosts(request: web.Request) -> web.Response:
     fleet = request.app[FLEET]
     return reply(HostList(hosts=[Host(**vars(h)) for h in await admin.hosts(fleet)]))
+
+
+async def _host(request: web.Request, name: str) -> Host:
+    for usage in await admin.hosts(request.app[FLEET]):
+        if usage.name == name:
+            return Host(**vars(usage))
+    raise NotFound(f"No host {name!r}: GET /v1/admin/hosts lists them.")
+
+
+@route(
+    "POST",
+    "/v1/admin/hosts/{name}/drain",
+    "Drain a host: nothing new is placed on it, every environment on it moves live to another "
+    "active host of its region (the drain coordinator), then it is in `maintenance`. 202: the "
+    "host, `draining`; poll it, or follow the environments' events (`migrating`, `running`).",
+    response=Host,
+    status=202,
+    auth="admin",
+)
+async def drain_host(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    await request.app[FLEET].drain_host(name)
+    return reply(await _host(request, name), 202)
+
+
+@route(
+    "POST",
+    "/v1/admin/hosts/{name}/activate",
+    "Put a host back into service (after maintenance, or to stop a drain).",
+    response=Host,
+    auth="admin",
+)
+async def activate_host(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    await request.app[FLEET].set_host_state(name, HostState.ACTIVE)
+    return reply(await _host(request, name))
+
+
+@route(
+    "POST",
+    "/v1/admin/environments/{ref}/migrate",
+    "Move one environment live to another host of its region (`host`, or the one with most "
+    "room). 202: it is `migrating` (`host` the new one, `migratingFrom` the old).",
+    request=MigrateEnvironment,
+    response=Environment,
+    status=202,
+    auth="admin",
+)
+async def migrate_environment(request: web.Request) -> web.Response:
+    body = await parse_optional(request, MigrateEnvironment)
+    env = await request.app[FLEET].migrate(principal(request), request.match_info["ref"], body.host)
+    return reply(env, 202)
 
 
 @route(

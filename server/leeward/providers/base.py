@@ -75,6 +75,12 @@ class Provider(Protocol):
         """Stop the environment and destroy its disk. Idempotent."""
         ...
 
+    async def migrate(self, environment_id: str, host: str, blackout_seconds: float) -> None:
+        """Move a running environment live to `host` (same region, same address). Its
+        processes and memory carry on; its network attachment goes dark for about
+        `blackout_seconds`. Returns once it answers on the new host."""
+        ...
+
     async def running(self, environment_ids: list[str]) -> set[str]:
         """Which of these environments are up now (after a fleet restart, for example)."""
         ...

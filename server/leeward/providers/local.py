@@ -112,6 +112,34 @@ class LocalProvider:
             socket = self._socket(environment_id)
             await asyncio.to_thread(_remove, directory, socket)
 
+    async def migrate(self, environment_id: str, host: str, blackout_seconds: float) -> None:
+        """Here a host is only a placement record, so the agent stays where it is (`host` is
+        not used). What a real live migration does to the network is modelled: the agent's
+        listeners close and every open connection is reset for the blackout, then it answers
+        again (DESIGN.md)."""
+        async with self._lock(environment_id):
+            if await self._live_pid(environment_id) is None:
+                raise ProviderError(f"environment {environment_id}: its agent is not running")
+            config = self._read_config(environment_id)
+            if config is None:
+                raise ProviderError(f"environment {environment_id}: its agent config is missing")
+            try:
+                async with asyncio.timeout(blackout_seconds + 20.0):
+                    answer = await control.request(
+                        config.control_socket, {"op": "blackout", "seconds": blackout_seconds}
+                    )
+            except TimeoutError:
+                raise ProviderError(
+                    f"environment {environment_id}: the agent did not come back after its blackout"
+                ) from None
+            except control.ControlError as exc:
+                raise ProviderError(f"environment {environment_id}: {exc}") from None
+            if answer.get("ok") is not True:
+                raise ProviderError(
+                    f"environment {environment_id}: the agent refused the migration: "
+                    f"{answer.get('error', 'no reason given')}"
+                )
+
     async def running(self, environment_ids: list[str]) -> set[str]:
         ids = list(dict.fromkeys(environment_ids))
         alive = await asyncio.gather(*(self._answers(i) for i in ids))

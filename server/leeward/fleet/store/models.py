@@ -151,6 +151,9 @@ class EnvironmentRow(Base):
     ready_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
     last_seen_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    migrating_from: Mapped[str | None] = mapped_column(
+        String(64), nullable=True, doc="While migrating: the host it leaves."
+    )
 
 
 class IdempotencyRow(Base):

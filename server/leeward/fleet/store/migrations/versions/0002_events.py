@@ -20,6 +20,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from leeward.fleet.store import triggers
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -50,56 +52,11 @@ def upgrade() -> None:
     op.create_index(op.f("ix_events_position"), "events", ["position"], unique=True)
     op.create_index("ix_events_owner_position", "events", ["owner", "position"])
     op.create_index(op.f("ix_events_at"), "events", ["at"])
-    if op.get_bind().dialect.name == "postgresql":
-        _postgres_triggers()
-    else:
-        _sqlite_triggers()
-
-
-def _changed(different: str) -> str:
-    return " OR ".join(f"OLD.{c} {different} NEW.{c}" for c in SNAPSHOT if c not in UNNOTICED)
-
-
-def _sqlite_triggers() -> None:
-    snapshot = ", ".join(f"'{c}', NEW.{c}" for c in SNAPSHOT)
-    # Built from the constant column list above, not from input.
-    record = (
-        "INSERT INTO events (position, environment_id, owner, at, snapshot) VALUES ("  # noqa: S608
-        "(SELECT COALESCE(MAX(position), 0) + 1 FROM events), "
-        f"NEW.id, NEW.owner, NEW.updated_at, json_object({snapshot}));"
-    )
-    op.execute(
-        f"CREATE TRIGGER environments_insert_event AFTER INSERT ON environments BEGIN {record} END"
-    )
-    op.execute(
-        f"CREATE TRIGGER environments_update_event AFTER UPDATE ON environments "
-        f"WHEN {_changed('IS NOT')} BEGIN {record} END"
-    )
-
-
-def _postgres_triggers() -> None:
-    snapshot = ", ".join(f"'{c}', NEW.{c}" for c in SNAPSHOT)
-    op.execute(
-        "CREATE FUNCTION environments_record_event() RETURNS trigger AS $$ BEGIN "  # noqa: S608
-        "INSERT INTO events (environment_id, owner, at, snapshot) VALUES "
-        f"(NEW.id, NEW.owner, NEW.updated_at, json_build_object({snapshot})::text); "
-        "RETURN NULL; END $$ LANGUAGE plpgsql"
-    )
-    op.execute(
-        "CREATE TRIGGER environments_insert_event AFTER INSERT ON environments "
-        "FOR EACH ROW EXECUTE FUNCTION environments_record_event()"
-    )
-    op.execute(
-        "CREATE TRIGGER environments_update_event AFTER UPDATE ON environments "
-        f"FOR EACH ROW WHEN ({_changed('IS DISTINCT FROM')}) "
-        "EXECUTE FUNCTION environments_record_event()"
-    )
+    triggers.create(op, SNAPSHOT, UNNOTICED)
 
 
 def downgrade() -> None:
-    on = " ON environments" if op.get_bind().dialect.name == "postgresql" else ""
-    op.execute(f"DROP TRIGGER IF EXISTS environments_update_event{on}")
-    op.execute(f"DROP TRIGGER IF EXISTS environments_insert_event{on}")
-    if on:
+    triggers.drop(op)
+    if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP FUNCTION IF EXISTS environments_record_event()")
     op.drop_table("events")
