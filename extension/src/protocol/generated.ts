@@ -20,6 +20,8 @@ export type ProtocolModel =
   | DaemonCatalog
   | DaemonSettings
   | DaemonStatus
+  | DnsMode
+  | DnsStatus
   | Empty
   | Environment
   | EnvironmentKind
@@ -49,11 +51,13 @@ export type ProtocolModel =
   | Lifespan
   | LifespanChoice
   | LifespanPolicy
+  | MigrateEnvironment
   | Region
   | RegionChoice
   | Role
   | SSHAuthorities
   | SignInParams
+  | StopDns
   | Token
   | User
   | WhoAmI;
@@ -65,14 +69,20 @@ export type Lifespan = 'temporary' | 'permanent';
  *
  * warm: a pooled container waiting for a tenant (never shown to users);
  * provisioning: placed on a host, its agent starting and being certified;
- * running: reachable over SSH; deleting: being torn down; deleted: gone, capacity freed;
+ * running: reachable over SSH; migrating: moving live to another host of its region (its
+ * network goes dark for a blackout; sessions through `leeward proxy` ride through it);
+ * deleting: being torn down; deleted: gone, capacity freed;
  * failed: provisioning failed, capacity freed, the reason is in `statusMessage`.
  */
 export type EnvironmentState =
-  'warm' | 'provisioning' | 'running' | 'deleting' | 'deleted' | 'failed';
+  'warm' | 'provisioning' | 'running' | 'migrating' | 'deleting' | 'deleted' | 'failed';
 export type CreateEnvironment = CreateDevserver | CreateContainer;
 export type Role = 'user' | 'admin';
 export type FleetLinkState = 'connected' | 'unreachable' | 'signedOut';
+/**
+ * serving: answers; closed: nothing listens; black-hole: listens and never answers.
+ */
+export type DnsMode = 'serving' | 'closed' | 'black-hole';
 /**
  * environment: an environment changed (it carries the new state, `deleted` included);
  * reset: the events after the client's last id are no longer kept: list again, then go on.
@@ -98,6 +108,10 @@ export interface AgentHeartbeat {
   sessions?: number;
 }
 export interface Catalog {
+  /**
+   * `HOST:PORT` of the zone's DNS server (UDP and TCP).
+   */
+  dns: string | null;
   flavors: Flavor[];
   lifespans: LifespanPolicy;
   profiles: ContainerProfile[];
@@ -251,6 +265,10 @@ export interface Environment {
    */
   lastSeenAt: string | null;
   lifespan: Lifespan;
+  /**
+   * While migrating: the host it is leaving (`host` is the new one).
+   */
+  migratingFrom: string | null;
   name: string;
   owner: string | null;
   /**
@@ -417,6 +435,17 @@ export interface DaemonStatus {
   version: string;
 }
 /**
+ * `GET /v1/admin/dns`: whether the zone's DNS server answers, and where.
+ */
+export interface DnsStatus {
+  /**
+   * `HOST:PORT` (UDP and TCP).
+   */
+  address: string | null;
+  mode: DnsMode;
+  zone: string;
+}
+/**
  * No params.
  */
 export interface Empty {}
@@ -544,6 +573,12 @@ export interface Host {
 export interface HostList {
   hosts: Host[];
 }
+export interface MigrateEnvironment {
+  /**
+   * The host to move to, in the same region; the one with most room if absent.
+   */
+  host?: string | null;
+}
 /**
  * The fleet's SSH certificate authorities, for known_hosts and for agents.
  */
@@ -561,6 +596,12 @@ export interface SSHAuthorities {
 export interface SignInParams {
   fleetUrl: string;
   token: string;
+}
+export interface StopDns {
+  /**
+   * Keep the sockets open and answer nothing (a lost resolver).
+   */
+  blackHole?: boolean;
 }
 export interface Token {
   expiresAt: string | null;

@@ -116,6 +116,7 @@ export const environment = object<Environment>({
   address: nullable(str),
   sshPort: nullable(num),
   relayPort: nullable(num),
+  migratingFrom: nullable(str),
   state: environmentState,
   statusMessage: str,
   owner: nullable(str),

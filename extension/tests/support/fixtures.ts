@@ -32,6 +32,7 @@ export function environment(overrides: Partial<Environment> = {}): Environment {
     address: '127.110.0.5',
     sshPort: 2222,
     relayPort: 2223,
+    migratingFrom: null,
     state: 'running',
     statusMessage: '',
     owner: 'ada',
