@@ -94,6 +94,7 @@ def small_config(
     )
     config.provider.data_dir = tmp_path / "environments"
     config.provider.ssh_port = free_port(str(nets[0][1]))
+    config.dns.port = 0  # any free port: tests run side by side
     return config
 
 

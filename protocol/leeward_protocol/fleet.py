@@ -179,6 +179,9 @@ class LifespanPolicy(Resource):
 
 class Catalog(Resource):
     zone: str
+    dns: str | None = Field(
+        default=None, description="`HOST:PORT` of the zone's DNS server (UDP and TCP)."
+    )
     regions: list[Region]
     flavors: list[Flavor]
     profiles: list[ContainerProfile]
@@ -397,3 +400,25 @@ class AgentHeartbeat(Request):
 
 class HeartbeatAck(Resource):
     interval_seconds: float
+
+
+class DnsMode(StrEnum):
+    """serving: answers; closed: nothing listens; black-hole: listens and never answers."""
+
+    SERVING = "serving"
+    CLOSED = "closed"
+    BLACK_HOLE = "black-hole"
+
+
+class DnsStatus(Resource):
+    """`GET /v1/admin/dns`: whether the zone's DNS server answers, and where."""
+
+    zone: str
+    mode: DnsMode
+    address: str | None = Field(default=None, description="`HOST:PORT` (UDP and TCP).")
+
+
+class StopDns(Request):
+    black_hole: bool = Field(
+        default=False, description="Keep the sockets open and answer nothing (a lost resolver)."
+    )

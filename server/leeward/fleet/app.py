@@ -2,7 +2,8 @@
 
 One cleanup context per resource (aiohttp's pattern): the store (migrated at start, hosts synced
 from the config), the SSH CA, the provider, and the fleet with its background loops (warm-pool
-refill, the sweep of expired and stuck environments), each cancelled and awaited at shutdown.
+refill, the sweep of expired and stuck environments), the zone's DNS server, each cancelled and
+awaited at shutdown.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import select
 from leeward.clock import Clock, SystemClock
 from leeward.fleet.ca import CertificateAuthority
 from leeward.fleet.config import FleetConfig
+from leeward.fleet.dns import dns_context
 from leeward.fleet.environments import Fleet
 from leeward.fleet.errors import FleetError, NotFound
 from leeward.fleet.metrics import Metrics
@@ -232,6 +234,7 @@ def create_app(
             await store.close()
 
     app.cleanup_ctx.append(fleet_context)
+    app.cleanup_ctx.append(dns_context)
     app[STREAMS] = OpenStreams()
     app.on_shutdown.append(stop_streams)
     return app

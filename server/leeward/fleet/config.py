@@ -81,6 +81,17 @@ class AuthConfig(_Strict):
     user_certificate_hours: int = Field(default=16, ge=1, le=16)
 
 
+class DnsConfig(_Strict):
+    """The fleet's DNS server for its zone (`ENV.REGION.ZONE`, `ENV.ZONE`), UDP and TCP."""
+
+    enabled: bool = True
+    listen_host: str = "127.0.0.1"
+    port: int = Field(default=5353, ge=0, le=65535, description="0: any free port.")
+    ttl: int = Field(
+        default=5, ge=0, le=3600, description="Seconds; short, so a migration shows at once."
+    )
+
+
 class FleetConfig(_Strict):
     zone: str = "leeward.test"
     listen_host: str = "127.0.0.1"
@@ -114,6 +125,7 @@ class FleetConfig(_Strict):
     lifetimes: LifetimeConfig = Field(default_factory=LifetimeConfig)
     provider: ProviderConfig = Field(default_factory=ProviderConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    dns: DnsConfig = Field(default_factory=DnsConfig)
     regions: list[RegionConfig] = Field(min_length=1)
     flavors: list[Flavor] = Field(min_length=1)
     profiles: list[ContainerProfile] = Field(default_factory=list)

@@ -20,7 +20,8 @@ from sqlalchemy import text
 from leeward import __version__
 from leeward.fleet import admin
 from leeward.fleet.auth import Principal
-from leeward.fleet.errors import BadRequest, Forbidden, Invalid, NotFound, Unauthorized
+from leeward.fleet.dns import DNS
+from leeward.fleet.errors import BadRequest, Forbidden, Invalid, NotFound, Unauthorized, Unavailable
 from leeward.fleet.events import READ_LIMIT
 from leeward.fleet.state import FLEET, METRICS, STREAMS
 from leeward_protocol.fleet import (
@@ -31,6 +32,7 @@ from leeward_protocol.fleet import (
     CreateEnvironment,
     CreateToken,
     CreateUser,
+    DnsStatus,
     Environment,
     EnvironmentList,
     ExtendEnvironment,
@@ -43,6 +45,7 @@ from leeward_protocol.fleet import (
     MigrateEnvironment,
     Role,
     SSHAuthorities,
+    StopDns,
     Token,
     User,
     WhoAmI,
@@ -221,7 +224,9 @@ async def whoami(request: web.Request) -> web.Response:
     response=Catalog,
 )
 async def catalog(request: web.Request) -> web.Response:
-    return reply(await request.app[FLEET].catalog())
+    body = await request.app[FLEET].catalog()
+    body.dns = request.app[DNS].address
+    return reply(body)
 
 
 @route(
@@ -492,6 +497,49 @@ async def create_user(request: web.Request) -> web.Response:
 async def create_token(request: web.Request) -> web.Response:
     body: CreateToken = await parse(request, CreateToken)
     return reply(await admin.create_token(request.app[FLEET], body), 201)
+
+
+@route(
+    "GET",
+    "/v1/admin/dns",
+    "The zone's DNS server: serving, closed or black-hole, and its address.",
+    response=DnsStatus,
+    auth="admin",
+)
+async def dns_status(request: web.Request) -> web.Response:
+    return reply(request.app[DNS].status())
+
+
+@route(
+    "POST",
+    "/v1/admin/dns/stop",
+    "Stop the zone's DNS server (exercises): closed, or `blackHole` (open sockets, no answers).",
+    request=StopDns,
+    response=DnsStatus,
+    auth="admin",
+)
+async def dns_stop(request: web.Request) -> web.Response:
+    body: StopDns = await parse_optional(request, StopDns)
+    await request.app[DNS].stop(black_hole=body.black_hole)
+    return reply(request.app[DNS].status())
+
+
+@route(
+    "POST",
+    "/v1/admin/dns/start",
+    "Start the zone's DNS server again.",
+    response=DnsStatus,
+    auth="admin",
+)
+async def dns_start(request: web.Request) -> web.Response:
+    server = request.app[DNS]
+    try:
+        await server.start()
+    except OSError as exc:
+        raise Unavailable(
+            f"The DNS server cannot listen on {server.host}:{server.port}: {exc}."
+        ) from None
+    return reply(server.status())
 
 
 # ---------------------------------------------------------------------------- wiring
