@@ -17,7 +17,7 @@ from pathlib import Path
 
 from leeward.credentials import write_private
 from leeward.paths import Paths
-from leeward_protocol.fleet import Environment, EnvironmentState, SSHAuthorities
+from leeward_protocol.fleet import REACHABLE_STATES, Environment, SSHAuthorities
 
 HEADER = "# Written by `leeward config-ssh`; rewritten every time it runs: do not edit.\n"
 RENEW_BEFORE_SECONDS = 3600
@@ -39,7 +39,7 @@ def entries_for(environments: Iterable[Environment]) -> list[SSHEntry]:
     entries = [
         SSHEntry(alias=e.name, fqdn=e.fqdn, address=e.address, port=e.ssh_port)
         for e in environments
-        if e.state is EnvironmentState.RUNNING and e.address and e.ssh_port
+        if e.state in REACHABLE_STATES and e.address and e.ssh_port
     ]
     return sorted(entries, key=lambda e: e.alias)
 

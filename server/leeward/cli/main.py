@@ -414,19 +414,19 @@ def ssh(
 ) -> None:
     """Connect with OpenSSH (renewing the certificate and ssh config first)."""
     from leeward.cli.session import refresh_ssh
-    from leeward_protocol.fleet import EnvironmentState
+    from leeward_protocol.fleet import REACHABLE_STATES, EnvironmentState
 
     paths = _paths()
 
     async def go() -> Environment:
         async with _client() as fleet:
             target = await fleet.environment(env)
-            if target.state is EnvironmentState.RUNNING:
+            if target.state in REACHABLE_STATES:
                 await refresh_ssh(fleet, paths)
             return target
 
     target = _run(go())
-    if target.state is not EnvironmentState.RUNNING:
+    if target.state not in REACHABLE_STATES:
         hints = {
             EnvironmentState.PROVISIONING: f"wait for it (`leeward show {target.name}`)",
             EnvironmentState.FAILED: "create another one with `leeward create`",

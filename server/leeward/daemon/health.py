@@ -20,7 +20,7 @@ from typing import Any
 
 from leeward.clock import Clock
 from leeward_protocol.daemon import HealthRecord, HealthState
-from leeward_protocol.fleet import Environment, EnvironmentState
+from leeward_protocol.fleet import REACHABLE_STATES, Environment, EnvironmentState
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class HealthMonitor:
         if watch is None:
             return None
         env = watch.environment
-        if env.state != EnvironmentState.RUNNING or not env.address or not env.ssh_port:
+        if env.state not in REACHABLE_STATES or not env.address or not env.ssh_port:
             return self._judge_state(watch)
         try:
             rtt = await self.probe(env.address, env.ssh_port, self.timeout)
@@ -193,14 +193,21 @@ class HealthMonitor:
             self._record(watch),
             rtt_ms=round(smooth, 1),
             checked_at=self.clock.now(),
-            **self._with_fleet(HealthState.HEALTHY, smooth, ""),
+            **self._with_fleet(HealthState.HEALTHY, smooth, "", env),
         )
 
     # -- judging ---------------------------------------------------------------------------------
 
-    def _with_fleet(self, state: HealthState, rtt: float | None, reason: str) -> dict[str, Any]:
+    def _with_fleet(
+        self, state: HealthState, rtt: float | None, reason: str, env: Environment | None = None
+    ) -> dict[str, Any]:
         if state in (HealthState.HEALTHY, HealthState.DEGRADED) and rtt is not None:
-            if not self.fleet_reachable:
+            if env is not None and env.state == EnvironmentState.MIGRATING:
+                state = HealthState.DEGRADED
+                reason = (
+                    f"Migrating from {env.migrating_from} to {env.host}: it may go dark a moment."
+                )
+            elif not self.fleet_reachable:
                 state = HealthState.DEGRADED
                 reason = f"It answers, but the fleet cannot be reached: {self.fleet_reason}"
             elif rtt > self.slow_ms:
@@ -215,7 +222,11 @@ class HealthMonitor:
         env = watch.environment
         record = self._record(watch)
         where = f"{env.address}:{env.ssh_port}"
-        if watch.failures >= self.unreachable_after:
+        if env.state == EnvironmentState.MIGRATING:
+            # Dark on purpose, for its blackout: it comes back on the new host.
+            state = HealthState.RECONNECTING
+            reason = f"Migrating from {env.migrating_from} to {env.host}; dark for a moment."
+        elif watch.failures >= self.unreachable_after:
             state = HealthState.UNREACHABLE
             reason = f"No answer from {env.name} at {where} ({why}) in {watch.failures} tries."
         elif record.state in (HealthState.CONNECTING,):

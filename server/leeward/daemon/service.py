@@ -42,6 +42,7 @@ from leeward_protocol.daemon import (
     SignInParams,
 )
 from leeward_protocol.fleet import (
+    REACHABLE_STATES,
     Catalog,
     Environment,
     EnvironmentKind,
@@ -246,7 +247,7 @@ class Daemon:
     async def connect(self, ref: str) -> ConnectResult:
         env = await self._call(lambda c: c.environment(ref))
         self.link.remember(env)
-        if env.state != EnvironmentState.RUNNING:
+        if env.state not in REACHABLE_STATES:
             hint = (
                 "wait until it is running"
                 if env.state == EnvironmentState.PROVISIONING
