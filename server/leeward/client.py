@@ -24,6 +24,7 @@ from leeward_protocol.fleet import (
     CreateDevserver,
     CreateToken,
     CreateUser,
+    DnsStatus,
     Environment,
     EnvironmentList,
     ErrorBody,
@@ -34,6 +35,7 @@ from leeward_protocol.fleet import (
     HostList,
     MigrateEnvironment,
     SSHAuthorities,
+    StopDns,
     Token,
     User,
     WhoAmI,
@@ -213,6 +215,16 @@ class FleetClient:
             Environment,
             body=body.wire(),
         )
+
+    async def dns(self) -> DnsStatus:
+        return await self._call("GET", "/v1/admin/dns", DnsStatus)
+
+    async def stop_dns(self, *, black_hole: bool = False) -> DnsStatus:
+        body = StopDns(black_hole=black_hole).wire()
+        return await self._call("POST", "/v1/admin/dns/stop", DnsStatus, body=body)
+
+    async def start_dns(self) -> DnsStatus:
+        return await self._call("POST", "/v1/admin/dns/start", DnsStatus)
 
     async def create_user(self, request: CreateUser) -> User:
         return await self._call("POST", "/v1/admin/users", User, body=request.wire())

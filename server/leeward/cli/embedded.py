@@ -55,6 +55,7 @@ class EmbeddedFleet:
 
             config = default_config()
             config.provider.stop_agents_on_exit = True
+            config.dns.port = free_dns_port(config.dns.listen_host)
             if port is not None:
                 config.listen_port = port
             write_private(self.config_path, dump_config(config), mode=0o644)
@@ -69,6 +70,30 @@ class EmbeddedFleet:
                 raw["listen_port"] = port
                 write_private(self.config_path, tomli_w.dumps(raw), mode=0o644)
         return False
+
+    def ensure_dns_port(self) -> str | None:
+        """Before a start: keep the config's DNS port if UDP and TCP are both free there, else
+        write a free pair into the config. Returns the DNS server's `HOST:PORT` (None: off)."""
+        import tomllib
+
+        import tomli_w
+
+        from leeward.credentials import write_private
+        from leeward.fleet.config import ConfigError, load_config
+
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            raise CliError(f"{exc}; fix it or delete it and run `leeward up` again.") from None
+        if not config.dns.enabled:
+            return None
+        host, port = config.dns.listen_host, config.dns.port
+        if port == 0 or not dns_port_free(host, port):
+            port = free_dns_port(host)
+            raw = tomllib.loads(self.config_path.read_text())
+            raw.setdefault("dns", {})["port"] = port
+            write_private(self.config_path, tomli_w.dumps(raw), mode=0o644)
+        return f"{host}:{port}"
 
     def url(self) -> str:
         from leeward.fleet.config import ConfigError, load_config
@@ -182,6 +207,33 @@ def healthy(url: str, timeout: float = 1.0) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def dns_port_free(host: str, port: int) -> bool:
+    """Whether both UDP and TCP `port` can be bound on `host` (a DNS server needs both)."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, port))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.bind((host, port))
+    except OSError:
+        return False
+    return True
+
+
+def free_dns_port(host: str) -> int:
+    """A port whose UDP and TCP are both free on `host`."""
+    import socket
+
+    for _ in range(32):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+        if dns_port_free(host, port):
+            return port
+    raise CliError(f"No free port for the fleet's DNS server on {host}: too many ports in use.")
 
 
 def port_in_use(url: str) -> bool:

@@ -39,11 +39,15 @@ admin_app = typer.Typer(
 )
 host_app = typer.Typer(help="Hosts: drain one for maintenance, put it back.", no_args_is_help=True)
 env_admin_app = typer.Typer(help="Any user's environments: migrate.", no_args_is_help=True)
+dns_app = typer.Typer(
+    help="The zone's DNS server: stop and start it for exercises.", no_args_is_help=True
+)
 app.add_typer(create_app, name="create")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(admin_app, name="admin")
 admin_app.add_typer(host_app, name="host")
 admin_app.add_typer(env_admin_app, name="env")
+admin_app.add_typer(dns_app, name="dns")
 fleet_app.add_typer(token_app, name="token")
 
 _debug = bool(os.environ.get("LEEWARD_DEBUG"))
@@ -446,6 +450,36 @@ def ssh(
         raise CliError("OpenSSH's `ssh` is not on PATH: install openssh-client.") from None
 
 
+@app.command("locate")
+def locate_command(env: EnvArgument, json_: JsonOption = False) -> None:
+    """Find an environment as `leeward proxy` does: the fleet API, the zone's DNS and the
+    last-known-good cache raced, each address checked by its SSH host certificate."""
+    import json
+
+    from leeward.cli.session import credentials
+    from leeward.locate import AddressCache, Finder, LocateError, host_certificate_verifier
+
+    paths = _paths()
+    creds = credentials(paths)
+    cache = AddressCache.of(paths, creds.fleet)
+    finder = Finder(creds.fleet, creds.token, cache, host_certificate_verifier(paths.known_hosts))
+    try:
+        found = _run(finder.locate(env))
+    except LocateError as exc:
+        raise CliError(str(exc)) from None
+    if json_:
+        fields = ("name", "fqdn", "address", "ssh_port", "relay_port", "source", "seconds", "notes")
+        print(json.dumps({f: getattr(found, f) for f in fields}, indent=2))
+        return
+    out = _out()
+    out.print(
+        f"{found.fqdn} at {found.address}:{found.ssh_port} from the {found.source} "
+        f"in {found.seconds * 1000:.0f} ms (host certificate verified)."
+    )
+    for note in found.notes:
+        out.print(f"  {note}")
+
+
 # -- the embedded fleet ---------------------------------------------------------------------------
 
 
@@ -483,9 +517,12 @@ def up(
                 "with a free port."
             )
         with _err().status(f"Starting the embedded fleet at {url}…"):
+            dns = embedded.ensure_dns_port()
             pid = embedded.start()
             embedded.wait_healthy(url, pid)
         out.print(f"Started the embedded fleet at {url} (log: {embedded.log_path}).")
+        if dns is not None:
+            out.print(f"Its DNS serves the zone at {dns} (UDP and TCP).")
     else:
         embedded.wait_healthy(url, running)
     if user := _signed_in_as(paths, url):  # restarted: the stored token is still good
@@ -494,7 +531,23 @@ def up(
         token = _run(_issue_admin_token(embedded.config_path, getpass.getuser()))
         who = _run(sign_in(paths, url, token))
         out.print(f"Signed in as [bold]{who.user}[/] ({who.role.value}).")
+    _remember_embedded_dns(paths, embedded, url)
     out.print("Next: `leeward create devserver --name mybox`, then `leeward ssh mybox`.")
+
+
+def _remember_embedded_dns(paths: Paths, embedded: Any, url: str) -> None:
+    """Tell this machine's clients where the embedded fleet serves its zone (they also learn it
+    from the catalog): `leeward proxy` and `leeward locate` race it with the API and the cache."""
+    from leeward.fleet.config import ConfigError, load_config
+    from leeward.locate import AddressCache
+
+    try:
+        config = load_config(embedded.config_path)
+    except ConfigError:
+        return
+    if config.dns.enabled:
+        dns = f"{config.dns.listen_host}:{config.dns.port}"
+        AddressCache.of(paths, url).remember_fleet(config.zone, dns)
 
 
 async def _issue_admin_token(config_path: Path, user: str) -> str:
@@ -710,6 +763,50 @@ def host_activate(host: Annotated[str, typer.Argument(help="The host.")]) -> Non
             return await fleet.activate_host(host)
 
     _out().print(f"{host} is {_run(go()).state.value}.")
+
+
+def _dns(action: str, *, black_hole: bool = False, json_: bool = False) -> None:
+    from leeward.client import wire_json
+
+    async def go() -> Any:
+        async with _client() as fleet:
+            if action == "stop":
+                return await fleet.stop_dns(black_hole=black_hole)
+            if action == "start":
+                return await fleet.start_dns()
+            return await fleet.dns()
+
+    status = _run(go())
+    if json_:
+        print(wire_json(status))
+    else:
+        _out().print(f"DNS for {status.zone} at {status.address or '(no address)'}: {status.mode}.")
+
+
+@dns_app.command("status")
+def dns_status(json_: JsonOption = False) -> None:
+    """Whether the zone's DNS server answers (serving, closed, black-hole), and where."""
+    _dns("status", json_=json_)
+
+
+@dns_app.command("stop")
+def dns_stop(
+    black_hole: Annotated[
+        bool,
+        typer.Option(
+            "--black-hole", help="Keep the port open and answer nothing (a lost resolver)."
+        ),
+    ] = False,
+    json_: JsonOption = False,
+) -> None:
+    """Stop the zone's DNS server: closed (nothing listens), or black-holed."""
+    _dns("stop", black_hole=black_hole, json_=json_)
+
+
+@dns_app.command("start")
+def dns_start(json_: JsonOption = False) -> None:
+    """Start the zone's DNS server again."""
+    _dns("start", json_=json_)
 
 
 @env_admin_app.command("migrate")

@@ -1,0 +1,544 @@
+"""Finding an environment: the fleet API, the zone's DNS and the last-known-good address cache,
+raced; the first address whose SSH host certificate verifies wins.
+
+The API is authoritative: when it answers with another address than a candidate still being
+checked, that candidate is dropped; when it says there is no such environment, that is the
+answer; while it says the environment is migrating, a failed check is tried again (the network
+is dark only for the blackout). DNS gets a short budget (`DNS_TIMEOUT`) and no retries, so a DNS
+outage costs a connection nothing when another source answers, and at most that budget when
+none does. A verified address is written to the cache (atomically), so the next connection finds
+it with the fleet and its DNS both down.
+
+Light on purpose: it runs in `leeward proxy`, once per SSH connection. HTTP and DNS are spoken
+over asyncio streams and datagrams here (no aiohttp, no pydantic); asyncssh is imported only by
+the verifier that needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from leeward.paths import Paths
+
+DNS_TIMEOUT = 0.25
+"""Seconds the DNS source gets (one query, no retry): what a DNS outage can cost at most."""
+
+API_TIMEOUT = 5.0
+MIGRATING_WAIT = 30.0
+"""How long to keep trying an environment the API says is migrating (its blackout)."""
+
+FLEET_INFO_MAX_AGE = 600.0
+"""The zone and DNS address are fetched from the catalog again after this many seconds."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A candidate: where a source says the environment is."""
+
+    address: str
+    ssh_port: int
+    relay_port: int | None
+    fqdn: str
+    source: str  # "api", "dns" or "cache"
+
+
+@dataclass(frozen=True)
+class Located:
+    name: str
+    fqdn: str
+    address: str
+    ssh_port: int
+    relay_port: int | None
+    source: str
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+    """What the other sources did (failed, were slower, were refused), for `leeward locate`."""
+
+
+class LocateError(Exception):
+    """No source led to a verified connection; the message says what each one did."""
+
+
+class NotVerified(Exception):
+    """A verifier's refusal: the reason, for the person reading the error."""
+
+
+Verify = Callable[[Target], Awaitable[None]]
+"""Returns when `target` proves to be the environment (its host certificate, from the fleet's
+host CA, names `target.fqdn`); raises NotVerified (or OSError) otherwise."""
+
+
+# -- the last-known-good cache ------------------------------------------------------------------
+
+
+class AddressCache:
+    """`addresses.json` in the state directory: per fleet URL, its zone and DNS address, and
+    every environment's last verified address. Written atomically (temp file + rename)."""
+
+    def __init__(self, path: Path, fleet: str) -> None:
+        self.path = path
+        self.fleet = fleet.rstrip("/")
+
+    @classmethod
+    def of(cls, paths: Paths, fleet: str) -> AddressCache:
+        return cls(paths.state_dir / "addresses.json", fleet)
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _mine(self, data: dict[str, Any]) -> dict[str, Any]:
+        fleets = data.setdefault("fleets", {})
+        mine = fleets.setdefault(self.fleet, {})
+        mine.setdefault("environments", {})
+        return mine  # type: ignore[no-any-return]
+
+    def fleet_info(self) -> dict[str, Any]:
+        return self._mine(self._load())
+
+    def environment(self, name: str) -> dict[str, Any] | None:
+        entry = self.fleet_info()["environments"].get(name)
+        return entry if isinstance(entry, dict) else None
+
+    def _update(self, change: Callable[[dict[str, Any]], None]) -> None:
+        from leeward.credentials import write_private
+
+        data = self._load()
+        change(self._mine(data))
+        write_private(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+    def remember_fleet(self, zone: str, dns: str | None) -> None:
+        def change(mine: dict[str, Any]) -> None:
+            mine.update(zone=zone, dns=dns, checkedAt=time.time())
+
+        self._update(change)
+
+    def remember(self, name: str, located: Located) -> None:
+        def change(mine: dict[str, Any]) -> None:
+            mine["environments"][name] = {
+                "fqdn": located.fqdn,
+                "address": located.address,
+                "sshPort": located.ssh_port,
+                "relayPort": located.relay_port,
+                "verifiedAt": time.time(),
+            }
+
+        self._update(change)
+
+
+# -- the sources ----------------------------------------------------------------------------------
+
+
+class _Gone(Exception):
+    """The API says there is no such environment (authoritative)."""
+
+
+@dataclass(frozen=True)
+class _ApiAnswer:
+    target: Target | None
+    state: str
+
+
+async def http_get_json(url: str, path: str, token: str | None, seconds: float) -> tuple[int, Any]:
+    """GET `url + path` (HTTP/1.1, `Connection: close`): status and JSON body."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    tls = parts.scheme == "https"
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or (443 if tls else 80)
+
+    async def go() -> tuple[int, Any]:
+        reader, writer = await asyncio.open_connection(host, port, ssl=tls or None)
+        try:
+            lines = [
+                f"GET {parts.path.rstrip('/')}{path} HTTP/1.1",
+                f"Host: {parts.netloc}",
+                "Accept: application/json",
+                "Connection: close",
+                "User-Agent: leeward-locate",
+            ]
+            if token:
+                lines.append(f"Authorization: Bearer {token}")
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+            raw = await reader.read()
+        finally:
+            writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        status = int(status_line.split(" ", 2)[1])
+        headers = {
+            k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)
+        }
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            body = _unchunk(body)
+        return status, json.loads(body) if body else None
+
+    return await asyncio.wait_for(go(), seconds)
+
+
+def _unchunk(body: bytes) -> bytes:
+    out, rest = bytearray(), body
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        rest = rest[size + 2 :]
+    return bytes(out)
+
+
+def _dns_query(name: str) -> tuple[int, bytes]:
+    qid = secrets.randbelow(65536)
+    header = struct.pack(">HHHHHH", qid, 0, 1, 0, 0, 0)  # a question for the authority, no RD
+    qname = b"".join(bytes([len(label)]) + label.encode("ascii") for label in name.split("."))
+    return qid, header + qname + b"\0" + struct.pack(">HH", 1, 1)  # A, IN
+
+
+def _skip_name(data: bytes, offset: int) -> int:
+    while True:
+        length = data[offset]
+        if length & 0xC0 == 0xC0:
+            return offset + 2
+        if length == 0:
+            return offset + 1
+        offset += 1 + length
+
+
+def _dns_addresses(data: bytes, qid: int) -> list[str]:
+    """The A records of a reply; [] for NXDOMAIN; ValueError for anything else wrong."""
+    rid, flags, questions, answers, _, _ = struct.unpack_from(">HHHHHH", data)
+    if rid != qid:
+        raise ValueError("a reply to another query")
+    rcode = flags & 0xF
+    if rcode == 3:
+        return []
+    if rcode != 0:
+        raise ValueError(f"DNS error code {rcode}")
+    offset = 12
+    for _ in range(questions):
+        offset = _skip_name(data, offset) + 4
+    found = []
+    for _ in range(answers):
+        offset = _skip_name(data, offset)
+        rtype, _, _, length = struct.unpack_from(">HHIH", data, offset)
+        offset += 10
+        if rtype == 1 and length == 4:
+            found.append(socket.inet_ntoa(data[offset : offset + 4]))
+        offset += length
+    return found
+
+
+class _OneReply(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not self.reply.done():
+            self.reply.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable: nothing listens
+        if not self.reply.done():
+            self.reply.set_exception(exc)
+
+
+async def dns_lookup(server: str, name: str, seconds: float = DNS_TIMEOUT) -> list[str]:
+    """A records for `name` from `server` (`HOST:PORT`), one UDP query within `seconds`."""
+    host, _, port = server.rpartition(":")
+    loop = asyncio.get_running_loop()
+    qid, query = _dns_query(name)
+    transport, protocol = await loop.create_datagram_endpoint(
+        _OneReply, remote_addr=(host.strip("[]"), int(port))
+    )
+    try:
+        transport.sendto(query)
+        return _dns_addresses(await asyncio.wait_for(protocol.reply, seconds), qid)
+    finally:
+        transport.close()
+
+
+# -- the race -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Finder:
+    """What `locate` needs: the fleet (URL and token), the cache, and a verifier."""
+
+    fleet: str
+    token: str | None
+    cache: AddressCache
+    verify: Verify
+    dns_timeout: float = DNS_TIMEOUT
+    api_timeout: float = API_TIMEOUT
+    migrating_wait: float = MIGRATING_WAIT
+
+    async def locate(self, name_or_fqdn: str) -> Located:
+        """Race the sources; retry while the API says the environment is migrating."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while True:
+            try:
+                return await self._race(name_or_fqdn, started)
+            except _StillMigrating as exc:
+                if loop.time() - started > self.migrating_wait:
+                    raise LocateError(
+                        f"{name_or_fqdn} has been migrating for {self.migrating_wait:g} s and "
+                        f"is still unreachable: {exc}"
+                    ) from None
+                await asyncio.sleep(0.2)
+
+    async def _race(self, name_or_fqdn: str, started: float) -> Located:
+        loop = asyncio.get_running_loop()
+        info = self.cache.fleet_info()
+        zone = info.get("zone")
+        name = name_or_fqdn.strip(".").lower()
+        if zone and name.endswith("." + zone):
+            name = name.split(".", 1)[0]
+        cached = self.cache.environment(name)
+
+        sources: dict[asyncio.Task[Any], str] = {
+            asyncio.ensure_future(self._ask_api(name)): "api",
+        }
+        if info.get("dns") and zone:
+            sources[asyncio.ensure_future(self._ask_dns(info["dns"], f"{name}.{zone}"))] = "dns"
+        if cached is not None:
+            sources[asyncio.ensure_future(_from_cache(cached))] = "cache"
+        if not zone or time.time() - float(info.get("checkedAt", 0)) > FLEET_INFO_MAX_AGE:
+            refresh = asyncio.ensure_future(self._refresh_fleet_info())
+        else:
+            refresh = None
+
+        checks: dict[asyncio.Task[None], Target] = {}
+        notes: list[str] = []
+        dns_addresses: list[str] = []
+        api: _ApiAnswer | None = None
+        fqdn = cached.get("fqdn") if cached else None
+
+        def check(target: Target) -> None:
+            if api is not None and api.target is not None and target.address != api.target.address:
+                notes.append(f"{target.source}: {target.address} is not where the fleet says")
+                return
+            if any(
+                t.address == target.address and t.ssh_port == target.ssh_port
+                for t in checks.values()
+            ):
+                return
+            checks[asyncio.ensure_future(self.verify(target))] = target
+
+        try:
+            while sources or checks:
+                done, _ = await asyncio.wait(
+                    [*sources, *checks], return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    if task in checks:
+                        target = checks.pop(task)
+                        if task.exception() is None:
+                            seconds = loop.time() - started
+                            located = Located(
+                                name=name,
+                                fqdn=target.fqdn,
+                                address=target.address,
+                                ssh_port=target.ssh_port,
+                                relay_port=target.relay_port,
+                                source=target.source,
+                                seconds=seconds,
+                                notes=notes,
+                            )
+                            with contextlib.suppress(OSError):
+                                self.cache.remember(name, located)
+                            return located
+                        notes.append(f"{target.source}: {task.exception()}")
+                        continue
+                    source = sources.pop(task)
+                    error = task.exception()
+                    if isinstance(error, _Gone):
+                        raise LocateError(str(error))
+                    if error is not None:
+                        notes.append(f"{source}: {_describe(error)}")
+                    elif source == "api":
+                        api = task.result()
+                        assert api is not None
+                        if api.target is None:
+                            notes.append(f"api: {name} is {api.state}, with no address yet")
+                            continue
+                        fqdn = api.target.fqdn
+                        for other, target in list(checks.items()):
+                            if target.address != api.target.address:
+                                other.cancel()
+                                del checks[other]
+                                notes.append(
+                                    f"{target.source}: {target.address} dropped: the fleet says "
+                                    f"{api.target.address}"
+                                )
+                        check(api.target)
+                        for address in dns_addresses:
+                            check(_dns_target(address, fqdn, cached, api))
+                    elif source == "dns":
+                        dns_addresses = task.result()
+                        if not dns_addresses:
+                            notes.append(f"dns: no address for {name}.{zone}")
+                        elif fqdn is None:
+                            notes.append("dns: an address, and no full name to check it by yet")
+                        else:
+                            for address in dns_addresses:
+                                check(_dns_target(address, fqdn, cached, api))
+                    else:
+                        check(task.result())
+        finally:
+            for task in [*sources, *checks]:
+                task.cancel()
+            if refresh is not None:  # finishes in the background; a failure is no matter
+                _background.add(refresh)
+                refresh.add_done_callback(_settle)
+        summary = "; ".join(notes) or "no source knew it"
+        if api is not None and api.state == "migrating":
+            raise _StillMigrating(summary)
+        raise LocateError(f"Cannot reach {name}: {summary}.")
+
+    async def _ask_api(self, name: str) -> _ApiAnswer:
+        from urllib.parse import quote
+
+        status, body = await http_get_json(
+            self.fleet, f"/v1/environments/{quote(name, safe='')}", self.token, self.api_timeout
+        )
+        if status == 404:
+            message = body.get("error", {}).get("message") if isinstance(body, dict) else None
+            raise _Gone(message or f"The fleet has no environment {name!r}: `leeward list`.")
+        if status != 200 or not isinstance(body, dict):
+            raise OSError(f"the fleet answered HTTP {status}")
+        state = str(body.get("state"))
+        address, port = body.get("address"), body.get("sshPort")
+        if not address or not port or state not in ("running", "migrating", "provisioning"):
+            return _ApiAnswer(None, state)
+        target = Target(
+            address=address,
+            ssh_port=int(port),
+            relay_port=body.get("relayPort"),
+            fqdn=str(body["fqdn"]),
+            source="api",
+        )
+        return _ApiAnswer(target, state)
+
+    async def _ask_dns(self, server: str, name: str) -> list[str]:
+        return await dns_lookup(server, name, self.dns_timeout)
+
+    async def _refresh_fleet_info(self) -> None:
+        status, body = await http_get_json(self.fleet, "/v1/catalog", self.token, self.api_timeout)
+        if status == 200 and isinstance(body, dict) and body.get("zone"):
+            self.cache.remember_fleet(str(body["zone"]), body.get("dns"))
+
+
+class _StillMigrating(Exception):
+    pass
+
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def _settle(task: asyncio.Task[Any]) -> None:
+    _background.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: a failed refresh is retried next time
+
+
+async def _from_cache(entry: dict[str, Any]) -> Target:
+    return Target(
+        address=str(entry["address"]),
+        ssh_port=int(entry["sshPort"]),
+        relay_port=entry.get("relayPort"),
+        fqdn=str(entry["fqdn"]),
+        source="cache",
+    )
+
+
+def _dns_target(
+    address: str, fqdn: str, cached: dict[str, Any] | None, api: _ApiAnswer | None
+) -> Target:
+    """DNS tells only the address: the ports come from the API's answer or the cache."""
+    known = api.target if api is not None and api.target is not None else None
+    if known is not None:
+        ssh_port, relay_port = known.ssh_port, known.relay_port
+    elif cached is not None:
+        ssh_port, relay_port = int(cached["sshPort"]), cached.get("relayPort")
+    else:
+        ssh_port, relay_port = 22, None
+    return Target(address, ssh_port, relay_port, fqdn, "dns")
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "no answer in time"
+    if isinstance(error, ConnectionRefusedError):
+        return "refused (nothing listens)"
+    return str(error) or type(error).__name__
+
+
+# -- verifying with SSH -----------------------------------------------------------------------
+
+
+def host_certificate_verifier(known_hosts: Path, *, timeout: float = 5.0) -> Verify:
+    """A verifier that runs an SSH key exchange with the candidate and accepts it only if its
+    host certificate is signed by a CA in `known_hosts` (`@cert-authority *.ZONE ...`, as
+    `leeward config-ssh` writes it) for the target's fully qualified name. It does not log in."""
+    have_known_hosts = known_hosts.exists()
+
+    async def verify(target: Target) -> None:
+        import asyncssh
+
+        if not have_known_hosts:
+            raise NotVerified(
+                f"no {known_hosts} to check host certificates with: run `leeward config-ssh`"
+            )
+        where = f"{target.address}:{target.ssh_port}"
+        try:
+            conn = await asyncio.wait_for(
+                asyncssh.connect(
+                    target.address,
+                    target.ssh_port,
+                    known_hosts=str(known_hosts),
+                    host_key_alias=target.fqdn,
+                    username="leeward-locate",
+                    client_keys=None,
+                    agent_path=None,
+                    password=None,
+                    kbdint_auth=False,
+                    gss_auth=False,
+                    config=None,
+                ),
+                timeout,
+            )
+        except asyncssh.PermissionDenied:
+            return  # the key exchange, and so the host certificate, passed; no login was asked
+        except (asyncssh.HostKeyNotVerifiable, asyncssh.KeyExchangeFailed) as exc:
+            if isinstance(exc, asyncssh.KeyExchangeFailed) and "host key" not in str(exc):
+                raise NotVerified(f"{where}: {_describe(exc)}") from None
+            # A server with no host certificate at all fails the key exchange (only
+            # certificate algorithms are acceptable); one with another CA's fails the check.
+            raise NotVerified(
+                f"refused the SSH server at {where}: its host key is not signed by the fleet's "
+                f"host CA for {target.fqdn} (an impostor, or an address that now belongs to "
+                "something else)"
+            ) from None
+        except TimeoutError:
+            raise NotVerified(f"{where} did not finish an SSH handshake in {timeout:g} s") from None
+        except (OSError, asyncssh.Error) as exc:
+            raise NotVerified(f"{where}: {_describe(exc)}") from None
+        conn.close()
+
+    return verify

@@ -1,0 +1,83 @@
+"""`leeward admin dns stop|start|status`, `leeward locate`, and the embedded fleet's DNS port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+
+from leeward.cli.embedded import EmbeddedFleet, dns_port_free
+from leeward.fleet.config import load_config
+from leeward.paths import Paths
+from tests.cli.sandbox import make_sandbox
+from tests.conftest import small_config
+from tests.dns.test_dns_server import ask_async
+
+
+async def test_admin_dns_and_locate_from_the_command_line(
+    start_fleet, tmp_path: Path, sqlite_url: str
+) -> None:
+    (tmp_path / "user").mkdir()
+    (tmp_path / "alice").mkdir()
+    sandbox = make_sandbox(tmp_path / "user")
+    async with start_fleet(small_config(tmp_path, sqlite_url)) as f:
+
+        async def leeward(*args: str) -> str:
+            result = await asyncio.to_thread(sandbox.run, *args, timeout=60, check=True)
+            return result.stdout
+
+        await leeward("login", "--fleet", f.url, "--token", f.admin.token)
+        status, env = await f.admin.call(
+            "POST", "/v1/environments", {"kind": "devserver", "flavor": "tiny", "name": "box"}
+        )
+        assert status in (201, 202), env
+        env = await f.admin.wait_state(env["id"], {"running"})
+        await leeward("config-ssh", "--no-include")
+
+        found = json.loads(await leeward("locate", "box", "--json"))
+        assert (found["source"], found["address"]) == ("api", env["address"])
+        assert found["fqdn"] == env["fqdn"]
+
+        stopped = json.loads(await leeward("admin", "dns", "stop", "--black-hole", "--json"))
+        assert stopped["mode"] == "black-hole"
+        status, body = await f.admin.call("GET", "/v1/admin/dns")
+        assert body["mode"] == "black-hole"
+        text = await leeward("locate", "box")  # still found: the API and the cache
+        assert f"{env['fqdn']} at {env['address']}" in text and "verified" in text
+
+        assert "closed" in await leeward("admin", "dns", "stop")
+        with_dns = await leeward("admin", "dns", "start")
+        assert f"DNS for leeward.test at {stopped['address']}: serving." in with_dns
+        name = f"box.{env['region']}.leeward.test"
+        rcode, addresses, _ = await ask_async(stopped["address"], name)
+        assert (rcode, addresses) == ("NOERROR", [env["address"]])
+
+        # A user who is not an admin is told so.
+        user = make_sandbox(tmp_path / "alice")
+        login = await asyncio.to_thread(
+            user.run, "login", "--fleet", f.url, "--token", f.api.token, timeout=60
+        )
+        assert login.returncode == 0, login.stderr
+        refused = await asyncio.to_thread(user.run, "admin", "dns", "stop", timeout=60)
+        assert refused.returncode != 0 and "admin" in refused.stderr
+
+
+def test_the_embedded_fleet_gets_a_free_dns_port(tmp_path: Path) -> None:
+    paths = Paths(
+        config_dir=tmp_path / "config",
+        data_dir=tmp_path / "data",
+        state_dir=tmp_path / "state",
+        ssh_dir=tmp_path / "ssh",
+    )
+    embedded = EmbeddedFleet.of(paths)
+    assert embedded.ensure_config(None)
+    first = load_config(embedded.config_path).dns
+    assert first.port != 5353 and dns_port_free(first.listen_host, first.port)
+    assert embedded.ensure_dns_port() == f"127.0.0.1:{first.port}"  # free: kept
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:  # only UDP is taken
+        taken.bind(("127.0.0.1", first.port))
+        moved = embedded.ensure_dns_port()
+    assert moved is not None and moved != f"127.0.0.1:{first.port}"
+    assert load_config(embedded.config_path).dns.port == int(moved.rsplit(":", 1)[1])
