@@ -31,6 +31,14 @@ class AgentConfig(BaseModel):
     relay_port: int | None = Field(
         default=None, ge=1, le=65535, description="The resumable relay's port; None: no relay."
     )
+    relay_buffer_mib: int = Field(
+        default=8, ge=1, le=1024, description="Each relay session's replay buffer, in MiB."
+    )
+    relay_keep_seconds: float = Field(
+        default=660.0,
+        gt=0,
+        description="How long a relay session without a link is kept (over the proxy's deadline).",
+    )
     host_key: str = Field(description="OpenSSH private host key.")
     host_certificate: str = Field(description="The host key's certificate from the host CA.")
     user_ca: str = Field(description="OpenSSH public key of the fleet's user CA.")

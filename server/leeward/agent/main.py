@@ -21,7 +21,17 @@ from leeward import __version__
 from leeward.agent import control
 from leeward.agent.config import AgentConfig, AgentConfigError
 from leeward.agent.heartbeat import Beat, Heartbeat
-from leeward.agent.ssh import ConnectionRegistry, Login, Trust, host_keys, listen
+from leeward.agent.ssh import (
+    ConnectionRegistry,
+    Login,
+    Trust,
+    host_keys,
+    listen,
+    serve_relayed,
+)
+from leeward.relay.agent import RelayServer, RelaySettings
+from leeward.relay.handshake import HostIdentity
+from leeward.relay.stream import MIB
 
 log = logging.getLogger("leeward.agent")
 
@@ -38,6 +48,8 @@ class Agent:
         self.login = Login.for_current_user(config.home, config.environment_id, config.fqdn)
         self.heartbeat = Heartbeat(self._beat, lambda: self.config.heartbeat_seconds)
         self._acceptor: object | None = None
+        self._keys: list[tuple[object, object]] = []
+        self.relay: RelayServer | None = None
         self._control: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
@@ -66,19 +78,18 @@ class Agent:
             self._control = await control.serve(config.control_socket, self._on_control)
         except (control.ControlError, OSError) as exc:
             raise StartError(f"control socket {config.control_socket}: {exc}") from None
-        try:
-            self._acceptor = await listen(
-                config.listen_address,
-                config.listen_port,
-                self.registry,
-                keys,
-                lambda: self.login,
+        self._keys = keys
+        if config.relay_port is not None:
+            self.relay = RelayServer(
+                HostIdentity(keys[0][0], config.host_certificate),
+                config.fqdn,
+                lambda sock: serve_relayed(sock, self.registry, self._keys, lambda: self.login),
+                RelaySettings(
+                    buffer_bytes=config.relay_buffer_mib * MIB,
+                    keep_seconds=config.relay_keep_seconds,
+                ),
             )
-        except OSError as exc:
-            raise StartError(
-                f"cannot listen on {config.listen_address}:{config.listen_port}: "
-                f"{os.strerror(exc.errno) if exc.errno else exc}"
-            ) from None
+        await self._listen()
         self._tasks.append(asyncio.create_task(self.heartbeat.run(), name="heartbeat"))
         log.info(
             "environment %s (%s) serving SSH on %s:%d for %s",
@@ -89,6 +100,42 @@ class Agent:
             config.owner or "nobody (warm)",
         )
 
+    async def _listen(self) -> None:
+        config = self.config
+        port = config.listen_port
+        try:
+            self._acceptor = await listen(
+                config.listen_address, port, self.registry, self._keys, lambda: self.login
+            )
+            if self.relay is not None and config.relay_port is not None:
+                port = config.relay_port
+                await self.relay.listen(config.listen_address, port)
+        except OSError as exc:
+            raise StartError(
+                f"cannot listen on {config.listen_address}:{port}: "
+                f"{os.strerror(exc.errno) if exc.errno else exc}"
+            ) from None
+
+    async def blackout(self, seconds: float) -> dict[str, object]:
+        """The network attachment goes dark (a live migration's blackout): listeners closed,
+        every TCP connection on it reset; relay sessions and the SSH connections inside them
+        stay. Back when both listeners accept again."""
+        if self._acceptor is not None:
+            self._acceptor.close()  # type: ignore[attr-defined]
+            await self._acceptor.wait_closed()  # type: ignore[attr-defined]
+            self._acceptor = None
+        if self.relay is not None:
+            await self.relay.close_listener()
+        direct = self.registry.reset_direct()
+        links = self.relay.reset_links() if self.relay is not None else 0
+        log.info(
+            "blackout for %.3g s: reset %d SSH connections, %d relay links", seconds, direct, links
+        )
+        await asyncio.sleep(seconds)
+        await self._listen()
+        log.info("blackout over: listening again")
+        return {"ok": True, "resetSSH": direct, "resetRelayLinks": links}
+
     async def _on_control(self, message: dict[str, object]) -> dict[str, object]:
         op = message.get("op")
         if op == "status":
@@ -97,13 +144,23 @@ class Agent:
                 "environmentId": self.config.environment_id,
                 "owner": self.config.owner,
                 "sessions": self.registry.sessions,
+                "relaySessions": len(self.relay.sessions) if self.relay is not None else 0,
+                "relayBoot": self.relay.boot if self.relay is not None else None,
                 "pid": os.getpid(),
                 "agentVersion": __version__,
             }
         if op == "reload":
             await self.reload()
             return {"ok": True}
-        return {"ok": False, "error": f"unknown op {op!r}; expected 'status' or 'reload'"}
+        if op == "blackout":
+            seconds = message.get("seconds", 0)
+            if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+                return {"ok": False, "error": "blackout needs 'seconds', a number >= 0"}
+            return await self.blackout(float(seconds))
+        return {
+            "ok": False,
+            "error": f"unknown op {op!r}; expected 'status', 'reload' or 'blackout'",
+        }
 
     async def reload(self) -> None:
         """Re-read the config and apply it; connections under the old identity are closed."""
@@ -114,7 +171,14 @@ class Agent:
                 raise ValueError(
                     f"the config is for {new.environment_id}, this agent is {old.environment_id}"
                 )
-            fixed = ("listen_address", "listen_port", "home", "control_socket", "log_file")
+            fixed = (
+                "listen_address",
+                "listen_port",
+                "relay_port",
+                "home",
+                "control_socket",
+                "log_file",
+            )
             changed = [f for f in fixed if getattr(new, f) != getattr(old, f)]
             if changed:
                 raise ValueError(f"cannot change {', '.join(changed)} of a running agent")
@@ -122,6 +186,10 @@ class Agent:
             assert self._acceptor is not None
             # New connections get the new host key, certificate and trust from here on.
             self._acceptor.update(server_host_keys=keys)  # type: ignore[attr-defined]
+            self._keys = keys
+            if self.relay is not None:
+                self.relay.identity = HostIdentity(keys[0][0], new.host_certificate)
+                self.relay.fqdn = new.fqdn
             self.registry.set_trust(Trust(new.owner, new.user_ca))
             self.config = new
             self.login = Login.for_current_user(new.home, new.environment_id, new.fqdn)
@@ -132,6 +200,8 @@ class Agent:
     async def stop(self) -> None:
         if self._acceptor is not None:
             self._acceptor.close()  # type: ignore[attr-defined]
+        if self.relay is not None:
+            await self.relay.close()
         await self.registry.close_all(grace=3.0)
         if self._control is not None:
             self._control.close()

@@ -405,8 +405,9 @@ def _describe(process: asyncssh.SSHServerProcess[bytes]) -> str:
 class Connection(asyncssh.SSHServer):
     """One SSH connection's policy: certificate auth for the owner, local forwarding only."""
 
-    def __init__(self, registry: ConnectionRegistry) -> None:
+    def __init__(self, registry: ConnectionRegistry, *, relayed: bool = False) -> None:
         self._registry = registry
+        self.relayed = relayed
         self._conn: asyncssh.SSHServerConnection | None = None
         self._trust = registry.trust()
         self.authenticated = False
@@ -478,6 +479,20 @@ class ConnectionRegistry:
     def closed(self, server: Connection) -> None:
         self._open.pop(server, None)
 
+    def reset_direct(self) -> int:
+        """Reset every connection that came over the network (not through the relay)."""
+        import socket
+        import struct
+
+        direct = [conn for server, conn in self._open.items() if not server.relayed]
+        for conn in direct:
+            sock = conn.get_extra_info("socket")
+            if sock is not None:  # SO_LINGER 0: close sends a reset, as a vanished network does
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.abort()
+        return len(direct)
+
     @property
     def sessions(self) -> int:
         return sum(1 for s in self._open if s.authenticated)
@@ -503,6 +518,33 @@ def host_keys(host_key: str, host_certificate: str) -> list[tuple[Any, Any]]:
     return [(key, cert)]
 
 
+def _options(
+    registry: ConnectionRegistry,
+    keys: list[tuple[Any, Any]],
+    login: Callable[[], Login],
+    *,
+    relayed: bool,
+) -> dict[str, Any]:
+    """The same server and trust for direct and relayed connections. A relayed connection has no
+    keepalive of its own: the relay watches its links and keeps the session through outages."""
+    return {
+        "server_factory": lambda: Connection(registry, relayed=relayed),
+        "server_host_keys": keys,
+        "process_factory": Sessions(login),
+        "encoding": None,
+        "sftp_factory": HomeSFTP,
+        "allow_scp": False,  # the environment's own scp binary serves `scp -O`, as under sshd
+        "line_editor": False,
+        "agent_forwarding": False,
+        "x11_forwarding": False,
+        "password_auth": False,
+        "kbdint_auth": False,
+        "login_timeout": 30,
+        "keepalive_interval": 0 if relayed else 15,
+        "keepalive_count_max": 4,
+    }
+
+
 async def listen(
     address: str,
     port: int,
@@ -511,21 +553,16 @@ async def listen(
     login: Callable[[], Login],
 ) -> asyncssh.SSHAcceptor:
     return await asyncssh.listen(
-        address,
-        port,
-        server_factory=lambda: Connection(registry),
-        server_host_keys=keys,
-        process_factory=Sessions(login),
-        encoding=None,
-        sftp_factory=HomeSFTP,
-        allow_scp=False,  # the environment's own scp binary serves `scp -O`, as under sshd
-        line_editor=False,
-        agent_forwarding=False,
-        x11_forwarding=False,
-        password_auth=False,
-        kbdint_auth=False,
-        login_timeout=30,
-        keepalive_interval=15,
-        keepalive_count_max=4,
-        reuse_address=True,
+        address, port, reuse_address=True, **_options(registry, keys, login, relayed=False)
     )
+
+
+async def serve_relayed(
+    sock: Any,
+    registry: ConnectionRegistry,
+    keys: list[tuple[Any, Any]],
+    login: Callable[[], Login],
+) -> None:
+    """One SSH connection over a connected socket from the relay, until it ends."""
+    conn = await asyncssh.run_server(sock, **_options(registry, keys, login, relayed=True))
+    await conn.wait_closed()

@@ -1,5 +1,6 @@
 """The `leeward` console script. Processes that start once per window or per connection (the
-daemon now) skip the command-line framework (typer, rich): their start time is the user's."""
+daemon, `leeward proxy`) skip the command-line framework (typer, rich): their start time is the
+user's."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ def main() -> None:
 
         serve_stdio()
         return
+    if args[:1] == ["proxy"]:  # ssh's ProxyCommand: once per SSH connection
+        from leeward.relay.proxy import main as proxy_main
+
+        sys.exit(proxy_main(args[1:]))
     from leeward.cli.main import main as cli_main
 
     cli_main()

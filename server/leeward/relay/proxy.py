@@ -1,0 +1,342 @@
+"""`leeward proxy ENV`: ssh's ProxyCommand. Carries ssh's bytes to the environment's agent over
+the resumable relay, so the SSH session inside rides through TCP resets, migrations and
+address changes shorter than the resume deadline.
+
+It starts once per SSH connection: only the standard library, cryptography and (for the host
+certificate) asyncssh are imported. When the session cannot go on it prints one line on
+stderr saying why, and exits without writing any byte that was not the stream's next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from leeward.relay.candidates import (
+    AddressCache,
+    Candidate,
+    Fixed,
+    FleetThenCache,
+    Locator,
+)
+from leeward.relay.frames import ProtocolError
+from leeward.relay.handshake import (
+    HANDSHAKE_SECONDS,
+    HandshakeRefused,
+    Ticket,
+    Welcomed,
+    client_handshake,
+    host_authorities,
+)
+from leeward.relay.stream import MIB, Endpoint, RelayFailure
+
+CONNECT_SECONDS = 5.0
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class RealClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    buffer_bytes: int = 8 * MIB
+    deadline: float = 600.0
+    """How long to keep trying to resume after a link died."""
+    first_connect: float = 20.0
+    """How long the first connection may take (the whole deadline while migrating)."""
+    ping_every: float = 2.5
+    dead_after: float = 10.0
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+class Status:
+    """A small JSON file per session for the daemon: state, rtt, address source. Replaced
+    atomically; removed on exit."""
+
+    def __init__(self, directory: Path | None, name: str) -> None:
+        self.path = directory / f"{os.getpid()}.json" if directory is not None else None
+        self.fields: dict[str, Any] = {"env": name, "pid": os.getpid(), "state": "connecting"}
+
+    def update(self, **fields: Any) -> None:
+        self.fields.update(fields, updated=time.time())
+        if self.path is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.fields))
+            os.replace(tmp, self.path)
+
+    def remove(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+class Proxy:
+    def __init__(
+        self,
+        name: str,
+        locator: Locator,
+        authorities: Callable[[str], list[Any]],
+        settings: ProxySettings,
+        *,
+        clock: Clock | None = None,
+        cache: AddressCache | None = None,
+        status: Status | None = None,
+    ) -> None:
+        self.name = name
+        self.locator = locator
+        self.authorities = authorities
+        self.settings = settings
+        self.clock = clock or RealClock()
+        self.cache = cache
+        self.status = status or Status(None, name)
+        self.ticket: Ticket | None = None
+        self.endpoint: Endpoint | None = None
+
+    async def _try(
+        self, candidate: Candidate, received: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Welcomed]:
+        async with asyncio.timeout(CONNECT_SECONDS):
+            reader, writer = await asyncio.open_connection(candidate.address, candidate.relay_port)
+        try:
+            async with asyncio.timeout(HANDSHAKE_SECONDS):
+                welcomed = await client_handshake(
+                    reader,
+                    writer,
+                    fqdn=candidate.fqdn,
+                    authorities=self.authorities(candidate.fqdn),
+                    resume=self.ticket,
+                    received=received,
+                )
+        except BaseException:
+            writer.transport.abort()
+            raise
+        if self.cache is not None:
+            self.cache.remember(self.name, candidate)
+        self.status.update(state="connected", source=candidate.source, address=candidate.address)
+        return reader, writer, welcomed
+
+    def _refusal(self, exc: HandshakeRefused) -> RelayFailure | None:
+        """A refusal that ends the session (None: try elsewhere)."""
+        if self.ticket is not None and exc.reason == "unknown-session":
+            if exc.boot is not None and exc.boot != self.ticket.boot:
+                return RelayFailure(
+                    "restarted",
+                    "the environment's agent restarted: the session cannot be resumed; reconnect",
+                )
+            return RelayFailure(
+                "expired", "the agent no longer has this session (it expired); reconnect"
+            )
+        if exc.reason == "bad-proof":
+            return RelayFailure("refused", f"the resume proof was refused: {exc}")
+        return None
+
+    async def connect(
+        self, within: float, received: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Welcomed]:
+        """Connect (or resume) through any candidate, retrying with backoff for `within` s."""
+        start = self.clock.now()
+        attempt = 0
+        last = "no address yet"
+        while True:
+            try:
+                candidates = await self.locator.candidates(self.name)
+            except Exception as exc:
+                candidates, last = [], str(exc)
+            if not candidates:
+                last = getattr(self.locator, "last_error", "") or f"no address for {self.name}"
+            migrating = any(c.migrating for c in candidates)
+            refusals: list[str] = []
+            for candidate in candidates:
+                try:
+                    return await self._try(candidate, received)
+                except HandshakeRefused as exc:
+                    fatal = self._refusal(exc)
+                    if fatal is not None:
+                        raise fatal from None
+                    refusals.append(f"{candidate.address} ({candidate.source}): {exc}")
+                    last = refusals[-1]
+                except (OSError, TimeoutError, ProtocolError, asyncio.IncompleteReadError) as exc:
+                    last = f"{candidate.address}:{candidate.relay_port} ({candidate.source}): " + (
+                        str(exc) or type(exc).__name__
+                    )
+            if self.ticket is None and candidates and len(refusals) == len(candidates):
+                raise RelayFailure("refused", refusals[0])
+            limit = max(within, self.settings.deadline) if migrating else within
+            elapsed = self.clock.now() - start
+            if elapsed >= limit:
+                if self.ticket is None:
+                    raise RelayFailure("unreachable", f"cannot reach {self.name}: {last}")
+                raise RelayFailure(
+                    "deadline", f"could not resume within {_span(self.settings.deadline)}: {last}"
+                )
+            attempt += 1
+            pause = min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0)  # noqa: S311
+            await self.clock.sleep(min(pause, limit - elapsed))
+
+    async def run(self, stdin: asyncio.StreamReader, stdout: asyncio.StreamWriter) -> int:
+        async def deliver(data: bytes) -> None:
+            try:
+                stdout.write(data)
+                await stdout.drain()
+            except (ConnectionError, RuntimeError) as exc:
+                raise RelayFailure("local", f"ssh went away: {exc}") from None
+
+        async def deliver_end() -> None:
+            with contextlib.suppress(ConnectionError, RuntimeError, OSError):
+                if stdout.can_write_eof():
+                    stdout.write_eof()
+                else:
+                    stdout.close()
+
+        s = self.settings
+        endpoint = Endpoint(
+            s.buffer_bytes, deliver, deliver_end, ping_every=s.ping_every, dead_after=s.dead_after
+        )
+        self.endpoint = endpoint
+        reader, writer, welcomed = await self.connect(s.first_connect, 0)
+        self.ticket = welcomed.ticket
+
+        async def pump() -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await stdin.read(65536):
+                    await endpoint.send(data)
+            endpoint.send_end()
+
+        pumping = asyncio.create_task(pump())
+        reporting = asyncio.create_task(self._report(endpoint))
+        try:
+            while True:
+                why = await endpoint.run_link(reader, writer, welcomed.peer_received)
+                if endpoint.finished.is_set():
+                    return 0
+                self.status.update(state="resuming", reason=why)
+                reader, writer, welcomed = await self.connect(s.deadline, endpoint.received)
+        finally:
+            pumping.cancel()
+            reporting.cancel()
+            await asyncio.gather(pumping, reporting, return_exceptions=True)
+
+    async def _report(self, endpoint: Endpoint) -> None:
+        while True:
+            await asyncio.sleep(5)
+            if endpoint.linked:
+                self.status.update(rtt=endpoint.rtt)
+
+
+async def _stdio() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", buffering=0)
+    )
+    transport, protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, os.fdopen(1, "wb", buffering=0)
+    )
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    return reader, writer
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="leeward proxy",
+        description="ssh's ProxyCommand: reach an environment over the resumable relay.",
+    )
+    parser.add_argument("name", help="the environment's name, id or fully qualified name")
+    parser.add_argument("--address", help="the agent's address (skips the fleet)")
+    parser.add_argument("--port", type=int, help="the relay's port (with --address)")
+    parser.add_argument("--fqdn", help="the name its host certificate must carry")
+    parser.add_argument("--known-hosts", type=Path, help="with the fleet's @cert-authority line")
+    parser.add_argument("--buffer-mib", type=float, default=8, help="replay buffer (default 8)")
+    parser.add_argument(
+        "--deadline", type=float, default=600, help="seconds to keep resuming (default 600)"
+    )
+    parser.add_argument("--ping-every", type=float, default=2.5, help=argparse.SUPPRESS)
+    parser.add_argument("--dead-after", type=float, default=10.0, help=argparse.SUPPRESS)
+    parser.add_argument("--no-status", action="store_true", help="write no session status file")
+    return parser
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from leeward.paths import Paths
+
+    paths = Paths.default()
+    known_hosts = args.known_hosts or paths.known_hosts
+    cache = AddressCache(paths.state_dir / "addresses.json")
+    locator: Locator
+    if args.address:
+        if not args.port:
+            raise RelayFailure("usage", "--address needs --port")
+        fqdn = args.fqdn or args.name
+        locator = Fixed(Candidate(args.address, args.port, fqdn, "command line"))
+    else:
+        from leeward.credentials import CredentialsError, load_credentials
+
+        fleet: str | None = None
+        token: str | None = None
+        with contextlib.suppress(CredentialsError):
+            creds = load_credentials(paths.credentials)
+            fleet, token = creds.fleet, creds.token
+        locator = FleetThenCache(fleet, token, cache)
+    settings = ProxySettings(
+        buffer_bytes=max(1, int(args.buffer_mib * MIB)),
+        deadline=args.deadline,
+        ping_every=args.ping_every,
+        dead_after=args.dead_after,
+    )
+    status = Status(None if args.no_status else paths.state_dir / "sessions", args.name)
+    proxy = Proxy(
+        args.name,
+        locator,
+        lambda fqdn: host_authorities(known_hosts, fqdn),
+        settings,
+        cache=cache,
+        status=status,
+    )
+    try:
+        stdin, stdout = await _stdio()
+        return await proxy.run(stdin, stdout)
+    except RelayFailure as exc:
+        status.update(state="failed", reason=str(exc))
+        if exc.cause == "local":
+            return 1
+        raise
+    finally:
+        status.remove()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return asyncio.run(_main(args))
+    except RelayFailure as exc:
+        print(f"leeward proxy: {args.name}: {exc}", file=sys.stderr)
+        return 255
+    except KeyboardInterrupt:
+        return 130
