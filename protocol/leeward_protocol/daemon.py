@@ -176,6 +176,15 @@ class HealthRecord(Resource):
     host: str | None = None
     reason: str = Field(default="", description="Why it is not healthy, in one sentence.")
     fleet_reachable: bool = True
+    sessions: int = Field(
+        default=0, description="SSH sessions to it through `leeward proxy` on this machine."
+    )
+    route: str | None = Field(
+        default=None, description="Where those sessions found it: `api`, `dns` or `cache`."
+    )
+    dns_bypass: bool = Field(
+        default=False, description="The fleet's DNS does not answer; the sessions went around it."
+    )
     since: datetime = Field(description="When `state` last changed.")
     checked_at: datetime | None = Field(default=None, description="The last probe.")
 

@@ -5,6 +5,7 @@ restarted under it (the event stream resumes: nothing lost, nothing repeated), d
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -92,6 +93,26 @@ async def test_the_daemon_end_to_end(tmp_path: Path) -> None:
                 )
                 assert healthy["rttMs"] is not None and healthy["region"] == "north"
                 assert healthy["host"] and healthy["name"] == env["name"]
+
+                # A `leeward proxy` session resuming (its status file, watched): reconnecting.
+                sessions = sandbox.paths.state_dir / "sessions"
+                session = {"env": env["name"], "pid": os.getpid(), "state": "resuming"}
+                sessions.mkdir(parents=True, exist_ok=True)
+                (sessions / "1.json").write_text(json.dumps(session))
+                resuming = await d.until(
+                    lambda: (r := d.last_health(env_id)) and r["sessions"] == 1 and r,
+                    what="the daemon did not see the proxy's session",
+                )
+                assert resuming["state"] == "reconnecting" and "relay" in resuming["reason"]
+                (sessions / "1.json").unlink()
+                await d.until(
+                    lambda: (
+                        (r := d.last_health(env_id))
+                        and r["sessions"] == 0
+                        and r["state"] == "healthy"
+                    ),
+                    what="the session's end did not show",
+                )
                 listing = await d.request("leeward/environments/list", {})
                 assert [e["id"] for e in listing["environments"]] == [env_id]
                 assert listing["stale"] is False

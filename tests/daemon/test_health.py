@@ -141,3 +141,63 @@ async def test_probes_against_real_sockets(unused_tcp_port):
         pass
     else:
         raise AssertionError("a closed port must fail the probe")
+
+
+async def test_the_proxies_sessions_show_a_resume_and_a_dns_bypass():
+    import os
+
+    from leeward.daemon.sessions import ProxySession
+
+    clock = ManualClock()
+    health, script, sent = monitor(clock)
+    health.update([environment()])
+    script.answers = [10.0]
+    await health.check("e-1")
+    assert sent[-1].state is HealthState.HEALTHY and sent[-1].sessions == 0
+
+    me = os.getpid()
+    health.set_sessions([ProxySession("box", me, "resuming", "api", reason="path silent 10 s")])
+    assert sent[-1].state is HealthState.RECONNECTING and sent[-1].sessions == 1
+    assert "Resuming its SSH session through the relay (path silent 10 s)" in sent[-1].reason
+
+    health.set_sessions(
+        [ProxySession("box.north.leeward.test", me, "connected", "cache", 0.002, dns_down=True)]
+    )
+    assert sent[-1].state is HealthState.DEGRADED and sent[-1].dns_bypass is True
+    assert sent[-1].route == "cache" and "DNS bypass" in sent[-1].reason
+
+    health.set_sessions([])
+    assert sent[-1].state is HealthState.HEALTHY, "the probes' own view comes back"
+    assert (sent[-1].sessions, sent[-1].route, sent[-1].dns_bypass) == (0, None, False)
+
+
+def test_session_files_of_dead_proxies_and_junk_are_skipped(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from leeward.daemon.sessions import read_sessions
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (tmp_path / "1.json").write_text(
+        json.dumps(
+            {"env": "a", "pid": os.getpid(), "state": "connected", "source": "dns", "rtt": 0.0042}
+        )
+    )
+    (tmp_path / "2.json").write_text(
+        json.dumps({"env": "b", "pid": int(dead.stdout), "state": "connected"})
+    )
+    (tmp_path / "3.json").write_text("{half a file")
+    (tmp_path / "4.json").write_text(json.dumps({"env": "c"}))
+    (tmp_path / "5.tmp").write_text("{}")
+    sessions = read_sessions(tmp_path)
+    assert [(s.env, s.state, s.source, s.rtt_ms) for s in sessions] == [
+        ("a", "connected", "dns", 4.2)
+    ]
+    assert read_sessions(tmp_path / "missing") == []

@@ -11,7 +11,8 @@ import { resolveEnvironment } from './pick';
 
 export const INSTALL_REMOTE_SSH = 'Install Remote-SSH';
 
-const connectable = (e: { state: string }): boolean => e.state === 'running';
+const connectable = (e: { state: string }): boolean =>
+  e.state === 'running' || e.state === 'migrating';
 
 async function connectTo(ctx: CommandContext, name: string): Promise<ConnectResult> {
   const result = await vscode.window.withProgress(

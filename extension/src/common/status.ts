@@ -59,7 +59,7 @@ export function statusView(input: StatusInput): StatusView {
   const parts = [environment.name, state];
   if (health?.rttMs !== null && health?.rttMs !== undefined) parts.push(rttLabel(health.rttMs));
   const background =
-    state === 'degraded'
+    state === 'degraded' || state === 'DNS bypass'
       ? 'warning'
       : state === 'unreachable' || state === 'failed'
         ? 'error'
@@ -72,10 +72,12 @@ export function statusView(input: StatusInput): StatusView {
   };
 }
 
-/** The health state while the environment runs, else the fleet's state of it. */
+/** The health state while the environment takes connections (running or migrating; "DNS
+ * bypass" when that is why it is degraded), else the fleet's state of it. */
 export function stateOf(environment: Environment, health: HealthRecord | undefined): string {
-  if (environment.state === 'running' && health !== undefined) return health.state;
-  return environment.state;
+  const reachable = environment.state === 'running' || environment.state === 'migrating';
+  if (!reachable || health === undefined) return environment.state;
+  return health.dnsBypass && health.state === 'degraded' ? 'DNS bypass' : health.state;
 }
 
 /** Markdown: what the environment is, where, how it is, and why when it is not well. */

@@ -527,6 +527,10 @@ export interface HealthRecord {
    * The last probe.
    */
   checkedAt: string | null;
+  /**
+   * The fleet's DNS does not answer; the sessions went around it.
+   */
+  dnsBypass: boolean;
   environmentId: string;
   /**
    * What the fleet last said.
@@ -540,7 +544,15 @@ export interface HealthRecord {
    */
   reason: string;
   region: string;
+  /**
+   * Where those sessions found it: `api`, `dns` or `cache`.
+   */
+  route: string | null;
   rttMs: number | null;
+  /**
+   * SSH sessions to it through `leeward proxy` on this machine.
+   */
+  sessions: number;
   /**
    * When `state` last changed.
    */

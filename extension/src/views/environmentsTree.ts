@@ -24,8 +24,9 @@ export function environmentDescription(
 /** Space-separated words that the menus' `viewItem =~ /\bWORD\b/` clauses match. */
 export function contextValue(environment: Environment): string {
   const words = ['environment', environment.kind];
-  if (environment.state === 'running') words.push('connect', 'terminal');
-  if (environment.lifespan === 'temporary' && environment.state === 'running') words.push('extend');
+  const reachable = environment.state === 'running' || environment.state === 'migrating';
+  if (reachable) words.push('connect', 'terminal');
+  if (environment.lifespan === 'temporary' && reachable) words.push('extend');
   if (environment.state !== 'deleting') words.push('delete');
   return words.join(' ');
 }
@@ -42,6 +43,7 @@ export function iconId(environment: Environment, health: HealthRecord | undefine
     case 'deleted':
       return 'circle-slash';
     case 'running':
+    case 'migrating':
       break;
   }
   switch (health?.state) {

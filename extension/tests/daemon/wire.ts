@@ -212,6 +212,9 @@ export const healthRecord = object<HealthRecord>({
   host: nullable(str),
   reason: str,
   fleetReachable: bool,
+  sessions: num,
+  route: nullable(str),
+  dnsBypass: bool,
   since: time,
   checkedAt: nullable(time),
 });

@@ -90,3 +90,32 @@ test("the environment shown: this window's, else the last used, else the first r
   assert.equal(shownEnvironment(all, undefined, 'gone')?.name, 'bravo');
   assert.equal(shownEnvironment([], undefined, undefined), undefined);
 });
+
+test('a relay resume spins; DNS down but reached around it says "DNS bypass"; migrating counts', () => {
+  const resuming = statusView(
+    input({
+      health: health(box, {
+        state: 'reconnecting',
+        rttMs: null,
+        sessions: 1,
+        reason: 'Resuming its SSH session through the relay.',
+      }),
+    }),
+  );
+  assert.equal(resuming.text, '$(sync~spin) box · reconnecting');
+  assert.match(resuming.tooltip, /Resuming its SSH session/);
+
+  const bypass = statusView(
+    input({
+      health: health(box, { state: 'degraded', dnsBypass: true, route: 'api', sessions: 1 }),
+    }),
+  );
+  assert.equal(bypass.text, '$(vm) box · DNS bypass · 12 ms');
+  assert.equal(bypass.background, 'warning');
+
+  const moving = environment({ state: 'migrating', migratingFrom: 'north-h1', host: 'north-h2' });
+  const view = statusView(
+    input({ environment: moving, health: health(moving, { state: 'degraded' }) }),
+  );
+  assert.equal(view.text, '$(vm) box · degraded · 12 ms');
+});

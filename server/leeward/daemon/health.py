@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from leeward.clock import Clock
+from leeward.daemon.sessions import ProxySession
 from leeward_protocol.daemon import HealthRecord, HealthState
 from leeward_protocol.fleet import REACHABLE_STATES, Environment, EnvironmentState
 
@@ -102,10 +103,14 @@ class HealthMonitor:
         self.slow_ms = slow_ms
         self.unreachable_after = unreachable_after
         self.records: dict[str, HealthRecord] = {}
+        """What the client is told: the probes' view with the proxies' sessions on top."""
+        self._base: dict[str, HealthRecord] = {}
+        """The probes' and the fleet's view alone."""
         self.fleet_reachable = True
         self.fleet_reason = ""
         self._watches: dict[str, _Watch] = {}
         self._running = False
+        self.sessions: list[ProxySession] = []
 
     def start(self) -> None:
         self._running = True
@@ -129,7 +134,8 @@ class HealthMonitor:
                 watch = self._watches.pop(env_id)
                 if watch.task is not None:
                     watch.task.cancel()
-                record = self.records.pop(env_id, None)
+                self.records.pop(env_id, None)
+                record = self._base.get(env_id)
                 if record is not None:
                     self._publish(
                         record,
@@ -155,8 +161,38 @@ class HealthMonitor:
         if (reachable, reason) == (self.fleet_reachable, self.fleet_reason):
             return
         self.fleet_reachable, self.fleet_reason = reachable, reason
-        for record in list(self.records.values()):
+        for record in list(self._base.values()):
             self._publish(record, **self._with_fleet(record.state, record.rtt_ms, record.reason))
+
+    def set_sessions(self, sessions: list[ProxySession]) -> None:
+        """The proxies' sessions changed: a resume or a DNS bypass shows in the records."""
+        if sessions == self.sessions:
+            return
+        self.sessions = sessions
+        for record in list(self._base.values()):
+            self._publish(record)
+
+    def _overlay(self, record: HealthRecord) -> HealthRecord:
+        """What the proxies say on top of the probes: they see the real sessions."""
+        env = self._watches.get(record.environment_id)
+        names = {record.name, record.environment_id}
+        if env is not None:
+            names.add(env.environment.fqdn)
+        mine = [s for s in self.sessions if s.env in names]
+        route = next((s.source for s in mine if s.state == "connected" and s.source), None)
+        bypass = any(s.dns_down for s in mine if s.state == "connected")
+        update: dict[str, Any] = {"sessions": len(mine), "route": route, "dns_bypass": bypass}
+        resuming = [s for s in mine if s.state == "resuming"]
+        if resuming:
+            why = f" ({resuming[0].reason})" if resuming[0].reason else ""
+            update["state"] = HealthState.RECONNECTING
+            update["reason"] = f"Resuming its SSH session through the relay{why}."
+        elif record.state is HealthState.HEALTHY and bypass:
+            update["state"] = HealthState.DEGRADED
+            update["reason"] = (
+                f"DNS bypass: the fleet's DNS does not answer; reached through the {route}."
+            )
+        return record.model_copy(update=update)
 
     # -- probing ---------------------------------------------------------------------------------
 
@@ -263,7 +299,7 @@ class HealthMonitor:
 
     def _record(self, watch: _Watch) -> HealthRecord:
         env = watch.environment
-        record = self.records.get(env.id)
+        record = self._base.get(env.id)
         if record is None:
             now = self.clock.now()
             record = HealthRecord(
@@ -289,19 +325,34 @@ class HealthMonitor:
     def _publish(
         self, record: HealthRecord, *, force: bool = False, **changes: Any
     ) -> HealthRecord:
-        new = record.model_copy(update=changes)
+        base = record.model_copy(update=changes)
+        new = self._overlay(base)
         old = self.records.get(record.environment_id)
         if old is not None and old.state != new.state:
             new.since = self.clock.now()
         if force or old is None or _worth_telling(old, new):
             self.notify(new)
         if new.environment_state != EnvironmentState.DELETED:
+            self._base[new.environment_id] = base
             self.records[new.environment_id] = new
+        else:
+            self._base.pop(new.environment_id, None)
         return new
 
 
 def _worth_telling(old: HealthRecord, new: HealthRecord) -> bool:
-    keys = ("state", "reason", "fleet_reachable", "host", "region", "environment_state", "name")
+    keys = (
+        "state",
+        "reason",
+        "fleet_reachable",
+        "host",
+        "region",
+        "environment_state",
+        "name",
+        "sessions",
+        "route",
+        "dns_bypass",
+    )
     if any(getattr(old, k) != getattr(new, k) for k in keys):
         return True
     if (old.rtt_ms is None) != (new.rtt_ms is None):

@@ -22,6 +22,7 @@ from leeward.clock import Clock
 from leeward.daemon.errors import DaemonError
 from leeward.daemon.health import HealthMonitor, probe_tcp
 from leeward.daemon.link import FleetLink
+from leeward.daemon.sessions import SessionWatcher
 from leeward.paths import Paths
 from leeward.sshconfig import add_include, certificate_valid_before, has_include
 from leeward_protocol.base import Resource
@@ -93,6 +94,8 @@ class Daemon:
             on_status=self._status_changed,
         )
         self._ssh_lock = asyncio.Lock()
+        self.sessions = SessionWatcher(paths.state_dir / "sessions", self.monitor.set_sessions)
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def credentials_file(self) -> Path:
@@ -102,9 +105,24 @@ class Daemon:
 
     async def start(self) -> None:
         self.monitor.start()
+        self.sessions.start()
+        self._sweeper = asyncio.get_running_loop().create_task(
+            self._sweep_sessions(), name="proxy sessions"
+        )
         await self.link.start()
 
+    async def _sweep_sessions(self) -> None:
+        """A proxy killed outright leaves its file: look again now and then, not only on
+        changes, so that its session goes away."""
+        while True:
+            await self.clock.sleep(self.settings.probe_interval_seconds)
+            self.sessions.refresh()
+
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        self.sessions.stop()
         await self.link.close()
         await self.monitor.close()
 

@@ -1,0 +1,129 @@
+"""The SSH sessions that `leeward proxy` carries on this machine, as the daemon sees them.
+
+Each proxy keeps a small JSON file in `state_dir/sessions/` (`PID.json`, replaced atomically,
+removed on exit): the environment, its state (connecting, connected, resuming, failed), the
+round trip, where the address came from (api, dns, cache) and whether DNS answered. The daemon
+watches the directory (watchdog) and folds the sessions into its health records, so the status
+bar can say "reconnecting" during a resume and "DNS bypass" while DNS is down. A file whose
+process is gone is ignored (a proxy killed with SIGKILL cannot remove it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProxySession:
+    env: str
+    pid: int
+    state: str
+    source: str | None = None
+    rtt_ms: float | None = None
+    reason: str = ""
+    dns_down: bool = False
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> ProxySession | None:
+        env, pid, state = raw.get("env"), raw.get("pid"), raw.get("state")
+        if not isinstance(env, str) or not isinstance(pid, int) or not isinstance(state, str):
+            return None
+        rtt = raw.get("rtt")
+        return cls(
+            env=env,
+            pid=pid,
+            state=state,
+            source=raw.get("source") if isinstance(raw.get("source"), str) else None,
+            rtt_ms=round(rtt * 1000, 1) if isinstance(rtt, int | float) else None,
+            reason=str(raw.get("reason") or ""),
+            dns_down=raw.get("dns") == "down",
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_sessions(directory: Path) -> list[ProxySession]:
+    """Every live proxy's session (files of dead processes are skipped)."""
+    found = []
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # replaced or removed while we read: the next change reads it again
+        session = ProxySession.parse(raw) if isinstance(raw, dict) else None
+        if session is not None and _alive(session.pid):
+            found.append(session)
+    return found
+
+
+class SessionWatcher:
+    """Calls `on_change(sessions)` on the event loop whenever the directory changes."""
+
+    def __init__(self, directory: Path, on_change: Callable[[list[ProxySession]], None]) -> None:
+        self.directory = directory
+        self.on_change = on_change
+        self._observer: Any = None
+        self._pending: asyncio.Handle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        self._loop = asyncio.get_running_loop()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        watcher = self
+
+        class Changed(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                if str(event.src_path).endswith(".json") or str(
+                    getattr(event, "dest_path", "")
+                ).endswith(".json"):
+                    loop = watcher._loop
+                    if loop is not None and not loop.is_closed():
+                        loop.call_soon_threadsafe(watcher._soon)
+
+        self._observer = Observer()
+        self._observer.schedule(Changed(), str(self.directory), recursive=False)
+        self._observer.daemon = True
+        self._observer.start()
+        self.refresh()
+
+    def _soon(self) -> None:
+        # Coalesce bursts (a resume rewrites the file a few times in a row).
+        if self._pending is None and self._loop is not None:
+            self._pending = self._loop.call_later(0.02, self.refresh)
+
+    def refresh(self) -> None:
+        self._pending = None
+        try:
+            self.on_change(read_sessions(self.directory))
+        except Exception:
+            log.exception("reading the proxy sessions failed")
+
+    def stop(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+        if self._observer is not None:
+            self._observer.stop()
+            with contextlib.suppress(RuntimeError):
+                self._observer.join(timeout=2)
+            self._observer = None
