@@ -270,3 +270,30 @@ def test_when_is_relative() -> None:
     assert when(NOW + timedelta(minutes=45), now=NOW) == "in 45m"
     assert when(NOW - timedelta(hours=1), now=NOW) == "1h ago"
     assert when(NOW + timedelta(seconds=20), now=NOW) == "in <1m"
+
+
+def test_status_lists_the_proxies_sessions(tmp_path: Path) -> None:
+    import json
+    import os
+
+    from tests.cli.sandbox import make_sandbox
+
+    sandbox = make_sandbox(tmp_path)
+    assert "No SSH session" in sandbox.run("status", check=True).stdout
+    sessions = sandbox.paths.state_dir / "sessions"
+    sessions.mkdir(parents=True)
+    record = {
+        "env": "box",
+        "pid": os.getpid(),
+        "state": "resuming",
+        "source": "cache",
+        "rtt": 0.0031,
+        "reason": "path silent",
+        "dns": "down",
+    }
+    (sessions / f"{os.getpid()}.json").write_text(json.dumps(record))
+    out = sandbox.run("status", check=True).stdout
+    assert "box" in out and "resuming" in out and "3.1 ms" in out
+    assert "via cache (DNS bypass)" in out and "path silent" in out
+    listed = json.loads(sandbox.run("status", "--json", check=True).stdout)
+    assert listed[0]["env"] == "box" and listed[0]["dns_down"] is True
