@@ -694,6 +694,30 @@ def daemon(
     serve_stdio()
 
 
+@app.command()
+def status(json_: JsonOption = False) -> None:
+    """The SSH sessions that `leeward proxy` carries on this machine: connected, resuming or
+    failed, their round trip, and where the address came from (api, dns, cache)."""
+    import dataclasses
+    import json
+
+    from leeward.daemon.sessions import read_sessions
+
+    sessions = read_sessions(_paths().state_dir / "sessions")
+    if json_:
+        print(json.dumps([dataclasses.asdict(s) for s in sessions], indent=2))
+        return
+    out = _out()
+    if not sessions:
+        out.print("No SSH session through `leeward proxy` on this machine.")
+        return
+    for s in sessions:
+        rtt = f"{s.rtt_ms:g} ms" if s.rtt_ms is not None else "-"
+        via = (s.source or "-") + (" (DNS bypass)" if s.dns_down else "")
+        line = f"{s.env:<24} {s.state:<11} {rtt:>9}  via {via:<18} pid {s.pid}"
+        out.print(line + (f"  {s.reason}" if s.reason else ""))
+
+
 # -- operations (admins) --------------------------------------------------------------------------
 
 
