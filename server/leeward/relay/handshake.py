@@ -154,12 +154,15 @@ def check_host(
         raise HandshakeRefused(
             "rogue", f"the host at this address is not signed by the fleet's host CA for {fqdn}"
         )
+    if fqdn not in cert.principals:
+        names = ", ".join(cert.principals) or "nobody"
+        raise HandshakeRefused(
+            "rogue", f"the host certificate is not for {fqdn} (it names {names})"
+        )
     try:
         cert.validate(CERT_TYPE_HOST, fqdn)
     except ValueError as exc:
         raise HandshakeRefused("rogue", f"the host certificate for {fqdn}: {exc}") from None
-    if fqdn not in cert.principals:
-        raise HandshakeRefused("rogue", f"the host certificate is not for {fqdn}")
     if not cert.key.verify(signed, signature):
         raise HandshakeRefused("rogue", "the host's signature does not match its certificate")
 

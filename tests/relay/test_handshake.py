@@ -1,0 +1,263 @@
+"""Who may carry or resume a session, and how `leeward proxy` fails when it cannot: one line
+on stderr naming the cause, and not one byte on stdout that is not the stream's next."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from leeward.fleet.ca import CertificateAuthority
+from leeward.relay.agent import RelayServer, RelaySettings
+from leeward.relay.candidates import Candidate
+from leeward.relay.handshake import (
+    HandshakeRefused,
+    HostIdentity,
+    Ticket,
+    client_handshake,
+    host_authorities,
+)
+from leeward.relay.proxy import Proxy, ProxySettings
+from leeward.relay.stream import RelayFailure
+from tests.agent.kit import ZONE, Fleet, Kit, free_endpoint
+
+from .conftest import LEEWARD
+
+FQDN = f"echo.test-region.{ZONE}"
+
+
+async def echo(sock: socket.socket) -> None:
+    """The inner server of these tests: sends back what it gets."""
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+def identity(ca: CertificateAuthority, fqdn: str = FQDN) -> HostIdentity:
+    fleet = Fleet(ca=ca, tmp=Path("."))
+    found = fleet.identity("e-echo", fqdn, "alice")
+    return HostIdentity(asyncssh.import_private_key(found.host_key), found.host_certificate)
+
+
+@dataclass
+class Agent:
+    address: str
+    port: int
+    server: RelayServer
+
+    async def restart(self, ca: CertificateAuthority) -> None:
+        """A new agent process at the same address: same identity, no sessions."""
+        old = self.server
+        await old.close()
+        self.server = RelayServer(old.identity, FQDN, echo, old.settings)
+        await self.server.listen(self.address, self.port)
+
+
+@pytest.fixture
+async def agent(ca: CertificateAuthority) -> AsyncIterator[Agent]:
+    address, port = free_endpoint()
+    server = RelayServer(identity(ca), FQDN, echo, RelaySettings(buffer_bytes=1 << 20))
+    await server.listen(address, port)
+    found = Agent(address, port, server)
+    yield found
+    await found.server.close()
+
+
+class ProxyProcess:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.out = bytearray()
+
+    async def roundtrip(self, data: bytes) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(data)
+        await self.proc.stdin.drain()
+        want = len(self.out) + len(data)
+        async with asyncio.timeout(20):
+            while len(self.out) < want:
+                chunk = await self.proc.stdout.read(65536)
+                assert chunk, "the proxy ended its output"
+                self.out += chunk
+
+    async def failure(self, timeout: float = 30) -> str:
+        """Wait for the proxy to exit; its stderr. Whatever it still wrote is kept in `out`."""
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        async with asyncio.timeout(timeout):
+            self.out += await self.proc.stdout.read()
+            err = (await self.proc.stderr.read()).decode()
+            assert await self.proc.wait() == 255, err
+        return err
+
+
+@contextlib.asynccontextmanager
+async def proxy(kit: Kit, agent: Agent, *options: str) -> AsyncIterator[ProxyProcess]:
+    proc = await asyncio.create_subprocess_exec(
+        LEEWARD,
+        "proxy",
+        "echo",
+        "--address",
+        agent.address,
+        "--port",
+        str(agent.port),
+        "--fqdn",
+        FQDN,
+        "--known-hosts",
+        str(kit.known_hosts),
+        "--no-status",
+        *options,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield ProxyProcess(proc)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def test_a_server_whose_key_the_fleet_did_not_sign_is_refused(kit: Kit) -> None:
+    rogue_ca = CertificateAuthority.generate()
+    address, port = free_endpoint()
+    rogue = RelayServer(identity(rogue_ca), FQDN, echo)
+    await rogue.listen(address, port)
+    try:
+        async with proxy(kit, Agent(address, port, rogue)) as p:
+            err = await p.failure()
+        assert "not signed by the fleet's host CA" in err
+        assert err.count("\n") == 1
+        assert p.out == b""
+        assert rogue.sessions == {}, "nothing was opened on the rogue"
+    finally:
+        await rogue.close()
+
+
+async def test_a_certificate_for_another_environment_is_refused(
+    kit: Kit, ca: CertificateAuthority
+) -> None:
+    address, port = free_endpoint()
+    other = RelayServer(identity(ca, f"other.test-region.{ZONE}"), FQDN, echo)
+    await other.listen(address, port)
+    try:
+        async with proxy(kit, Agent(address, port, other)) as p:
+            err = await p.failure()
+        assert f"not for {FQDN}" in err
+    finally:
+        await other.close()
+
+
+async def test_only_the_holder_of_the_session_secret_can_resume(kit: Kit, agent: Agent) -> None:
+    cas = host_authorities(kit.known_hosts, FQDN)
+
+    async def handshake(ticket: Ticket | None) -> tuple[object, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(agent.address, agent.port)
+        try:
+            return await client_handshake(
+                reader, writer, fqdn=FQDN, authorities=cas, resume=ticket
+            ), writer
+        except BaseException:
+            writer.close()
+            raise
+
+    welcomed, first = await handshake(None)
+    ticket = welcomed.ticket  # type: ignore[attr-defined]
+    stranger = Ticket(ticket.session, b"\0" * 32, ticket.boot)
+    with pytest.raises(HandshakeRefused, match="resume proof is wrong") as refused:
+        await handshake(stranger)
+    assert refused.value.reason == "bad-proof"
+    assert not first.transport.is_closing(), "a refused stranger does not cut the session's link"
+    with pytest.raises(HandshakeRefused) as unknown:
+        await handshake(Ticket("0" * 32, ticket.secret, ticket.boot))
+    assert unknown.value.reason == "unknown-session"
+    resumed, second = await handshake(ticket)
+    assert resumed.ticket == ticket  # type: ignore[attr-defined]
+    first.close()
+    second.close()
+
+
+async def test_a_restarted_agent_ends_the_proxy_with_that_reason(
+    kit: Kit, agent: Agent, ca: CertificateAuthority
+) -> None:
+    async with proxy(kit, agent) as p:
+        await p.roundtrip(b"before the restart\n")
+        await agent.restart(ca)
+        err = await p.failure()
+    assert "agent restarted" in err and err.count("\n") == 1, err
+    assert p.out == b"before the restart\n"
+
+
+async def test_a_peer_that_lost_bytes_the_buffer_no_longer_holds_is_an_overflow(
+    kit: Kit, agent: Agent
+) -> None:
+    async with proxy(kit, agent, "--buffer-mib", "1") as p:
+        await p.roundtrip(b"x" * 300_000)
+        (session,) = agent.server.sessions.values()
+        # The agent forgets what it received (as a peer that lost its state would): the proxy
+        # has dropped those bytes from its buffer since they were acknowledged.
+        async with asyncio.timeout(10):
+            while session.endpoint.outbox.base < 300_000:
+                await asyncio.sleep(0.01)
+        session.endpoint.received = 0
+        session.endpoint.drop_link()
+        err = await p.failure()
+    assert "replay buffer overflowed (1 MiB)" in err and err.count("\n") == 1, err
+    assert p.out == b"x" * 300_000, "nothing replayed, nothing duplicated"
+
+
+async def test_a_path_dark_past_the_deadline_ends_the_proxy_with_that_reason(
+    kit: Kit, agent: Agent
+) -> None:
+    async with proxy(kit, agent, "--deadline", "1") as p:
+        await p.roundtrip(b"hello\n")
+        await agent.server.close_listener()
+        agent.server.reset_links()
+        started = time.monotonic()
+        err = await p.failure()
+    assert "could not resume within 1 s" in err and err.count("\n") == 1, err
+    assert time.monotonic() - started < 10
+    assert p.out == b"hello\n"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.t += seconds
+
+
+class Nowhere:
+    last_error = "connection refused"
+
+    async def candidates(self, name: str) -> list[Candidate]:
+        return [Candidate("127.0.0.1", 1, FQDN, "test")]
+
+
+async def test_resuming_backs_off_with_jitter_and_stops_at_the_deadline() -> None:
+    clock = FakeClock()
+    proxy = Proxy("echo", Nowhere(), lambda fqdn: [], ProxySettings(deadline=600), clock=clock)
+    proxy.ticket = Ticket("s", b"k" * 32, "boot")
+    with pytest.raises(RelayFailure, match=r"could not resume within 10 min") as failed:
+        await proxy.connect(600, 0)
+    assert failed.value.cause == "deadline"
+    assert clock.t == pytest.approx(1600.0)
+    assert clock.slept[0] <= 0.1 and max(clock.slept) <= 2.0
+    assert len(set(clock.slept)) > 10, "jitter"
