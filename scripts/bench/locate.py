@@ -97,7 +97,8 @@ async def bench(rounds: int) -> dict[str, Any]:
             first = await Finder(url, alice.token, warm, verify).locate("box")
             assert first.address
             _, catalog = await alice.call("GET", "/v1/catalog")
-            warm.remember_fleet(catalog["zone"], catalog["dns"])
+            regions = [r["name"] for r in catalog["regions"]]
+            warm.remember_fleet(catalog["zone"], catalog["dns"], regions)
 
             fresh = iter(range(10**6))
 
@@ -105,9 +106,9 @@ async def bench(rounds: int) -> dict[str, Any]:
                 times, winners = [], {}
                 for _ in range(rounds):
                     cache = warm
-                    if cold:  # knows the zone and DNS, not the environment
+                    if cold:  # knows the fleet (zone, DNS, regions), not the environment
                         cache = AddressCache(tmp / f"cold-{next(fresh)}.json", url)
-                        cache.remember_fleet(catalog["zone"], catalog["dns"])
+                        cache.remember_fleet(catalog["zone"], catalog["dns"], regions)
                     found = await Finder(api_url, alice.token, cache, verify).locate("box")
                     times.append(found.seconds)
                     winners[found.source] = winners.get(found.source, 0) + 1

@@ -121,9 +121,11 @@ class AddressCache:
         change(self._mine(data))
         write_private(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
-    def remember_fleet(self, zone: str, dns: str | None) -> None:
+    def remember_fleet(self, zone: str, dns: str | None, regions: list[str] | None = None) -> None:
         def change(mine: dict[str, Any]) -> None:
             mine.update(zone=zone, dns=dns, checkedAt=time.time())
+            if regions is not None:
+                mine["regions"] = regions
 
         self._update(change)
 
@@ -136,6 +138,9 @@ class AddressCache:
                 "relayPort": located.relay_port,
                 "verifiedAt": time.time(),
             }
+            # DNS gives no port: the last one seen is the guess for a name not yet cached
+            # (the local provider, like most fleets, runs every agent's SSH on one port).
+            mine["sshPort"] = located.ssh_port
 
         self._update(change)
 
@@ -315,7 +320,8 @@ class Finder:
             asyncio.ensure_future(self._ask_api(name)): "api",
         }
         if info.get("dns") and zone:
-            sources[asyncio.ensure_future(self._ask_dns(info["dns"], f"{name}.{zone}"))] = "dns"
+            asked = self._ask_dns(info["dns"], name, zone, info.get("regions") or [])
+            sources[asyncio.ensure_future(asked)] = "dns"
         if cached is not None:
             sources[asyncio.ensure_future(_from_cache(cached))] = "cache"
         if not zone or time.time() - float(info.get("checkedAt", 0)) > FLEET_INFO_MAX_AGE:
@@ -325,7 +331,7 @@ class Finder:
 
         checks: dict[asyncio.Task[None], Target] = {}
         notes: list[str] = []
-        dns_addresses: list[str] = []
+        dns_found: list[tuple[str, str | None]] = []
         api: _ApiAnswer | None = None
         fqdn = cached.get("fqdn") if cached else None
 
@@ -387,17 +393,19 @@ class Finder:
                                     f"{api.target.address}"
                                 )
                         check(api.target)
-                        for address in dns_addresses:
-                            check(_dns_target(address, fqdn, cached, api))
+                        for address, named in dns_found:
+                            check(_dns_target(address, named or api.target.fqdn, cached, api))
                     elif source == "dns":
-                        dns_addresses = task.result()
-                        if not dns_addresses:
+                        dns_found = task.result()
+                        if not dns_found:
                             notes.append(f"dns: no address for {name}.{zone}")
-                        elif fqdn is None:
-                            notes.append("dns: an address, and no full name to check it by yet")
-                        else:
-                            for address in dns_addresses:
-                                check(_dns_target(address, fqdn, cached, api))
+                        for address, named in dns_found:
+                            principal: str | None = named or fqdn
+                            if principal:
+                                port = info.get("sshPort")
+                                check(_dns_target(address, principal, cached, api, port))
+                            else:
+                                notes.append(f"dns: {address}, and no full name to check it by")
                     else:
                         check(task.result())
         finally:
@@ -435,13 +443,32 @@ class Finder:
         )
         return _ApiAnswer(target, state)
 
-    async def _ask_dns(self, server: str, name: str) -> list[str]:
-        return await dns_lookup(server, name, self.dns_timeout)
+    async def _ask_dns(
+        self, server: str, name: str, zone: str, regions: list[str]
+    ) -> list[tuple[str, str | None]]:
+        """Addresses for `NAME.ZONE`, each with its full name when a `NAME.REGION.ZONE` query
+        (one per known region, all at once) gave the same address: the host certificate's
+        principal, so that DNS alone can lead to a verified connection."""
+        names = [f"{name}.{zone}", *(f"{name}.{region}.{zone}" for region in regions)]
+        answers = await asyncio.gather(
+            *(dns_lookup(server, n, self.dns_timeout) for n in names), return_exceptions=True
+        )
+        if all(isinstance(a, BaseException) for a in answers):
+            raise answers[0]  # type: ignore[misc]
+        found: dict[str, str | None] = {}
+        for queried, answer in zip(names[1:], answers[1:], strict=True):
+            for address in answer if isinstance(answer, list) else []:
+                found.setdefault(address, queried)
+        bare = answers[0]
+        for address in bare if isinstance(bare, list) else []:
+            found.setdefault(address, None)
+        return list(found.items())
 
     async def _refresh_fleet_info(self) -> None:
         status, body = await http_get_json(self.fleet, "/v1/catalog", self.token, self.api_timeout)
         if status == 200 and isinstance(body, dict) and body.get("zone"):
-            self.cache.remember_fleet(str(body["zone"]), body.get("dns"))
+            regions = [str(r["name"]) for r in body.get("regions", []) if isinstance(r, dict)]
+            self.cache.remember_fleet(str(body["zone"]), body.get("dns"), regions)
 
 
 class _StillMigrating(Exception):
@@ -468,7 +495,11 @@ async def _from_cache(entry: dict[str, Any]) -> Target:
 
 
 def _dns_target(
-    address: str, fqdn: str, cached: dict[str, Any] | None, api: _ApiAnswer | None
+    address: str,
+    fqdn: str,
+    cached: dict[str, Any] | None,
+    api: _ApiAnswer | None,
+    default_port: int | None = None,
 ) -> Target:
     """DNS tells only the address: the ports come from the API's answer or the cache."""
     known = api.target if api is not None and api.target is not None else None
@@ -477,7 +508,8 @@ def _dns_target(
     elif cached is not None:
         ssh_port, relay_port = int(cached["sshPort"]), cached.get("relayPort")
     else:
-        ssh_port, relay_port = 22, None
+        ssh_port = default_port or 22
+        relay_port = ssh_port + 1  # the fleet's convention: the relay is on the SSH port + 1
     return Target(address, ssh_port, relay_port, fqdn, "dns")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -179,3 +180,22 @@ async def test_a_rogue_server_at_the_cached_address_is_refused_every_time(
 async def test_an_unknown_name_is_the_apis_word(world: Any) -> None:
     with pytest.raises(LocateError, match="nope"):
         await world.finder().locate("nope")
+
+
+async def test_dns_alone_finds_the_full_name_from_the_regions(world: Any, tmp_path: Path) -> None:
+    """No cache entry for the environment, the API hung: DNS's `NAME.REGION.ZONE` answers give
+    the name its host certificate must carry, so DNS alone leads to a verified connection."""
+    env = world.env
+    await world.finder().locate("box")
+    info = await wait_for_fleet_info(world.cache)
+    assert set(info["regions"]) == {r.name for r in world.config.regions}
+    # A cache that knows the fleet (from connecting to other environments), not `box`.
+    data = json.loads(world.cache.path.read_text())
+    data["fleets"][world.f.url]["environments"] = {}
+    (tmp_path / "fresh.json").write_text(json.dumps(data))
+    fresh = AddressCache(tmp_path / "fresh.json", world.f.url)
+    assert fresh.environment("box") is None and fresh.fleet_info()["sshPort"] == env["sshPort"]
+    async with black_hole() as hung:
+        found = await Finder(hung, world.f.api.token, fresh, world.verify).locate("box")
+    assert (found.source, found.address, found.fqdn) == ("dns", env["address"], env["fqdn"])
+    assert found.seconds < 1.0
