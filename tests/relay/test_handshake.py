@@ -261,3 +261,64 @@ async def test_resuming_backs_off_with_jitter_and_stops_at_the_deadline() -> Non
     assert clock.t == pytest.approx(1600.0)
     assert clock.slept[0] <= 0.1 and max(clock.slept) <= 2.0
     assert len(set(clock.slept)) > 10, "jitter"
+
+
+@dataclass
+class Forwarder:
+    """A TCP path to the agent that can go silent: frozen links pass nothing either way and
+    never close, as a dead route does; new connections pass."""
+
+    port: int
+    generation: list[int]
+
+    def freeze(self) -> None:
+        self.generation[0] += 1
+
+
+@contextlib.asynccontextmanager
+async def forwarder(agent: Agent) -> AsyncIterator[Forwarder]:
+    tasks: set[asyncio.Task[None]] = set()
+    generation = [0]
+    writers: list[asyncio.StreamWriter] = []
+
+    async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, mine: int) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await r.read(65536):
+                if generation[0] != mine:
+                    await asyncio.Event().wait()  # silence, forever
+                w.write(data)
+                await w.drain()
+
+    async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(agent.address, agent.port)
+        writers.extend([writer, up_writer])
+        mine = generation[0]
+        for task in (pipe(reader, up_writer, mine), pipe(up_reader, writer, mine)):
+            t = asyncio.create_task(task)
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+
+    server = await asyncio.start_server(accepted, agent.address, 0)
+    try:
+        yield Forwarder(server.sockets[0].getsockname()[1], generation)
+    finally:
+        server.close()
+        for t in list(tasks):
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for w in writers:
+            w.close()
+
+
+async def test_a_silent_path_is_noticed_and_the_session_resumes_at_once(
+    kit: Kit, agent: Agent
+) -> None:
+    async with forwarder(agent) as path:
+        via = Agent(agent.address, path.port, agent.server)
+        async with proxy(kit, via, "--ping-every", "0.2", "--dead-after", "1") as p:
+            await p.roundtrip(b"one\n")
+            path.freeze()
+            started = time.monotonic()
+            await p.roundtrip(b"two\n")  # sent into the dead path, replayed on the new one
+            assert time.monotonic() - started < 5
+            assert p.out == b"one\ntwo\n"

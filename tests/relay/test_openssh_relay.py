@@ -122,3 +122,41 @@ async def test_openssh_through_the_proxy_streams_50_mib_through_many_blackouts(
     ssh = through_proxy(kit, env)
     size = (50 if os.environ.get("LEEWARD_FULL") else 16) << 20  # scripts/test: the short form
     await stream_with_blackouts(ssh, control_socket(tmp_path, env), size, 12, tmp_path)
+
+
+async def test_a_blackout_resets_direct_ssh_and_the_relayed_session_rides_through(
+    kit: Kit, env: EnvironmentSpec, tmp_path: Path
+) -> None:
+    user = kit.user("alice")
+    direct = kit.ssh(env, user)
+    relayed = through_proxy(kit, env)
+
+    async def start(ssh: SSH, command: str) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            *ssh.argv("ssh", "box", command),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert line == b"started\n", line
+        return proc
+
+    plain = await start(direct, "echo started; sleep 60")
+    carried = await start(relayed, "echo started; cat")
+    assert await blackout(control_socket(tmp_path, env), 0.3) == 1
+    # The direct connection was reset; ssh says so and exits.
+    _, err = await asyncio.wait_for(plain.communicate(), 20)
+    assert plain.returncode == 255, err
+    # The relayed one never noticed.
+    assert carried.stdin is not None and carried.stdout is not None
+    carried.stdin.write(b"after the blackout\n")
+    await carried.stdin.drain()
+    assert await asyncio.wait_for(carried.stdout.readline(), 20) == b"after the blackout\n"
+    carried.stdin.close()
+    await asyncio.wait_for(carried.communicate(), 20)
+    assert carried.returncode == 0
+    # Direct SSH works again once the listener is back.
+    done = await direct.run("ssh", "box", "echo back")
+    assert (done.returncode, done.stdout) == (0, b"back\n"), done.stderr

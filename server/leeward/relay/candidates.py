@@ -21,7 +21,7 @@ class Candidate:
     relay_port: int
     fqdn: str
     source: str
-    """Where the address came from: "fleet", "cache", "command line"."""
+    """Where the address came from: "api" (the fleet), "cache", "command line"."""
     migrating: bool = False
 
 
@@ -106,7 +106,7 @@ class FleetThenCache:
         if not address or not port or not fqdn:
             self.last_error = f"the fleet has no address for {name} (state {body.get('state')})"
             return None
-        return Candidate(address, int(port), fqdn, "fleet", body.get("state") == "migrating")
+        return Candidate(address, int(port), fqdn, "api", body.get("state") == "migrating")
 
     async def candidates(self, name: str) -> list[Candidate]:
         fleet = await asyncio.to_thread(self._ask, name)

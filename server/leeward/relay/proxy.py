@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import random
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -215,6 +216,7 @@ class Proxy:
                 else:
                     stdout.close()
 
+        self.status.update(state="connecting")
         s = self.settings
         endpoint = Endpoint(
             s.buffer_bytes, deliver, deliver_end, ping_every=s.ping_every, dead_after=s.dead_after
@@ -319,9 +321,17 @@ async def _main(args: argparse.Namespace) -> int:
         cache=cache,
         status=status,
     )
+    # ssh ends its ProxyCommand with SIGHUP: leave cleanly, status file and all.
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
     try:
         stdin, stdout = await _stdio()
         return await proxy.run(stdin, stdout)
+    except asyncio.CancelledError:
+        return 0
     except RelayFailure as exc:
         status.update(state="failed", reason=str(exc))
         if exc.cause == "local":
