@@ -72,7 +72,7 @@ async def test_the_proxy_finds_the_environment_through_the_fleet_then_its_cache(
         async with asyncio.timeout(10):
             while list(sessions.glob("*.json")):
                 await asyncio.sleep(0.02)
-        cache = json.loads((home / "xdg-state" / "leeward" / "addresses.json").read_text())
+        cache = json.loads((home / "xdg-state" / "leeward" / "relay-addresses.json").read_text())
         assert cache["relayed"]["address"] == env["address"]
 
         # The fleet cannot be reached: the cached address still leads to a verified agent.

@@ -143,9 +143,12 @@ async def test_a_blackout_resets_direct_ssh_and_the_relayed_session_rides_throug
         assert line == b"started\n", line
         return proc
 
+    sock = control_socket(tmp_path, env)
+    refused = await control.request(sock, {"op": "blackout", "seconds": -1})
+    assert refused == {"ok": False, "error": "blackout needs 'seconds', a number >= 0"}
     plain = await start(direct, "echo started; sleep 60")
     carried = await start(relayed, "echo started; cat")
-    assert await blackout(control_socket(tmp_path, env), 0.3) == 1
+    assert await blackout(sock, 0.3) == 1
     # The direct connection was reset; ssh says so and exits.
     _, err = await asyncio.wait_for(plain.communicate(), 20)
     assert plain.returncode == 255, err

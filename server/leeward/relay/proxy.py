@@ -290,7 +290,8 @@ async def _main(args: argparse.Namespace) -> int:
 
     paths = Paths.default()
     known_hosts = args.known_hosts or paths.known_hosts
-    cache = AddressCache(paths.state_dir / "addresses.json")
+    # Not `addresses.json`: leeward.locate keeps its own format there (see FleetThenCache).
+    cache = AddressCache(paths.state_dir / "relay-addresses.json")
     locator: Locator
     if args.address:
         if not args.port:
