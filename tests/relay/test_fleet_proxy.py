@@ -42,14 +42,16 @@ async def test_the_proxy_finds_the_environment_through_the_fleet_then_its_cache(
         paths.ssh_config.write_text(config)
         sessions = home / "xdg-state" / "leeward" / "sessions"
 
-        async def ssh(command: str, stdin: bytes) -> tuple[int, bytes, bytes]:
+        async def ssh(
+            command: str, stdin: bytes, host: str = "relayed"
+        ) -> tuple[int, bytes, bytes]:
             proc = await asyncio.create_subprocess_exec(
                 "ssh",
                 "-F",
                 str(paths.ssh_config),
                 "-o",
                 "BatchMode=yes",
-                "relayed",
+                host,
                 command,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -74,6 +76,10 @@ async def test_the_proxy_finds_the_environment_through_the_fleet_then_its_cache(
                 await asyncio.sleep(0.02)
         cache = json.loads((home / "xdg-state" / "leeward" / "relay-addresses.json").read_text())
         assert cache["relayed"]["address"] == env["address"]
+
+        # ssh's %n is whatever the user typed: the fully qualified name works too.
+        code, out, err = await ssh("echo $LEEWARD_ENVIRONMENT", b"", host=env["fqdn"])
+        assert (code, out.decode().strip()) == (0, env["fqdn"]), err.decode()
 
         # The fleet cannot be reached: the cached address still leads to a verified agent.
         store_credentials(

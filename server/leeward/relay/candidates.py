@@ -92,7 +92,9 @@ class FleetThenCache:
         if not self.fleet or not self.token:
             self.last_error = "not signed in"
             return None
-        url = f"{self.fleet.rstrip('/')}/v1/environments/{urllib.parse.quote(name, safe='')}"
+        # ssh's %n may be the fully qualified name; the fleet knows names and ids.
+        ref = name.split(".", 1)[0]
+        url = f"{self.fleet.rstrip('/')}/v1/environments/{urllib.parse.quote(ref, safe='')}"
         if not url.startswith(("http://", "https://")):
             self.last_error = f"the fleet URL {self.fleet!r} is not http(s)"
             return None
@@ -105,6 +107,9 @@ class FleetThenCache:
             self.last_error = f"the fleet did not answer: {exc}"
             return None
         address, port, fqdn = body.get("address"), body.get("relayPort"), body.get("fqdn")
+        if "." in name and fqdn != name.lower().rstrip("."):
+            self.last_error = f"the fleet's {ref} is {fqdn}, not {name}"
+            return None
         if not address or not port or not fqdn:
             self.last_error = f"the fleet has no address for {name} (state {body.get('state')})"
             return None
