@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import fnmatch
 import hashlib
 import hmac
 import secrets
 import struct
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from leeward.relay import sshcert
 from leeward.relay.frames import Kind, ProtocolError, json_frame, json_of, read_frame
 
 VERSION = 1
@@ -113,10 +117,9 @@ async def _expect(reader: asyncio.StreamReader, *kinds: Kind) -> tuple[Kind, dic
 # -- the proxy's side ------------------------------------------------------------------------
 
 
-def host_authorities(known_hosts: Path, fqdn: str) -> list[Any]:
-    """The `@cert-authority` keys of `known_hosts` whose host pattern matches `fqdn`."""
-    import asyncssh
-
+def host_authorities(known_hosts: Path, fqdn: str) -> list[bytes]:
+    """The `@cert-authority` keys of `known_hosts` whose host pattern matches `fqdn`, as SSH
+    public key blobs."""
     keys = []
     try:
         lines = known_hosts.read_text().splitlines()
@@ -124,11 +127,12 @@ def host_authorities(known_hosts: Path, fqdn: str) -> list[Any]:
         raise HandshakeRefused("no-trust", f"cannot read {known_hosts}: {exc.strerror}") from None
     for line in lines:
         words = line.split()
-        if len(words) < 3 or words[0] != "@cert-authority":
+        if len(words) < 4 or words[0] != "@cert-authority":
             continue
         patterns = words[1].split(",")
         if any(fnmatch.fnmatch(fqdn.lower(), p.lower()) for p in patterns if p[:1] != "!"):
-            keys.append(asyncssh.import_public_key(" ".join(words[2:4])))
+            with contextlib.suppress(ValueError):
+                keys.append(sshcert.public_blob(" ".join(words[2:4])))
     if not keys:
         raise HandshakeRefused(
             "no-trust", f"{known_hosts} has no @cert-authority line for {fqdn}: run config-ssh"
@@ -136,34 +140,77 @@ def host_authorities(known_hosts: Path, fqdn: str) -> list[Any]:
     return keys
 
 
-def check_host(
-    certificate: str, signature: bytes, signed: bytes, fqdn: str, cas: list[Any]
-) -> None:
-    """Refuse unless `certificate` is a valid host certificate for `fqdn` from one of `cas`
-    and its key made `signature` over `signed`."""
+@dataclass(frozen=True)
+class _Checked:
+    signing_key: bytes
+    principals: list[str]
+    host: bool
+    valid_after: int
+    valid_before: int
+    signs: Callable[[bytes, bytes], bool]
+
+
+def _read_certificate(certificate: str) -> _Checked:
+    """The certificate's fields, its CA's signature checked; ed25519 without asyncssh."""
+    if certificate.startswith(sshcert.ED25519_CERT.decode() + " "):
+        cert = sshcert.parse(certificate)
+        return _Checked(
+            cert.signing_key,
+            cert.principals,
+            cert.cert_type == sshcert.HOST_CERT,
+            cert.valid_after,
+            cert.valid_before,
+            lambda data, sig: sshcert.verify_ed25519(cert.key, data, sig),
+        )
     import asyncssh
     from asyncssh.public_key import CERT_TYPE_HOST, SSHOpenSSHCertificate
 
     try:
-        cert = asyncssh.import_certificate(certificate)  # checks the CA's signature on it
-    except (asyncssh.KeyImportError, ValueError) as exc:
+        other = asyncssh.import_certificate(certificate)
+        if not isinstance(other, SSHOpenSSHCertificate):
+            raise ValueError("not an OpenSSH certificate")
+        other.validate(CERT_TYPE_HOST, None)  # a host certificate, valid now
+    except asyncssh.KeyImportError as exc:
+        raise ValueError(str(exc)) from None
+    return _Checked(
+        other.signing_key.public_data,
+        list(other.principals),
+        True,
+        0,
+        sshcert.FOREVER,
+        lambda data, sig: bool(other.key.verify(data, sig)),
+    )
+
+
+def check_host(
+    certificate: str,
+    signature: bytes,
+    signed: bytes,
+    fqdn: str,
+    cas: list[bytes],
+    now: float | None = None,
+) -> None:
+    """Refuse unless `certificate` is a valid host certificate for `fqdn` from one of `cas`
+    and its key made `signature` over `signed`."""
+    try:
+        cert = _read_certificate(certificate)
+    except ValueError as exc:
         raise HandshakeRefused("rogue", f"the host certificate is not valid: {exc}") from None
-    if not isinstance(cert, SSHOpenSSHCertificate):
-        raise HandshakeRefused("rogue", "the host presented no OpenSSH certificate")
-    if not any(cert.signing_key.public_data == ca.public_data for ca in cas):
+    if cert.signing_key not in cas:
         raise HandshakeRefused(
             "rogue", f"the host at this address is not signed by the fleet's host CA for {fqdn}"
         )
+    if not cert.host:
+        raise HandshakeRefused("rogue", "the host presented a user certificate")
     if fqdn not in cert.principals:
         names = ", ".join(cert.principals) or "nobody"
         raise HandshakeRefused(
             "rogue", f"the host certificate is not for {fqdn} (it names {names})"
         )
-    try:
-        cert.validate(CERT_TYPE_HOST, fqdn)
-    except ValueError as exc:
-        raise HandshakeRefused("rogue", f"the host certificate for {fqdn}: {exc}") from None
-    if not cert.key.verify(signed, signature):
+    now = time.time() if now is None else now
+    if not cert.valid_after <= now < cert.valid_before:
+        raise HandshakeRefused("rogue", f"the host certificate for {fqdn} is not valid now")
+    if not cert.signs(signed, signature):
         raise HandshakeRefused("rogue", "the host's signature does not match its certificate")
 
 
@@ -187,7 +234,7 @@ async def client_handshake(
     writer: asyncio.StreamWriter,
     *,
     fqdn: str,
-    authorities: list[Any],
+    authorities: list[bytes],
     resume: Ticket | None,
     received: int = 0,
 ) -> Welcomed:

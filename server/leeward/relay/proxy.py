@@ -103,7 +103,7 @@ class Proxy:
         self,
         name: str,
         locator: Locator,
-        authorities: Callable[[str], list[Any]],
+        authorities: Callable[[str], list[bytes]],
         settings: ProxySettings,
         *,
         clock: Clock | None = None,
