@@ -231,6 +231,28 @@ async def test_a_path_dark_past_the_deadline_ends_the_proxy_with_that_reason(
     assert p.out == b"hello\n"
 
 
+async def test_a_session_the_agent_let_expire_ends_the_proxy_with_that_reason(
+    kit: Kit, ca: CertificateAuthority
+) -> None:
+    address, port = free_endpoint()
+    server = RelayServer(identity(ca), FQDN, echo, RelaySettings(keep_seconds=0.3))
+    await server.listen(address, port)
+    try:
+        async with proxy(kit, Agent(address, port, server)) as p:
+            await p.roundtrip(b"hello\n")
+            await server.close_listener()
+            server.reset_links()
+            async with asyncio.timeout(10):
+                while server.sessions:
+                    await asyncio.sleep(0.02)
+            await server.listen(address, port)
+            err = await p.failure()
+        assert "no longer has this session (it expired)" in err and err.count("\n") == 1, err
+        assert p.out == b"hello\n"
+    finally:
+        await server.close()
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.t = 1000.0

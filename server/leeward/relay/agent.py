@@ -151,7 +151,11 @@ class RelayServer:
             self._end(session, "finished")
             return
         log.info("relay session %s lost its link: %s", session.id, why)
-        if not session.endpoint.linked and session.id in self.sessions and session.expiry is None:
+        if not session.endpoint.linked and session.id in self.sessions:
+            # Armed afresh at every loss: a replaced link's handler may get here after the
+            # new link attached; `_expire` looks again before it ends anything.
+            if session.expiry is not None:
+                session.expiry.cancel()
             session.expiry = asyncio.get_running_loop().call_later(
                 self.settings.keep_seconds, self._expire, session
             )
