@@ -99,9 +99,14 @@ class RelayServer:
         self.reset_links()
         for session in list(self.sessions.values()):
             self._end(session, "the agent stops")
-        for task in list(self._handlers):
-            task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
+        # Their links are reset: the handlers end by themselves (a cancelled one would be
+        # logged by asyncio's stream callback as an error).
+        handlers = set(self._handlers)
+        if handlers:
+            _, late = await asyncio.wait(handlers, timeout=3.0)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     # -- links -------------------------------------------------------------------------
 
