@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import secrets
 import socket
@@ -296,16 +297,23 @@ class Finder:
         """Race the sources; retry while the API says the environment is migrating."""
         loop = asyncio.get_running_loop()
         started = loop.time()
+        tries, last = 0, ""
         while True:
             try:
-                return await self._race(name_or_fqdn, started)
+                found = await self._race(name_or_fqdn, started)
             except _StillMigrating as exc:
                 if loop.time() - started > self.migrating_wait:
                     raise LocateError(
                         f"{name_or_fqdn} has been migrating for {self.migrating_wait:g} s and "
                         f"is still unreachable: {exc}"
                     ) from None
+                tries, last = tries + 1, str(exc)
                 await asyncio.sleep(0.2)
+                continue
+            if tries:
+                note = f"migrating: {tries} tries while its network was dark (last: {last})"
+                found = dataclasses.replace(found, notes=[note, *found.notes])
+            return found
 
     async def _race(self, name_or_fqdn: str, started: float) -> Located:
         loop = asyncio.get_running_loop()

@@ -17,6 +17,7 @@ import pytest
 
 from leeward.locate import AddressCache, Finder, LocateError, host_certificate_verifier
 from tests.conftest import free_port, run_ssh, small_config, ssh_access
+from tests.dns.test_dns_server import ask_async
 
 
 @contextlib.asynccontextmanager
@@ -199,3 +200,38 @@ async def test_dns_alone_finds_the_full_name_from_the_regions(world: Any, tmp_pa
         found = await Finder(hung, world.f.api.token, fresh, world.verify).locate("box")
     assert (found.source, found.address, found.fqdn) == ("dns", env["address"], env["fqdn"])
     assert found.seconds < 1.0
+
+
+async def test_while_it_migrates_dns_answers_and_locate_waits_out_the_blackout(
+    start_fleet, tmp_path: Path, sqlite_url: str
+) -> None:
+    config = small_config(tmp_path, sqlite_url, migration_blackout_seconds=1.5)
+    async with start_fleet(config) as f:
+        status, env = await f.api.call(
+            "POST", "/v1/environments", {"kind": "devserver", "flavor": "tiny", "name": "box"}
+        )
+        env = await f.api.wait_state(env["id"], {"running"})
+        paths = await ssh_access(f.api, tmp_path / "alice", "alice")
+        cache = AddressCache(paths.state_dir / "addresses.json", f.url)
+        finder = Finder(f.url, f.api.token, cache, host_certificate_verifier(paths.known_hosts))
+        await finder.locate("box")
+        info = await wait_for_fleet_info(cache)
+
+        status, moving = await f.admin.call("POST", "/v1/admin/environments/box/migrate")
+        assert (status, moving["state"]) == (202, "migrating"), moving
+        dark = time.monotonic() + 5
+        while True:  # wait for the blackout: the listener is closed
+            try:
+                _, writer = await asyncio.open_connection(env["address"], env["sshPort"])
+                writer.close()
+            except ConnectionRefusedError:
+                break
+            assert time.monotonic() < dark, "the blackout never began"
+            await asyncio.sleep(0.01)
+        rcode, addresses, _ = await ask_async(info["dns"], f"box.{info['zone']}")
+        assert (rcode, addresses) == ("NOERROR", [env["address"]])  # migrating: still named
+
+        found = await finder.locate("box")  # the API says migrating: it tries again
+        assert found.address == env["address"]
+        assert found.seconds > 0.2, found  # it did wait for the network to come back
+        assert found.notes[0].startswith("migrating: "), found.notes
