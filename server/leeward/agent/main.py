@@ -120,6 +120,10 @@ class Agent:
         """The network attachment goes dark (a live migration's blackout): listeners closed,
         every TCP connection on it reset; relay sessions and the SSH connections inside them
         stay. Back when both listeners accept again."""
+        async with self._reload_lock:  # one at a time, and no reload of a closed listener
+            return await self._blackout(seconds)
+
+    async def _blackout(self, seconds: float) -> dict[str, object]:
         if self._acceptor is not None:
             self._acceptor.close()  # type: ignore[attr-defined]
             await self._acceptor.wait_closed()  # type: ignore[attr-defined]
