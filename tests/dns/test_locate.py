@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import asyncssh
@@ -63,13 +64,12 @@ async def world(start_fleet, tmp_path: Path, sqlite_url: str) -> AsyncIterator[A
         cache = AddressCache(paths.state_dir / "addresses.json", f.url)
         verify = host_certificate_verifier(paths.known_hosts)
 
-        class World:
-            pass
+        def finder(url: str = f.url, **options: Any) -> Finder:
+            return Finder(url, f.api.token, cache, verify, **options)
 
-        w = World()
-        w.f, w.env, w.paths, w.cache, w.verify, w.config = f, env, paths, cache, verify, config  # type: ignore[attr-defined]
-        w.finder = lambda url=f.url, **kw: Finder(url, f.api.token, cache, verify, **kw)  # type: ignore[attr-defined]
-        yield w
+        yield SimpleNamespace(
+            f=f, env=env, paths=paths, cache=cache, verify=verify, config=config, finder=finder
+        )
 
 
 async def test_each_source_alone_and_together(world: Any) -> None:
