@@ -344,3 +344,16 @@ async def test_a_silent_path_is_noticed_and_the_session_resumes_at_once(
             await p.roundtrip(b"two\n")  # sent into the dead path, replayed on the new one
             assert time.monotonic() - started < 5
             assert p.out == b"one\ntwo\n"
+
+
+async def test_a_proxy_whose_ssh_is_gone_stops_resuming(kit: Kit, agent: Agent) -> None:
+    async with proxy(kit, agent) as p:
+        await p.roundtrip(b"hello\n")
+        await agent.server.close_listener()
+        agent.server.reset_links()
+        # ssh was killed: both of its pipe ends close.
+        assert p.proc.stdin is not None
+        p.proc.stdin.close()
+        p.proc._transport.get_pipe_transport(1).close()  # type: ignore[attr-defined]
+        async with asyncio.timeout(10):
+            assert await p.proc.wait() == 1

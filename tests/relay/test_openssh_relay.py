@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import os
 import random
+import signal
 import subprocess
 from pathlib import Path
 
@@ -164,3 +165,30 @@ async def test_a_blackout_resets_direct_ssh_and_the_relayed_session_rides_throug
     await asyncio.gather(blackout(sock, 0.1), blackout(sock, 0.1))
     done = await direct.run("ssh", "box", "echo back")
     assert (done.returncode, done.stdout) == (0, b"back\n"), done.stderr
+
+
+async def test_an_agent_restart_ends_ssh_with_the_proxys_one_line(
+    kit: Kit, env: EnvironmentSpec, provider: LocalProvider, tmp_path: Path
+) -> None:
+    ssh = through_proxy(kit, env)
+    proc = await asyncio.create_subprocess_exec(
+        *ssh.argv("ssh", "box", "echo started; cat"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"started\n"
+    pid = int((tmp_path / "envs" / env.id / "agent.pid").read_text())
+    os.kill(pid, signal.SIGKILL)  # the VM died; the provider starts it again, same address
+    async with asyncio.timeout(10):
+        while Path(f"/proc/{pid}/cmdline").exists() and Path(f"/proc/{pid}/cmdline").read_bytes():
+            await asyncio.sleep(0.01)
+    await provider.start(env)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert out == b""
+    lines = [line for line in err.decode().splitlines() if line.startswith("leeward proxy")]
+    assert lines == [
+        "leeward proxy: box: the environment's agent restarted: the session cannot be "
+        "resumed; reconnect"
+    ], err.decode()

@@ -119,6 +119,7 @@ class Proxy:
         self.status = status or Status(None, name)
         self.ticket: Ticket | None = None
         self.endpoint: Endpoint | None = None
+        self._abandoned: Callable[[], bool] = lambda: False
 
     async def _try(
         self, candidate: Candidate, received: int
@@ -166,6 +167,8 @@ class Proxy:
         attempt = 0
         last = "no address yet"
         while True:
+            if self._abandoned():
+                raise RelayFailure("local", "ssh went away")
             try:
                 candidates = await self.locator.candidates(self.name)
             except Exception as exc:
@@ -232,6 +235,11 @@ class Proxy:
             endpoint.send_end()
 
         pumping = asyncio.create_task(pump())
+        transport = getattr(stdout, "transport", None)
+        # ssh killed: its end of both pipes is closed; nobody is left to resume for.
+        self._abandoned = lambda: (
+            pumping.done() and transport is not None and transport.is_closing()
+        )
         reporting = asyncio.create_task(self._report(endpoint))
         try:
             while True:
