@@ -149,6 +149,7 @@ class Agent:
                 "owner": self.config.owner,
                 "sessions": self.registry.sessions,
                 "relaySessions": len(self.relay.sessions) if self.relay is not None else 0,
+                "relayLinks": self.relay.links if self.relay is not None else 0,
                 "relayBoot": self.relay.boot if self.relay is not None else None,
                 "pid": os.getpid(),
                 "agentVersion": __version__,

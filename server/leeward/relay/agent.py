@@ -88,6 +88,11 @@ class RelayServer:
             await self._server.wait_closed()
             self._server = None
 
+    @property
+    def links(self) -> int:
+        """Open TCP connections to the relay (in a handshake or carrying a session)."""
+        return len(self._links)
+
     def reset_links(self) -> int:
         links = list(self._links)
         for transport in links:
@@ -154,6 +159,11 @@ class RelayServer:
             return
         if session.endpoint.finished.is_set():
             self._end(session, "finished")
+            return
+        if not session.endpoint.heard:
+            # The proxy may never have had the WELCOME: it cannot resume what it does not
+            # know. One that did finds the session gone, with nothing exchanged, and opens anew.
+            self._end(session, f"its first link died before the proxy spoke ({why})")
             return
         log.info("relay session %s lost its link: %s", session.id, why)
         if not session.endpoint.linked and session.id in self.sessions:

@@ -181,6 +181,16 @@ class Proxy:
                 try:
                     return await self._try(candidate, received)
                 except HandshakeRefused as exc:
+                    endpoint = self.endpoint
+                    if (
+                        exc.reason == "unknown-session"
+                        and endpoint is not None
+                        and endpoint.untouched
+                    ):
+                        # Lost before anything was exchanged: a new session replays all.
+                        self.ticket = None
+                        last = "the session was lost before it carried anything; opening anew"
+                        continue
                     fatal = self._refusal(exc)
                     if fatal is not None:
                         raise fatal from None
@@ -248,6 +258,7 @@ class Proxy:
                     return 0
                 self.status.update(state="resuming", reason=why)
                 reader, writer, welcomed = await self.connect(s.deadline, endpoint.received)
+                self.ticket = welcomed.ticket  # a new one if the session had to be opened anew
         finally:
             pumping.cancel()
             reporting.cancel()

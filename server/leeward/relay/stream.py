@@ -147,6 +147,8 @@ class Endpoint:
         self.peer_ended = False
         self.finished = asyncio.Event()
         """Both streams ended and the peer has all of ours."""
+        self.heard = False
+        """Whether any frame came from the peer inside the session (it knows the session)."""
 
     # -- the local side ------------------------------------------------------------------
 
@@ -242,6 +244,12 @@ class Endpoint:
             self._link.transport.abort()
 
     @property
+    def untouched(self) -> bool:
+        """Nothing of either stream has been delivered or acknowledged: a new session can
+        take this one's place without anyone noticing."""
+        return self.received == 0 and self.outbox.base == 0 and not self.peer_ended
+
+    @property
     def linked(self) -> bool:
         return self._link is not None
 
@@ -257,6 +265,7 @@ class Endpoint:
                 kind, payload = await asyncio.wait_for(read_frame(reader), self._dead_after)
             except TimeoutError:
                 raise LinkSilent(self._dead_after) from None
+            self.heard = True
             if kind is Kind.DATA:
                 await self._on_data(payload)
             elif kind is Kind.ACK:
