@@ -53,14 +53,19 @@ async def refresh_certificate(fleet: FleetClient, paths: Paths, *, force: bool =
 
 
 async def refresh_ssh(fleet: FleetClient, paths: Paths) -> tuple[list[SSHEntry], SSHAuthorities]:
-    """Rewrite ~/.ssh/leeward/config and known_hosts from the fleet; renew the certificate."""
-    from leeward.sshconfig import write_ssh_files
+    """Rewrite ~/.ssh/leeward/config and known_hosts from the fleet; renew the certificate.
+    Every entry goes through `leeward proxy` (the resumable relay)."""
+    from leeward.sshconfig import leeward_executable, write_ssh_files
 
     await refresh_certificate(fleet, paths)
     who, authorities, listing = await asyncio.gather(
         fleet.whoami(), fleet.authorities(), fleet.environments()
     )
     entries = write_ssh_files(
-        paths, environments=listing.environments, user=who.user, authorities=authorities
+        paths,
+        environments=listing.environments,
+        user=who.user,
+        authorities=authorities,
+        proxy=leeward_executable(),
     )
     return entries, authorities

@@ -32,12 +32,30 @@ class SSHEntry:
     fqdn: str
     address: str
     port: int
+    relay_port: int | None = None
+
+
+def leeward_executable() -> str:
+    """The `leeward` command next to this Python (a venv's), else the one on PATH."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / "leeward"
+    if beside.exists():
+        return str(beside.absolute())
+    return shutil.which("leeward") or "leeward"
 
 
 def entries_for(environments: Iterable[Environment]) -> list[SSHEntry]:
     """One entry per environment that can take a connection now, sorted by name."""
     entries = [
-        SSHEntry(alias=e.name, fqdn=e.fqdn, address=e.address, port=e.ssh_port)
+        SSHEntry(
+            alias=e.name,
+            fqdn=e.fqdn,
+            address=e.address,
+            port=e.ssh_port,
+            relay_port=e.relay_port,
+        )
         for e in environments
         if e.state in REACHABLE_STATES and e.address and e.ssh_port
     ]
@@ -49,12 +67,22 @@ def _quote(value: str | Path) -> str:
     return f'"{text}"' if any(c.isspace() for c in text) else text
 
 
-def render_ssh_config(entries: Iterable[SSHEntry], *, user: str, paths: Paths) -> str:
+def render_ssh_config(
+    entries: Iterable[SSHEntry], *, user: str, paths: Paths, proxy: str | None = None
+) -> str:
+    """One entry per environment. With `proxy` (the `leeward` command), connections go through
+    `leeward proxy`, the resumable relay; `ssh -o ProxyCommand=none NAME` still goes straight
+    to the agent's SSH server at HostName:Port."""
     identity = paths.identity.absolute()
     certificate = paths.certificate.absolute()
     known_hosts = paths.known_hosts.absolute()
     blocks = [HEADER]
     for entry in entries:
+        through = ""
+        if proxy is not None and entry.relay_port is not None:
+            through = (
+                f"    ProxyCommand {_quote(proxy)} proxy %n --known-hosts {_quote(known_hosts)}\n"
+            )
         blocks.append(
             f"\nHost {entry.alias} {entry.fqdn}\n"
             f"    HostName {entry.address}\n"
@@ -66,6 +94,7 @@ def render_ssh_config(entries: Iterable[SSHEntry], *, user: str, paths: Paths) -
             f"    IdentitiesOnly yes\n"
             f"    UserKnownHostsFile {_quote(known_hosts)}\n"
             f"    StrictHostKeyChecking yes\n"
+            f"{through}"
         )
     return "".join(blocks)
 
@@ -78,11 +107,17 @@ def render_known_hosts(authorities: SSHAuthorities) -> str:
 
 
 def write_ssh_files(
-    paths: Paths, *, environments: Iterable[Environment], user: str, authorities: SSHAuthorities
+    paths: Paths,
+    *,
+    environments: Iterable[Environment],
+    user: str,
+    authorities: SSHAuthorities,
+    proxy: str | None = None,
 ) -> list[SSHEntry]:
     entries = entries_for(environments)
     write_private(paths.known_hosts, render_known_hosts(authorities), mode=0o644)
-    write_private(paths.ssh_config, render_ssh_config(entries, user=user, paths=paths))
+    config = render_ssh_config(entries, user=user, paths=paths, proxy=proxy)
+    write_private(paths.ssh_config, config)
     return entries
 
 

@@ -134,6 +134,29 @@ def test_ssh_config_has_one_pinned_entry_per_running_environment(tmp_path: Path)
     assert "~" not in text
 
 
+def test_ssh_config_goes_through_the_relay_when_asked(tmp_path: Path) -> None:
+    paths = paths_in(tmp_path)
+    envs = [
+        environment("box", relayPort=2223),
+        environment("moving", state="migrating", relayPort=2223, address="127.101.0.8"),
+        environment("old", relayPort=None, address="127.101.0.9"),
+    ]
+    text = render_ssh_config(
+        entries_for(envs), user="ada", paths=paths, proxy="/opt/lee ward/bin/leeward"
+    )
+    blocks = {b.split()[0]: b for b in text.split("\nHost ")[1:]}
+    assert set(blocks) == {"box", "moving", "old"}, "a migrating environment takes connections"
+    proxy = [line.strip() for line in blocks["box"].splitlines() if "ProxyCommand" in line]
+    assert proxy == [
+        f'ProxyCommand "/opt/lee ward/bin/leeward" proxy %n --known-hosts '
+        f'"{paths.known_hosts.absolute()}"'
+    ]
+    assert "HostKeyAlias box.us-east.leeward.test" in blocks["box"], "still pinned"
+    assert "ProxyCommand" not in blocks["old"], "an agent without a relay is reached directly"
+    plain = render_ssh_config(entries_for(envs), user="ada", paths=paths)
+    assert "ProxyCommand" not in plain
+
+
 def test_ssh_config_without_environments_is_only_the_header(tmp_path: Path) -> None:
     text = render_ssh_config([], user="ada", paths=paths_in(tmp_path))
     assert "Host " not in text

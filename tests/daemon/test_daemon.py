@@ -99,11 +99,13 @@ async def test_the_daemon_end_to_end(tmp_path: Path) -> None:
                 session = {"env": env["name"], "pid": os.getpid(), "state": "resuming"}
                 sessions.mkdir(parents=True, exist_ok=True)
                 (sessions / "1.json").write_text(json.dumps(session))
+                # (The create's own `ssh NAME pwd` went through a real proxy, which wrote and
+                # removed its file; wait for this one's state, not just a count.)
                 resuming = await d.until(
-                    lambda: (r := d.last_health(env_id)) and r["sessions"] == 1 and r,
+                    lambda: (r := d.last_health(env_id)) and r["state"] == "reconnecting" and r,
                     what="the daemon did not see the proxy's session",
                 )
-                assert resuming["state"] == "reconnecting" and "relay" in resuming["reason"]
+                assert resuming["sessions"] == 1 and "relay" in resuming["reason"]
                 (sessions / "1.json").unlink()
                 await d.until(
                     lambda: (

@@ -201,3 +201,23 @@ def test_session_files_of_dead_proxies_and_junk_are_skipped(tmp_path):
         ("a", "connected", "dns", 4.2)
     ]
     assert read_sessions(tmp_path / "missing") == []
+
+
+async def test_a_resume_does_not_hide_an_environment_the_probes_gave_up_on():
+    import os
+
+    from leeward.daemon.sessions import ProxySession
+
+    clock = ManualClock()
+    health, script, sent = monitor(clock)
+    health.update([environment()])
+    script.answers = [10.0, ConnectionRefusedError(), ConnectionRefusedError()]
+    await health.check("e-1")
+    health.set_sessions([ProxySession("box", os.getpid(), "resuming", "api")])
+    await health.check("e-1")
+    assert sent[-1].state is HealthState.RECONNECTING
+    await health.check("e-1")
+    script.answers = [ConnectionRefusedError()]
+    await health.check("e-1")
+    assert sent[-1].state is HealthState.UNREACHABLE
+    assert "still trying to resume" in sent[-1].reason

@@ -1,5 +1,5 @@
-"""`leeward proxy NAME` as `config-ssh` would use it: the address from the fleet API (with the
-signed-in user's credentials), then from the last-known-good cache; a status file per session."""
+"""`leeward proxy NAME` as `config-ssh` writes it: the address raced from the fleet API (with the
+signed-in user's credentials), its DNS and the last-known-good cache; a status file per session."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tests.conftest import ssh_access
 from .conftest import LEEWARD
 
 
-async def test_the_proxy_finds_the_environment_through_the_fleet_then_its_cache(
+async def test_the_proxy_finds_the_environment_through_the_fleet_or_its_cache(
     start_fleet, config_factory, sqlite_url, tmp_path: Path
 ) -> None:
     async with start_fleet(config_factory(sqlite_url, regions=1)) as f:
@@ -74,17 +74,31 @@ async def test_the_proxy_finds_the_environment_through_the_fleet_then_its_cache(
         async with asyncio.timeout(10):
             while list(sessions.glob("*.json")):
                 await asyncio.sleep(0.02)
-        cache = json.loads((home / "xdg-state" / "leeward" / "relay-addresses.json").read_text())
-        assert cache["relayed"]["address"] == env["address"]
+        # The address race (leeward.locate) keeps the last verified address per fleet.
+        cache = json.loads((home / "xdg-state" / "leeward" / "addresses.json").read_text())
+        known = cache["fleets"][f.url]["environments"]["relayed"]
+        assert (known["address"], known["relayPort"]) == (env["address"], env["relayPort"])
 
         # ssh's %n is whatever the user typed: the fully qualified name works too.
         code, out, err = await ssh("echo $LEEWARD_ENVIRONMENT", b"", host=env["fqdn"])
         assert (code, out.decode().strip()) == (0, env["fqdn"]), err.decode()
 
-        # The fleet cannot be reached: the cached address still leads to a verified agent.
+        # The fleet's DNS stopped: the session still connects (the API answers), and its
+        # status says DNS is down, which the daemon shows as "DNS bypass".
+        status, _ = await f.admin.call("POST", "/v1/admin/dns/stop", {"blackHole": True})
+        assert status == 200
+        code, out, err = await ssh(f"sleep 1; cat {sessions}/*.json", b"")
+        assert code == 0, err.decode()
+        recorded = json.loads(out.decode().splitlines()[0])
+        assert (recorded["state"], recorded["dns"]) == ("connected", "down"), recorded
+        status, _ = await f.admin.call("POST", "/v1/admin/dns/start")
+        assert status == 200
+
+        # The fleet will not tell (a token it refuses): the cached address still leads to a
+        # verified agent. (tests/dns covers a fleet that is down or hangs.)
         store_credentials(
             home / "xdg-config" / "leeward" / "credentials.toml",
-            Credentials(fleet="http://127.0.0.1:9", token="nobody"),
+            Credentials(fleet=f.url, token="nobody"),
         )
         code, out, err = await ssh("cat", b"through the cache\n")
         assert (code, out) == (0, b"through the cache\n"), err.decode()

@@ -183,7 +183,12 @@ class HealthMonitor:
         bypass = any(s.dns_down for s in mine if s.state == "connected")
         update: dict[str, Any] = {"sessions": len(mine), "route": route, "dns_bypass": bypass}
         resuming = [s for s in mine if s.state == "resuming"]
-        if resuming:
+        if resuming and record.state is HealthState.UNREACHABLE:
+            # The probes have given up; the relay goes on trying until its deadline.
+            update["reason"] = (
+                f"{record.reason} Its SSH session is still trying to resume through the relay."
+            )
+        elif resuming:
             why = f" ({resuming[0].reason})" if resuming[0].reason else ""
             update["state"] = HealthState.RECONNECTING
             update["reason"] = f"Resuming its SSH session through the relay{why}."

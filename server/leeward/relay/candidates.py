@@ -8,9 +8,12 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
+
+from leeward.relay.frames import ProtocolError
 
 
 @dataclass(frozen=True)
@@ -130,3 +133,78 @@ class FleetThenCache:
         ):
             found = [fleet]
         return found
+
+
+class Raced:
+    """`leeward.locate.Finder`: the fleet API, the fleet's DNS and the last-known-good cache
+    raced; the first address whose agent proves its host certificate (the relay handshake's
+    first half, which opens nothing on the agent) wins. A rogue server at a cached or DNS
+    address is refused, whatever it answers."""
+
+    def __init__(
+        self,
+        fleet: str,
+        token: str | None,
+        state_dir: Path,
+        known_hosts: Path,
+        on_dns: Callable[[str], None] | None = None,
+    ) -> None:
+        from leeward.locate import AddressCache as Cache
+        from leeward.locate import Finder
+
+        self.known_hosts = known_hosts
+        self.finder = Finder(fleet, token, Cache(state_dir / "addresses.json", fleet), self._verify)
+        self.on_dns = on_dns
+        self._dns_check: asyncio.Task[None] | None = None
+
+    async def _verify(self, target: object) -> None:
+        from leeward.locate import NotVerified, Target
+        from leeward.relay.handshake import HandshakeRefused, host_authorities, verify_host
+
+        assert isinstance(target, Target)
+        if target.relay_port is None:
+            raise NotVerified(f"{target.address} has no relay port")
+        async with asyncio.timeout(3.0):
+            reader, writer = await asyncio.open_connection(target.address, target.relay_port)
+            try:
+                await verify_host(
+                    reader,
+                    writer,
+                    fqdn=target.fqdn,
+                    authorities=host_authorities(self.known_hosts, target.fqdn),
+                )
+            except HandshakeRefused as exc:
+                raise NotVerified(str(exc)) from None
+            except ProtocolError as exc:
+                raise NotVerified(f"not a Leeward relay: {exc}") from None
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+
+    async def candidates(self, name: str) -> list[Candidate]:
+        from leeward.locate import LocateError
+
+        try:
+            found = await self.finder.locate(name)
+        except LocateError as exc:
+            raise LookupError_(str(exc)) from None
+        if self.on_dns is not None and (self._dns_check is None or self._dns_check.done()):
+            # The race ends at the first verified address, usually before DNS could have
+            # failed: ask it apart, so the status can say "DNS bypass" while it is down.
+            self._dns_check = asyncio.ensure_future(self._check_dns(found.name))
+        assert found.relay_port is not None
+        return [Candidate(found.address, found.relay_port, found.fqdn, found.source)]
+
+    async def _check_dns(self, name: str) -> None:
+        from leeward.locate import dns_lookup
+
+        info = self.finder.cache.fleet_info()
+        server, zone = info.get("dns"), info.get("zone")
+        if not server or not zone or self.on_dns is None:
+            return
+        try:
+            answered = bool(await dns_lookup(server, f"{name}.{zone}"))
+        except (OSError, TimeoutError):
+            answered = False
+        self.on_dns("ok" if answered else "down")

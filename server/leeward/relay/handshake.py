@@ -229,17 +229,17 @@ class Welcomed:
     peer_received: int
 
 
-async def client_handshake(
+async def verify_host(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     *,
     fqdn: str,
     authorities: list[bytes],
-    resume: Ticket | None,
-    received: int = 0,
-) -> Welcomed:
-    """Verify the agent, then open a new session or resume `resume` (we hold `received`
-    bytes of its stream). HandshakeRefused says why not."""
+) -> tuple[X25519PrivateKey, bytes, str, bytes]:
+    """Steps 1 to 3: HELLO, the agent's signed SERVER_HELLO, and its host certificate checked.
+    Nothing is opened on the agent until NEW or RESUME, so a caller that only wants to know
+    who answers at an address (address racing) can stop here. Returns our X25519 key, the
+    agent's, its boot id and the transcript hash."""
     nonce = secrets.token_bytes(32)
     private = X25519PrivateKey.generate()
     hello = json_frame(
@@ -254,6 +254,23 @@ async def client_handshake(
     boot = _text(server, "boot")
     signed = transcript(hello[5:], _unb64(server, "nonce", 32), server_key, boot)
     check_host(_text(server, "certificate"), _unb64(server, "signature"), signed, fqdn, authorities)
+    return private, server_key, boot, signed
+
+
+async def client_handshake(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    fqdn: str,
+    authorities: list[bytes],
+    resume: Ticket | None,
+    received: int = 0,
+) -> Welcomed:
+    """Verify the agent, then open a new session or resume `resume` (we hold `received`
+    bytes of its stream). HandshakeRefused says why not."""
+    private, server_key, boot, signed = await verify_host(
+        reader, writer, fqdn=fqdn, authorities=authorities
+    )
     fresh = session_secret(private, server_key, signed)
     if resume is None:
         writer.write(json_frame(Kind.NEW, {}))

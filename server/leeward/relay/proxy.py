@@ -29,6 +29,7 @@ from leeward.relay.candidates import (
     Fixed,
     FleetThenCache,
     Locator,
+    Raced,
 )
 from leeward.relay.frames import ProtocolError
 from leeward.relay.handshake import (
@@ -310,7 +311,8 @@ async def _main(args: argparse.Namespace) -> int:
     paths = Paths.default()
     known_hosts = args.known_hosts or paths.known_hosts
     # Not `addresses.json`: leeward.locate keeps its own format there (see FleetThenCache).
-    cache = AddressCache(paths.state_dir / "relay-addresses.json")
+    cache: AddressCache | None = AddressCache(paths.state_dir / "relay-addresses.json")
+    status = Status(None if args.no_status else paths.state_dir / "sessions", args.name)
     locator: Locator
     if args.address:
         if not args.port:
@@ -325,14 +327,22 @@ async def _main(args: argparse.Namespace) -> int:
         with contextlib.suppress(CredentialsError):
             creds = load_credentials(paths.credentials)
             fleet, token = creds.fleet, creds.token
-        locator = FleetThenCache(fleet, token, cache)
+        if fleet is not None:
+            # The API, DNS and the last-known-good cache raced (leeward.locate), which keeps
+            # its own cache of verified addresses.
+            locator = Raced(
+                fleet, token, paths.state_dir, known_hosts, lambda dns: status.update(dns=dns)
+            )
+            cache = None
+        else:
+            assert cache is not None
+            locator = FleetThenCache(fleet, token, cache)
     settings = ProxySettings(
         buffer_bytes=max(1, int(args.buffer_mib * MIB)),
         deadline=args.deadline,
         ping_every=args.ping_every,
         dead_after=args.dead_after,
     )
-    status = Status(None if args.no_status else paths.state_dir / "sessions", args.name)
     proxy = Proxy(
         args.name,
         locator,
