@@ -5,9 +5,20 @@ on the new host at the same address; the API and the event stream show migrating
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
+import random
+import subprocess
+from typing import Any
 
+import pytest
+
+from leeward.agent import control
+from leeward.agent.config import AgentConfig
 from leeward.client import FleetClient
+from leeward.credentials import Credentials, store_credentials
 from leeward_protocol.fleet import EventType
+from tests.cli.sandbox import LEEWARD, make_sandbox
 from tests.conftest import run_ssh, small_config, ssh_access, wait_until
 
 
@@ -165,3 +176,112 @@ async def test_migrations_that_cannot_be_done_say_why(start_fleet, sqlite_url, t
         await f.api.call("DELETE", f"/v1/environments/{env['id']}")
         for x in fillers:
             await f.api.call("DELETE", f"/v1/environments/{x['id']}")
+
+
+async def stream_through(
+    ssh_argv: list[str],
+    env_vars: dict[str, str],
+    size: int,
+    moments: list[tuple[int, str]],
+    disturb: Any,
+) -> tuple[str, str, str, str]:
+    """Send `size` random bytes into a remote `sha256sum` through ssh; at each (offset, what)
+    call `disturb(what)` (one at a time, while the stream flows). Returns the local digest,
+    the remote one, and the remote shell's PID before and after."""
+    rng = random.Random()
+    proc = await asyncio.create_subprocess_exec(
+        *ssh_argv,
+        "echo pid $$; sha256sum; echo pid $$",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env_vars,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    first = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode().strip()
+    assert first.startswith("pid "), first
+    digest, sent, pending = hashlib.sha256(), 0, None
+    moments = sorted(moments)
+    while sent < size:
+        chunk = rng.randbytes(min(128 * 1024, size - sent))
+        proc.stdin.write(chunk)
+        await asyncio.wait_for(proc.stdin.drain(), 120)
+        digest.update(chunk)
+        sent += len(chunk)
+        while moments and moments[0][0] <= sent:
+            _, what = moments.pop(0)
+            if pending is not None:
+                await pending
+            pending = asyncio.get_running_loop().create_task(disturb(what))
+        assert proc.returncode is None, "ssh exited in the middle of the stream"
+    if pending is not None:
+        await pending
+    proc.stdin.close()
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    remote, after = out.decode().split("\n")[:2]
+    return digest.hexdigest(), remote.split()[0], first, after
+
+
+@pytest.mark.parametrize(
+    ("mib", "migrations", "resets"),
+    [
+        pytest.param(8, 3, 5, id="short"),
+        pytest.param(50, 5, 20, id="full", marks=pytest.mark.slow),
+    ],
+)
+async def test_ssh_through_the_proxy_rides_through_live_migrations_and_resets(
+    start_fleet, sqlite_url, tmp_path, mib, migrations, resets
+):
+    """The real OpenSSH client with the ssh config `config-ssh` writes (ProxyCommand `leeward
+    proxy`): a remote sha256sum of a stream keeps going while the fleet migrates the
+    environment back and forth and its TCP connections are reset at random moments."""
+    if mib > 8 and not os.environ.get("LEEWARD_FULL"):
+        mib = 16  # scripts/test's slow form; scripts/chaos sets LEEWARD_FULL for 50 MiB
+    config = small_config(tmp_path, sqlite_url, regions=1, hosts=2)
+    config.migration_blackout_seconds = 0.3
+    async with start_fleet(config) as f:
+        env = await create(f.api, region="north")
+        (tmp_path / "user").mkdir()
+        user = make_sandbox(tmp_path / "user")
+        store_credentials(user.paths.credentials, Credentials(fleet=f.url, token=f.api.token))
+        # The fleet runs in this event loop: the CLI must not block it.
+        cli = await asyncio.create_subprocess_exec(
+            str(LEEWARD),
+            "config-ssh",
+            "--no-include",
+            env=user.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(cli.communicate(), 60)
+        assert cli.returncode == 0, (out + err).decode()
+        assert "ProxyCommand" in user.paths.ssh_config.read_text()
+        sock = AgentConfig.load(config.provider.data_dir / env["id"] / "agent.json").control_socket
+        moved = 0
+
+        async def disturb(what: str) -> None:
+            nonlocal moved
+            if what == "reset":
+                answer = await control.request(sock, {"op": "blackout", "seconds": 0.0})
+                assert answer["ok"] is True, answer
+                return
+            status, body = await f.admin.call(
+                "POST", f"/v1/admin/environments/{env['id']}/migrate", {}
+            )
+            assert status == 202, body
+            done = await f.api.wait_state(env["id"], {"running"})
+            assert done["statusMessage"].startswith("migrated from"), done
+            moved += 1
+
+        size = mib << 20
+        rng = random.Random()
+        moments = [(rng.randrange(size), "migrate") for _ in range(migrations)]
+        moments += [(rng.randrange(size), "reset") for _ in range(resets)]
+        argv = ["ssh", "-F", str(user.paths.ssh_config), "-o", "BatchMode=yes", env["name"]]
+        local, remote, before, after = await stream_through(argv, user.env, size, moments, disturb)
+        assert remote == local, "the stream arrived byte for byte"
+        assert before == after, "the same remote shell from start to end"
+        assert moved == migrations
+        await f.api.call("DELETE", f"/v1/environments/{env['id']}")
