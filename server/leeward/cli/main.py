@@ -670,6 +670,20 @@ def fleet_token_create(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     add_help_option=False,
 )
+def proxy(ctx: typer.Context) -> None:
+    """ssh's ProxyCommand, written by config-ssh: the resumable relay to ENV.
+
+    `leeward proxy --help` lists its options. (The console script starts it without this
+    CLI framework, for speed.)"""
+    from leeward.relay.proxy import main as proxy_main
+
+    raise typer.Exit(proxy_main(list(ctx.args)))
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
 def agent(ctx: typer.Context) -> None:
     """Run an environment's agent (started by the provider; arguments pass through)."""
     from leeward.agent.main import main as agent_main
