@@ -1,41 +1,11 @@
-"""Fixtures for relay tests: the fleet's CA and specs from the agent kit, a local provider, and
-the `leeward proxy` console script."""
+"""Fixtures for relay tests: the agent tests' CA, specs, kit and local provider, and the
+`leeward` console script (whose `proxy` is ssh's ProxyCommand)."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
+from tests.agent.conftest import ca, fleet, kit, provider
+from tests.cli.sandbox import LEEWARD as _LEEWARD_PATH
 
-import pytest
+LEEWARD = str(_LEEWARD_PATH)
 
-from leeward.fleet.ca import CertificateAuthority
-from leeward.providers.local import LocalProvider
-from tests.agent.kit import Fleet, Kit
-
-LEEWARD = str(Path(sys.executable).parent / "leeward")
-
-
-@pytest.fixture(scope="session")
-def ca() -> CertificateAuthority:
-    return CertificateAuthority.generate()
-
-
-@pytest.fixture
-def fleet(ca: CertificateAuthority, tmp_path: Path) -> Fleet:
-    return Fleet(ca=ca, tmp=tmp_path)
-
-
-@pytest.fixture
-def kit(fleet: Fleet, tmp_path: Path) -> Kit:
-    return Kit(fleet, tmp_path)
-
-
-@pytest.fixture
-async def provider(tmp_path: Path) -> AsyncIterator[LocalProvider]:
-    data_dir = tmp_path / "envs"
-    local = LocalProvider(data_dir, start_timeout=20)
-    yield local
-    if data_dir.is_dir():
-        for env in data_dir.iterdir():
-            await local.stop(env.name)
+__all__ = ["LEEWARD", "ca", "fleet", "kit", "provider"]
