@@ -123,22 +123,14 @@ class LocalProvider:
             config = self._read_config(environment_id)
             if config is None:
                 raise ProviderError(f"environment {environment_id}: its agent config is missing")
-            try:
-                async with asyncio.timeout(blackout_seconds + 20.0):
-                    answer = await control.request(
-                        config.control_socket, {"op": "blackout", "seconds": blackout_seconds}
-                    )
-            except TimeoutError:
-                raise ProviderError(
-                    f"environment {environment_id}: the agent did not come back after its blackout"
-                ) from None
-            except control.ControlError as exc:
-                raise ProviderError(f"environment {environment_id}: {exc}") from None
-            if answer.get("ok") is not True:
-                raise ProviderError(
-                    f"environment {environment_id}: the agent refused the migration: "
-                    f"{answer.get('error', 'no reason given')}"
-                )
+            await _ask_agent(
+                environment_id,
+                config,
+                {"op": "blackout", "seconds": blackout_seconds},
+                within=blackout_seconds + 20.0,
+                late="did not come back after its blackout",
+                refused="refused the migration",
+            )
 
     async def running(self, environment_ids: list[str]) -> set[str]:
         ids = list(dict.fromkeys(environment_ids))
@@ -293,20 +285,14 @@ class LocalProvider:
     async def _reload(self, environment_id: str, config: AgentConfig) -> None:
         directory = self._dir(environment_id)
         await asyncio.to_thread(config.write, directory / "agent.json")
-        try:
-            async with asyncio.timeout(20.0):
-                answer = await control.request(config.control_socket, {"op": "reload"})
-        except TimeoutError:
-            raise ProviderError(
-                f"environment {environment_id}: the agent did not confirm the reload in 20 s"
-            ) from None
-        except control.ControlError as exc:
-            raise ProviderError(f"environment {environment_id}: {exc}") from None
-        if answer.get("ok") is not True:
-            raise ProviderError(
-                f"environment {environment_id}: the agent refused the new config: "
-                f"{answer.get('error', 'no reason given')}"
-            )
+        await _ask_agent(
+            environment_id,
+            config,
+            {"op": "reload"},
+            within=20.0,
+            late="did not confirm the reload in 20 s",
+            refused="refused the new config",
+        )
 
     async def _terminate(self, environment_id: str, pid: int) -> None:
         """SIGTERM, wait up to the deadline, then SIGKILL."""
@@ -367,6 +353,32 @@ def _run_agent(directory: Path, config_path: Path, ready_w: int) -> int:
     pid = int(launcher.stdout.split()[-1])
     _write_atomic(directory / "agent.pid", f"{pid}\n")
     return pid
+
+
+async def _ask_agent(
+    environment_id: str,
+    config: AgentConfig,
+    message: dict[str, object],
+    *,
+    within: float,
+    late: str,
+    refused: str,
+) -> dict[str, object]:
+    """One request on the agent's control socket; its failures as ProviderErrors that say
+    which environment and what happened ("the agent {late}", "the agent {refused}: why")."""
+    try:
+        async with asyncio.timeout(within):
+            answer = await control.request(config.control_socket, message)
+    except TimeoutError:
+        raise ProviderError(f"environment {environment_id}: the agent {late}") from None
+    except control.ControlError as exc:
+        raise ProviderError(f"environment {environment_id}: {exc}") from None
+    if answer.get("ok") is not True:
+        raise ProviderError(
+            f"environment {environment_id}: the agent {refused}: "
+            f"{answer.get('error', 'no reason given')}"
+        )
+    return answer
 
 
 async def _to_thread_to_the_end(func: Callable[..., T], *args: object) -> T:
