@@ -10,6 +10,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from leeward_protocol import daemon, fleet
 from leeward_protocol.base import Request, Resource
+from leeward_protocol.userconfig import UserConfig
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
 
@@ -42,6 +43,10 @@ def render_schemas() -> dict[str, str]:
     union["title"] = "CreateEnvironment"
     files["CreateEnvironment.json"] = _dump(union)
     files["methods.json"] = _dump(method_table())
+    # The user's config.toml: snake_case keys (TOML's), for editors' completion.
+    config_schema = UserConfig.model_json_schema(mode="validation")
+    config_schema["$id"] = "https://leeward.dev/schema/UserConfig.json"
+    files["UserConfig.json"] = _dump(config_schema)
     return files
 
 

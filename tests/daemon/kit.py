@@ -47,6 +47,8 @@ class DaemonClient:
         self.statuses: list[dict[str, Any]] = []
         self.progress: dict[str, list[dict[str, Any]]] = {}
         self.logs: list[str] = []
+        self.diagnostics: list[types.PublishDiagnosticsParams] = []
+        self.messages: list[types.ShowMessageParams] = []
         self._changed = asyncio.Event()
         client = self.client
 
@@ -77,6 +79,16 @@ class DaemonClient:
         @client.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)
         def on_progress_create(params: types.WorkDoneProgressCreateParams) -> None:
             self.progress.setdefault(str(params.token), [])
+
+        @client.feature(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+        def on_diagnostics(params: types.PublishDiagnosticsParams) -> None:
+            self.diagnostics.append(params)
+            self._poke()
+
+        @client.feature(types.WINDOW_SHOW_MESSAGE)
+        def on_message(params: types.ShowMessageParams) -> None:
+            self.messages.append(params)
+            self._poke()
 
         @client.feature(types.WINDOW_LOG_MESSAGE)
         def on_log(params: types.LogMessageParams) -> None:

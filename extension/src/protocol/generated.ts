@@ -22,6 +22,7 @@ export type ProtocolModel =
   | DaemonStatus
   | DnsMode
   | DnsStatus
+  | Dotfiles
   | Empty
   | Environment
   | EnvironmentKind
@@ -52,6 +53,7 @@ export type ProtocolModel =
   | LifespanChoice
   | LifespanPolicy
   | MigrateEnvironment
+  | OneOff
   | Region
   | RegionChoice
   | Role
@@ -60,6 +62,7 @@ export type ProtocolModel =
   | StopDns
   | Token
   | User
+  | UserConfig
   | WhoAmI;
 export type FlavorKind = 'vm' | 'physical' | 'gpu';
 export type EnvironmentKind = 'devserver' | 'container';
@@ -446,6 +449,19 @@ export interface DnsStatus {
   zone: string;
 }
 /**
+ * Where the engineer's dotfiles are: a directory on this machine, or a git repository.
+ */
+export interface Dotfiles {
+  /**
+   * A git URL.
+   */
+  git?: string | null;
+  /**
+   * A local directory.
+   */
+  path?: string | null;
+}
+/**
  * No params.
  */
 export interface Empty {}
@@ -592,6 +608,19 @@ export interface MigrateEnvironment {
   host?: string | null;
 }
 /**
+ * One thing done once in every new environment: a shell command, or a package.
+ */
+export interface OneOff {
+  /**
+   * A package to install (the system's name).
+   */
+  install?: string | null;
+  /**
+   * A shell command.
+   */
+  run?: string | null;
+}
+/**
  * The fleet's SSH certificate authorities, for known_hosts and for agents.
  */
 export interface SSHAuthorities {
@@ -628,6 +657,30 @@ export interface User {
   createdAt: string;
   name: string;
   role: Role;
+}
+export interface UserConfig {
+  /**
+   * The devserver flavor.
+   */
+  default_flavor?: string | null;
+  /**
+   * The container profile.
+   */
+  default_profile?: string | null;
+  /**
+   * Where new environments go; default: the nearest region.
+   */
+  default_region?: string | null;
+  dotfiles?: Dotfiles | null;
+  /**
+   * Features from the fleet's catalog, installed in each.
+   */
+  features?: string[];
+  one_offs?: OneOff[];
+  /**
+   * Paths under the home (besides the defaults) kept in the profile.
+   */
+  tracked_paths?: string[];
 }
 export interface WhoAmI {
   role: Role;

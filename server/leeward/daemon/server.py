@@ -48,6 +48,7 @@ from leeward_protocol.daemon import (
 
 if TYPE_CHECKING:
     from leeward.daemon.service import Daemon
+    from leeward.daemon.userconfig import Problem
 
 log = logging.getLogger("leeward.daemon")
 
@@ -83,6 +84,33 @@ class LeewardServer(LanguageServer):
 
     def send(self, method: str, payload: Resource) -> None:
         self.protocol.notify(method, payload.model_dump(mode="json", by_alias=True))
+
+    def publish_config_problems(self, path: Path, problems: list[Problem]) -> None:
+        """config.toml's problems as diagnostics on the file (VS Code's Problems panel), and a
+        warning that the last valid settings stay in force; an empty list clears them."""
+        diagnostics = [
+            types.Diagnostic(
+                range=types.Range(
+                    start=types.Position(line=p.line - 1, character=p.column - 1),
+                    end=types.Position(line=p.line - 1, character=p.column - 1 + p.length),
+                ),
+                message=p.message,
+                severity=types.DiagnosticSeverity.Error,
+                source="leeward",
+            )
+            for p in problems
+        ]
+        self.text_document_publish_diagnostics(
+            types.PublishDiagnosticsParams(uri=path.as_uri(), diagnostics=diagnostics)
+        )
+        if problems:
+            self.window_show_message(
+                types.ShowMessageParams(
+                    type=types.MessageType.Warning,
+                    message=f"{path} has {len(problems)} problem(s), shown in Problems; the "
+                    "last valid settings stay in force.",
+                )
+            )
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         # Request errors already go back in the response; say the rest in the log, not in a
@@ -189,7 +217,13 @@ async def _boot(ls: LeewardServer, settings: DaemonSettings, log_file: Path | No
     from leeward.clock import SystemClock
     from leeward.daemon.service import Daemon
 
-    daemon = Daemon(settings, paths=ls.paths, clock=SystemClock(), notify=ls.send)
+    daemon = Daemon(
+        settings,
+        paths=ls.paths,
+        clock=SystemClock(),
+        notify=ls.send,
+        on_config_problems=ls.publish_config_problems,
+    )
     daemon.log_file = str(log_file) if log_file else None
     await daemon.start()
     log.info("daemon %s ready (pid %d, log %s)", __version__, os.getpid(), log_file)

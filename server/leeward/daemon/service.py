@@ -23,6 +23,7 @@ from leeward.daemon.errors import DaemonError
 from leeward.daemon.health import HealthMonitor, probe_tcp
 from leeward.daemon.link import FleetLink
 from leeward.daemon.sessions import SessionWatcher
+from leeward.daemon.userconfig import ConfigWatcher, Problem
 from leeward.paths import Paths
 from leeward.sshconfig import add_include, certificate_valid_before, has_include
 from leeward_protocol.base import Resource
@@ -73,7 +74,13 @@ def _from_fleet(exc: FleetError) -> DaemonError:
 
 class Daemon:
     def __init__(
-        self, settings: DaemonSettings, *, paths: Paths, clock: Clock, notify: Notify
+        self,
+        settings: DaemonSettings,
+        *,
+        paths: Paths,
+        clock: Clock,
+        notify: Notify,
+        on_config_problems: Callable[[Path, list[Problem]], None] | None = None,
     ) -> None:
         self.settings = settings
         self.paths = paths
@@ -95,6 +102,9 @@ class Daemon:
         )
         self._ssh_lock = asyncio.Lock()
         self.sessions = SessionWatcher(paths.state_dir / "sessions", self.monitor.set_sessions)
+        self.user_config = ConfigWatcher(
+            paths.config_dir / "config.toml", on_config_problems or (lambda path, problems: None)
+        )
         self._sweeper: asyncio.Task[None] | None = None
 
     @property
@@ -106,6 +116,7 @@ class Daemon:
     async def start(self) -> None:
         self.monitor.start()
         self.sessions.start()
+        self.user_config.start()
         self._sweeper = asyncio.get_running_loop().create_task(
             self._sweep_sessions(), name="proxy sessions"
         )
@@ -123,6 +134,7 @@ class Daemon:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
         self.sessions.stop()
+        self.user_config.stop()
         await self.link.close()
         await self.monitor.close()
 
@@ -174,7 +186,7 @@ class Daemon:
             for r, rtt in zip(fleet.regions, rtts, strict=True)
         ]
         regions.sort(key=lambda r: (not r.accepting, r.rtt_ms is None, r.rtt_ms or 0.0, r.name))
-        default = self.settings.default_region
+        default = self.settings.default_region or self.user_config.current.default_region
         if default not in {r.name for r in regions}:
             default = next((r.name for r in regions if r.accepting), None)
         return DaemonCatalog(

@@ -1,0 +1,75 @@
+"""`~/.config/leeward/config.toml`: what the engineer wants in every new environment.
+
+Keys are TOML's snake_case. `protocol/schema/UserConfig.json` (from `scripts/gen-protocol`)
+gives editors completion; the daemon validates the file on every change and shows problems on
+their line. Example:
+
+    default_region = "north"
+    default_flavor = "small"
+    features = ["docker", "spellcheck"]
+    tracked_paths = [".bashrc", ".gitconfig", ".config/nvim"]
+
+    [dotfiles]
+    git = "https://git.example.com/ada/dotfiles.git"
+
+    [[one_offs]]
+    run = "git config --global pull.rebase true"
+
+    [[one_offs]]
+    install = "ripgrep"
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from leeward_protocol.fleet import Name
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class OneOff(_Strict):
+    """One thing done once in every new environment: a shell command, or a package."""
+
+    run: str | None = Field(default=None, min_length=1, description="A shell command.")
+    install: str | None = Field(
+        default=None, min_length=1, description="A package to install (the system's name)."
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> OneOff:
+        if (self.run is None) == (self.install is None):
+            raise ValueError("give exactly one of `run` or `install`")
+        return self
+
+
+class Dotfiles(_Strict):
+    """Where the engineer's dotfiles are: a directory on this machine, or a git repository."""
+
+    path: str | None = Field(default=None, min_length=1, description="A local directory.")
+    git: str | None = Field(default=None, min_length=1, description="A git URL.")
+
+    @model_validator(mode="after")
+    def _one(self) -> Dotfiles:
+        if (self.path is None) == (self.git is None):
+            raise ValueError("give exactly one of `path` or `git`")
+        return self
+
+
+class UserConfig(_Strict):
+    default_region: Name | None = Field(
+        default=None, description="Where new environments go; default: the nearest region."
+    )
+    default_flavor: Name | None = Field(default=None, description="The devserver flavor.")
+    default_profile: Name | None = Field(default=None, description="The container profile.")
+    features: list[Name] = Field(
+        default_factory=list, description="Features from the fleet's catalog, installed in each."
+    )
+    one_offs: list[OneOff] = Field(default_factory=list)
+    dotfiles: Dotfiles | None = None
+    tracked_paths: list[str] = Field(
+        default_factory=list,
+        description="Paths under the home (besides the defaults) kept in the profile.",
+    )

@@ -1,0 +1,175 @@
+"""The user's `config.toml`, as the daemon keeps it: read on every change (watchdog), validated
+with `leeward_protocol.userconfig.UserConfig`, each problem placed on its line and column so the
+editor can show it in the Problems panel. A file with a problem changes nothing: the last valid
+version stays in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from leeward_protocol.userconfig import UserConfig
+
+log = logging.getLogger(__name__)
+
+_TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\s\"]+?)\s*\]\]?\s*(#.*)?$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int
+    """1-based."""
+    column: int
+    """1-based."""
+    length: int
+    message: str
+
+
+def read_config(text: str) -> tuple[UserConfig | None, list[Problem]]:
+    """The config, or None and what is wrong, each problem where it is in `text`."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        where = _TOML_AT.search(str(exc))
+        line, column = (int(where.group(1)), int(where.group(2))) if where else (1, 1)
+        message = _TOML_AT.sub("", str(exc)).strip()
+        return None, [Problem(line, column, 1, f"Not valid TOML: {message}.")]
+    try:
+        return UserConfig.model_validate(raw), []
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            line, column, length = locate(text, loc)
+            path = ".".join(str(p) for p in loc) or "(the file)"
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown key; see the schema (protocol/schema/UserConfig.json)"
+            problems.append(Problem(line, column, length, f"{path}: {message}."))
+        return None, problems
+
+
+def locate(text: str, loc: tuple[Any, ...]) -> tuple[int, int, int]:
+    """Line, column and length of the key that `loc` (pydantic's error location) names: the
+    key's assignment in its table, found by walking the table headers (`[a]`, `[[a]]` with
+    their array indexes). Falls back to the closest enclosing key, then line 1."""
+    keys = [p for p in loc if isinstance(p, str)]
+    lines = text.splitlines()
+    best = (1, 1, 1)
+    table: list[str] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        header = _HEADER.match(line)
+        if header is not None:
+            name = header.group(2).replace('"', "").replace(" ", "")
+            table = name.split(".")
+            if header.group(1) == "[[":
+                seen[name] = seen.get(name, -1) + 1
+            if _wanted(table, loc, seen.get(name)) and table == keys[: len(table)]:
+                start = line.index(table[0])
+                best = (number, start + 1, len(name))
+            continue
+        match = re.match(r"^\s*([A-Za-z0-9_\-]+)\s*=", line)
+        if match is None:
+            continue
+        key = match.group(1)
+        path = [*table, key]
+        if path == keys[: len(path)] and _wanted(table, loc, seen.get(".".join(table))):
+            best = (number, match.start(1) + 1, len(key))
+            if len(path) == len(keys):
+                return best
+    return best
+
+
+def _wanted(table: list[str], loc: tuple[Any, ...], index: int | None) -> bool:
+    """Whether this occurrence of an array-of-tables header is the one `loc` indexes."""
+    if index is None or not table:
+        return True
+    position = next((i for i, p in enumerate(loc) if p == table[-1]), None)
+    if position is None or position + 1 >= len(loc) or not isinstance(loc[position + 1], int):
+        return True
+    return bool(loc[position + 1] == index)
+
+
+class ConfigWatcher:
+    """Keeps `current` (the last valid config) and calls `on_problems(path, problems)` after
+    every change, with an empty list once the file is valid (or gone) again."""
+
+    def __init__(self, path: Path, on_problems: Callable[[Path, list[Problem]], None]) -> None:
+        self.path = path
+        self.on_problems = on_problems
+        self.current = UserConfig()
+        self.problems: list[Problem] = []
+        self._observer: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: asyncio.Handle | None = None
+        self._last_text: str | None = None
+
+    def start(self) -> None:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        self._loop = asyncio.get_running_loop()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        watcher = self
+
+        class Changed(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                touched = {str(event.src_path), str(getattr(event, "dest_path", ""))}
+                loop = watcher._loop
+                if str(watcher.path) in touched and loop is not None and not loop.is_closed():
+                    loop.call_soon_threadsafe(watcher._soon)
+
+        self._observer = Observer()
+        self._observer.schedule(Changed(), str(self.path.parent), recursive=False)
+        self._observer.daemon = True
+        self._observer.start()
+        self.reload()
+
+    def _soon(self) -> None:
+        # Editors write a file in several steps: read it once they are done.
+        if self._pending is None and self._loop is not None:
+            self._pending = self._loop.call_later(0.05, self.reload)
+
+    def reload(self) -> None:
+        self._pending = None
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            text = ""
+        except OSError as exc:
+            log.warning("cannot read %s: %s", self.path, exc)
+            return
+        if text == self._last_text:
+            return
+        self._last_text = text
+        config, problems = read_config(text)
+        if config is not None:
+            self.current = config
+            log.info("%s is valid: in force", self.path)
+        else:
+            log.warning(
+                "%s has %d problem(s); the last valid version stays", self.path, len(problems)
+            )
+        self.problems = problems
+        self.on_problems(self.path, problems)
+
+    def stop(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+        if self._observer is not None:
+            self._observer.stop()
+            with contextlib.suppress(RuntimeError):
+                self._observer.join(timeout=2)
+            self._observer = None

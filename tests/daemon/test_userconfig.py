@@ -1,0 +1,115 @@
+"""config.toml: validated, and every problem placed on its own line and column."""
+
+from __future__ import annotations
+
+from leeward.daemon.userconfig import read_config
+
+GOOD = """\
+default_region = "north"
+features = ["docker"]
+
+[dotfiles]
+git = "https://git.example.com/ada/dotfiles.git"
+
+[[one_offs]]
+run = "git config --global pull.rebase true"
+
+[[one_offs]]
+install = "ripgrep"
+"""
+
+
+def test_a_valid_file_is_read():
+    config, problems = read_config(GOOD)
+    assert problems == []
+    assert config is not None
+    assert config.default_region == "north" and config.features == ["docker"]
+    assert config.dotfiles is not None and config.dotfiles.git
+    assert [o.install for o in config.one_offs] == [None, "ripgrep"]
+    empty, problems = read_config("")
+    assert empty is not None and problems == [] and empty.features == []
+
+
+def test_each_problem_is_on_its_line():
+    text = """\
+default_region = "North Pole"
+featurs = ["docker"]
+
+[dotfiles]
+path = "~/dots"
+git = "https://example.com/d.git"
+
+[[one_offs]]
+run = "make"
+
+[[one_offs]]
+install = ""
+"""
+    config, problems = read_config(text)
+    assert config is None
+    found = {(p.line, p.message.split(":")[0]) for p in problems}
+    assert (1, "default_region") in found
+    assert (2, "featurs") in found
+    assert any(p.line == 4 and p.message.startswith("dotfiles") for p in problems), problems
+    assert (12, "one_offs.1.install") in found, problems
+    unknown = next(p for p in problems if p.line == 2)
+    assert unknown.column == 1 and unknown.length == len("featurs")
+    assert "unknown key" in unknown.message
+
+
+def test_broken_toml_says_where():
+    broken = 'default_region = "north"\nfeatures = [\n  "docker",\n  5 5\n]\n'
+    config, problems = read_config(broken)
+    assert config is None
+    assert len(problems) == 1 and problems[0].line == 4
+    assert problems[0].message.startswith("Not valid TOML")
+
+
+async def test_the_daemon_shows_problems_on_their_line_and_keeps_the_last_valid_config(
+    tmp_path, start_fleet
+):
+    from lsprotocol import types
+
+    from leeward.credentials import Credentials, store_credentials
+    from tests.cli.sandbox import make_sandbox
+    from tests.conftest import small_config
+    from tests.daemon.kit import running_daemon
+
+    (tmp_path / "user").mkdir()
+    sandbox = make_sandbox(tmp_path / "user")
+    config_file = sandbox.paths.config_dir / "config.toml"
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text('default_region = "south"\n')
+    fleet_config = small_config(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'fleet.db'}")
+    async with start_fleet(fleet_config) as f:
+        store_credentials(sandbox.paths.credentials, Credentials(fleet=f.url, token=f.api.token))
+        async with running_daemon(sandbox, {}) as d:
+            await d.poll("leeward/status/get", lambda s: s["fleet"] == "connected")
+            catalog = await d.request("leeward/catalog/get", {})
+            assert catalog["defaultRegion"] == "south", "config.toml's default region"
+
+            config_file.write_text('default_region = "north"\nfeatures = ["docker", "Bad Name"]\n')
+            uri = config_file.as_uri()
+            shown = await d.until(
+                lambda: [p for p in d.diagnostics if p.uri == uri and p.diagnostics],
+                what="no diagnostics for the broken config",
+            )
+            problem = shown[-1].diagnostics[0]
+            assert problem.range.start.line == 1, "the second line: features"
+            assert problem.range.start.character == 0
+            assert problem.message.startswith("features.1:")
+            assert problem.severity == types.DiagnosticSeverity.Error
+            await d.until(
+                lambda: any("last valid settings stay" in m.message for m in d.messages),
+                what="no warning that the last valid settings stay",
+            )
+            catalog = await d.request("leeward/catalog/get", {})
+            assert catalog["defaultRegion"] == "south", "the last valid version stays in force"
+
+            config_file.write_text('default_region = "north"\nfeatures = ["docker"]\n')
+            await d.until(
+                lambda: d.diagnostics[-1].uri == uri and not d.diagnostics[-1].diagnostics,
+                what="the diagnostics were not cleared",
+            )
+            catalog = await d.request("leeward/catalog/get", {})
+            assert catalog["defaultRegion"] == "north"
