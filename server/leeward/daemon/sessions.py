@@ -10,8 +10,6 @@ process is gone is ignored (a proxy killed with SIGKILL cannot remove it).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -19,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from leeward.daemon.watch import DirectoryWatch
 
 log = logging.getLogger(__name__)
 
@@ -80,50 +80,19 @@ class SessionWatcher:
     def __init__(self, directory: Path, on_change: Callable[[list[ProxySession]], None]) -> None:
         self.directory = directory
         self.on_change = on_change
-        self._observer: Any = None
-        self._pending: asyncio.Handle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # A resume rewrites the file a few times in a row: read once they settle.
+        self._watch = DirectoryWatch(
+            directory, lambda path: path.endswith(".json"), self.refresh, settle=0.02
+        )
 
     def start(self) -> None:
-        from watchdog.events import FileSystemEvent, FileSystemEventHandler
-        from watchdog.observers import Observer
-
-        self._loop = asyncio.get_running_loop()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        watcher = self
-
-        class Changed(FileSystemEventHandler):
-            def on_any_event(self, event: FileSystemEvent) -> None:
-                if str(event.src_path).endswith(".json") or str(
-                    getattr(event, "dest_path", "")
-                ).endswith(".json"):
-                    loop = watcher._loop
-                    if loop is not None and not loop.is_closed():
-                        loop.call_soon_threadsafe(watcher._soon)
-
-        self._observer = Observer()
-        self._observer.schedule(Changed(), str(self.directory), recursive=False)
-        self._observer.daemon = True
-        self._observer.start()
-        self.refresh()
-
-    def _soon(self) -> None:
-        # Coalesce bursts (a resume rewrites the file a few times in a row).
-        if self._pending is None and self._loop is not None:
-            self._pending = self._loop.call_later(0.02, self.refresh)
+        self._watch.start()
 
     def refresh(self) -> None:
-        self._pending = None
         try:
             self.on_change(read_sessions(self.directory))
         except Exception:
             log.exception("reading the proxy sessions failed")
 
     def stop(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
-        if self._observer is not None:
-            self._observer.stop()
-            with contextlib.suppress(RuntimeError):
-                self._observer.join(timeout=2)
-            self._observer = None
+        self._watch.stop()

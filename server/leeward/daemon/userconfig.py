@@ -6,8 +6,6 @@ version stays in force.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
 import tomllib
@@ -18,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from leeward.daemon.watch import DirectoryWatch
 from leeward_protocol.userconfig import UserConfig
 
 log = logging.getLogger(__name__)
@@ -111,39 +110,16 @@ class ConfigWatcher:
         self.on_problems = on_problems
         self.current = UserConfig()
         self.problems: list[Problem] = []
-        self._observer: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: asyncio.Handle | None = None
         self._last_text: str | None = None
+        # Editors write a file in several steps: read it once they are done.
+        self._watch = DirectoryWatch(
+            path.parent, lambda changed: changed == str(path), self.reload, settle=0.05
+        )
 
     def start(self) -> None:
-        from watchdog.events import FileSystemEvent, FileSystemEventHandler
-        from watchdog.observers import Observer
-
-        self._loop = asyncio.get_running_loop()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        watcher = self
-
-        class Changed(FileSystemEventHandler):
-            def on_any_event(self, event: FileSystemEvent) -> None:
-                touched = {str(event.src_path), str(getattr(event, "dest_path", ""))}
-                loop = watcher._loop
-                if str(watcher.path) in touched and loop is not None and not loop.is_closed():
-                    loop.call_soon_threadsafe(watcher._soon)
-
-        self._observer = Observer()
-        self._observer.schedule(Changed(), str(self.path.parent), recursive=False)
-        self._observer.daemon = True
-        self._observer.start()
-        self.reload()
-
-    def _soon(self) -> None:
-        # Editors write a file in several steps: read it once they are done.
-        if self._pending is None and self._loop is not None:
-            self._pending = self._loop.call_later(0.05, self.reload)
+        self._watch.start()
 
     def reload(self) -> None:
-        self._pending = None
         try:
             text = self.path.read_text()
         except FileNotFoundError:
@@ -166,10 +142,4 @@ class ConfigWatcher:
         self.on_problems(self.path, problems)
 
     def stop(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
-        if self._observer is not None:
-            self._observer.stop()
-            with contextlib.suppress(RuntimeError):
-                self._observer.join(timeout=2)
-            self._observer = None
+        self._watch.stop()
