@@ -188,6 +188,72 @@ class Catalog(Resource):
     lifespans: LifespanPolicy
 
 
+class SetupState(StrEnum):
+    PENDING = "pending"
+    INSTALLING = "installing"
+    INSTALLED = "installed"
+    FAILED = "failed"
+
+
+class SetupKind(StrEnum):
+    FEATURE = "feature"
+    ONE_OFF = "one-off"
+    DOTFILES = "dotfiles"
+
+
+class SetupItem(Resource):
+    """One thing installed in a new environment: a feature, a one-off, the dotfiles. A failed
+    item never holds the environment back: it is reported here with the end of its log."""
+
+    kind: SetupKind
+    name: str = Field(description="The feature's name, `one-off N`, or `dotfiles`.")
+    state: SetupState
+    detail: str = Field(default="", description="One sentence: what ran, or why it failed.")
+    log: str = Field(default="", description="The end of its log (at most 4 KiB).")
+    log_path: str | None = Field(default=None, description="The whole log, in the environment.")
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class Refusal(Resource):
+    """A file the profile store would not take, and why (a sentence that says what to do)."""
+
+    path: str
+    code: Literal[
+        "escapes-home",
+        "symlink",
+        "not-a-file",
+        "too-large",
+        "too-many-files",
+        "profile-too-large",
+        "secret",
+        "binary",
+        "bad-content",
+    ]
+    reason: str
+
+
+class SyncConflict(Resource):
+    """The profile changed a file that was also edited here since the last sync: this
+    environment's version stays at `path`, the other one is kept at `copy`."""
+
+    path: str
+    copy_path: str = Field(description="Where the other version was written, in the home.")
+    other_environment: str | None = Field(default=None, description="Where the other came from.")
+    version: int = Field(description="The profile version that conflicted.")
+    at: datetime
+
+
+class SyncStatus(Resource):
+    """The environment's agent and the user's profile."""
+
+    version: int = Field(default=0, description="The profile version applied here (0: none).")
+    synced_at: datetime | None = None
+    conflicts: list[SyncConflict] = Field(default_factory=list)
+    refused: list[Refusal] = Field(default_factory=list)
+    error: str = Field(default="", description="Why the last sync failed; empty when it worked.")
+
+
 class Environment(Resource):
     """A devserver or an on-demand container."""
 
@@ -222,6 +288,10 @@ class Environment(Resource):
     last_seen_at: datetime | None = Field(
         default=None, description="Last heartbeat from the environment's agent."
     )
+    setup: list[SetupItem] = Field(
+        default_factory=list, description="Features, one-offs and dotfiles, with their status."
+    )
+    sync: SyncStatus | None = Field(default=None, description="Its profile sync; None: not yet.")
 
 
 class EnvironmentList(Resource):
@@ -422,3 +492,13 @@ class StopDns(Request):
     black_hole: bool = Field(
         default=False, description="Keep the sockets open and answer nothing (a lost resolver)."
     )
+
+
+class AgentReport(Resource):
+    """`POST /v1/agent/report`: the agent's setup items and profile sync, as they change. Each
+    field given replaces the stored one; an omitted field is left as it is. (A resource, not a
+    request: it carries `SetupItem` and `SyncStatus`, whose one schema is the resource's.)"""
+
+    environment_id: str
+    setup: list[SetupItem] | None = None
+    sync: SyncStatus | None = None

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from leeward_protocol import daemon, fleet
+from leeward_protocol import daemon, fleet, profile
 from leeward_protocol.base import Request, Resource
 from leeward_protocol.userconfig import UserConfig
 
@@ -18,7 +18,7 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
 def protocol_models() -> dict[str, type[BaseModel]]:
     """Every request and resource model, by name, in a stable order."""
     found: dict[str, type[BaseModel]] = {}
-    for module in (fleet, daemon):
+    for module in (fleet, profile, daemon):
         for name in sorted(vars(module)):
             obj = getattr(module, name)
             if (
@@ -44,8 +44,8 @@ def render_schemas() -> dict[str, str]:
     files["CreateEnvironment.json"] = _dump(union)
     files["methods.json"] = _dump(method_table())
     # The user's config.toml: snake_case keys (TOML's), for editors' completion.
+    # (The same shape as inside `Profile`, so it carries no `$id` of its own.)
     config_schema = UserConfig.model_json_schema(mode="validation")
-    config_schema["$id"] = "https://leeward.dev/schema/UserConfig.json"
     files["UserConfig.json"] = _dump(config_schema)
     return files
 

@@ -21,9 +21,24 @@ their line. Example:
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from leeward_protocol.fleet import Name
+
+
+def check_home_path(value: str) -> str:
+    """A path relative to the home: no `..`, not absolute, `/`-separated, no empty parts."""
+    if not value or value.startswith(("/", "~")) or "\\" in value or "\x00" in value:
+        raise ValueError(f"{value!r} must be relative to the home, like `.config/nvim`")
+    parts = value.rstrip("/").split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"{value!r} must stay inside the home: no `..`, `.` or empty parts")
+    return value.rstrip("/")
+
+
+HomePath = Annotated[str, AfterValidator(check_home_path)]
 
 
 class _Strict(BaseModel):
@@ -69,7 +84,16 @@ class UserConfig(_Strict):
     )
     one_offs: list[OneOff] = Field(default_factory=list)
     dotfiles: Dotfiles | None = None
-    tracked_paths: list[str] = Field(
+    tracked_paths: list[HomePath] = Field(
         default_factory=list,
         description="Paths under the home (besides the defaults) kept in the profile.",
+    )
+    allow_secrets: list[HomePath] = Field(
+        default_factory=list,
+        description="Files (glob patterns under the home) stored even though they look like "
+        "private keys or tokens. Everything else that looks like one is refused.",
+    )
+    allow_binary: list[HomePath] = Field(
+        default_factory=list,
+        description="Files (glob patterns under the home) stored even though they are not text.",
     )

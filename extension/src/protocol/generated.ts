@@ -6,6 +6,10 @@
  */
 export type ProtocolModel =
   | AgentHeartbeat
+  | AgentProfile
+  | AgentReport
+  | BlobRequest
+  | Blobs
   | Catalog
   | Certificate
   | CertificateRequest
@@ -35,6 +39,10 @@ export type ProtocolModel =
   | EventType
   | ExtendEnvironment
   | ExtendParams
+  | Feature
+  | FeatureList
+  | FileRemoval
+  | FileUpload
   | Flavor
   | FlavorKind
   | FleetEvent
@@ -54,16 +62,35 @@ export type ProtocolModel =
   | LifespanPolicy
   | MigrateEnvironment
   | OneOff
+  | Profile
+  | ProfileFile
+  | ProfileHistory
+  | ProfileLimits
+  | ProfileUpload
+  | ProfileVersion
+  | ProfileWait
+  | Refusal
   | Region
   | RegionChoice
+  | RestoreProfile
   | Role
   | SSHAuthorities
+  | SetupItem
+  | SetupKind
+  | SetupState
+  | SetupStep
   | SignInParams
   | StopDns
+  | SyncConflict
+  | SyncStatus
   | Token
+  | UploadConflict
+  | UploadResult
   | User
   | UserConfig
   | WhoAmI;
+export type SetupKind = 'feature' | 'one-off' | 'dotfiles';
+export type SetupState = 'pending' | 'installing' | 'installed' | 'failed';
 export type FlavorKind = 'vm' | 'physical' | 'gpu';
 export type EnvironmentKind = 'devserver' | 'container';
 export type Lifespan = 'temporary' | 'permanent';
@@ -109,6 +136,264 @@ export interface AgentHeartbeat {
    * Open SSH connections.
    */
   sessions?: number;
+}
+/**
+ * `GET /v1/agent/profile`: what an environment applies, for its owner.
+ */
+export interface AgentProfile {
+  debounceSeconds: number;
+  owner: string | null;
+  /**
+   * None for a warm container (no owner yet).
+   */
+  profile: Profile | null;
+  setup: SetupStep[];
+  /**
+   * Paths (files or directories) the agent watches.
+   */
+  tracked: string[];
+}
+/**
+ * One version of a user's profile (the latest unless asked otherwise).
+ */
+export interface Profile {
+  /**
+   * Their config.toml, validated.
+   */
+  config: UserConfig | null;
+  createdAt: string | null;
+  files: ProfileFile[];
+  limits: ProfileLimits;
+  user: string;
+  /**
+   * 0: nothing stored yet.
+   */
+  version: number;
+}
+export interface UserConfig {
+  /**
+   * Files (glob patterns under the home) stored even though they are not text.
+   */
+  allow_binary?: string[];
+  /**
+   * Files (glob patterns under the home) stored even though they look like private keys or tokens. Everything else that looks like one is refused.
+   */
+  allow_secrets?: string[];
+  /**
+   * The devserver flavor.
+   */
+  default_flavor?: string | null;
+  /**
+   * The container profile.
+   */
+  default_profile?: string | null;
+  /**
+   * Where new environments go; default: the nearest region.
+   */
+  default_region?: string | null;
+  dotfiles?: Dotfiles | null;
+  /**
+   * Features from the fleet's catalog, installed in each.
+   */
+  features?: string[];
+  one_offs?: OneOff[];
+  /**
+   * Paths under the home (besides the defaults) kept in the profile.
+   */
+  tracked_paths?: string[];
+}
+/**
+ * Where the engineer's dotfiles are: a directory on this machine, or a git repository.
+ */
+export interface Dotfiles {
+  /**
+   * A git URL.
+   */
+  git?: string | null;
+  /**
+   * A local directory.
+   */
+  path?: string | null;
+}
+/**
+ * One thing done once in every new environment: a shell command, or a package.
+ */
+export interface OneOff {
+  /**
+   * A package to install (the system's name).
+   */
+  install?: string | null;
+  /**
+   * A shell command.
+   */
+  run?: string | null;
+}
+export interface ProfileFile {
+  /**
+   * Permission bits, e.g. 420 (0o644).
+   */
+  mode: number;
+  modifiedAt: string;
+  /**
+   * Relative to the home, `/`-separated, e.g. `.config/git/ignore`.
+   */
+  path: string;
+  sha256: string;
+  size: number;
+  /**
+   * Where this content came from: an environment's name, `dotfiles`, `restore`.
+   */
+  source: string;
+  /**
+   * The version that last changed it.
+   */
+  version: number;
+}
+export interface ProfileLimits {
+  /**
+   * How many versions are kept.
+   */
+  historyVersions: number;
+  /**
+   * The largest file a profile takes.
+   */
+  maxFileBytes: number;
+  /**
+   * The most files in one profile.
+   */
+  maxFiles: number;
+  /**
+   * The most bytes, all files together.
+   */
+  maxTotalBytes: number;
+}
+/**
+ * What an agent installs at provision: a feature (script and files) or a one-off.
+ */
+export interface SetupStep {
+  /**
+   * Identifies this exact step: run again only when it changes.
+   */
+  digest: string;
+  /**
+   * path -> text, written first.
+   */
+  files: {
+    [k: string]: string | undefined;
+  };
+  /**
+   * `feature`, `one-off` or `dotfiles`.
+   */
+  kind: string;
+  name: string;
+  /**
+   * bash, run in the home with `set -e`.
+   */
+  script: string;
+  timeoutSeconds: number;
+}
+/**
+ * `POST /v1/agent/report`: the agent's setup items and profile sync, as they change. Each
+ * field given replaces the stored one; an omitted field is left as it is. (A resource, not a
+ * request: it carries `SetupItem` and `SyncStatus`, whose one schema is the resource's.)
+ */
+export interface AgentReport {
+  environmentId: string;
+  setup: SetupItem[] | null;
+  sync: SyncStatus | null;
+}
+/**
+ * One thing installed in a new environment: a feature, a one-off, the dotfiles. A failed
+ * item never holds the environment back: it is reported here with the end of its log.
+ */
+export interface SetupItem {
+  /**
+   * One sentence: what ran, or why it failed.
+   */
+  detail: string;
+  finishedAt: string | null;
+  kind: SetupKind;
+  /**
+   * The end of its log (at most 4 KiB).
+   */
+  log: string;
+  /**
+   * The whole log, in the environment.
+   */
+  logPath: string | null;
+  /**
+   * The feature's name, `one-off N`, or `dotfiles`.
+   */
+  name: string;
+  startedAt: string | null;
+  state: SetupState;
+}
+/**
+ * The environment's agent and the user's profile.
+ */
+export interface SyncStatus {
+  conflicts: SyncConflict[];
+  /**
+   * Why the last sync failed; empty when it worked.
+   */
+  error: string;
+  refused: Refusal[];
+  syncedAt: string | null;
+  /**
+   * The profile version applied here (0: none).
+   */
+  version: number;
+}
+/**
+ * The profile changed a file that was also edited here since the last sync: this
+ * environment's version stays at `path`, the other one is kept at `copy`.
+ */
+export interface SyncConflict {
+  at: string;
+  /**
+   * Where the other version was written, in the home.
+   */
+  copyPath: string;
+  /**
+   * Where the other came from.
+   */
+  otherEnvironment: string | null;
+  path: string;
+  /**
+   * The profile version that conflicted.
+   */
+  version: number;
+}
+/**
+ * A file the profile store would not take, and why (a sentence that says what to do).
+ */
+export interface Refusal {
+  code:
+    | 'escapes-home'
+    | 'symlink'
+    | 'not-a-file'
+    | 'too-large'
+    | 'too-many-files'
+    | 'profile-too-large'
+    | 'secret'
+    | 'binary'
+    | 'bad-content';
+  path: string;
+  reason: string;
+}
+export interface BlobRequest {
+  /**
+   * @maxItems 4096
+   */
+  sha256: string[];
+}
+export interface Blobs {
+  /**
+   * sha256 -> content, base64.
+   */
+  blobs: {
+    [k: string]: string | undefined;
+  };
 }
 export interface Catalog {
   /**
@@ -284,9 +569,17 @@ export interface Environment {
    * The agent's resumable relay (`leeward proxy`): the SSH port + 1.
    */
   relayPort: number | null;
+  /**
+   * Features, one-offs and dotfiles, with their status.
+   */
+  setup: SetupItem[];
   sshPort: number | null;
   state: EnvironmentState;
   statusMessage: string;
+  /**
+   * Its profile sync; None: not yet.
+   */
+  sync: SyncStatus | null;
   updatedAt: string;
 }
 export interface CreateContainer {
@@ -449,19 +742,6 @@ export interface DnsStatus {
   zone: string;
 }
 /**
- * Where the engineer's dotfiles are: a directory on this machine, or a git repository.
- */
-export interface Dotfiles {
-  /**
-   * A git URL.
-   */
-  git?: string | null;
-  /**
-   * A local directory.
-   */
-  path?: string | null;
-}
-/**
  * No params.
  */
 export interface Empty {}
@@ -517,6 +797,38 @@ export interface ExtendParams {
    * Hours to add to the expiry.
    */
   hours: number;
+}
+/**
+ * A feature from the fleet's catalog (its install script stays in the fleet config).
+ */
+export interface Feature {
+  description: string;
+  /**
+   * Files it writes into the home.
+   */
+  files: string[];
+  kinds: EnvironmentKind[];
+  name: string;
+}
+export interface FeatureList {
+  features: Feature[];
+}
+export interface FileRemoval {
+  baseSha256?: string | null;
+  path: string;
+}
+export interface FileUpload {
+  /**
+   * The content this one replaces as the uploader last saw it in the profile (None: new to it). When the profile holds something else, the upload is a conflict.
+   */
+  baseSha256?: string | null;
+  /**
+   * The bytes, base64.
+   */
+  content: string;
+  mode?: number;
+  modifiedAt: string;
+  path: string;
 }
 /**
  * One change, as `GET /v1/events` streams it (Server-Sent Events, whose `id:` is `id`).
@@ -607,18 +919,55 @@ export interface MigrateEnvironment {
    */
   host?: string | null;
 }
+export interface ProfileHistory {
+  user: string;
+  /**
+   * Newest first.
+   */
+  versions: ProfileVersion[];
+}
+export interface ProfileVersion {
+  /**
+   * Paths added or changed.
+   */
+  changed: string[];
+  configChanged: boolean;
+  createdAt: string;
+  removed: string[];
+  /**
+   * An environment's name, `config.toml`, `dotfiles`, `restore`.
+   */
+  source: string;
+  /**
+   * One line: what changed.
+   */
+  summary: string;
+  version: number;
+}
 /**
- * One thing done once in every new environment: a shell command, or a package.
+ * Files to store in the profile, in one new version. Files that are refused or conflict
+ * are left out (and reported); the rest are stored.
  */
-export interface OneOff {
+export interface ProfileUpload {
+  files?: FileUpload[];
+  removed?: FileRemoval[];
   /**
-   * A package to install (the system's name).
+   * Users only: `dotfiles` or `cli`; agents: the environment.
    */
-  install?: string | null;
+  source?: string | null;
+}
+export interface ProfileWait {
   /**
-   * A shell command.
+   * The latest version (may equal `after` on a timeout).
    */
-  run?: string | null;
+  version: number;
+}
+export interface RestoreProfile {
+  /**
+   * Only these files; empty: the whole version.
+   */
+  paths?: string[];
+  version: number;
 }
 /**
  * The fleet's SSH certificate authorities, for known_hosts and for agents.
@@ -653,34 +1002,29 @@ export interface Token {
   token: string;
   user: string;
 }
+export interface UploadConflict {
+  path: string;
+  /**
+   * What the profile holds now (None: removed).
+   */
+  sha256: string | null;
+  source: string;
+  version: number;
+}
+export interface UploadResult {
+  conflicts: UploadConflict[];
+  refused: Refusal[];
+  removed: string[];
+  stored: string[];
+  /**
+   * The profile's version after the upload.
+   */
+  version: number;
+}
 export interface User {
   createdAt: string;
   name: string;
   role: Role;
-}
-export interface UserConfig {
-  /**
-   * The devserver flavor.
-   */
-  default_flavor?: string | null;
-  /**
-   * The container profile.
-   */
-  default_profile?: string | null;
-  /**
-   * Where new environments go; default: the nearest region.
-   */
-  default_region?: string | null;
-  dotfiles?: Dotfiles | null;
-  /**
-   * Features from the fleet's catalog, installed in each.
-   */
-  features?: string[];
-  one_offs?: OneOff[];
-  /**
-   * Paths under the home (besides the defaults) kept in the profile.
-   */
-  tracked_paths?: string[];
 }
 export interface WhoAmI {
   role: Role;

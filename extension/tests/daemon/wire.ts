@@ -17,7 +17,11 @@ import type {
   HealthRecord,
   LifespanChoice,
   LifespanPolicy,
+  Refusal,
   RegionChoice,
+  SetupItem,
+  SyncConflict,
+  SyncStatus,
 } from '../../src/protocol/generated';
 
 /** Checks one value; the phantom `type` makes `Checker<A>` and `Checker<B>` incompatible unless
@@ -96,12 +100,56 @@ const environmentState = oneOf<Environment['state']>(
   'warm',
   'provisioning',
   'running',
+  'migrating',
   'deleting',
   'deleted',
   'failed',
 );
 
 export const hardware = object<Hardware>({ cpus: num, memoryGib: num, gpus: num });
+
+const setupItem = object<SetupItem>({
+  kind: oneOf<SetupItem['kind']>('feature', 'one-off', 'dotfiles'),
+  name: str,
+  state: oneOf<SetupItem['state']>('pending', 'installing', 'installed', 'failed'),
+  detail: str,
+  log: str,
+  logPath: nullable(str),
+  startedAt: nullable(time),
+  finishedAt: nullable(time),
+});
+
+const refusal = object<Refusal>({
+  path: str,
+  code: oneOf<Refusal['code']>(
+    'escapes-home',
+    'symlink',
+    'not-a-file',
+    'too-large',
+    'too-many-files',
+    'profile-too-large',
+    'secret',
+    'binary',
+    'bad-content',
+  ),
+  reason: str,
+});
+
+const syncStatus = object<SyncStatus>({
+  version: num,
+  syncedAt: nullable(time),
+  conflicts: list(
+    object<SyncConflict>({
+      path: str,
+      copyPath: str,
+      otherEnvironment: nullable(str),
+      version: num,
+      at: time,
+    }),
+  ),
+  refused: list(refusal),
+  error: str,
+});
 
 export const environment = object<Environment>({
   id: str,
@@ -126,6 +174,8 @@ export const environment = object<Environment>({
   updatedAt: time,
   readyAt: nullable(time),
   lastSeenAt: nullable(time),
+  setup: list(setupItem),
+  sync: nullable(syncStatus),
 });
 
 export const environmentsResult = object<EnvironmentsResult>({

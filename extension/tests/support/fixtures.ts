@@ -42,6 +42,8 @@ export function environment(overrides: Partial<Environment> = {}): Environment {
     updatedAt: '2030-01-01T11:00:00Z',
     readyAt: '2030-01-01T11:00:05Z',
     lastSeenAt: '2030-01-01T11:59:58Z',
+    setup: [],
+    sync: null,
     ...overrides,
   };
 }

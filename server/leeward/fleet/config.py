@@ -13,7 +13,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from leeward_protocol.fleet import NAME_PATTERN, ContainerProfile, Flavor, FlavorKind, Hardware
+from leeward_protocol.fleet import (
+    NAME_PATTERN,
+    ContainerProfile,
+    EnvironmentKind,
+    Flavor,
+    FlavorKind,
+    Hardware,
+)
+from leeward_protocol.userconfig import HomePath
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
@@ -92,6 +100,66 @@ class DnsConfig(_Strict):
     )
 
 
+MIB = 1024 * 1024
+
+DEFAULT_TRACKED = [
+    ".bashrc",
+    ".bash_profile",
+    ".bash_aliases",
+    ".profile",
+    ".zshrc",
+    ".inputrc",
+    ".gitconfig",
+    ".config",
+    ".vscode-server/data/User/settings.json",
+    ".vscode-server/data/Machine/settings.json",
+]
+"""What every environment's agent keeps in the profile, besides the user's `tracked_paths`."""
+
+
+class ProfileStoreConfig(_Strict):
+    """The users' profiles: the files that follow them to every new environment."""
+
+    max_file_bytes: int = Field(default=1 * MIB, ge=1, description="The largest file stored.")
+    max_files: int = Field(default=1000, ge=1, description="The most files in one profile.")
+    max_total_bytes: int = Field(default=32 * MIB, ge=1, description="All files together.")
+    history_versions: int = Field(default=50, ge=1, description="Versions kept per user.")
+    max_upload_bytes: int = Field(
+        default=8 * MIB, ge=64 * 1024, description="The largest upload request body."
+    )
+    tracked: list[HomePath] = Field(default_factory=lambda: list(DEFAULT_TRACKED))
+    debounce_seconds: float = Field(
+        default=0.25, gt=0, le=10, description="How long agents let a burst of edits settle."
+    )
+    wait_seconds: float = Field(
+        default=25.0, gt=0, le=300, description="How long an agent's wait for changes is held."
+    )
+
+
+class FeatureConfig(_Strict):
+    """A feature users name in their config.toml: a script and files, installed at provision."""
+
+    name: Name
+    description: str = ""
+    kinds: list[EnvironmentKind] = Field(
+        default_factory=lambda: [EnvironmentKind.DEVSERVER, EnvironmentKind.CONTAINER]
+    )
+    install: str = Field(description="bash, run in the home with `set -e`; must be idempotent.")
+    files: dict[HomePath, str] = Field(
+        default_factory=dict, description="Files written into the home before `install` runs."
+    )
+    timeout_seconds: float = Field(default=600.0, gt=0)
+
+
+class SetupConfig(_Strict):
+    package_install: str = Field(
+        default='apt-get install -y --no-install-recommends "$LEEWARD_PACKAGE"',
+        description="How a one-off `install = NAME` runs (bash; the package is "
+        "$LEEWARD_PACKAGE). Each provider's images decide what fits.",
+    )
+    one_off_timeout_seconds: float = Field(default=600.0, gt=0)
+
+
 class FleetConfig(_Strict):
     zone: str = "leeward.test"
     listen_host: str = "127.0.0.1"
@@ -129,6 +197,9 @@ class FleetConfig(_Strict):
     regions: list[RegionConfig] = Field(min_length=1)
     flavors: list[Flavor] = Field(min_length=1)
     profiles: list[ContainerProfile] = Field(default_factory=list)
+    profile_store: ProfileStoreConfig = Field(default_factory=ProfileStoreConfig)
+    features: list[FeatureConfig] = Field(default_factory=list)
+    setup: SetupConfig = Field(default_factory=SetupConfig)
 
     @field_validator("zone")
     @classmethod
@@ -145,6 +216,7 @@ class FleetConfig(_Strict):
             ("host", [h.name for r in self.regions for h in r.hosts]),
             ("flavor", [f.name for f in self.flavors]),
             ("profile", [p.name for p in self.profiles]),
+            ("feature", [f.name for f in self.features]),
         ):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
@@ -169,6 +241,9 @@ class FleetConfig(_Strict):
 
     def profile(self, name: str) -> ContainerProfile | None:
         return next((p for p in self.profiles if p.name == name), None)
+
+    def feature(self, name: str) -> FeatureConfig | None:
+        return next((f for f in self.features if f.name == name), None)
 
 
 class ConfigError(Exception):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+from pydantic import TypeAdapter
 from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,6 +49,8 @@ from leeward_protocol.fleet import (
     LifespanPolicy,
     Region,
     Role,
+    SetupItem,
+    SyncStatus,
 )
 
 log = logging.getLogger(__name__)
@@ -94,7 +97,12 @@ def to_resource(row: EnvironmentRow, zone: str) -> Environment:
         updated_at=row.updated_at,
         ready_at=row.ready_at,
         last_seen_at=row.last_seen_at,
+        setup=_SETUP.validate_json(row.setup) if row.setup else [],
+        sync=SyncStatus.model_validate_json(row.sync) if row.sync else None,
     )
+
+
+_SETUP = TypeAdapter(list[SetupItem])
 
 
 _BATCH = 64

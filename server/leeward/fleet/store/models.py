@@ -6,11 +6,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -154,6 +156,12 @@ class EnvironmentRow(Base):
     migrating_from: Mapped[str | None] = mapped_column(
         String(64), nullable=True, doc="While migrating: the host it leaves."
     )
+    setup: Mapped[str | None] = mapped_column(
+        Text, nullable=True, doc="JSON list of SetupItem, as the agent last reported it."
+    )
+    sync: Mapped[str | None] = mapped_column(
+        Text, nullable=True, doc="JSON SyncStatus, as the agent last reported it."
+    )
 
 
 class IdempotencyRow(Base):
@@ -184,3 +192,50 @@ class EventRow(Base):
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     at: Mapped[datetime] = mapped_column(Timestamp, index=True)
     snapshot: Mapped[str] = mapped_column(Text)
+
+
+class ProfileBlobRow(Base):
+    """A profile file's content, stored once per SHA-256 however many versions hold it."""
+
+    __tablename__ = "profile_blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class ProfileVersionRow(Base):
+    """One version of a user's profile: its files are `ProfileFileRow`s (the whole set, so any
+    version is restored by copying it); `config` is their config.toml as JSON, carried forward."""
+
+    __tablename__ = "profile_versions"
+    __table_args__ = (UniqueConstraint("user", "version", name="user_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    source: Mapped[str] = mapped_column(String(64))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    changed: Mapped[str] = mapped_column(Text, default="[]", doc="JSON list of paths.")
+    removed: Mapped[str] = mapped_column(Text, default="[]", doc="JSON list of paths.")
+    config: Mapped[str | None] = mapped_column(Text, nullable=True, doc="UserConfig as JSON.")
+    config_changed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ProfileFileRow(Base):
+    __tablename__ = "profile_files"
+    __table_args__ = (UniqueConstraint("version_id", "path", name="version_path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("profile_versions.id", ondelete="CASCADE"), index=True
+    )
+    path: Mapped[str] = mapped_column(String(1024))
+    sha256: Mapped[str] = mapped_column(ForeignKey("profile_blobs.sha256"), index=True)
+    size: Mapped[int] = mapped_column(Integer)
+    mode: Mapped[int] = mapped_column(Integer)
+    modified_at: Mapped[datetime] = mapped_column(Timestamp)
+    source: Mapped[str] = mapped_column(String(64))
+    changed_in: Mapped[int] = mapped_column(Integer, doc="The version that last changed it.")
