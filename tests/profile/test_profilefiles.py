@@ -1,0 +1,97 @@
+"""The checks every profile file passes (fleet, agent and CLI alike), on a real home."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from leeward.profilefiles import Limits, LocalFile, check_content, check_path, over_limits, scan
+
+LIMITS = Limits(max_file_bytes=1 << 20, max_files=1000, max_total_bytes=32 << 20)
+
+
+def codes(refusals: list) -> dict[str, str]:
+    return {r.path: r.code for r in refusals}
+
+
+@pytest.mark.parametrize(
+    "path", ["../../etc/passwd", "/etc/passwd", "a/../../b", "~/.bashrc", "a//b", "", "./x"]
+)
+def test_paths_that_leave_the_home_are_refused(path: str) -> None:
+    found = check_path(path)
+    assert found is not None and found.code == "escapes-home"
+    assert "inside the home" in found.reason
+
+
+def test_conflict_copies_and_own_state_are_never_profile_files() -> None:
+    assert check_path(".bashrc.leeward-conflict-b-20261128T120000Z") is not None
+    assert check_path(".local/state/leeward/sync.json") is not None
+    assert check_path(".config/git/ignore") is None
+
+
+def test_secrets_and_binary_are_refused_unless_allowed() -> None:
+    key = subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", "/dev/stdout"],
+        input=b"y\n",
+        capture_output=True,
+        check=False,
+    )
+    pem = b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+    for data in (pem, key.stdout or pem, b"export GITHUB_TOKEN=ghp_" + b"a" * 36 + b"\n"):
+        found = check_content(".config/x", data)
+        assert found is not None and found.code == "secret", data[:40]
+        assert "allow_secrets" in found.reason
+        assert check_content(".config/x", data, allow_secrets=[".config/*"]) is None
+    junk = os.urandom(4096)
+    found = check_content(".config/blob", junk)
+    assert found is not None and found.code == "binary"
+    assert check_content(".config/blob", junk, allow_binary=[".config/blob"]) is None
+    assert check_content(".bashrc", "alias ll='ls -l'  # café ☕\n".encode()) is None
+
+
+def test_scan_refuses_what_only_the_file_system_shows(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".config" / "git").mkdir(parents=True)
+    (home / ".bashrc").write_text("export EDITOR=vim\n")
+    (home / ".config" / "git" / "ignore").write_text("*.swp\n")
+    (home / ".config" / "evil").symlink_to("/etc")
+    (home / ".config" / "passwd").symlink_to("/etc/passwd")
+    (home / ".config" / "inside").symlink_to(home / ".bashrc")
+    with open(home / ".config" / "big", "wb") as f:
+        f.truncate(1 << 30)  # sparse: 1 GiB that takes no disk, and must not be read
+    os.mkfifo(home / ".config" / "fifo")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(home / ".config" / "sock"))
+    try:
+        files, refused = scan(home, [".bashrc", ".config", ".zshrc"], LIMITS)
+    finally:
+        sock.close()
+    assert [f.path for f in files] == [".bashrc", ".config/git/ignore", ".config/inside"]
+    assert files[2].data == b"export EDITOR=vim\n"
+    assert codes(refused) == {
+        ".config/evil": "symlink",
+        ".config/passwd": "symlink",
+        ".config/big": "too-large",
+        ".config/fifo": "not-a-file",
+        ".config/sock": "not-a-file",
+    }
+    assert "1 GiB" in next(r.reason for r in refused if r.code == "too-large")
+
+
+def test_too_many_new_files_are_refused_together() -> None:
+    def f(path: str, size: int = 10) -> LocalFile:
+        return LocalFile(path, "0" * 64, size, 0o644, None, b"")  # type: ignore[arg-type]
+
+    current = {".bashrc": 10}
+    junk = [f(f".config/junk/{i}") for i in range(10_000)]
+    kept, refused = over_limits(current, [f(".bashrc", 20), *junk], LIMITS)
+    assert [k.path for k in kept] == [".bashrc"]
+    assert len(refused) == 1 and refused[0].code == "too-many-files"
+    assert refused[0].path == ".config/junk" and "10000 new files" in refused[0].reason
+    small = Limits(max_file_bytes=100, max_files=10, max_total_bytes=50)
+    kept, refused = over_limits({}, [f("a", 30), f("b", 30)], small)
+    assert [k.path for k in kept] == ["b"] and refused[0].code == "profile-too-large"
