@@ -33,15 +33,21 @@ def test_conflict_copies_and_own_state_are_never_profile_files() -> None:
     assert check_path(".config/git/ignore") is None
 
 
-def test_secrets_and_binary_are_refused_unless_allowed() -> None:
-    key = subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", "/dev/stdout"],
-        input=b"y\n",
-        capture_output=True,
-        check=False,
+def test_secrets_and_binary_are_refused_unless_allowed(tmp_path: Path) -> None:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "id")], check=True
     )
-    pem = b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
-    for data in (pem, key.stdout or pem, b"export GITHUB_TOKEN=ghp_" + b"a" * 36 + b"\n"):
+    rsa = subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "RSA"], capture_output=True, check=False
+    ).stdout
+    samples = [
+        (tmp_path / "id").read_bytes(),
+        b"export GITHUB_TOKEN=ghp_" + b"a" * 36 + b"\n",
+        b"aws_access_key_id = AKIA" + b"ABCDEFGHIJKLMNOP" + b"\n",
+    ]
+    if rsa:
+        samples.append(rsa)
+    for data in samples:
         found = check_content(".config/x", data)
         assert found is not None and found.code == "secret", data[:40]
         assert "allow_secrets" in found.reason
