@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+
+from leeward.agent.fleetapi import FleetError, request_json
 
 log = logging.getLogger("leeward.agent.heartbeat")
 
@@ -46,46 +44,11 @@ class Beat:
 
 async def post_json(url: str, token: str, body: dict[str, object], within: float) -> object:
     """POST JSON, return the decoded JSON answer; HeartbeatError on anything but 2xx or no
-    answer `within` seconds.
-
-    The standard library's client, in a thread: a beat every few seconds needs no more, and
-    it costs the agent no memory that an async HTTP library would (every environment pays it).
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise HeartbeatError(f"fleet URL {url!r} is not http(s)://host[:port]/...")
-    request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
-        url,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={
-            "Authorization": f"Bearer {token}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-        },
-    )
-
-    def exchange() -> bytes:
-        with urllib.request.urlopen(request, timeout=within) as answer:  # noqa: S310
-            return bytes(answer.read(1 << 20))
-
+    answer `within` seconds."""
     try:
-        async with asyncio.timeout(within + 1):
-            raw = await asyncio.to_thread(exchange)
-    except urllib.error.HTTPError as exc:
-        detail = exc.read(200).decode(errors="replace")
-        raise HeartbeatError(f"the fleet answered {exc.code}: {detail}") from None
-    except TimeoutError:
-        raise HeartbeatError(f"no answer from {parts.netloc} within {within:g} s") from None
-    except urllib.error.URLError as exc:
-        reason = getattr(exc.reason, "strerror", None) or exc.reason
-        raise HeartbeatError(f"cannot reach {parts.netloc}: {reason}") from None
-    except OSError as exc:
-        raise HeartbeatError(f"cannot reach {parts.netloc}: {exc.strerror or exc}") from None
-    try:
-        return json.loads(raw) if raw.strip() else None
-    except ValueError:
-        raise HeartbeatError("the fleet's answer is not JSON") from None
+        return await request_json("POST", url, token, body, within)
+    except FleetError as exc:
+        raise HeartbeatError(str(exc)) from None
 
 
 class Heartbeat:

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from leeward import __version__
 from leeward.agent import control
@@ -32,6 +33,9 @@ from leeward.agent.ssh import (
 from leeward.relay.agent import RelayServer, RelaySettings
 from leeward.relay.handshake import HostIdentity
 from leeward.relay.stream import MIB
+
+if TYPE_CHECKING:
+    from leeward.agent.sync import ProfileSync
 
 log = logging.getLogger("leeward.agent")
 
@@ -53,6 +57,7 @@ class Agent:
         self._control: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
+        self.sync: ProfileSync | None = None
 
     def _beat(self) -> Beat:
         return Beat(
@@ -99,6 +104,31 @@ class Agent:
             config.listen_port,
             config.owner or "nobody (warm)",
         )
+        await self._sync_profile()
+
+    async def _sync_profile(self) -> None:
+        """The owner's profile into the home before the environment is ready (within 10 s),
+        then kept in sync both ways; warm (no owner): nothing. A new owner starts afresh."""
+        owner = self.config.owner
+        if self.sync is not None and self.sync.state.owner == owner:
+            return
+        if self.sync is not None:
+            await self.sync.stop()
+            self.sync = None
+        if owner is None:
+            return
+        # Imported with the first owner: warm agents do not pay for the profile models.
+        from leeward.agent.sync import FleetEndpoint, HttpProfileFleet, ProfileSync
+
+        def endpoint() -> FleetEndpoint:
+            c = self.config
+            return FleetEndpoint(c.fleet_url, c.agent_token, c.environment_id)
+
+        self.sync = ProfileSync(
+            self.config.home, HttpProfileFleet(endpoint), owner=owner, name=self.config.name
+        )
+        await self.sync.begin(within=10.0)
+        self.sync.start()
 
     async def _listen(self) -> None:
         config = self.config
@@ -200,9 +230,12 @@ class Agent:
             self.login = Login.for_current_user(new.home, new.environment_id, new.fqdn)
             await self.registry.close_all()
             self.heartbeat.reset()
+            await self._sync_profile()  # a warm container claimed: its owner's profile first
             log.info("reloaded: owner %s, host identity renewed", new.owner or "nobody (warm)")
 
     async def stop(self) -> None:
+        if self.sync is not None:
+            await self.sync.stop()
         if self._acceptor is not None:
             self._acceptor.close()  # type: ignore[attr-defined]
         if self.relay is not None:
