@@ -13,6 +13,7 @@ import { daemonSettings, restartsDaemon, SECTION, userValue } from './common/set
 import { statusView } from './common/status';
 import { syncFromDaemon } from './common/sync';
 import { EnvironmentsTree } from './views/environmentsTree';
+import { SetupNoticeWatch, showNotices } from './views/setupNotices';
 import { StatusBar } from './views/statusBar';
 
 let daemon: Daemon | undefined;
@@ -58,6 +59,7 @@ export function activate(context: vscode.ExtensionContext): void {
   };
 
   const tree = new EnvironmentsTree(store);
+  const notices = new SetupNoticeWatch();
   const view = vscode.window.createTreeView('leeward.environments', {
     treeDataProvider: tree,
     showCollapseAll: false,
@@ -123,6 +125,7 @@ export function activate(context: vscode.ExtensionContext): void {
     running.onStatus((status) => store.setAccount(status)),
     store.onDidChange(() => {
       void vscode.commands.executeCommand('setContext', 'leeward.signedIn', store.signedIn);
+      void showNotices(notices.update(store.list?.environments));
       redraw();
     }),
     vscode.workspace.onDidChangeWorkspaceFolders(redraw),
