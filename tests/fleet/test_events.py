@@ -57,7 +57,11 @@ LIFE = ["provisioning", "running", "deleting", "deleted"]
 
 
 def states_of(events: list[FleetEvent], env_id: str) -> list[str]:
-    return [e.environment.state for e in events if e.environment and e.environment.id == env_id]
+    """The states an environment went through, in order. Other changes within a state (the
+    agent's setup and sync reports) are events too; they repeat the state, so runs of one
+    state count once."""
+    states = [e.environment.state for e in events if e.environment and e.environment.id == env_id]
+    return [s for i, s in enumerate(states) if i == 0 or states[i - 1] != s]
 
 
 async def test_every_change_streams_in_order_and_resumes_from_any_id(

@@ -33,10 +33,13 @@ from leeward.fleet.config import FleetConfig
 from leeward.fleet.errors import Conflict, FleetError, Invalid, NoCapacity, NotFound, Unavailable
 from leeward.fleet.events import EventLog
 from leeward.fleet.placement import LIVE, HostUsage, choose_host, host_usage, reserve_addresses
+from leeward.fleet.profiles import ProfileStore
+from leeward.fleet.setup import setup_steps
 from leeward.fleet.store.db import Store, is_transient
 from leeward.fleet.store.models import EnvironmentRow, HostRow, IdempotencyRow
 from leeward.providers.base import EnvironmentSpec, Identity, Provider, ProviderError
 from leeward_protocol.fleet import (
+    AgentReport,
     Catalog,
     CreateContainer,
     CreateDevserver,
@@ -52,6 +55,7 @@ from leeward_protocol.fleet import (
     SetupItem,
     SyncStatus,
 )
+from leeward_protocol.profile import AgentProfile
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +224,7 @@ class Fleet:
         self.authority = authority
         self.clock = clock
         self.tokens = TokenVerifier(store, clock)
+        self.profiles = ProfileStore(store, config, clock)
         self.events = EventLog(store, config.zone, clock, poll_seconds=config.event_poll_seconds)
         self.public_url: str | None = config.public_url
         self.url_known = asyncio.Event()
@@ -1193,6 +1198,54 @@ class Fleet:
             .values(last_seen_at=self.clock.now())
         )
         return await self.store.update_soon(seen) > 0
+
+    async def agent_environment(self, token: str, environment_id: str) -> EnvironmentRow | None:
+        """The live environment whose agent holds `token`; None for any other token."""
+        async with self.store.read() as session:
+            row = await session.get(EnvironmentRow, environment_id)
+        if (
+            row is None
+            or row.agent_token_digest is None
+            or not secrets.compare_digest(row.agent_token_digest, digest(token))
+            or row.state not in LIVE
+        ):
+            return None
+        return row
+
+    async def agent_profile(self, row: EnvironmentRow) -> AgentProfile:
+        """What `row`'s agent applies and watches: its owner's profile, the tracked paths and
+        the setup steps."""
+        store = self.config.profile_store
+        if row.owner is None:
+            return AgentProfile(
+                owner=None,
+                profile=None,
+                tracked=[],
+                setup=[],
+                debounce_seconds=store.debounce_seconds,
+            )
+        profile = await self.profiles.profile(row.owner)
+        user_config = profile.config
+        tracked = list(
+            dict.fromkeys([*store.tracked, *(user_config.tracked_paths if user_config else [])])
+        )
+        return AgentProfile(
+            owner=row.owner,
+            profile=profile,
+            tracked=tracked,
+            setup=setup_steps(self.config, EnvironmentKind(row.kind), user_config),
+            debounce_seconds=store.debounce_seconds,
+        )
+
+    async def report(self, row: EnvironmentRow, report: AgentReport) -> None:
+        """Store what an agent reports of its setup items and profile sync (an event)."""
+        values: dict[str, Any] = {}
+        if report.setup is not None:
+            values["setup"] = _SETUP.dump_json(report.setup, by_alias=True).decode()
+        if report.sync is not None:
+            values["sync"] = report.sync.model_dump_json(by_alias=True)
+        if values:
+            await self._set(row.id, expect=set(LIVE), **values)
 
     # ------------------------------------------------------------------ recovery
 

@@ -560,3 +560,7 @@ def _guarded(route: Route) -> Handler:
 def add_routes(app: web.Application) -> None:
     for r in ROUTES:
         app.router.add_route(r.method, r.path, _guarded(r), name=r.handler.__name__)
+
+
+# The profile API's routes live in their own module; importing it registers them in ROUTES.
+from leeward.fleet import profile_routes as _profile_routes  # noqa: E402, F401
