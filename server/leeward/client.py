@@ -40,6 +40,14 @@ from leeward_protocol.fleet import (
     User,
     WhoAmI,
 )
+from leeward_protocol.profile import (
+    Profile,
+    ProfileHistory,
+    ProfileUpload,
+    RestoreProfile,
+    UploadResult,
+)
+from leeward_protocol.userconfig import UserConfig
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -232,7 +240,46 @@ class FleetClient:
     async def create_token(self, request: CreateToken) -> Token:
         return await self._call("POST", "/v1/admin/tokens", Token, body=request.wire())
 
+    # -- the profile -----------------------------------------------------------------------------
+
+    async def profile(self, version: int | None = None) -> Profile:
+        query = f"?version={version}" if version is not None else ""
+        return await self._call("GET", f"/v1/profile{query}", Profile)
+
+    async def profile_history(self, path: str | None = None) -> ProfileHistory:
+        query = f"?path={_segment(path)}" if path else ""
+        return await self._call("GET", f"/v1/profile/history{query}", ProfileHistory)
+
+    async def profile_file(self, path: str, version: int | None = None) -> bytes:
+        """One file's content, as the profile holds it."""
+        query = f"?version={version}" if version is not None else ""
+        quoted = "/".join(_segment(part) for part in path.split("/"))
+        return await self._raw("GET", f"/v1/profile/files/{quoted}{query}")
+
+    async def upload_profile(self, upload: ProfileUpload) -> UploadResult:
+        return await self._call("POST", "/v1/profile/files", UploadResult, body=upload.wire())
+
+    async def put_profile_config(self, config: UserConfig) -> Profile:
+        body = config.model_dump(mode="json", exclude_defaults=True)
+        return await self._call("PUT", "/v1/profile/config", Profile, body=body)
+
+    async def restore_profile(self, request: RestoreProfile) -> Profile:
+        return await self._call("POST", "/v1/profile/restore", Profile, body=request.wire())
+
     # -- plumbing ------------------------------------------------------------------------------
+
+    async def _raw(self, method: str, path: str) -> bytes:
+        if self._session is None:
+            raise RuntimeError("FleetClient is used outside `async with`")
+        try:
+            async with self._session.request(method, self.url + path) as response:
+                content = await response.read()
+                status = response.status
+        except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
+            raise FleetUnreachable(unreachable_message(self.url)) from exc
+        if status >= 400:
+            raise _error_from(status, content.decode(errors="replace"), self.url)
+        return content
 
     async def _call(
         self,

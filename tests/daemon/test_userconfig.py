@@ -71,8 +71,9 @@ async def test_the_daemon_shows_problems_on_their_line_and_keeps_the_last_valid_
     from lsprotocol import types
 
     from leeward.credentials import Credentials, store_credentials
+    from leeward.fleet.config import FeatureConfig
     from tests.cli.sandbox import make_sandbox
-    from tests.conftest import small_config
+    from tests.conftest import small_config, wait_until
     from tests.daemon.kit import running_daemon
 
     (tmp_path / "user").mkdir()
@@ -81,12 +82,21 @@ async def test_the_daemon_shows_problems_on_their_line_and_keeps_the_last_valid_
     config_file.parent.mkdir(parents=True)
     config_file.write_text('default_region = "south"\n')
     fleet_config = small_config(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'fleet.db'}")
+    fleet_config.features = [FeatureConfig(name="docker", install="true")]
     async with start_fleet(fleet_config) as f:
+
+        async def stored() -> str | None:
+            """The default region of the config the fleet holds as the user's profile."""
+            profile = await f.fleet.profiles.profile("alice")
+            return profile.config.default_region if profile.config else None
+
         store_credentials(sandbox.paths.credentials, Credentials(fleet=f.url, token=f.api.token))
         async with running_daemon(sandbox, {}) as d:
             await d.poll("leeward/status/get", lambda s: s["fleet"] == "connected")
             catalog = await d.request("leeward/catalog/get", {})
             assert catalog["defaultRegion"] == "south", "config.toml's default region"
+            await wait_until(stored, "south")  # the valid config is the user's profile
+            stored_version = (await f.fleet.profiles.profile("alice")).version
 
             config_file.write_text('default_region = "north"\nfeatures = ["docker", "Bad Name"]\n')
             uri = config_file.as_uri()
@@ -105,6 +115,9 @@ async def test_the_daemon_shows_problems_on_their_line_and_keeps_the_last_valid_
             )
             catalog = await d.request("leeward/catalog/get", {})
             assert catalog["defaultRegion"] == "south", "the last valid version stays in force"
+            profile = await f.fleet.profiles.profile("alice")
+            assert profile.version == stored_version, "the previous profile stays in force"
+            assert profile.config is not None and profile.config.default_region == "south"
 
             config_file.write_text('default_region = "north"\nfeatures = ["docker"]\n')
             await d.until(
@@ -113,3 +126,38 @@ async def test_the_daemon_shows_problems_on_their_line_and_keeps_the_last_valid_
             )
             catalog = await d.request("leeward/catalog/get", {})
             assert catalog["defaultRegion"] == "north"
+            await wait_until(stored, "north")
+
+            # Valid here, refused by the fleet (its catalog has no such feature): shown on the
+            # line too, and the profile keeps the last config the fleet accepted.
+            config_file.write_text('default_region = "south"\nfeatures = ["docker", "nope"]\n')
+            refused = await d.until(
+                lambda: [
+                    x
+                    for p in d.diagnostics
+                    if p.uri == uri
+                    for x in p.diagnostics
+                    if "catalog" in x.message
+                ],
+                what="no diagnostic for the fleet's refusal",
+            )
+            assert refused[-1].range.start.line == 1
+            assert "nope not in this fleet's catalog" in refused[-1].message
+            assert await stored() == "north"
+
+            # A dotfiles directory goes into the profile's files (what may not, does not).
+            dots = tmp_path / "dots"
+            (dots / ".config" / "tool").mkdir(parents=True)
+            (dots / ".vimrc").write_text("set number\n")
+            (dots / ".config" / "tool" / "settings.ini").write_text("[ui]\ndark = yes\n")
+            (dots / ".config" / "etc").symlink_to("/etc")
+            (dots / ".git").mkdir()
+            (dots / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+            config_file.write_text(f'[dotfiles]\npath = "{dots}"\n')
+
+            async def files() -> list[str]:
+                return [x.path for x in (await f.fleet.profiles.profile("alice")).files]
+
+            await wait_until(files, [".config/tool/settings.ini", ".vimrc"])
+            history = await f.fleet.profiles.history("alice")
+            assert history.versions[0].source == "dotfiles"

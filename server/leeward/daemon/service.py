@@ -22,6 +22,7 @@ from leeward.clock import Clock
 from leeward.daemon.errors import DaemonError
 from leeward.daemon.health import HealthMonitor, probe_tcp
 from leeward.daemon.link import FleetLink
+from leeward.daemon.profile import ProfilePublisher
 from leeward.daemon.sessions import SessionWatcher
 from leeward.daemon.userconfig import ConfigWatcher, Problem
 from leeward.paths import Paths
@@ -102,9 +103,10 @@ class Daemon:
         )
         self._ssh_lock = asyncio.Lock()
         self.sessions = SessionWatcher(paths.state_dir / "sessions", self.monitor.set_sessions)
-        self.user_config = ConfigWatcher(
-            paths.config_dir / "config.toml", on_config_problems or (lambda path, problems: None)
-        )
+        on_problems = on_config_problems or (lambda path, problems: None)
+        config_path = paths.config_dir / "config.toml"
+        self.profile = ProfilePublisher(self.link, config_path, on_problems)
+        self.user_config = ConfigWatcher(config_path, on_problems, self.profile.changed)
         self._sweeper: asyncio.Task[None] | None = None
 
     @property
@@ -135,6 +137,7 @@ class Daemon:
             await asyncio.gather(self._sweeper, return_exceptions=True)
         self.sessions.stop()
         self.user_config.stop()
+        await self.profile.close()
         await self.link.close()
         await self.monitor.close()
 
@@ -144,6 +147,8 @@ class Daemon:
 
     def _status_changed(self, status: DaemonStatus) -> None:
         self.monitor.set_fleet(status.fleet is FleetLinkState.CONNECTED, status.reason)
+        if status.fleet is FleetLinkState.CONNECTED:
+            self.profile.kick()  # a config.toml that waited for the fleet goes now
         self.notify("leeward/status", self.status())
 
     # -- account ---------------------------------------------------------------------------------

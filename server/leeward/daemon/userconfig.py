@@ -105,9 +105,16 @@ class ConfigWatcher:
     """Keeps `current` (the last valid config) and calls `on_problems(path, problems)` after
     every change, with an empty list once the file is valid (or gone) again."""
 
-    def __init__(self, path: Path, on_problems: Callable[[Path, list[Problem]], None]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        on_problems: Callable[[Path, list[Problem]], None],
+        on_valid: Callable[[UserConfig, str], None] | None = None,
+    ) -> None:
         self.path = path
         self.on_problems = on_problems
+        self.on_valid = on_valid
+        """Called with each new valid version of the file (and its text) that exists."""
         self.current = UserConfig()
         self.problems: list[Problem] = []
         self._last_text: str | None = None
@@ -140,6 +147,8 @@ class ConfigWatcher:
             )
         self.problems = problems
         self.on_problems(self.path, problems)
+        if config is not None and text and self.on_valid is not None:
+            self.on_valid(config, text)
 
     def stop(self) -> None:
         self._watch.stop()
