@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from leeward.cli.errors import CliError, format_error
+from leeward.cli.profile import profile_app
 
 if TYPE_CHECKING:
     from leeward.client import FleetClient
@@ -49,6 +50,7 @@ admin_app.add_typer(host_app, name="host")
 admin_app.add_typer(env_admin_app, name="env")
 admin_app.add_typer(dns_app, name="dns")
 fleet_app.add_typer(token_app, name="token")
+app.add_typer(profile_app, name="profile")
 
 _debug = bool(os.environ.get("LEEWARD_DEBUG"))
 
