@@ -41,6 +41,7 @@ from leeward_protocol.fleet import (
     WhoAmI,
 )
 from leeward_protocol.profile import (
+    FeatureList,
     Profile,
     ProfileHistory,
     ProfileUpload,
@@ -120,6 +121,9 @@ class FleetClient:
 
     async def catalog(self) -> Catalog:
         return await self._call("GET", "/v1/catalog", Catalog)
+
+    async def features(self) -> FeatureList:
+        return await self._call("GET", "/v1/features", FeatureList)
 
     async def authorities(self) -> SSHAuthorities:
         return await self._call("GET", "/v1/ssh/authorities", SSHAuthorities)

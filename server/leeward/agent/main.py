@@ -22,6 +22,7 @@ from leeward import __version__
 from leeward.agent import control
 from leeward.agent.config import AgentConfig, AgentConfigError
 from leeward.agent.heartbeat import Beat, Heartbeat
+from leeward.agent.setup import Setup
 from leeward.agent.ssh import (
     ConnectionRegistry,
     Login,
@@ -58,6 +59,7 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
         self.sync: ProfileSync | None = None
+        self.setup = Setup(lambda: self.config)  # features and one-offs, once ready
 
     def _beat(self) -> Beat:
         return Beat(
@@ -232,10 +234,12 @@ class Agent:
             self.heartbeat.reset()
             await self._sync_profile()  # a warm container claimed: its owner's profile first
             log.info("reloaded: owner %s, host identity renewed", new.owner or "nobody (warm)")
+            self.setup.start()  # a warm container's new owner; installed steps are not rerun
 
     async def stop(self) -> None:
         if self.sync is not None:
             await self.sync.stop()
+        await self.setup.stop()
         if self._acceptor is not None:
             self._acceptor.close()  # type: ignore[attr-defined]
         if self.relay is not None:
@@ -335,6 +339,7 @@ async def _serve(config_path: Path, ready_fd: int | None) -> int:
         _tell(ready_fd, f"error: {exc}")
         return 1
     _tell(ready_fd, "ready")
+    agent.setup.start()  # after ready: setup never holds the environment back
     await stopping.wait()
     log.info("stopping on signal")
     await agent.stop()

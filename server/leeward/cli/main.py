@@ -51,6 +51,10 @@ admin_app.add_typer(env_admin_app, name="env")
 admin_app.add_typer(dns_app, name="dns")
 fleet_app.add_typer(token_app, name="token")
 app.add_typer(profile_app, name="profile")
+features_app = typer.Typer(
+    help="Features from the fleet's catalog, to name in config.toml.", no_args_is_help=True
+)
+app.add_typer(features_app, name="features")
 
 _debug = bool(os.environ.get("LEEWARD_DEBUG"))
 
@@ -181,6 +185,23 @@ def catalog(json_: JsonOption = False) -> None:
         print(wire_json(result))
     else:
         render.catalog(_out(), result)
+
+
+@features_app.command("list")
+def features_list(json_: JsonOption = False) -> None:
+    """The features you can name in ~/.config/leeward/config.toml (`features = [...]`)."""
+    from leeward.cli import render
+    from leeward.client import wire_json
+
+    async def go() -> Any:
+        async with _client() as fleet:
+            return await fleet.features()
+
+    result = _run(go())
+    if json_:
+        print(wire_json(result))
+    else:
+        render.features(_out(), result.features)
 
 
 @app.command("list")

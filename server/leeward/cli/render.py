@@ -6,9 +6,26 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from leeward_protocol.fleet import Catalog, Environment, EnvironmentState, Hardware
+from leeward_protocol.fleet import (
+    Catalog,
+    Environment,
+    EnvironmentState,
+    Hardware,
+    SetupItem,
+    SetupState,
+    SyncStatus,
+)
+from leeward_protocol.profile import Feature
+
+SETUP_MARK = {
+    SetupState.PENDING: "[dim]·[/]",
+    SetupState.INSTALLING: "[yellow]…[/]",
+    SetupState.INSTALLED: "[green]✓[/]",
+    SetupState.FAILED: "[red]✗[/]",
+}
 
 STATE_STYLE = {
     EnvironmentState.RUNNING: "green",
@@ -93,6 +110,62 @@ def environment(console: Console, env: Environment) -> None:
         if value:
             table.add_row(key, value)
     console.print(table)
+    if env.setup:
+        setup(console, env.setup)
+    if env.sync is not None:
+        sync(console, env.sync)
+
+
+def setup(console: Console, items: Sequence[SetupItem]) -> None:
+    """Features, one-offs and dotfiles: a line each; a failed one with the end of its log."""
+    console.print("\n[bold]setup[/]")
+    for item in items:
+        detail = f" [dim]{escape(item.detail)}[/]" if item.detail else ""
+        console.print(
+            f"  {SETUP_MARK.get(item.state, '?')} {item.state.value:<10} "
+            f"{escape(item.name)}{detail}"
+        )
+        if item.state == SetupState.FAILED:
+            for line in item.log.rstrip("\n").splitlines()[-LOG_LINES:]:
+                console.print(f"      [dim]│[/] {escape(line)}", highlight=False)
+            if item.log_path:
+                console.print(f"      [dim]whole log: {escape(item.log_path)}[/]")
+
+
+LOG_LINES = 20
+"""How much of a failed step's log `leeward show` prints."""
+
+
+def sync(console: Console, status: SyncStatus) -> None:
+    """The environment's profile sync: its version, conflicts (and where the other copy went),
+    files the profile refused."""
+    at = f", {when(status.synced_at)}" if status.synced_at else ""
+    console.print(f"\n[bold]profile sync[/]  version {status.version}{at}")
+    if status.error:
+        console.print(f"  [red]✗[/] {escape(status.error)}")
+    for conflict in status.conflicts:
+        other = f" from {conflict.other_environment}" if conflict.other_environment else ""
+        console.print(
+            f"  [yellow]conflict[/] {escape(conflict.path)}: kept this one; the version "
+            f"{conflict.version}{escape(other)} is at {escape(conflict.copy_path)}"
+        )
+    for refusal in status.refused:
+        console.print(f"  [red]refused[/]  {escape(refusal.path)}: {escape(refusal.reason)}")
+
+
+def features(console: Console, items: Sequence[Feature]) -> None:
+    if not items:
+        console.print("The fleet offers no features.")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("NAME", "KINDS", "DESCRIPTION"):
+        table.add_column(column)
+    for feature in items:
+        table.add_row(
+            feature.name, ", ".join(k.value for k in feature.kinds), escape(feature.description)
+        )
+    console.print(table)
+    console.print('\nName them in ~/.config/leeward/config.toml: features = ["NAME", ...]')
 
 
 def catalog(console: Console, cat: Catalog) -> None:

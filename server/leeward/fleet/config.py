@@ -364,7 +364,52 @@ def default_config() -> FleetConfig:
             hardware=hw(cpus=8, memory_gib=64, gpus=1),
         ),
     ]
-    return FleetConfig(regions=regions, flavors=flavors, profiles=profiles)
+    features = [
+        FeatureConfig(
+            name="git-defaults",
+            description="Git: `main` for new repositories, and a global ignore list.",
+            files={".config/git/ignore": ".DS_Store\n*.swp\n*~\n.direnv/\n.venv/\n__pycache__/\n"},
+            install=(
+                "command -v git >/dev/null || { echo 'git is not installed here'; exit 1; }\n"
+                "git config --global init.defaultBranch main\n"
+                'echo "init.defaultBranch=$(git config --global init.defaultBranch)"\n'
+            ),
+            timeout_seconds=60,
+        ),
+        FeatureConfig(
+            name="prompt",
+            description="A bash prompt with the environment's name and the git branch.",
+            files={".config/leeward-prompt/prompt.sh": PROMPT_SCRIPT},
+            install=(
+                "line='[ -f ~/.config/leeward-prompt/prompt.sh ] && "
+                ". ~/.config/leeward-prompt/prompt.sh'\n"
+                "touch .bashrc\n"
+                'grep -qxF "$line" .bashrc || printf \'%s\\n\' "$line" >> .bashrc\n'
+            ),
+            timeout_seconds=60,
+        ),
+        FeatureConfig(
+            name="tmux-defaults",
+            description="tmux: mouse on, 50 000 lines of history, windows numbered from 1.",
+            files={
+                ".config/tmux/tmux.conf": "set -g mouse on\nset -g history-limit 50000\n"
+                "set -g base-index 1\nsetw -g pane-base-index 1\n"
+            },
+            install="echo 'wrote ~/.config/tmux/tmux.conf'\n",
+            timeout_seconds=60,
+        ),
+    ]
+    return FleetConfig(regions=regions, flavors=flavors, profiles=profiles, features=features)
+
+
+PROMPT_SCRIPT = r"""# Leeward's `prompt` feature: the environment's name and the git branch.
+__leeward_branch() {
+  local branch
+  branch=$(git symbolic-ref --short -q HEAD 2>/dev/null) || return 0
+  printf ' (%s)' "$branch"
+}
+PS1='\[\e[1;36m\]${LEEWARD_ENVIRONMENT%%.*}\[\e[0m\]:\w$(__leeward_branch)\$ '
+"""
 
 
 def dump_config(config: FleetConfig) -> str:

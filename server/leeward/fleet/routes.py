@@ -50,6 +50,7 @@ from leeward_protocol.fleet import (
     User,
     WhoAmI,
 )
+from leeward_protocol.profile import Feature, FeatureList
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)
@@ -227,6 +228,29 @@ async def catalog(request: web.Request) -> web.Response:
     body = await request.app[FLEET].catalog()
     body.dns = request.app[DNS].address
     return reply(body)
+
+
+@route(
+    "GET",
+    "/v1/features",
+    "The features users can name in their config.toml (installed in each new environment).",
+    response=FeatureList,
+)
+async def features(request: web.Request) -> web.Response:
+    catalog = request.app[FLEET].config.features
+    return reply(
+        FeatureList(
+            features=[
+                Feature(
+                    name=f.name,
+                    description=f.description,
+                    kinds=list(f.kinds),
+                    files=sorted(f.files),
+                )
+                for f in catalog
+            ]
+        )
+    )
 
 
 @route(

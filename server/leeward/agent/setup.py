@@ -1,0 +1,518 @@
+"""Setup at provision: the agent installs the features, one-offs and dotfiles the fleet lists
+for its environment, after it reported ready, one step after the other.
+
+A step writes its files into the home, then runs its script with `bash -e` (in the home, as the
+agent's user, stdin from /dev/null, in its own process group, stopped at its deadline); the
+output goes to `~/.local/state/leeward/setup/<slug>.log`. A step that worked leaves
+`<slug>.done` holding its digest: while the digest is the same, the step is reported installed
+and not run again (an agent restart or a reload installs nothing twice). A failure is reported
+with the end of its log and never stops the other steps, nor the agent.
+
+Statuses go to the fleet with `POST /v1/agent/report`; the body is
+`leeward_protocol.fleet.AgentReport` on the wire (tests check it against the model), written
+out here so that the agent does not load every protocol model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from leeward.agent.fleetapi import FleetError, request_json
+
+log = logging.getLogger("leeward.agent.setup")
+
+STATE_DIR = Path(".local/state/leeward/setup")
+"""Logs and markers, relative to the home."""
+
+LOG_TAIL_BYTES = 4096
+PROGRESS_SECONDS = 2.0
+"""While a step runs, how often the end of its log is reported."""
+KILL_GRACE_SECONDS = 2.0
+"""After SIGTERM at the deadline, how long a step's processes have before SIGKILL."""
+
+_WHAT = {"feature": "install script", "one-off": "command", "dotfiles": "dotfiles script"}
+
+
+class StepError(Exception):
+    """A step the fleet sent is malformed; the message says which field."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """`leeward_protocol.profile.SetupStep`, as the agent reads it from the wire."""
+
+    kind: str
+    name: str
+    script: str
+    digest: str
+    timeout_seconds: float
+    files: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_wire(cls, raw: object) -> Step:
+        """From the camelCase JSON of a SetupStep (or an object with its attributes)."""
+        if not isinstance(raw, Mapping):
+            dump = getattr(raw, "model_dump", None)
+            if dump is None:
+                raise StepError(f"a setup step must be an object, not {type(raw).__name__}")
+            raw = dump(mode="json", by_alias=True)
+        assert isinstance(raw, Mapping)
+        kind, name, script, digest = (raw.get(k) for k in ("kind", "name", "script", "digest"))
+        timeout = raw.get("timeoutSeconds", raw.get("timeout_seconds"))
+        files = raw.get("files") or {}
+        for key, value in (("kind", kind), ("name", name), ("script", script), ("digest", digest)):
+            if not isinstance(value, str):
+                raise StepError(f"setup step {name!r}: {key} must be a string")
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+            raise StepError(f"setup step {name!r}: timeoutSeconds must be a positive number")
+        if not isinstance(files, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+        ):
+            raise StepError(f"setup step {name!r}: files must map paths to text")
+        assert isinstance(kind, str) and isinstance(name, str)
+        assert isinstance(script, str) and isinstance(digest, str)
+        return cls(kind, name, script, digest, float(timeout), dict(files))
+
+    @property
+    def slug(self) -> str:
+        """A file name for its log and marker: `feature-git-defaults`, `one-off-2`."""
+        label = self.name if self.name.startswith(self.kind) else f"{self.kind}-{self.name}"
+        slug = re.sub(r"[^a-z0-9._-]+", "-", label.lower()).strip("-.")
+        return slug[:100] or "step"
+
+    @property
+    def what(self) -> str:
+        return _WHAT.get(self.kind, "script")
+
+
+@dataclass
+class Item:
+    """`leeward_protocol.fleet.SetupItem`: one step's status."""
+
+    kind: str
+    name: str
+    state: str = "pending"
+    detail: str = ""
+    log: str = ""
+    log_path: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def wire(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "state": self.state,
+            "detail": self.detail,
+            "log": self.log,
+            "logPath": self.log_path,
+            "startedAt": _iso(self.started_at),
+            "finishedAt": _iso(self.finished_at),
+        }
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat().replace("+00:00", "Z") if at is not None else None
+
+
+def report_body(environment_id: str, items: Sequence[Item]) -> dict[str, object]:
+    return {"environmentId": environment_id, "setup": [item.wire() for item in items]}
+
+
+def log_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
+    """The end of a log, at most `limit` bytes of UTF-8 (no character cut in half)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            raw = f.read(limit)
+    except OSError:
+        return ""
+    if len(raw) == limit:
+        raw = raw.lstrip(bytes(range(0x80, 0xC0)))  # a character's tail, its head cut off
+    text = raw.decode("utf-8", errors="replace")
+    while len(text.encode()) > limit:  # replacement characters are wider than what they stand for
+        text = text[1:]
+    return text
+
+
+def write_home_file(home: Path, relative: str, text: str) -> None:
+    """Write `text` at `home/relative` atomically; refuse any path that leaves the home (`..`,
+    absolute, or through a symbolic link)."""
+    parts = relative.split("/")
+    if (
+        not relative
+        or relative.startswith(("/", "~"))
+        or "\\" in relative
+        or "\x00" in relative
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        raise StepError(f"{relative!r} is not a path inside the home")
+    root = home.resolve()
+    target = root.joinpath(*parts)
+    parent = target.parent.resolve()
+    if not parent.is_relative_to(root):
+        raise StepError(f"{relative} leads outside the home (a symbolic link on the way)")
+    parent.mkdir(parents=True, exist_ok=True)
+    if not parent.resolve().is_relative_to(root):
+        raise StepError(f"{relative} leads outside the home (a symbolic link on the way)")
+    final = parent / parts[-1]
+    if final.is_dir() and not final.is_symlink():
+        raise StepError(f"{relative} is a directory")
+    fd, tmp = tempfile.mkstemp(prefix=f".{parts[-1]}.", suffix=".leeward-tmp", dir=parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, final)  # a symbolic link at `final` is replaced, not followed
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+Report = Callable[[list[Item]], Awaitable[None]]
+
+
+class SetupRun:
+    """One pass over the steps. `report` gets every item each time one of them changes; it
+    must not raise (see `Reporter`)."""
+
+    def __init__(
+        self,
+        home: Path,
+        steps: Sequence[Step],
+        report: Report,
+        env: Mapping[str, str] | None = None,
+        *,
+        progress_seconds: float = PROGRESS_SECONDS,
+    ) -> None:
+        self.home = home
+        self.steps = list(steps)
+        self.items = [Item(kind=s.kind, name=s.name) for s in self.steps]
+        self._report = report
+        self._env = dict(env) if env is not None else environment(home)
+        self._progress_seconds = progress_seconds
+        self.state_dir = home / STATE_DIR
+
+    async def run(self) -> list[Item]:
+        await self._send()
+        for step, item in zip(self.steps, self.items, strict=True):
+            try:
+                await self._run_step(step, item)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug here must not stop the other steps
+                log.exception("setup step %s failed unexpectedly", step.name)
+                self._finish(item, "failed", f"the agent could not run it: {exc}")
+            log.info("setup %s %s: %s (%s)", step.kind, step.name, item.state, item.detail)
+            await self._send()
+        return self.items
+
+    async def _send(self) -> None:
+        await self._report([Item(**vars(item)) for item in self.items])
+
+    def _finish(self, item: Item, state: str, detail: str) -> None:
+        item.state = state
+        item.detail = detail
+        item.finished_at = datetime.now(UTC)
+        if item.log_path is not None:
+            item.log = log_tail(Path(item.log_path))
+
+    async def _run_step(self, step: Step, item: Item) -> None:
+        log_path = self.state_dir / f"{step.slug}.log"
+        marker = self.state_dir / f"{step.slug}.done"
+        item.log_path = str(log_path)
+        if _read(marker) == step.digest:
+            item.state, item.detail = "installed", "already installed; not run again"
+            item.log = log_tail(log_path)
+            return
+        item.state, item.started_at = "installing", datetime.now(UTC)
+        item.detail = f"{step.what} running"
+        await self._send()
+        await asyncio.to_thread(self.state_dir.mkdir, parents=True, exist_ok=True)
+        marker.unlink(missing_ok=True)
+        for relative, text in step.files.items():
+            try:
+                await asyncio.to_thread(write_home_file, self.home, relative, text)
+            except (StepError, OSError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                _write_log(log_path, f"cannot write {relative}: {reason}\n")
+                self._finish(item, "failed", f"cannot write {relative}: {reason}")
+                return
+        started = time.monotonic()
+        outcome = await self._execute(step, item, log_path)
+        took = f"{time.monotonic() - started:.1f} s"
+        if outcome is None:
+            self._finish(
+                item,
+                "failed",
+                f"{step.what} did not finish within {step.timeout_seconds:g} s and was stopped",
+            )
+        elif isinstance(outcome, str):
+            self._finish(item, "failed", f"cannot run {step.what}: {outcome}")
+        elif outcome == 0:
+            await asyncio.to_thread(_write_atomic, marker, step.digest)
+            self._finish(item, "installed", f"{step.what} finished in {took}")
+        elif outcome < 0:
+            name = _signal_name(-outcome)
+            self._finish(item, "failed", f"{step.what} was killed by {name} after {took}")
+        else:
+            self._finish(item, "failed", f"{step.what} exited with status {outcome} after {took}")
+
+    async def _execute(self, step: Step, item: Item, log_path: Path) -> int | str | None:
+        """The script's exit status (negative: the signal), None at the deadline, or why it
+        could not start."""
+        try:
+            with log_path.open("wb") as out:
+                proc = await asyncio.create_subprocess_exec(
+                    "bash",
+                    "-e",
+                    "-c",
+                    step.script,
+                    cwd=self.home,
+                    env=self._env,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        deadline = time.monotonic() + step.timeout_seconds
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    await _stop_group(proc)
+                    return None
+                try:
+                    async with asyncio.timeout(min(left, self._progress_seconds)):
+                        return await proc.wait()
+                except TimeoutError:
+                    tail = log_tail(log_path)
+                    if tail != item.log:
+                        item.log = tail
+                        await self._send()
+        except BaseException:
+            await asyncio.shield(_stop_group(proc))  # the agent stopping: no orphans
+            raise
+
+
+async def _stop_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM to the step's process group, SIGKILL after a grace period; whatever the script
+    left running in its group goes too."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(KILL_GRACE_SECONDS):
+            await proc.wait()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    await proc.wait()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _write_log(path: Path, text: str) -> None:
+    with contextlib.suppress(OSError):
+        path.write_text(text)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def environment(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What a step's script sees: the home, the agent's PATH, locale and user, and `extra`."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key in ("PATH", "USER", "LOGNAME", "LANG", "TZ") or key.startswith("LC_")
+    }
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env["HOME"] = str(home)
+    env["SHELL"] = "/bin/bash"
+    env.update(extra or {})
+    return env
+
+
+# ---------------------------------------------------------------------------- the fleet
+
+Send = Callable[[dict[str, object]], Awaitable[object]]
+MAX_RETRY_SECONDS = 30.0
+
+
+class Reporter:
+    """Sends the latest statuses to the fleet, in order, never blocking the steps: a newer
+    report replaces one not sent yet, and a failed one is retried (backoff up to 30 s) until
+    the fleet takes it or the reporter is closed."""
+
+    def __init__(self, environment_id: Callable[[], str], send: Send) -> None:
+        self._environment_id = environment_id
+        self._send = send
+        self._latest: list[Item] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def __call__(self, items: list[Item]) -> None:
+        self._latest = items
+        self._idle.clear()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain(), name="setup-report")
+
+    async def _drain(self) -> None:
+        failures = 0
+        while self._latest is not None:
+            items, self._latest = self._latest, None
+            try:
+                await self._send(report_body(self._environment_id(), items))
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                if failures <= 3 or failures % 10 == 0:
+                    log.warning("setup report failed (%d in a row): %s", failures, exc)
+                if self._latest is None:
+                    self._latest = items
+                await asyncio.sleep(min(0.5 * 2 ** min(failures, 8), MAX_RETRY_SECONDS))
+        self._idle.set()
+
+    async def flush(self) -> None:
+        """Wait until the latest report reached the fleet."""
+        await self._idle.wait()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class AgentLike(Protocol):
+    """What `Setup` needs from the agent's config (an `AgentConfig`)."""
+
+    @property
+    def environment_id(self) -> str: ...
+    @property
+    def fqdn(self) -> str: ...
+    @property
+    def owner(self) -> str | None: ...
+    @property
+    def fleet_url(self) -> str: ...
+    @property
+    def agent_token(self) -> str: ...
+    @property
+    def home(self) -> Path: ...
+
+
+class Setup:
+    """The agent's side: once it is ready (or a reload gave a warm container its owner), ask
+    the fleet for this environment's steps and run them in the background. A warm container
+    (no owner) runs nothing; a run in progress is not started twice."""
+
+    def __init__(
+        self, config: Callable[[], AgentLike], *, retry_seconds: float = MAX_RETRY_SECONDS
+    ) -> None:
+        self._config = config
+        self._retry_seconds = retry_seconds
+        self._task: asyncio.Task[None] | None = None
+        self.reporter = Reporter(lambda: self._config().environment_id, self._post)
+        self.last: list[Item] = []
+
+    def start(self, steps: Sequence[object] | None = None) -> bool:
+        """Start a run (with `steps` if the caller already has them, e.g. from the profile it
+        fetched; otherwise they are fetched). False when there is nothing to do now."""
+        if self._config().owner is None or (self._task is not None and not self._task.done()):
+            return False
+        self._task = asyncio.create_task(self._run(steps), name="setup")
+        return True
+
+    async def wait(self) -> list[Item]:
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        await self.reporter.flush()
+        return self.last
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.reporter.close()
+
+    async def _post(self, body: dict[str, object]) -> object:
+        config = self._config()
+        url = config.fleet_url.rstrip("/") + "/v1/agent/report"
+        return await request_json("POST", url, config.agent_token, body, 10.0)
+
+    async def _fetch(self) -> list[Step]:
+        """The steps from `GET /v1/agent/profile`, retried until the fleet answers."""
+        failures = 0
+        while True:
+            config = self._config()
+            base = config.fleet_url.rstrip("/")
+            url = f"{base}/v1/agent/profile?environment={config.environment_id}"
+            try:
+                answer = await request_json("GET", url, config.agent_token, None, 10.0)
+                if not isinstance(answer, Mapping):
+                    raise FleetError("the profile is not a JSON object")
+                return [Step.from_wire(raw) for raw in answer.get("setup") or []]
+            except (FleetError, StepError) as exc:
+                failures += 1
+                if failures <= 3 or failures % 10 == 0:
+                    log.warning("cannot fetch the setup steps (%d in a row): %s", failures, exc)
+            await asyncio.sleep(min(0.5 * 2 ** min(failures, 8), self._retry_seconds))
+
+    async def _run(self, given: Sequence[object] | None) -> None:
+        try:
+            steps = [Step.from_wire(s) for s in given] if given is not None else await self._fetch()
+        except StepError as exc:
+            log.error("setup not run: %s", exc)
+            return
+        if not steps:
+            return
+        config = self._config()
+        env = environment(
+            config.home,
+            {"LEEWARD_ENVIRONMENT_ID": config.environment_id, "LEEWARD_ENVIRONMENT": config.fqdn},
+        )
+        run = SetupRun(config.home, steps, self._remember, env)
+        await run.run()
+
+    async def _remember(self, items: list[Item]) -> None:
+        self.last = items
+        await self.reporter(items)
