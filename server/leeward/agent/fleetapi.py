@@ -1,17 +1,23 @@
 """The agent's HTTP client for the fleet: JSON in, JSON out, a bearer token and a deadline.
 
-The standard library's client, in a thread: the agent makes a few requests a minute, and an
-async HTTP library would cost every environment its memory. Every failure (no answer in time,
+The standard library's client, in a daemon thread: the agent makes a few requests a minute,
+and an async HTTP library would cost every environment its memory. Every failure (no answer in time,
 refused, not 2xx, not JSON) is one `FleetError` whose message says what happened.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlsplit
+
+T = TypeVar("T")
 
 MAX_ANSWER_BYTES = 64 << 20
 """The largest answer read (a batch of profile blobs is the biggest the fleet sends)."""
@@ -48,7 +54,7 @@ async def request_json(
 
     try:
         async with asyncio.timeout(within + 1):
-            raw = await asyncio.to_thread(exchange)
+            raw = await _in_daemon_thread(exchange)
     except urllib.error.HTTPError as exc:
         detail = exc.read(300).decode(errors="replace")
         raise FleetError(f"the fleet answered {exc.code}: {detail}", exc.code) from None
@@ -63,3 +69,31 @@ async def request_json(
         return json.loads(raw) if raw.strip() else None
     except ValueError:
         raise FleetError("the fleet's answer is not JSON") from None
+
+
+async def _in_daemon_thread(work: Callable[[], T]) -> T:
+    """`work()` in a thread of its own that the process does not wait for at exit: a long poll
+    held by the fleet must not delay the agent's stop (the default executor's threads are
+    joined when the loop closes)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if done.done():
+            return  # cancelled meanwhile
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result, error = work(), None
+        except BaseException as exc:  # handed to the awaiting task
+            result, error = None, exc
+        if not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="fleet-request", daemon=True).start()
+    return await done

@@ -315,6 +315,7 @@ class ProfileSync:
         self._scan_refused: list[Refusal] = []
         self._lock = asyncio.Lock()
         self._dirty = asyncio.Event()
+        self._last_touch = float("-inf")
         self._reported: dict[str, Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._watch: TrackedWatch | None = None
@@ -337,7 +338,7 @@ class ProfileSync:
 
     def start(self) -> None:
         try:
-            self._watch = TrackedWatch(self.home, lambda: self.tracked, self._dirty.set)
+            self._watch = TrackedWatch(self.home, lambda: self.tracked, self._touched)
         except Exception as exc:  # e.g. out of inotify instances: the minute's scan remains
             log.warning("profile sync: cannot watch the tracked files: %s", exc)
         self._tasks = [
@@ -385,12 +386,7 @@ class ProfileSync:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), RESCAN_SECONDS)
-            for _ in range(8):  # let the burst settle, within a bound
-                self._dirty.clear()
-                await self.clock.sleep(self.debounce)
-                if not self._dirty.is_set():
-                    break
-            self._dirty.clear()
+            await self._settle()
             if self._watch is not None:
                 await asyncio.to_thread(self._watch.refresh)
             try:
@@ -405,6 +401,23 @@ class ProfileSync:
                 await self.report()
                 await self.clock.sleep(backoff(failures))
                 self._dirty.set()
+
+    def _touched(self) -> None:
+        """A file event (on the loop): an upload once the events have stopped for a while."""
+        self._last_touch = self.clock.monotonic()
+        self._dirty.set()
+
+    async def _settle(self) -> None:
+        """Until no event came for `debounce` seconds (an editor writes a file in several
+        steps), within 8 × `debounce` of the first: a file rewritten all the time still goes."""
+        first = self.clock.monotonic()
+        while True:
+            self._dirty.clear()
+            now = self.clock.monotonic()
+            quiet_at = self._last_touch + self.debounce
+            if now >= quiet_at or now - first >= 8 * self.debounce:
+                return
+            await self.clock.sleep(quiet_at - now)
 
     # -- from the fleet to the home
 
@@ -709,7 +722,8 @@ class ProfileSync:
         try:
             await self.fleet.report(self.status.model_copy(deep=True))
         except FleetError as exc:
-            log.warning("profile sync: cannot report the status: %s", exc)
+            if self._reported is not None:  # the first failure after a success: not a flood
+                log.warning("profile sync: cannot report the status: %s", exc)
             self._reported = None
             return
         self._reported = key
