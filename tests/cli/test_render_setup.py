@@ -87,7 +87,7 @@ def test_sync_status_with_conflicts_and_refusals():
     env = environment(
         sync=SyncStatus(
             version=7,
-            synced_at=NOW - timedelta(minutes=5),
+            synced_at=datetime.now(UTC) - timedelta(minutes=5, seconds=30),
             conflicts=[
                 SyncConflict(
                     path=".bashrc",
