@@ -442,3 +442,18 @@ async def until(probe, timeout: float = 5.0) -> None:  # type: ignore[no-untyped
         if loop.time() > deadline:
             raise AssertionError(f"not true within {timeout} s")
         await asyncio.sleep(0.01)
+
+
+async def test_another_owners_profile_and_paths_a_profile_may_not_hold_are_never_written(
+    home: Path,
+) -> None:
+    fleet = MemoryFleet()
+    fleet.put(".bashrc", b"alice's\n")
+    fleet.put(".local/state/leeward/sync.json", b'{"owner": "mallory"}')
+    bob = ProfileSync(home, fleet, owner="bob", name="box-a", clock=ManualClock(T0))
+    await bob.begin()
+    assert "alice's profile, this environment is bob's" in bob.status.error
+    assert list(home.iterdir()) == []
+    await engine(home, fleet).begin()
+    assert (home / ".bashrc").read_bytes() == b"alice's\n"
+    assert json.loads((home / ".local/state/leeward/sync.json").read_text())["owner"] == "alice"

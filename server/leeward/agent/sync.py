@@ -38,7 +38,15 @@ from pydantic import BaseModel
 
 from leeward.agent.fleetapi import FleetError, request_json
 from leeward.clock import Clock, SystemClock
-from leeward.profilefiles import CONFLICT_MARK, OWN_STATE, Limits, LocalFile, over_limits, scan
+from leeward.profilefiles import (
+    CONFLICT_MARK,
+    OWN_STATE,
+    Limits,
+    LocalFile,
+    check_path,
+    over_limits,
+    scan,
+)
 from leeward_protocol.fleet import Refusal, SyncConflict, SyncStatus
 from leeward_protocol.profile import (
     AgentProfile,
@@ -56,6 +64,7 @@ from leeward_protocol.profile import (
 
 log = logging.getLogger("leeward.agent.sync")
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 STATE_FILE = OWN_STATE + "/sync.json"
 RESCAN_SECONDS = 60.0
@@ -425,6 +434,11 @@ class ProfileSync:
         """Fetch the profile and apply it if its version is not the one applied here."""
         async with self._lock:
             agent = await self.fleet.profile()
+            if agent.owner != self.state.owner:
+                raise FleetError(
+                    f"the fleet gives {agent.owner or 'nobody'}'s profile, "
+                    f"this environment is {self.state.owner}'s"
+                )
             self._adopt(agent)
             profile = agent.profile
             if profile is None:
@@ -454,19 +468,19 @@ class ProfileSync:
         """Bring the home to `profile` by the rule in the module's docstring; whether any
         file here or the record changed."""
         state = self.state
-        plan = await asyncio.to_thread(_plan, self.home, profile, state.synced, state.fresh)
+        plan = await _to_the_end(_plan, self.home, profile, state.synced, state.fresh)
         wanted = sorted({f.sha256 for f in plan.write + plan.conflict + plan.keep_aside})
         blobs = await self.fleet.blobs(wanted) if wanted else {}
         missing = [sha for sha in wanted if sha not in blobs]
         if missing:
             raise FleetError(f"the fleet did not send {len(missing)} of the profile's files")
         now = self.clock.now()
-        conflicts = await asyncio.to_thread(self._carry_out, plan, blobs, now)
+        before = (state.version, dict(state.synced))
+        conflicts = await _to_the_end(self._carry_out, plan, blobs, now)
         for c in conflicts:
             self._conflicted(c)
-        before = (state.version, dict(state.synced))
         state.version = profile.version
-        await asyncio.to_thread(state.save, self.home)
+        await _to_the_end(state.save, self.home)
         if conflicts:
             self._dirty.set()  # ours goes on top
         changed = bool(plan.write or plan.conflict or plan.delete) or before != (
@@ -550,7 +564,7 @@ class ProfileSync:
                 return
             changed = False
             for _ in range(3):  # a conflict makes another round (ours on top of theirs)
-                files, removed, refusals = await asyncio.to_thread(self._changes, limits)
+                files, removed, refusals = await _to_the_end(self._changes, limits)
                 self._scan_refused = refusals
                 if not files and not removed:
                     break
@@ -580,6 +594,8 @@ class ProfileSync:
         )
         synced = self.state.synced
         present = {f.path for f in found} | {r.path for r in refused}
+        for path in [p for p in self._fleet_refused if p not in present]:
+            del self._fleet_refused[path]
         changed = [f for f in found if f.sha256 != synced.get(f.path)]
         # Content the fleet refused before is not sent again until it changes.
         changed = [
@@ -634,7 +650,7 @@ class ProfileSync:
             self.state.version = result.version
         if result.conflicts:
             await self._resolve(result.conflicts)
-        await asyncio.to_thread(self.state.save, self.home)
+        await _to_the_end(self.state.save, self.home)
         if wrote:
             log.info(
                 "profile sync: stored %d, removed %d (version %d)",
@@ -686,7 +702,7 @@ class ProfileSync:
                     )
             return found
 
-        for conflict in await asyncio.to_thread(settle):
+        for conflict in await _to_the_end(settle):
             self._conflicted(conflict)
 
     # -- status
@@ -744,6 +760,9 @@ def _plan(home: Path, profile: Profile, synced: dict[str, str], fresh: bool) -> 
     """What applying `profile` does to each path (nothing written yet)."""
     plan = _Plan()
     for f in profile.files:
+        if check_path(f.path) is not None:
+            log.warning("profile sync: the profile holds %r, not a path it may hold", f.path)
+            continue
         mine = local_sha(home, f.path)
         last = synced.get(f.path)
         plan.seen[f.path] = mine
@@ -780,6 +799,19 @@ def _batches(files: list[LocalFile]) -> list[list[LocalFile]]:
         batches[-1].append(f)
         size += f.size
     return batches
+
+
+async def _to_the_end(func: Callable[..., T], *args: object) -> T:
+    """`func(*args)` in a thread; a cancellation (the first sync's deadline, a stop) waits
+    for the thread to finish before it goes on: a thread cannot be stopped, and one still
+    writing the home or the record must not overlap the next sync."""
+    work = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await work
+        raise
 
 
 def backoff(failures: int) -> float:
