@@ -14,7 +14,7 @@ from datetime import datetime
 from pydantic import Field
 
 from leeward_protocol.base import Request, Resource
-from leeward_protocol.fleet import EnvironmentKind, Refusal
+from leeward_protocol.fleet import EnvironmentKind, Refusal, SetupKind
 from leeward_protocol.userconfig import UserConfig
 
 
@@ -129,7 +129,7 @@ class FeatureList(Resource):
 class SetupStep(Resource):
     """What an agent installs at provision: a feature (script and files) or a one-off."""
 
-    kind: str = Field(description="`feature`, `one-off` or `dotfiles`.")
+    kind: SetupKind
     name: str
     script: str = Field(description="bash, run in the home with `set -e`.")
     files: dict[str, str] = Field(default_factory=dict, description="path -> text, written first.")

@@ -281,10 +281,7 @@ export interface SetupStep {
   files: {
     [k: string]: string | undefined;
   };
-  /**
-   * `feature`, `one-off` or `dotfiles`.
-   */
-  kind: string;
+  kind: SetupKind;
   name: string;
   /**
    * bash, run in the home with `set -e`.

@@ -13,7 +13,7 @@ import json
 import shlex
 
 from leeward.fleet.config import FleetConfig
-from leeward_protocol.fleet import EnvironmentKind
+from leeward_protocol.fleet import EnvironmentKind, SetupKind
 from leeward_protocol.profile import SetupStep
 from leeward_protocol.userconfig import UserConfig
 
@@ -47,7 +47,7 @@ def setup_steps(
             continue
         steps.append(
             _step(
-                "feature",
+                SetupKind.FEATURE,
                 feature.name,
                 feature.install,
                 dict(feature.files),
@@ -63,13 +63,19 @@ def setup_steps(
                 config.setup.package_install
             )
         steps.append(
-            _step("one-off", f"one-off {index}", script, {}, config.setup.one_off_timeout_seconds)
+            _step(
+                SetupKind.ONE_OFF,
+                f"one-off {index}",
+                script,
+                {},
+                config.setup.one_off_timeout_seconds,
+            )
         )
     dotfiles = user_config.dotfiles
     if dotfiles is not None and dotfiles.git is not None:
         steps.append(
             _step(
-                "dotfiles",
+                SetupKind.DOTFILES,
                 "dotfiles",
                 DOTFILES_SCRIPT.format(url=shlex.quote(dotfiles.git)),
                 {},
@@ -79,9 +85,11 @@ def setup_steps(
     return steps
 
 
-def _step(kind: str, name: str, script: str, files: dict[str, str], timeout: float) -> SetupStep:
+def _step(
+    kind: SetupKind, name: str, script: str, files: dict[str, str], timeout: float
+) -> SetupStep:
     digest = hashlib.sha256(
-        json.dumps([kind, name, script, sorted(files.items())]).encode()
+        json.dumps([kind.value, name, script, sorted(files.items())]).encode()
     ).hexdigest()
     return SetupStep(
         kind=kind, name=name, script=script, files=files, digest=digest, timeout_seconds=timeout
