@@ -155,24 +155,33 @@ def over_limits(
     current: dict[str, int], candidates: list[LocalFile], limits: Limits
 ) -> tuple[list[LocalFile], list[Refusal]]:
     """Keep the profile within its file count and total size. `current` maps the profile's
-    paths to their sizes. When the candidates would take it over a limit, the new paths are
-    refused together (one refusal naming where they are), then growing files, largest first."""
+    paths to their sizes. When the new paths would take it over the file limit, they are
+    refused by directory, the directory with the most new files first, until the rest fit (a
+    directory of junk is refused whole, and a new rc file next to it still goes in); then
+    growing files are refused, largest first, until the total fits."""
     new = [c for c in candidates if c.path not in current]
     refused: list[Refusal] = []
-    count = len(current) + len(new)
     kept = candidates
+    count = len(current) + len(new)
     if new and count > limits.max_files:
-        where = _common_dir([c.path for c in new])
-        refused.append(
-            refusal(
-                where,
-                "too-many-files",
-                f"{len(new)} new files (under {where}) would bring the profile to {count} "
-                f"files, over its limit of {limits.max_files}; nothing of them was stored. Stop "
-                "tracking that directory, or remove files from it",
+        groups: dict[str, list[LocalFile]] = {}
+        for c in new:
+            groups.setdefault(c.path.rpartition("/")[0] or ".", []).append(c)
+        dropped: set[str] = set()
+        for where, group in sorted(groups.items(), key=lambda item: -len(item[1])):
+            if count - len(dropped) <= limits.max_files:
+                break
+            dropped.update(c.path for c in group)
+            refused.append(
+                refusal(
+                    where,
+                    "too-many-files",
+                    f"{len(group)} new files under {where} would bring the profile to "
+                    f"{count} files, over its limit of {limits.max_files}; none of them was "
+                    "stored. Stop tracking that directory, or remove files from it",
+                )
             )
-        )
-        kept = [c for c in candidates if c.path in current]
+        kept = [c for c in candidates if c.path not in dropped]
     sizes = dict(current)
     sizes.update({c.path: c.size for c in kept})
     total = sum(sizes.values())
@@ -180,12 +189,12 @@ def over_limits(
         growing = sorted(
             (c for c in kept if c.size > current.get(c.path, 0)), key=lambda c: -c.size
         )
-        dropped: set[str] = set()
+        too_big: set[str] = set()
         for c in growing:
             if total <= limits.max_total_bytes:
                 break
             total -= c.size - current.get(c.path, 0)
-            dropped.add(c.path)
+            too_big.add(c.path)
             refused.append(
                 refusal(
                     c.path,
@@ -194,18 +203,8 @@ def over_limits(
                     f"{_size(limits.max_total_bytes)} in all; make room or stop tracking it",
                 )
             )
-        kept = [c for c in kept if c.path not in dropped]
+        kept = [c for c in kept if c.path not in too_big]
     return kept, refused
-
-
-def _common_dir(paths: list[str]) -> str:
-    parts = [p.split("/")[:-1] for p in paths]
-    common: list[str] = []
-    for level in zip(*parts, strict=False):
-        if len(set(level)) != 1:
-            break
-        common.append(level[0])
-    return "/".join(common) or "."
 
 
 def read_file(home: Path, path: str, limits: Limits) -> tuple[LocalFile | None, Refusal | None]:

@@ -94,10 +94,15 @@ def test_too_many_new_files_are_refused_together() -> None:
 
     current = {".bashrc": 10}
     junk = [f(f".config/junk/{i}") for i in range(10_000)]
-    kept, refused = over_limits(current, [f(".bashrc", 20), *junk], LIMITS)
-    assert [k.path for k in kept] == [".bashrc"]
+    kept, refused = over_limits(current, [f(".bashrc", 20), f(".vimrc"), *junk], LIMITS)
+    assert [k.path for k in kept] == [".bashrc", ".vimrc"]  # the junk directory alone goes
     assert len(refused) == 1 and refused[0].code == "too-many-files"
     assert refused[0].path == ".config/junk" and "10000 new files" in refused[0].reason
+    # Two directories over the limit together: the larger is refused, the other fits.
+    few = Limits(max_file_bytes=100, max_files=5, max_total_bytes=10_000)
+    more = [f(f"a/{i}") for i in range(4)] + [f(f"b/{i}") for i in range(2)]
+    kept, refused = over_limits({}, more, few)
+    assert [k.path for k in kept] == ["b/0", "b/1"] and [r.path for r in refused] == ["a"]
     small = Limits(max_file_bytes=100, max_files=10, max_total_bytes=50)
     kept, refused = over_limits({}, [f("a", 30), f("b", 30)], small)
     assert [k.path for k in kept] == ["b"] and refused[0].code == "profile-too-large"

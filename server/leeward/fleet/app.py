@@ -144,9 +144,12 @@ async def load_authority(store: Store, now: datetime) -> CertificateAuthority:
 
 
 async def stop_streams(app: web.Application) -> None:
-    """Event streams never end by themselves: end them, so that shutdown does not wait."""
+    """Event streams and agents' waits never end by themselves: end them, so that shutdown
+    does not wait."""
     for stream in list(app[STREAMS].open):
         stream.stop_streaming()
+    if FLEET in app:
+        app[FLEET].profiles.close()  # agents' held waits for profile changes answer now
 
 
 @contextlib.asynccontextmanager

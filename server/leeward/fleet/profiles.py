@@ -96,6 +96,13 @@ class ProfileStore:
         self.config = config
         self.clock = clock
         self._changed: dict[str, asyncio.Event] = {}
+        self._closing = asyncio.Event()
+
+    def close(self) -> None:
+        """The fleet is stopping: every held `wait` answers at once."""
+        self._closing.set()
+        for event in self._changed.values():
+            event.set()
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -216,7 +223,7 @@ class ProfileStore:
         while True:
             current = await self.version(user)
             left = deadline - self.clock.monotonic()
-            if current > after or left <= 0:
+            if current > after or left <= 0 or self._closing.is_set():
                 return current
             event = self._changed.setdefault(user, asyncio.Event())
             with contextlib.suppress(TimeoutError):
