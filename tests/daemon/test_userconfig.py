@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from leeward.daemon.userconfig import read_config
 
 GOOD = """\
@@ -161,3 +163,34 @@ async def test_the_daemon_shows_problems_on_their_line_and_keeps_the_last_valid_
             await wait_until(files, [".config/tool/settings.ini", ".vimrc"])
             history = await f.fleet.profiles.history("alice")
             assert history.versions[0].source == "dotfiles"
+
+            # An environment's later edit is newer than the directory's unchanged copy: a new
+            # config (or a daemon restart) does not send the directory's copy again.
+            edited = upload_one(".vimrc", b"set number relativenumber\n")
+            await f.fleet.profiles.upload("alice", edited, "box", check_base=False)
+            config_file.write_text(f'default_region = "north"\n[dotfiles]\npath = "{dots}"\n')
+            await wait_until(stored, "north")
+            _, vimrc = await f.fleet.profiles.read_file("alice", ".vimrc")
+            assert vimrc == b"set number relativenumber\n"
+            (dots / ".vimrc").write_text("set nonumber\n")  # changed in the directory: sent
+            config_file.write_text(f'default_region = "south"\n[dotfiles]\npath = "{dots}"\n')
+
+            async def vimrc_now() -> bytes:
+                return (await f.fleet.profiles.read_file("alice", ".vimrc"))[1]
+
+            await wait_until(vimrc_now, b"set nonumber\n")
+
+
+def upload_one(path: str, data: bytes) -> Any:
+    import base64
+    from datetime import UTC, datetime
+
+    from leeward_protocol.profile import FileUpload, ProfileUpload
+
+    return ProfileUpload(
+        files=[
+            FileUpload(
+                path=path, content=base64.b64encode(data).decode(), modified_at=datetime.now(UTC)
+            )
+        ]
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -35,10 +36,12 @@ class ProfilePublisher:
         self,
         link: FleetLink,
         config_path: Path,
+        state_dir: Path,
         on_problems: Callable[[Path, list[Problem]], None],
     ) -> None:
         self.link = link
         self.config_path = config_path
+        self.state_dir = state_dir
         self.on_problems = on_problems
         self.published: str | None = None
         """The config JSON the fleet last accepted from this daemon."""
@@ -109,8 +112,13 @@ class ProfilePublisher:
             log.warning("dotfiles.path %s is not a directory: nothing uploaded", where)
             return
         found, refused = scanned
+        # Only what changed in the directory since this machine last sent it: a file edited in
+        # an environment since then is newer than the directory's copy, and stays.
         held = {f.path: f.sha256 for f in profile.files}
-        changed = [f for f in found if held.get(f.path) != f.sha256]
+        sent = await asyncio.to_thread(self._sent, where)
+        changed = [
+            f for f in found if sent.get(f.path) != f.sha256 and held.get(f.path) != f.sha256
+        ]
         for item in refused:
             log.warning("dotfiles: %s", item.reason)
         batch: list[FileUpload] = []
@@ -131,6 +139,28 @@ class ProfilePublisher:
             size += len(content)
         if batch:
             await self._send(batch)
+        await asyncio.to_thread(self._remember, where, {f.path: f.sha256 for f in found})
+
+    def _record(self) -> Path:
+        return self.state_dir / "dotfiles-sent.json"
+
+    def _sent(self, where: str) -> dict[str, str]:
+        """What this machine last sent from `where` (path -> sha256)."""
+        try:
+            record = json.loads(self._record().read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(record, dict) or record.get("directory") != where:
+            return {}
+        files = record.get("files")
+        return files if isinstance(files, dict) else {}
+
+    def _remember(self, where: str, files: dict[str, str]) -> None:
+        path = self._record()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"directory": where, "files": files}))
+        tmp.replace(path)
 
     async def _send(self, files: list[FileUpload]) -> None:
         upload = ProfileUpload(files=files, source="dotfiles")

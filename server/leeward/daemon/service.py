@@ -105,7 +105,7 @@ class Daemon:
         self.sessions = SessionWatcher(paths.state_dir / "sessions", self.monitor.set_sessions)
         on_problems = on_config_problems or (lambda path, problems: None)
         config_path = paths.config_dir / "config.toml"
-        self.profile = ProfilePublisher(self.link, config_path, on_problems)
+        self.profile = ProfilePublisher(self.link, config_path, paths.state_dir, on_problems)
         self.user_config = ConfigWatcher(config_path, on_problems, self.profile.changed)
         self._sweeper: asyncio.Task[None] | None = None
 
