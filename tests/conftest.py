@@ -311,3 +311,24 @@ async def wait_until(probe: Callable[[], Any], expected: Any, timeout: float = 3
         if loop.time() > deadline:
             raise AssertionError(f"expected {expected}, still {got} after {timeout} s")
         await asyncio.sleep(0.05)
+
+
+async def until(
+    probe: Callable[[], Any], what: str = "the condition", *, timeout: float = 30.0
+) -> Any:
+    """Poll `probe` (plain or async) until it returns something true, with a deadline; that
+    value."""
+    import asyncio
+    import inspect
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        got = probe()
+        if inspect.isawaitable(got):
+            got = await got
+        if got:
+            return got
+        if loop.time() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        await asyncio.sleep(0.01)

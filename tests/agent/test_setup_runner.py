@@ -22,6 +22,7 @@ from leeward.agent.setup import (
 )
 from leeward_protocol.fleet import AgentReport, SetupState
 from leeward_protocol.profile import SetupStep
+from tests.conftest import until
 
 
 def step(name: str, script: str, *, kind: str = "feature", **more: object) -> Step:
@@ -143,7 +144,7 @@ async def test_cancelling_a_run_stops_its_script(tmp_path: Path):
     )
     task = asyncio.create_task(setup.run())
     pid_file = tmp_path / "pid"
-    await poll(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
+    await until(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -206,7 +207,7 @@ async def test_a_running_step_reports_its_log_as_it_goes(tmp_path: Path):
             for i in body.setup or []
         )
 
-    await poll(saw_progress)
+    await until(saw_progress)
     flag.touch()
     (item,) = await task
     assert item.state == "installed" and item.log == "halfway\ndone\n"
@@ -247,15 +248,6 @@ async def test_the_reporter_retries_and_sends_the_latest():
     await reporter.close()
 
 
-async def poll(condition, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -265,4 +257,4 @@ def _alive(pid: int) -> bool:
 
 
 async def wait_gone(pid: int) -> None:
-    await poll(lambda: not _alive(pid))
+    await until(lambda: not _alive(pid))

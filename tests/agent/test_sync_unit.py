@@ -28,6 +28,7 @@ from leeward_protocol.profile import (
     UploadResult,
 )
 from leeward_protocol.userconfig import UserConfig
+from tests.conftest import until
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -433,15 +434,6 @@ def test_an_unreadable_record_starts_afresh(home: Path) -> None:
     SyncState("alice", 3, {".bashrc": "ab"}).save(home)
     assert SyncState.load(home, "alice").synced == {".bashrc": "ab"}
     assert SyncState.load(home, "bob").fresh  # another owner's record is not ours
-
-
-async def until(probe, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not probe():
-        if loop.time() > deadline:
-            raise AssertionError(f"not true within {timeout} s")
-        await asyncio.sleep(0.01)
 
 
 async def test_another_owners_profile_and_paths_a_profile_may_not_hold_are_never_written(

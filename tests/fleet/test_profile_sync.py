@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from sqlalchemy import select
 
 from leeward.fleet.config import FleetConfig
 from leeward.fleet.store.models import EnvironmentRow
-from tests.conftest import Api, small_config
+from tests.conftest import Api, small_config, until
 
 
 def sha(data: bytes) -> str:
@@ -55,19 +54,6 @@ async def stored(api: Api, path: str, version: int) -> bytes:
         return await response.read()
 
 
-async def until(probe: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
-    """Poll `probe` until it returns something true, with a deadline; that value."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        got = await probe()
-        if got:
-            return got
-        if loop.time() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        await asyncio.sleep(0.01)
-
-
 async def test_an_edit_is_stored_in_two_seconds_and_new_environments_start_with_it(
     start_fleet, sqlite_url, tmp_path
 ):
@@ -83,7 +69,7 @@ async def test_an_edit_is_stored_in_two_seconds_and_new_environments_start_with_
         async def has_it() -> bool:
             return files_of(await profile(f.api)).get(".bashrc") == sha(content)
 
-        await until(has_it, 2.0, "the edit in the profile")
+        await until(has_it, "the edit in the profile", timeout=2.0)
         assert loop.time() - written < 2.0
 
         b = await create(f.api, "box-b")  # running: its agent applied the profile first
@@ -98,7 +84,7 @@ async def test_an_edit_is_stored_in_two_seconds_and_new_environments_start_with_
             sync = env.get("sync")
             return sync if sync and sync["version"] >= 1 else None
 
-        sync = await until(reported, 10.0, "B's sync status")
+        sync = await until(reported, "B's sync status", timeout=10.0)
         assert sync["error"] == ""
         assert sync["conflicts"] == []
 
@@ -110,7 +96,7 @@ async def test_an_edit_is_stored_in_two_seconds_and_new_environments_start_with_
                 )
                 return list(rows.scalars())
 
-        [warm_id] = await until(warm, 10.0, "a warm container")
+        [warm_id] = await until(warm, "a warm container", timeout=10.0)
         warm_home = home_of(config, {"id": warm_id})
         assert not (warm_home / ".bashrc").exists()
         assert not (warm_home / ".local/state/leeward/sync.json").exists()
@@ -134,7 +120,7 @@ async def test_the_same_file_edited_in_two_environments_loses_nothing(
         async def first_stored() -> bool:
             return files_of(await profile(f.api)).get(".bashrc") == sha(b"# shared\n")
 
-        await until(first_stored, 5.0, "the first version in the profile")
+        await until(first_stored, "the first version in the profile", timeout=5.0)
         b = await create(f.api, "box-b")
         home_b = home_of(config, b)
         assert (home_b / ".bashrc").read_bytes() == b"# shared\n"
@@ -158,7 +144,7 @@ async def test_the_same_file_edited_in_two_environments_loses_nothing(
                 return body, copies
             return None
 
-        body, copies = await until(settled, 15.0, "both edits settled")
+        body, copies = await until(settled, "both edits settled", timeout=15.0)
         winner = next(name for name, v in ours.items() if sha(v) == files_of(body)[".bashrc"])
         other = next(name for name in ours if name != winner)
         # The one whose version is the newest kept theirs as a conflict copy...
@@ -181,7 +167,7 @@ async def test_the_same_file_edited_in_two_environments_loses_nothing(
             sync = env.get("sync") or {}
             return sync.get("conflicts")
 
-        [conflict] = await until(conflict_reported, 10.0, "the conflict in the sync status")
+        [conflict] = await until(conflict_reported, "the conflict in the sync status", timeout=10.0)
         assert conflict["path"] == ".bashrc"
         assert conflict["copyPath"] == copy.name
         assert conflict["otherEnvironment"] == other
@@ -199,7 +185,7 @@ async def test_hostile_files_are_refused_and_leave_the_profile_alone(
         async def first_stored() -> bool:
             return files_of(await profile(f.api)).get(".bashrc") == sha(b"# one\n")
 
-        await until(first_stored, 5.0, "the first version in the profile")
+        await until(first_stored, "the first version in the profile", timeout=5.0)
         before = await profile(f.api)
 
         # Made aside, then moved in at once (like an unpacked archive): an agent that scanned
@@ -240,7 +226,7 @@ async def test_hostile_files_are_refused_and_leave_the_profile_alone(
             # Refusals are those of the last scan: wait for one that saw every file written.
             return got if "10000 new files" in got[".config/junk"]["reason"] else None
 
-        got = await until(refused, 20.0, "the refusals in the sync status")
+        got = await until(refused, "the refusals in the sync status", timeout=20.0)
         assert {p: got[p]["code"] for p in expected} == expected
         assert "/etc" in got[".config/evil"]["reason"]
         assert "1 GiB" in got[".config/big"]["reason"]
@@ -256,6 +242,6 @@ async def test_hostile_files_are_refused_and_leave_the_profile_alone(
                 else None
             )
 
-        after = await until(edit_stored, 5.0, "the legitimate edit in the profile")
+        after = await until(edit_stored, "the legitimate edit in the profile", timeout=5.0)
         assert set(files_of(after)) == set(files_of(before)) == {".bashrc"}
         assert after["version"] == before["version"] + 1

@@ -8,7 +8,7 @@ import asyncio
 import json
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from leeward.fleet.store.models import EnvironmentRow
 from leeward_protocol.fleet import Environment
 from leeward_protocol.profile import FeatureList
 from tests.cli.sandbox import make_sandbox
-from tests.conftest import Api, small_config
+from tests.conftest import Api, small_config, until
 
 FAILING = FeatureConfig(
     name="failing",
@@ -68,20 +68,6 @@ async def create(api: Api, name: str, kind: str = "devserver") -> dict[str, Any]
     status, body = await api.call("POST", "/v1/environments", request)
     assert status in (201, 202), body
     return dict(await api.wait_state(body["id"], {"running"}))
-
-
-async def until(probe: Callable[[], Awaitable[Any]], what: str, timeout: float = 30.0) -> Any:
-    """Poll `probe` until it returns something true, with a deadline; that value."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last: Any = None
-    while True:
-        last = await probe()
-        if last:
-            return last
-        if loop.time() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        await asyncio.sleep(0.05)
 
 
 def setup_done(count: int) -> Callable[[Environment], bool]:
