@@ -46,7 +46,8 @@ async def post(api: Api, path: str, body: Any) -> tuple[int, Any]:
         data=io.BytesIO(json.dumps(body).encode()),
         headers={"Authorization": f"Bearer {api.token}", "Content-Type": "application/json"},
     ) as response:
-        return response.status, await response.json()
+        text = await response.text()
+        return response.status, json.loads(text) if text else None
 
 
 async def push(api: Api, body: dict[str, Any]) -> UploadResult:
@@ -269,3 +270,29 @@ async def test_stale_agent_edits_are_conflicts_and_blobs_stay_per_user(
         assert await store.blobs("alice", [sha_a]) == {sha_a: b"from a\n"}
         with pytest.raises(NotFound):
             await store.blobs("bob", [sha_a])
+
+
+async def test_an_agent_reports_many_setup_steps_with_their_logs(
+    start_fleet, config_factory, sqlite_url
+):
+    """A report carries every step's log tail (4 KiB each): far over the API's usual 64 KiB."""
+    config = config_factory(sqlite_url)
+    async with start_fleet(config) as f:
+        status, env = await f.api.call(
+            "POST", "/v1/environments", {"kind": "devserver", "flavor": "tiny"}
+        )
+        env = await f.api.wait_state(env["id"], {"running"})
+        assert config.provider.data_dir is not None
+        agent = json.loads((config.provider.data_dir / env["id"] / "agent.json").read_text())
+        items = [
+            {"kind": "one-off", "name": f"one-off {i}", "state": "failed", "log": "x" * 4096}
+            for i in range(1, 31)
+        ]
+        body = {"environmentId": env["id"], "setup": items}
+        agent_api = Api(f.url, f.api.http, agent["agent_token"])
+        status, answer = await post(agent_api, "/v1/agent/report", body)
+        assert status == 204, answer
+        status, got = await f.api.call("GET", f"/v1/environments/{env['id']}")
+        assert len(got["setup"]) == 30 and got["setup"][29]["log"] == "x" * 4096
+        status, answer = await post(f.api, "/v1/agent/report", body)  # a user's token
+        assert status == 401, answer

@@ -245,7 +245,8 @@ async def agent_upload(request: web.Request) -> web.Response:
     auth="agent",
 )
 async def agent_report(request: web.Request) -> web.Response:
-    body: AgentReport = await parse(request, AgentReport)
+    body = await _large(request, AgentReport)  # every setup step's log tail: over 64 KiB
+    assert isinstance(body, AgentReport)
     row = await _agent(request, body.environment_id)
     await request.app[FLEET].report(row, body)
     return web.Response(status=204)
