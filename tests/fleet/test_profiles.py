@@ -3,6 +3,7 @@ SQLite and PostgreSQL. (Agents' sync through it: tests/fleet/test_profile_sync.p
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -296,3 +297,17 @@ async def test_an_agent_reports_many_setup_steps_with_their_logs(
         assert len(got["setup"]) == 30 and got["setup"][29]["log"] == "x" * 4096
         status, answer = await post(f.api, "/v1/agent/report", body)  # a user's token
         assert status == 401, answer
+
+
+async def test_a_held_wait_answers_at_a_write_at_its_deadline_and_at_shutdown(
+    start_fleet, config_factory, database_url
+):
+    async with start_fleet(config_factory(database_url)) as f:
+        store = f.fleet.profiles
+        held = asyncio.create_task(store.wait("alice", 0, 60.0))
+        await push(f.api, upload((".bashrc", b"export A=1\n")))
+        assert await asyncio.wait_for(held, 5.0) == 1  # woken by the write, not the minute
+        assert await asyncio.wait_for(store.wait("alice", 1, 0.2), 5.0) == 1  # the deadline
+        held = asyncio.create_task(store.wait("alice", 1, 60.0))
+        store.close()
+        assert await asyncio.wait_for(held, 5.0) == 1  # shutdown answers at once

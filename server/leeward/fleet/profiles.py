@@ -218,16 +218,19 @@ class ProfileStore:
 
     async def wait(self, user: str, after: int, seconds: float) -> int:
         """The latest version, once it is past `after` or `seconds` have passed. Woken at once
-        by this replica's writes; other replicas' are seen within a second."""
+        by this replica's writes; on PostgreSQL, other replicas' are seen within a second (a
+        SQLite store has one fleet process, so it does not look again until woken)."""
         deadline = self.clock.monotonic() + seconds
+        every = 1.0 if self.store.dialect == "postgresql" else seconds
         while True:
+            # The event first: a write between reading the version and waiting still wakes us.
+            event = self._changed.setdefault(user, asyncio.Event())
             current = await self.version(user)
             left = deadline - self.clock.monotonic()
             if current > after or left <= 0 or self._closing.is_set():
                 return current
-            event = self._changed.setdefault(user, asyncio.Event())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), min(left, 1.0))
+                await asyncio.wait_for(event.wait(), min(left, every))
 
     # -- writing ---------------------------------------------------------------------------------
 
