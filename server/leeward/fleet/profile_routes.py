@@ -9,7 +9,7 @@ import base64
 from aiohttp import web
 
 from leeward.fleet.errors import BadRequest, FleetError, Invalid, Unauthorized
-from leeward.fleet.routes import parse, principal, reply, route
+from leeward.fleet.routes import agent_token, parse, principal, reply, route
 from leeward.fleet.state import FLEET
 from leeward.fleet.store.models import EnvironmentRow
 from leeward.profilefiles import check_path
@@ -154,14 +154,11 @@ async def restore_profile(request: web.Request) -> web.Response:
 
 
 async def _agent(request: web.Request, environment_id: str | None = None) -> EnvironmentRow:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("An agent must send `Authorization: Bearer <agent token>`.")
+    token = agent_token(request)
     env_id = environment_id or request.query.get("environment")
     if not env_id:
         raise BadRequest("Name the environment: `?environment=ID`.")
-    row = await request.app[FLEET].agent_environment(token.strip(), env_id)
+    row = await request.app[FLEET].agent_environment(token, env_id)
     if row is None:
         raise Unauthorized("Unknown agent token for that environment; the agent was replaced.")
     return row

@@ -151,6 +151,14 @@ def reply(model: BaseModel, status: int = 200) -> web.Response:
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 
+def agent_token(request: web.Request) -> str:
+    """The bearer token an agent sent; 401 when there is none."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("An agent must send `Authorization: Bearer <agent token>`.")
+    return token.strip()
+
+
 def principal(request: web.Request) -> Principal:
     who = request.get(PRINCIPAL)
     assert isinstance(who, Principal), "route declared without auth"
@@ -419,11 +427,7 @@ async def extend_environment(request: web.Request) -> web.Response:
 async def heartbeat(request: web.Request) -> web.Response:
     fleet = request.app[FLEET]
     body: AgentHeartbeat = await parse(request, AgentHeartbeat)
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthorized("An agent must send `Authorization: Bearer <agent token>`.")
-    if not await fleet.heartbeat(token.strip(), body.environment_id):
+    if not await fleet.heartbeat(agent_token(request), body.environment_id):
         raise Unauthorized("Unknown agent token for that environment; the agent was replaced.")
     return reply(HeartbeatAck(interval_seconds=fleet.config.heartbeat_seconds))
 
