@@ -248,8 +248,8 @@ def start_fleet(
 async def ssh_access(api: Api, home: Path, user: str) -> Any:
     """A key, a certificate from the fleet and an ssh config for `api`'s running
     environments, all under `home`: what `leeward login` + `config-ssh` make, for tests."""
-    from leeward.paths import Paths
-    from leeward.sshconfig import ensure_identity, public_key, write_ssh_files
+    from leeward.client.paths import Paths
+    from leeward.client.sshconfig import ensure_identity, public_key, write_ssh_files
     from leeward_protocol.fleet import EnvironmentList, SSHAuthorities
 
     paths = Paths(

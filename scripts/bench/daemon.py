@@ -35,8 +35,8 @@ from allocate import pct, with_fleet  # noqa: E402
 from tests.cli.sandbox import LEEWARD, make_sandbox  # noqa: E402
 from tests.daemon.kit import DaemonClient  # noqa: E402
 
-from leeward.client import FleetClient  # noqa: E402
-from leeward.credentials import Credentials, store_credentials  # noqa: E402
+from leeward.client.api import FleetClient  # noqa: E402
+from leeward.client.credentials import Credentials, store_credentials  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

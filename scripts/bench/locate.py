@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 from tests.conftest import Api, make_user, small_config, ssh_access  # noqa: E402
 
+from leeward.client.locate import AddressCache, Finder, host_certificate_verifier  # noqa: E402
 from leeward.fleet.main import running_fleet  # noqa: E402
-from leeward.locate import AddressCache, Finder, host_certificate_verifier  # noqa: E402
 from leeward_protocol.fleet import Role  # noqa: E402
 
 
@@ -141,7 +141,7 @@ async def bench(rounds: int) -> dict[str, Any]:
         "connects": results,
         "black_hole_vs_serving_p50": ratios,
         "import_ms": {
-            "leeward.locate": import_ms("leeward.locate"),
+            "leeward.client.locate": import_ms("leeward.client.locate"),
             "asyncssh (the verifier)": import_ms("asyncssh"),
             "aiohttp (avoided)": import_ms("aiohttp"),
         },

@@ -15,8 +15,8 @@ import pytest
 
 from leeward.agent.fleetapi import FleetError
 from leeward.agent.sync import UPLOAD_BYTES, ProfileSync, SyncState, _batches
-from leeward.clock import ManualClock
-from leeward.profilefiles import LocalFile
+from leeward.common.clock import ManualClock
+from leeward.common.profilefiles import LocalFile
 from leeward_protocol.fleet import SyncStatus
 from leeward_protocol.profile import (
     AgentProfile,

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from leeward.paths import Paths
+from leeward.client.paths import Paths
 
 LEEWARD = Path(sys.executable).with_name("leeward")
 

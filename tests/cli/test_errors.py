@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from leeward.credentials import Credentials, store_credentials
+from leeward.client.credentials import Credentials, store_credentials
 
 from .sandbox import Sandbox, free_port
 

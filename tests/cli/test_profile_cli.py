@@ -6,7 +6,7 @@ import asyncio
 import base64
 import json
 
-from leeward.credentials import Credentials, store_credentials
+from leeward.client.credentials import Credentials, store_credentials
 from tests.cli.sandbox import make_sandbox
 from tests.conftest import small_config
 

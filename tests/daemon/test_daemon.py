@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from leeward.credentials import Credentials, store_credentials
+from leeward.client.credentials import Credentials, store_credentials
 from leeward.fleet.config import FleetConfig
 from leeward.fleet.main import running_fleet
 from leeward_protocol.fleet import Role

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from leeward.clock import ManualClock
+from leeward.common.clock import ManualClock
 from leeward.daemon.health import HealthMonitor, probe_ssh, probe_tcp
 from leeward.daemon.retry import Backoff
 from leeward_protocol.daemon import HealthRecord, HealthState

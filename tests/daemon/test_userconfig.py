@@ -72,7 +72,7 @@ async def test_the_daemon_shows_problems_on_their_line_and_keeps_the_last_valid_
 ):
     from lsprotocol import types
 
-    from leeward.credentials import Credentials, store_credentials
+    from leeward.client.credentials import Credentials, store_credentials
     from leeward.fleet.config import FeatureConfig
     from tests.cli.sandbox import make_sandbox
     from tests.conftest import small_config, wait_until

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from leeward.clock import ManualClock
+from leeward.common.clock import ManualClock
 from leeward.fleet.placement import LIVE, host_usage
 from leeward.fleet.store.models import EnvironmentRow
 from leeward.providers.base import ProviderError

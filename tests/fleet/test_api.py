@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from leeward.clock import ManualClock
+from leeward.common.clock import ManualClock
 from leeward.fleet import auth
 from leeward_protocol.fleet import Catalog, Environment, ErrorBody, Role
 from tests.conftest import Api, wait_until

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from leeward.client import FleetClient
+from leeward.client.api import FleetClient
 from leeward.fleet.store.models import EventRow
 from leeward_protocol.fleet import EventType, FleetEvent
 from tests.conftest import small_config

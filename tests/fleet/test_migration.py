@@ -15,8 +15,8 @@ import pytest
 
 from leeward.agent import control
 from leeward.agent.config import AgentConfig
-from leeward.client import FleetClient
-from leeward.credentials import Credentials, store_credentials
+from leeward.client.api import FleetClient
+from leeward.client.credentials import Credentials, store_credentials
 from leeward_protocol.fleet import EventType
 from tests.cli.sandbox import LEEWARD, make_sandbox
 from tests.conftest import run_ssh, small_config, ssh_access, wait_until

@@ -1,5 +1,5 @@
 """The profile store through the real API: versions, history, restore, limits and refusals, on
-SQLite and PostgreSQL. (Agents' sync through it: tests/fleet/test_profile_sync.py.)"""
+SQLite and PostgreSQL. (Agents' sync through it: tests/agent/test_profile_sync.py.)"""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from leeward.credentials import Credentials, store_credentials
+from leeward.client.credentials import Credentials, store_credentials
 from tests.conftest import ssh_access
 
 from .conftest import LEEWARD
@@ -74,7 +74,7 @@ async def test_the_proxy_finds_the_environment_through_the_fleet_or_its_cache(
         async with asyncio.timeout(10):
             while list(sessions.glob("*.json")):
                 await asyncio.sleep(0.02)
-        # The address race (leeward.locate) keeps the last verified address per fleet.
+        # The address race (leeward.client.locate) keeps the last verified address per fleet.
         cache = json.loads((home / "xdg-state" / "leeward" / "addresses.json").read_text())
         known = cache["fleets"][f.url]["environments"]["relayed"]
         assert (known["address"], known["relayPort"]) == (env["address"], env["relayPort"])
@@ -95,7 +95,7 @@ async def test_the_proxy_finds_the_environment_through_the_fleet_or_its_cache(
         assert status == 200
 
         # The fleet will not tell (a token it refuses): the cached address still leads to a
-        # verified agent. (tests/dns covers a fleet that is down or hangs.)
+        # verified agent. (tests/client/test_locate.py covers a fleet that is down or hangs.)
         store_credentials(
             home / "xdg-config" / "leeward" / "credentials.toml",
             Credentials(fleet=f.url, token="nobody"),

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from leeward.common import sshcert
 from leeward.fleet.ca import CertificateAuthority
-from leeward.relay import sshcert
 from leeward.relay.agent import RelayServer, RelaySettings
 from leeward.relay.candidates import Candidate, Fixed
 from leeward.relay.proxy import Proxy, ProxySettings

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import asyncssh
 import pytest
 
+from leeward.common import sshcert
 from leeward.fleet.ca import CertificateAuthority
-from leeward.relay import sshcert
 from leeward.relay.handshake import HandshakeRefused, check_host
 
 FQDN = "box.north.leeward.test"
@@ -74,8 +74,9 @@ def test_other_key_types_are_checked_by_asyncssh() -> None:
 
 def test_the_proxy_starts_without_asyncssh() -> None:
     code = (
-        "import sys, leeward.relay.proxy, leeward.relay.candidates, leeward.credentials, "
-        "leeward.paths; assert 'asyncssh' not in sys.modules and 'aiohttp' not in sys.modules "
+        "import sys, leeward.relay.proxy, leeward.relay.candidates, "
+        "leeward.client.credentials, leeward.client.paths; "
+        "assert 'asyncssh' not in sys.modules and 'aiohttp' not in sys.modules "
         "and 'pydantic' not in sys.modules and 'typer' not in sys.modules, sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

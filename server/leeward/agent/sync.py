@@ -37,8 +37,8 @@ from urllib.parse import quote
 from pydantic import BaseModel
 
 from leeward.agent.fleetapi import FleetError, request_json
-from leeward.clock import Clock, SystemClock
-from leeward.profilefiles import (
+from leeward.common.clock import Clock, SystemClock
+from leeward.common.profilefiles import (
     CONFLICT_MARK,
     OWN_STATE,
     Limits,

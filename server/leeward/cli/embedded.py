@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leeward.cli.errors import CliError
-from leeward.paths import Paths
+from leeward.client.paths import Paths
 
 START_SECONDS = 60.0
 STOP_SECONDS = 30.0
@@ -48,7 +48,7 @@ class EmbeddedFleet:
     def ensure_config(self, port: int | None) -> bool:
         """Write the default config if there is none (True if written). With `port`, an
         existing config gets that port; everything else in it is kept."""
-        from leeward.credentials import write_private
+        from leeward.client.credentials import write_private
 
         if not self.config_path.exists():
             from leeward.fleet.config import default_config, dump_config
@@ -78,7 +78,7 @@ class EmbeddedFleet:
 
         import tomli_w
 
-        from leeward.credentials import write_private
+        from leeward.client.credentials import write_private
         from leeward.fleet.config import ConfigError, load_config
 
         try:

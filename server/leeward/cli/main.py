@@ -19,8 +19,8 @@ from leeward.cli.errors import CliError, format_error
 from leeward.cli.profile import profile_app
 
 if TYPE_CHECKING:
-    from leeward.client import FleetClient
-    from leeward.paths import Paths
+    from leeward.client.api import FleetClient
+    from leeward.client.paths import Paths
     from leeward_protocol.fleet import Environment
 
 T = TypeVar("T")
@@ -73,7 +73,7 @@ def _options(
 
 
 def _paths() -> Paths:
-    from leeward.paths import Paths
+    from leeward.client.paths import Paths
 
     return Paths.default()
 
@@ -120,7 +120,7 @@ def login(
 ) -> None:
     """Sign in to a fleet: check the token, store it, and get an SSH certificate."""
     from leeward.cli.session import sign_in
-    from leeward.credentials import CredentialsError, load_credentials
+    from leeward.client.credentials import CredentialsError, load_credentials
 
     paths = _paths()
     url = fleet
@@ -148,7 +148,7 @@ def login(
 @app.command()
 def whoami(json_: JsonOption = False) -> None:
     """Who the fleet thinks you are."""
-    from leeward.client import wire_json
+    from leeward.client.api import wire_json
 
     async def go() -> Any:
         async with _client() as fleet:
@@ -174,7 +174,7 @@ def _client() -> FleetClient:
 def catalog(json_: JsonOption = False) -> None:
     """Regions, devserver flavors and container profiles on offer."""
     from leeward.cli import render
-    from leeward.client import wire_json
+    from leeward.client.api import wire_json
 
     async def go() -> Any:
         async with _client() as fleet:
@@ -191,7 +191,7 @@ def catalog(json_: JsonOption = False) -> None:
 def features_list(json_: JsonOption = False) -> None:
     """The features you can name in ~/.config/leeward/config.toml (`features = [...]`)."""
     from leeward.cli import render
-    from leeward.client import wire_json
+    from leeward.client.api import wire_json
 
     async def go() -> Any:
         async with _client() as fleet:
@@ -208,7 +208,7 @@ def features_list(json_: JsonOption = False) -> None:
 def list_(json_: JsonOption = False) -> None:
     """Your environments."""
     from leeward.cli import render
-    from leeward.client import wire_json
+    from leeward.client.api import wire_json
 
     async def go() -> Any:
         async with _client() as fleet:
@@ -225,7 +225,7 @@ def list_(json_: JsonOption = False) -> None:
 def show(env: EnvArgument, json_: JsonOption = False) -> None:
     """One environment in detail."""
     from leeward.cli import render
-    from leeward.client import wire_json
+    from leeward.client.api import wire_json
 
     async def go() -> Environment:
         async with _client() as fleet:
@@ -316,7 +316,7 @@ def _request(model: type[T], fields: dict[str, Any]) -> T:
 
 def _create(request: Any, json_: bool) -> None:
     from leeward.cli.progress import create_and_wait
-    from leeward.client import wire_json
+    from leeward.client.api import wire_json
 
     async def go() -> Environment:
         async with _client() as fleet:
@@ -369,7 +369,7 @@ def extend(
 ) -> None:
     """Push back when an environment expires."""
     from leeward.cli import render
-    from leeward.client import wire_json
+    from leeward.client.api import wire_json
 
     if hours <= 0:
         raise CliError("--hours must be a positive number of hours.")
@@ -400,7 +400,7 @@ def config_ssh(
 ) -> None:
     """Write ~/.ssh/leeward/config and known_hosts, so `ssh NAME` reaches your environments."""
     from leeward.cli.session import refresh_ssh
-    from leeward.sshconfig import add_include, has_include, include_line
+    from leeward.client.sshconfig import add_include, has_include, include_line
 
     paths = _paths()
 
@@ -480,7 +480,7 @@ def locate_command(env: EnvArgument, json_: JsonOption = False) -> None:
     import json
 
     from leeward.cli.session import credentials
-    from leeward.locate import AddressCache, Finder, LocateError, host_certificate_verifier
+    from leeward.client.locate import AddressCache, Finder, LocateError, host_certificate_verifier
 
     paths = _paths()
     creds = credentials(paths)
@@ -561,8 +561,8 @@ def up(
 def _remember_embedded_dns(paths: Paths, embedded: Any, url: str) -> None:
     """Tell this machine's clients where the embedded fleet serves its zone (they also learn it
     from the catalog): `leeward proxy` and `leeward locate` race it with the API and the cache."""
+    from leeward.client.locate import AddressCache
     from leeward.fleet.config import ConfigError, load_config
-    from leeward.locate import AddressCache
 
     try:
         config = load_config(embedded.config_path)
@@ -596,8 +596,8 @@ async def _issue_admin_token(config_path: Path, user: str) -> str:
 
 def _signed_in_as(paths: Paths, url: str) -> str | None:
     """The user whose stored token works at `url`, with a key and certificate; else None."""
-    from leeward.client import FleetClient, FleetError
-    from leeward.credentials import CredentialsError, load_credentials
+    from leeward.client.api import FleetClient, FleetError
+    from leeward.client.credentials import CredentialsError, load_credentials
 
     try:
         creds = load_credentials(paths.credentials)
@@ -761,7 +761,7 @@ def status(json_: JsonOption = False) -> None:
 @host_app.command("list")
 def host_list(json_: JsonOption = False) -> None:
     """Every host: region, state, capacity, usage."""
-    from leeward.client import wire_json
+    from leeward.client.api import wire_json
 
     async def go() -> Any:
         async with _client() as fleet:
@@ -827,7 +827,7 @@ def host_activate(host: Annotated[str, typer.Argument(help="The host.")]) -> Non
 
 
 def _dns(action: str, *, black_hole: bool = False, json_: bool = False) -> None:
-    from leeward.client import wire_json
+    from leeward.client.api import wire_json
 
     async def go() -> Any:
         async with _client() as fleet:
@@ -880,7 +880,7 @@ def env_migrate(
     json_: JsonOption = False,
 ) -> None:
     """Move one environment live to another host of its region."""
-    from leeward.client import wire_json
+    from leeward.client.api import wire_json
 
     async def go() -> Any:
         async with _client() as fleet:
@@ -909,7 +909,7 @@ def main() -> None:
         print("\nInterrupted.", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # every failure is one sentence; --debug shows the traceback
-        from leeward.client import FleetError
+        from leeward.client.api import FleetError
 
         if isinstance(exc, FleetError):
             _fail(exc, exc.message, 1)

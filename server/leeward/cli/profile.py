@@ -30,7 +30,7 @@ def _run(work: Any) -> Any:
     import asyncio
 
     from leeward.cli.session import client
-    from leeward.paths import Paths
+    from leeward.client.paths import Paths
 
     async def go() -> Any:
         async with client(Paths.default()) as fleet:
@@ -52,8 +52,8 @@ def show(
     """The profile's files and config (the latest version unless --version); with PATH, that
     file's content as stored, on stdout."""
     from leeward.cli import render_profile
-    from leeward.client import wire_json
-    from leeward.profilefiles import check_path
+    from leeward.client.api import wire_json
+    from leeward.common.profilefiles import check_path
 
     if path is not None:
         bad = check_path(path.removeprefix("~/"))
@@ -74,7 +74,7 @@ def show(
 def history(path: PathArgument = None, json_: JsonOption = False) -> None:
     """The kept versions, newest first (with PATH: those that changed it)."""
     from leeward.cli import render_profile
-    from leeward.client import wire_json
+    from leeward.client.api import wire_json
 
     result = _run(lambda fleet: fleet.profile_history(path.removeprefix("~/") if path else None))
     if json_:
@@ -95,7 +95,7 @@ def restore(
     """Make a kept version (or some of its files) the latest again; nothing is lost.
 
     What it replaces stays in the history. Running environments pick it up within seconds."""
-    from leeward.client import wire_json
+    from leeward.client.api import wire_json
     from leeward_protocol.profile import RestoreProfile
 
     wanted = [p.removeprefix("~/") for p in paths or []]

@@ -9,7 +9,7 @@ import uuid
 from rich.console import Console
 
 from leeward.cli.errors import CliError
-from leeward.client import FleetClient, FleetUnreachable
+from leeward.client.api import FleetClient, FleetUnreachable
 from leeward_protocol.fleet import (
     CreateContainer,
     CreateDevserver,

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from leeward import access
-from leeward.access import refresh_certificate, refresh_ssh
 from leeward.cli.errors import CliError
-from leeward.credentials import Credentials, CredentialsError, load_credentials
-from leeward.paths import Paths
+from leeward.client import access
+from leeward.client.access import refresh_certificate, refresh_ssh
+from leeward.client.credentials import Credentials, CredentialsError, load_credentials
+from leeward.client.paths import Paths
 from leeward_protocol.fleet import WhoAmI
 
 if TYPE_CHECKING:
-    from leeward.client import FleetClient
+    from leeward.client.api import FleetClient
 
 __all__ = ["client", "credentials", "refresh_certificate", "refresh_ssh", "sign_in"]
 
@@ -25,7 +25,7 @@ def credentials(paths: Paths) -> Credentials:
 
 
 def client(paths: Paths) -> FleetClient:
-    from leeward.client import FleetClient
+    from leeward.client.api import FleetClient
 
     creds = credentials(paths)
     return FleetClient(creds.fleet, creds.token)

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from leeward.clock import Clock
+from leeward.common.clock import Clock
 from leeward.daemon.sessions import ProxySession
 from leeward_protocol.daemon import HealthRecord, HealthState
 from leeward_protocol.fleet import REACHABLE_STATES, Environment, EnvironmentState

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from leeward import __version__
-from leeward.client import FleetClient, FleetError, FleetUnreachable
-from leeward.clock import Clock
-from leeward.credentials import CredentialsError, load_credentials
+from leeward.client.api import FleetClient, FleetError, FleetUnreachable
+from leeward.client.credentials import CredentialsError, load_credentials
+from leeward.common.clock import Clock
 from leeward.daemon.retry import Backoff, with_retries
 from leeward_protocol.daemon import DaemonStatus, EnvironmentsResult, FleetLinkState
 from leeward_protocol.fleet import Environment, EnvironmentState, EventType

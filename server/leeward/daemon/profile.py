@@ -17,10 +17,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from leeward.client import FleetClient, FleetError, FleetUnreachable
+from leeward.client.api import FleetClient, FleetError, FleetUnreachable
+from leeward.common.profilefiles import Limits, LocalFile, scan
 from leeward.daemon.link import FleetLink, NotSignedIn
 from leeward.daemon.userconfig import Problem, locate
-from leeward.profilefiles import Limits, LocalFile, scan
 from leeward_protocol.fleet import Refusal
 from leeward_protocol.profile import FileUpload, Profile, ProfileUpload
 from leeward_protocol.userconfig import UserConfig

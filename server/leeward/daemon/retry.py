@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from leeward.client import FleetError, FleetUnreachable
-from leeward.clock import Clock
+from leeward.client.api import FleetError, FleetUnreachable
+from leeward.common.clock import Clock
 
 T = TypeVar("T")
 

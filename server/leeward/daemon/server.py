@@ -32,8 +32,8 @@ from pygls.protocol import (
 )
 
 from leeward import __version__
+from leeward.client.paths import Paths
 from leeward.daemon.errors import DaemonError
-from leeward.paths import Paths
 from leeward_protocol.base import Request, Resource
 from leeward_protocol.daemon import (
     METHODS,
@@ -214,7 +214,7 @@ async def _boot(ls: LeewardServer, settings: DaemonSettings, log_file: Path | No
     (its first requests wait here) while the fleet client and its libraries load."""
     for _ in range(3):
         await asyncio.sleep(0)  # let pygls write the initialize result first
-    from leeward.clock import SystemClock
+    from leeward.common.clock import SystemClock
     from leeward.daemon.service import Daemon
 
     daemon = Daemon(

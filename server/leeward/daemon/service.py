@@ -16,17 +16,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from leeward.access import AccessError, refresh_ssh, sign_in
-from leeward.client import FleetClient, FleetError
-from leeward.clock import Clock
+from leeward.client.access import AccessError, refresh_ssh, sign_in
+from leeward.client.api import FleetClient, FleetError
+from leeward.client.paths import Paths
+from leeward.client.sshconfig import add_include, certificate_valid_before, has_include
+from leeward.common.clock import Clock
 from leeward.daemon.errors import DaemonError
 from leeward.daemon.health import HealthMonitor, probe_tcp
 from leeward.daemon.link import FleetLink
 from leeward.daemon.profile import ProfilePublisher
 from leeward.daemon.sessions import SessionWatcher
 from leeward.daemon.userconfig import ConfigWatcher, Problem
-from leeward.paths import Paths
-from leeward.sshconfig import add_include, certificate_valid_before, has_include
 from leeward_protocol.base import Resource
 from leeward_protocol.daemon import (
     ConnectResult,

@@ -18,7 +18,7 @@ from datetime import datetime
 from aiohttp import web
 from sqlalchemy import select
 
-from leeward.clock import Clock, SystemClock
+from leeward.common.clock import Clock, SystemClock
 from leeward.fleet.ca import CertificateAuthority
 from leeward.fleet.config import FleetConfig
 from leeward.fleet.dns import dns_context

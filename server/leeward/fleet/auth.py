@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from leeward.clock import Clock
+from leeward.common.clock import Clock
 from leeward.fleet.errors import Unauthorized
 from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import TokenRow, UserRow

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from leeward.clock import SystemClock
+from leeward.common.clock import SystemClock
 from leeward.fleet import auth
 from leeward.fleet.config import FleetConfig
 from leeward.fleet.store.db import Store

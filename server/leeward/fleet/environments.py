@@ -26,7 +26,7 @@ from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from leeward.clock import Clock
+from leeward.common.clock import Clock
 from leeward.fleet.auth import Principal, TokenVerifier, digest, new_secret
 from leeward.fleet.ca import CertificateAuthority
 from leeward.fleet.config import FleetConfig

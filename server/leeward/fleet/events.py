@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, text
 
-from leeward.clock import Clock
+from leeward.common.clock import Clock
 from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import EnvironmentRow, EventRow
 from leeward_protocol.fleet import Environment, EventType, FleetEvent

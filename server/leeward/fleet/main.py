@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from leeward.clock import Clock
+from leeward.common.clock import Clock
 from leeward.fleet.app import create_app
 from leeward.fleet.config import FleetConfig, load_config
 from leeward.fleet.environments import Fleet

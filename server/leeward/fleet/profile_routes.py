@@ -8,11 +8,11 @@ import base64
 
 from aiohttp import web
 
+from leeward.common.profilefiles import check_path
 from leeward.fleet.errors import BadRequest, FleetError, Invalid, Unauthorized
 from leeward.fleet.routes import agent_token, parse, principal, reply, route
 from leeward.fleet.state import FLEET
 from leeward.fleet.store.models import EnvironmentRow
-from leeward.profilefiles import check_path
 from leeward_protocol.fleet import AgentReport
 from leeward_protocol.profile import (
     AgentProfile,

@@ -23,7 +23,16 @@ from datetime import datetime
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from leeward.clock import Clock
+from leeward.common.clock import Clock
+from leeward.common.profilefiles import (
+    Limits,
+    LocalFile,
+    check_content,
+    check_path,
+    over_limits,
+    refusal,
+    too_large,
+)
 from leeward.fleet.config import FleetConfig
 from leeward.fleet.errors import Invalid, NotFound
 from leeward.fleet.store.db import Store
@@ -32,15 +41,6 @@ from leeward.fleet.store.models import (
     ProfileFileRow,
     ProfileVersionRow,
     UserRow,
-)
-from leeward.profilefiles import (
-    Limits,
-    LocalFile,
-    check_content,
-    check_path,
-    over_limits,
-    refusal,
-    too_large,
 )
 from leeward_protocol.fleet import Refusal
 from leeward_protocol.profile import (

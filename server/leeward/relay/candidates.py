@@ -79,7 +79,7 @@ class AddressCache:
 
 class FleetThenCache:
     """Ask the fleet (`GET /v1/environments/NAME`); add the cached address when it differs or
-    when the fleet cannot answer. Meant to give way to `leeward.locate.Finder` (which races
+    when the fleet cannot answer. Meant to give way to `leeward.client.locate.Finder` (which races
     the API, DNS and its own cache) once that is wired to verify through the relay."""
 
     def __init__(self, fleet: str | None, token: str | None, cache: AddressCache) -> None:
@@ -136,7 +136,7 @@ class FleetThenCache:
 
 
 class Raced:
-    """`leeward.locate.Finder`: the fleet API, the fleet's DNS and the last-known-good cache
+    """`leeward.client.locate.Finder`: the fleet API, the fleet's DNS and the last-known-good cache
     raced; the first address whose agent proves its host certificate (the relay handshake's
     first half, which opens nothing on the agent) wins. A rogue server at a cached or DNS
     address is refused, whatever it answers."""
@@ -149,8 +149,8 @@ class Raced:
         known_hosts: Path,
         on_dns: Callable[[str], None] | None = None,
     ) -> None:
-        from leeward.locate import AddressCache as Cache
-        from leeward.locate import Finder
+        from leeward.client.locate import AddressCache as Cache
+        from leeward.client.locate import Finder
 
         self.known_hosts = known_hosts
         self.finder = Finder(fleet, token, Cache(state_dir / "addresses.json", fleet), self._verify)
@@ -158,7 +158,7 @@ class Raced:
         self._dns_check: asyncio.Task[None] | None = None
 
     async def _verify(self, target: object) -> None:
-        from leeward.locate import NotVerified, Target
+        from leeward.client.locate import NotVerified, Target
         from leeward.relay.handshake import HandshakeRefused, host_authorities, verify_host
 
         assert isinstance(target, Target)
@@ -183,7 +183,7 @@ class Raced:
                     await writer.wait_closed()
 
     async def candidates(self, name: str) -> list[Candidate]:
-        from leeward.locate import LocateError
+        from leeward.client.locate import LocateError
 
         try:
             found = await self.finder.locate(name)
@@ -197,7 +197,7 @@ class Raced:
         return [Candidate(found.address, found.relay_port, found.fqdn, found.source)]
 
     async def _check_dns(self, name: str) -> None:
-        from leeward.locate import dns_lookup
+        from leeward.client.locate import dns_lookup
 
         info = self.finder.cache.fleet_info()
         server, zone = info.get("dns"), info.get("zone")

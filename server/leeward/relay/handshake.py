@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from leeward.relay import sshcert
+from leeward.common import sshcert
 from leeward.relay.frames import Kind, ProtocolError, json_frame, json_of, read_frame
 
 VERSION = 1

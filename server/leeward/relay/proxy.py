@@ -323,11 +323,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from leeward.paths import Paths
+    from leeward.client.paths import Paths
 
     paths = Paths.default()
     known_hosts = args.known_hosts or paths.known_hosts
-    # Not `addresses.json`: leeward.locate keeps its own format there (see FleetThenCache).
+    # Not `addresses.json`: leeward.client.locate keeps its own format there (see FleetThenCache).
     cache: AddressCache | None = AddressCache(paths.state_dir / "relay-addresses.json")
     status = Status(None if args.no_status else paths.state_dir / "sessions", args.name)
     locator: Locator
@@ -337,7 +337,7 @@ async def _main(args: argparse.Namespace) -> int:
         fqdn = args.fqdn or args.name
         locator = Fixed(Candidate(args.address, args.port, fqdn, "command line"))
     else:
-        from leeward.credentials import CredentialsError, load_credentials
+        from leeward.client.credentials import CredentialsError, load_credentials
 
         fleet: str | None = None
         token: str | None = None
@@ -345,7 +345,7 @@ async def _main(args: argparse.Namespace) -> int:
             creds = load_credentials(paths.credentials)
             fleet, token = creds.fleet, creds.token
         if fleet is not None:
-            # The API, DNS and the last-known-good cache raced (leeward.locate), which keeps
+            # The API, DNS and the last-known-good cache raced (leeward.client.locate), which keeps
             # its own cache of verified addresses.
             locator = Raced(
                 fleet, token, paths.state_dir, known_hosts, lambda dns: status.update(dns=dns)

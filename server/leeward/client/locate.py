@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from leeward.paths import Paths
+    from leeward.client.paths import Paths
 
 DNS_TIMEOUT = 0.25
 """Seconds the DNS source gets (one query, no retry): what a DNS outage can cost at most."""
@@ -116,7 +116,7 @@ class AddressCache:
         return entry if isinstance(entry, dict) else None
 
     def _update(self, change: Callable[[dict[str, Any]], None]) -> None:
-        from leeward.credentials import write_private
+        from leeward.client.credentials import write_private
 
         data = self._load()
         change(self._mine(data))

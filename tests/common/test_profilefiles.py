@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from leeward.profilefiles import Limits, LocalFile, check_content, check_path, over_limits, scan
+from leeward.common.profilefiles import (
+    Limits,
+    LocalFile,
+    check_content,
+    check_path,
+    over_limits,
+    scan,
+)
 
 LIMITS = Limits(max_file_bytes=1 << 20, max_files=1000, max_total_bytes=32 << 20)
 

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from leeward.credentials import write_private
-from leeward.paths import Paths
+from leeward.client.credentials import write_private
+from leeward.client.paths import Paths
 from leeward_protocol.fleet import REACHABLE_STATES, Environment, SSHAuthorities
 
 HEADER = "# Written by `leeward config-ssh`; rewritten every time it runs: do not edit.\n"

@@ -1,28 +1,16 @@
-"""The CLI's pure parts: lifespans, ssh config rendering, certificates, credentials, errors."""
+"""What `leeward config-ssh` writes (one pinned entry per environment, the CA line, the
+Include), and the user certificate's validity read from its blob."""
 
 from __future__ import annotations
 
 import base64
-import os
 import stat
 import struct
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-
-from leeward.cli.errors import CliError, format_error, one_sentence
-from leeward.cli.lifespan import parse_lifespan
-from leeward.cli.render import when
-from leeward.credentials import (
-    NOT_SIGNED_IN,
-    Credentials,
-    CredentialsError,
-    load_credentials,
-    store_credentials,
-)
-from leeward.paths import Paths
-from leeward.sshconfig import (
+from leeward.client.paths import Paths
+from leeward.client.sshconfig import (
     FOREVER,
     add_include,
     certificate_needs_renewal,
@@ -33,7 +21,7 @@ from leeward.sshconfig import (
     render_known_hosts,
     render_ssh_config,
 )
-from leeward_protocol.fleet import Environment, Lifespan, SSHAuthorities
+from leeward_protocol.fleet import Environment, SSHAuthorities
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -68,30 +56,6 @@ def environment(name: str, state: str = "running", **extra: object) -> Environme
 
 
 # -- lifespan --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("8h", (Lifespan.TEMPORARY, 8)),
-        ("3d", (Lifespan.TEMPORARY, 72)),
-        ("12", (Lifespan.TEMPORARY, 12)),
-        (" 2D ", (Lifespan.TEMPORARY, 48)),
-        ("permanent", (Lifespan.PERMANENT, None)),
-        ("Permanent", (Lifespan.PERMANENT, None)),
-    ],
-)
-def test_lifespan_parses(text: str, expected: tuple[Lifespan, int | None]) -> None:
-    assert parse_lifespan(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", "0h", "-3d", "8w", "forever", "1.5h", "h"])
-def test_lifespan_refuses_with_a_hint(text: str) -> None:
-    with pytest.raises(CliError, match=r"use hours \(8h\), days \(3d\) or `permanent`"):
-        parse_lifespan(text)
-
-
-# -- ssh config ------------------------------------------------------------------------------
 
 
 def test_ssh_config_has_one_pinned_entry_per_running_environment(tmp_path: Path) -> None:
@@ -251,72 +215,3 @@ def test_renewal_under_an_hour_left(tmp_path: Path) -> None:
 
 
 # -- credentials -----------------------------------------------------------------------------
-
-
-def test_credentials_are_private(tmp_path: Path) -> None:
-    path = tmp_path / "config" / "leeward" / "credentials.toml"
-    old = os.umask(0o022)
-    try:
-        store_credentials(path, Credentials(fleet="http://127.0.0.1:7420", token="s3cret"))
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    assert load_credentials(path) == Credentials(fleet="http://127.0.0.1:7420", token="s3cret")
-    assert [p.name for p in path.parent.iterdir()] == ["credentials.toml"]  # no temp file left
-
-
-def test_missing_credentials_say_how_to_sign_in(tmp_path: Path) -> None:
-    with pytest.raises(CredentialsError) as info:
-        load_credentials(tmp_path / "nope.toml")
-    assert str(info.value) == NOT_SIGNED_IN
-    broken = tmp_path / "broken.toml"
-    broken.write_text("fleet = 'http://x'\n")
-    with pytest.raises(CredentialsError, match="leeward login"):
-        load_credentials(broken)
-
-
-# -- errors and rendering --------------------------------------------------------------------
-
-
-def test_errors_are_one_sentence() -> None:
-    assert one_sentence("Cannot reach\n  the fleet") == "Cannot reach the fleet."
-    assert one_sentence("Run `leeward up`") == "Run `leeward up`"
-    assert format_error("Not signed in: run `leeward login`.") == (
-        "Error: Not signed in: run `leeward login`."
-    )
-
-
-def test_when_is_relative() -> None:
-    assert when(None) == "never"
-    assert when(NOW + timedelta(days=2, hours=3, minutes=5), now=NOW) == "in 2d 3h"
-    assert when(NOW + timedelta(minutes=45), now=NOW) == "in 45m"
-    assert when(NOW - timedelta(hours=1), now=NOW) == "1h ago"
-    assert when(NOW + timedelta(seconds=20), now=NOW) == "in <1m"
-
-
-def test_status_lists_the_proxies_sessions(tmp_path: Path) -> None:
-    import json
-    import os
-
-    from tests.cli.sandbox import make_sandbox
-
-    sandbox = make_sandbox(tmp_path)
-    assert "No SSH session" in sandbox.run("status", check=True).stdout
-    sessions = sandbox.paths.state_dir / "sessions"
-    sessions.mkdir(parents=True)
-    record = {
-        "env": "box",
-        "pid": os.getpid(),
-        "state": "resuming",
-        "source": "cache",
-        "rtt": 0.0031,
-        "reason": "path silent",
-        "dns": "down",
-    }
-    (sessions / f"{os.getpid()}.json").write_text(json.dumps(record))
-    out = sandbox.run("status", check=True).stdout
-    assert "box" in out and "resuming" in out and "3.1 ms" in out
-    assert "via cache (DNS bypass)" in out and "path silent" in out
-    listed = json.loads(sandbox.run("status", "--json", check=True).stdout)
-    assert listed[0]["env"] == "box" and listed[0]["dns_down"] is True

@@ -16,9 +16,9 @@ from typing import Any
 import asyncssh
 import pytest
 
-from leeward.locate import AddressCache, Finder, LocateError, host_certificate_verifier
+from leeward.client.locate import AddressCache, Finder, LocateError, host_certificate_verifier
 from tests.conftest import free_port, run_ssh, small_config, ssh_access
-from tests.dns.test_dns_server import ask_async
+from tests.fleet.test_dns import ask_async
 
 
 @contextlib.asynccontextmanager

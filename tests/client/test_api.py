@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from leeward.client import FleetClient, FleetError, FleetUnreachable
+from leeward.client.api import FleetClient, FleetError, FleetUnreachable
 from leeward_protocol.fleet import CreateDevserver, EnvironmentKind
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC).isoformat()
@@ -91,7 +91,7 @@ async def test_create_is_retried_with_the_same_key(aiohttp_server: AiohttpServer
 
 
 async def test_nothing_listening_is_unreachable() -> None:
-    from .sandbox import free_port
+    from tests.conftest import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     async with FleetClient(url, "token") as fleet:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from leeward.credentials import Credentials, store_credentials
-from leeward.paths import Paths
+from leeward.client.credentials import Credentials, store_credentials
+from leeward.client.paths import Paths
 from leeward_protocol.fleet import SSHAuthorities, WhoAmI
 
 if TYPE_CHECKING:
-    from leeward.client import FleetClient
-    from leeward.sshconfig import SSHEntry
+    from leeward.client.api import FleetClient
+    from leeward.client.sshconfig import SSHEntry
 
 
 class AccessError(Exception):
@@ -21,7 +21,7 @@ class AccessError(Exception):
 
 async def sign_in(paths: Paths, url: str, token: str) -> WhoAmI:
     """Check the token, store it, make sure there is a key, and certify it."""
-    from leeward.client import FleetClient, FleetError
+    from leeward.client.api import FleetClient, FleetError
 
     async with FleetClient(url, token) as fleet:
         try:
@@ -41,8 +41,8 @@ async def sign_in(paths: Paths, url: str, token: str) -> WhoAmI:
 async def refresh_certificate(fleet: FleetClient, paths: Paths, *, force: bool = False) -> bool:
     """Get a new user certificate when the current one has less than an hour left (or there is
     none). True if renewed."""
-    from leeward.credentials import write_private
-    from leeward.sshconfig import certificate_needs_renewal, ensure_identity, public_key
+    from leeward.client.credentials import write_private
+    from leeward.client.sshconfig import certificate_needs_renewal, ensure_identity, public_key
 
     created = ensure_identity(paths)
     if not (force or created or certificate_needs_renewal(paths)):
@@ -55,7 +55,7 @@ async def refresh_certificate(fleet: FleetClient, paths: Paths, *, force: bool =
 async def refresh_ssh(fleet: FleetClient, paths: Paths) -> tuple[list[SSHEntry], SSHAuthorities]:
     """Rewrite ~/.ssh/leeward/config and known_hosts from the fleet; renew the certificate.
     Every entry goes through `leeward proxy` (the resumable relay)."""
-    from leeward.sshconfig import leeward_executable, write_ssh_files
+    from leeward.client.sshconfig import leeward_executable, write_ssh_files
 
     await refresh_certificate(fleet, paths)
     who, authorities, listing = await asyncio.gather(

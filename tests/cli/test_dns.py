@@ -8,11 +8,11 @@ import socket
 from pathlib import Path
 
 from leeward.cli.embedded import EmbeddedFleet, dns_port_free
+from leeward.client.paths import Paths
 from leeward.fleet.config import load_config
-from leeward.paths import Paths
 from tests.cli.sandbox import make_sandbox
 from tests.conftest import small_config
-from tests.dns.test_dns_server import ask_async
+from tests.fleet.test_dns import ask_async
 
 
 async def test_admin_dns_and_locate_from_the_command_line(
