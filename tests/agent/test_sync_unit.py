@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from leeward.agent.fleetapi import FleetError
 from leeward.agent.sync import UPLOAD_BYTES, ProfileSync, SyncState, _batches
 from leeward.common.clock import ManualClock
+from leeward.common.errors import FleetError
 from leeward.common.profilefiles import LocalFile
 from leeward_protocol.fleet import SyncStatus
 from leeward_protocol.profile import (

@@ -10,7 +10,8 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from leeward.client.api import FleetClient, FleetError, FleetUnreachable
+from leeward.client.api import FleetClient, FleetUnreachable
+from leeward.common.errors import FleetError
 from leeward_protocol.fleet import CreateDevserver, EnvironmentKind
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC).isoformat()

@@ -11,16 +11,15 @@ from pathlib import Path
 
 from leeward.client.paths import Paths
 from leeward.client.sshconfig import (
-    FOREVER,
     add_include,
     certificate_needs_renewal,
-    certificate_valid_before,
     entries_for,
     has_include,
     include_line,
     render_known_hosts,
     render_ssh_config,
 )
+from leeward.common import sshcert
 from leeward_protocol.fleet import Environment, SSHAuthorities
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -175,16 +174,20 @@ def fake_certificate(valid_before: int, kind: str = "ssh-ed25519-cert-v01@openss
         + _string(b"ada")
         + _string(_string(b"ada"))
         + struct.pack(">QQ", 0, valid_before)
-        + _string(b"")
+        + _string(b"")  # critical options
+        + _string(b"")  # extensions
+        + _string(b"")  # reserved
+        + _string(_string(b"ssh-ed25519") + _string(b"c" * 32))  # the CA's key
+        + _string(_string(b"ssh-ed25519") + _string(b"s" * 64))  # its signature
     )
     return f"{kind} {base64.b64encode(blob).decode()} ada@leeward"
 
 
 def test_certificate_validity_is_read_from_the_blob() -> None:
-    assert certificate_valid_before(fake_certificate(1_800_000_000)) == 1_800_000_000
-    assert certificate_valid_before("ssh-ed25519 AAAA") is None
-    assert certificate_valid_before("garbage") is None
-    assert certificate_valid_before(fake_certificate(5, kind="ssh-unknown-cert")) is None
+    assert sshcert.valid_before(fake_certificate(1_800_000_000)) == 1_800_000_000
+    assert sshcert.valid_before("ssh-ed25519 AAAA") is None
+    assert sshcert.valid_before("garbage") is None
+    assert sshcert.valid_before(fake_certificate(5, kind="ssh-unknown-cert")) is None
 
 
 def test_a_real_asyncssh_certificate_parses() -> None:
@@ -194,7 +197,7 @@ def test_a_real_asyncssh_certificate_parses() -> None:
     user = asyncssh.generate_private_key("ssh-ed25519")
     cert = ca.generate_user_certificate(user, "ada", principals=["ada"], valid_before="+2h")
     line = cert.export_certificate().decode()
-    valid_before = certificate_valid_before(line)
+    valid_before = sshcert.valid_before(line)
     assert valid_before is not None
     assert abs(valid_before - (datetime.now(UTC) + timedelta(hours=2)).timestamp()) < 120
 
@@ -208,7 +211,7 @@ def test_renewal_under_an_hour_left(tmp_path: Path) -> None:
     assert not certificate_needs_renewal(paths, now=now)
     paths.certificate.write_text(fake_certificate(now + 59 * 60))
     assert certificate_needs_renewal(paths, now=now)
-    paths.certificate.write_text(fake_certificate(FOREVER))
+    paths.certificate.write_text(fake_certificate(sshcert.FOREVER))
     assert not certificate_needs_renewal(paths, now=now)
     paths.certificate.write_text("not a certificate")
     assert certificate_needs_renewal(paths, now=now)

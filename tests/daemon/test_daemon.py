@@ -176,7 +176,7 @@ async def test_the_daemon_end_to_end(tmp_path: Path) -> None:
                     "leeward/environments/create",
                     {"request": {"kind": "spaceship", "flavor": "tiny"}},
                 )
-                assert "kind must be 'devserver' or 'container'" in bad.message
+                assert "request.kind: must be 'devserver' or 'container'" in bad.message
                 bad = await d.error_of(
                     "leeward/environments/create",
                     {"request": {"kind": "devserver", "flavor": "enormous"}},

@@ -3,12 +3,10 @@ state machine, the reasons, and which changes are worth a notification."""
 
 from __future__ import annotations
 
-import random
 from datetime import UTC, datetime, timedelta
 
 from leeward.common.clock import ManualClock
 from leeward.daemon.health import HealthMonitor, probe_ssh, probe_tcp
-from leeward.daemon.retry import Backoff
 from leeward_protocol.daemon import HealthRecord, HealthState
 from leeward_protocol.fleet import Environment, EnvironmentState, Hardware
 
@@ -111,16 +109,6 @@ async def test_deleted_environments_are_forgotten_with_a_last_word():
     health.update([])
     assert sent[-1].environment_state is EnvironmentState.DELETED
     assert health.records == {}
-
-
-async def test_backoff_grows_with_jitter_within_bounds():
-    backoff = Backoff(base=0.25, cap=4.0, rng=random.Random(7))
-    delays = [backoff.next() for _ in range(8)]
-    ceilings = [min(4.0, 0.25 * 2**n) for n in range(8)]
-    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
-    assert len(set(delays)) == len(delays), "jittered"
-    backoff.reset()
-    assert backoff.next() <= 0.25
 
 
 async def test_probes_against_real_sockets(unused_tcp_port):

@@ -106,9 +106,28 @@ def test_user_certificate_hours_are_bounded(ca: CertificateAuthority, hours: int
         ca.sign_user_key(user_public_key(), "alice", NOW, hours)
 
 
-def test_user_certificate_accepts_strong_rsa_and_ecdsa(ca: CertificateAuthority) -> None:
-    ca.sign_user_key(user_public_key("ssh-rsa", key_size=2048), "alice", NOW, 1)
-    ca.sign_user_key(user_public_key("ecdsa-sha2-nistp256"), "alice", NOW, 1)
+@pytest.mark.parametrize(
+    ("algorithm", "options", "kind"),
+    [
+        ("ssh-rsa", {"key_size": 2048}, "ssh-rsa-cert-v01@openssh.com"),
+        ("ecdsa-sha2-nistp256", {}, "ecdsa-sha2-nistp256-cert-v01@openssh.com"),
+    ],
+)
+def test_user_certificate_accepts_strong_rsa_and_ecdsa(
+    ca: CertificateAuthority, tmp_path: Path, algorithm: str, options: dict[str, int], kind: str
+) -> None:
+    public = user_public_key(algorithm, **options)
+    cert, _, before = ca.sign_user_key(public, "alice", NOW, 1)
+    assert before == NOW + timedelta(hours=1)
+    listing = keygen_list(tmp_path, cert)
+    assert f"Type: {kind} user certificate" in listing
+    assert "Principals: \n                alice\n" in listing
+    assert "Valid: from 2026-03-01T11:59:00 to 2026-03-01T13:00:00" in listing
+    # For the key that was sent, signed by the user CA.
+    certified = asyncssh.import_certificate(cert)
+    assert certified.key.public_data == asyncssh.import_public_key(public).public_data
+    signer = asyncssh.import_public_key(ca.user_ca_public)
+    assert certified.signing_key.public_data == signer.public_data
 
 
 @pytest.mark.parametrize(

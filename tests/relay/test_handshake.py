@@ -258,7 +258,7 @@ class FakeClock:
         self.t = 1000.0
         self.slept: list[float] = []
 
-    def now(self) -> float:
+    def monotonic(self) -> float:
         return self.t
 
     async def sleep(self, seconds: float) -> None:

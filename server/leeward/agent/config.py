@@ -6,15 +6,29 @@ its owner only. `reload` on the control socket re-reads it.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from leeward.common.files import write_atomic
+from leeward.common.validation import sentence
+
 
 class AgentConfigError(Exception):
     """The config file is missing or invalid; the message says which and why."""
+
+
+FIXED_ON_RELOAD = (
+    "environment_id",
+    "listen_address",
+    "listen_port",
+    "relay_port",
+    "home",
+    "control_socket",
+    "log_file",
+)
+"""What a running agent cannot change on reload (its listeners, its disk, its own files): a
+change of any of them means starting the agent again."""
 
 
 class AgentConfig(BaseModel):
@@ -49,6 +63,10 @@ class AgentConfig(BaseModel):
     control_socket: Path = Field(description="Unix socket for the provider (status, reload).")
     log_file: Path
 
+    def fixed_changes(self, new: AgentConfig) -> list[str]:
+        """The fields of `FIXED_ON_RELOAD` that `new` changes: a reload cannot apply them."""
+        return [f for f in FIXED_ON_RELOAD if getattr(new, f) != getattr(self, f)]
+
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
         try:
@@ -58,21 +76,9 @@ class AgentConfig(BaseModel):
         try:
             return cls.model_validate_json(raw)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-            raise AgentConfigError(f"{path}: {where}: {first['msg']}") from None
+            raise AgentConfigError(f"{path}: {sentence(exc, '(top level)')}") from None
 
     def write(self, path: Path) -> None:
         """Replace `path` atomically with this config, readable by its owner only."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".agent-", suffix=".json", dir=path.parent)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(self.model_dump_json(indent=2))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, self.model_dump_json(indent=2), mode=0o600)

@@ -8,27 +8,19 @@ refused, not 2xx, not JSON) is one `FleetError` whose message says what happened
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import urlsplit
+
+from leeward.common.errors import FleetError
+from leeward.common.threads import in_daemon_thread
 
 T = TypeVar("T")
 
 MAX_ANSWER_BYTES = 64 << 20
 """The largest answer read (a batch of profile blobs is the biggest the fleet sends)."""
-
-
-class FleetError(Exception):
-    """A request to the fleet failed; `status` is the HTTP status when there was an answer."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 async def request_json(
@@ -54,10 +46,17 @@ async def request_json(
 
     try:
         async with asyncio.timeout(within + 1):
-            raw = await _in_daemon_thread(exchange)
+            raw = await in_daemon_thread(exchange, "fleet-request")
     except urllib.error.HTTPError as exc:
-        detail = exc.read(300).decode(errors="replace")
-        raise FleetError(f"the fleet answered {exc.code}: {detail}", exc.code) from None
+        text = exc.read(4096).decode(errors="replace")
+        answered = FleetError.from_answer(exc.code, text)
+        detail = answered.message if answered is not None else text[:300]
+        raise FleetError(
+            f"the fleet answered {exc.code}: {detail}",
+            status=exc.code,
+            code=answered.code if answered is not None else None,
+            field=answered.field if answered is not None else None,
+        ) from None
     except TimeoutError:
         raise FleetError(f"no answer from {parts.netloc} within {within:g} s") from None
     except urllib.error.URLError as exc:
@@ -71,29 +70,4 @@ async def request_json(
         raise FleetError("the fleet's answer is not JSON") from None
 
 
-async def _in_daemon_thread(work: Callable[[], T]) -> T:
-    """`work()` in a thread of its own that the process does not wait for at exit: a long poll
-    held by the fleet must not delay the agent's stop (the default executor's threads are
-    joined when the loop closes)."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if done.done():
-            return  # cancelled meanwhile
-        if error is not None:
-            done.set_exception(error)
-        else:
-            done.set_result(result)  # type: ignore[arg-type]
-
-    def run() -> None:
-        try:
-            result, error = work(), None
-        except BaseException as exc:  # handed to the awaiting task
-            result, error = None, exc
-        if not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(settle, result, error)
-
-    threading.Thread(target=run, name="fleet-request", daemon=True).start()
-    return await done
+# END

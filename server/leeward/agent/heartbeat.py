@@ -15,7 +15,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from leeward.agent.fleetapi import FleetError, request_json
+from leeward.agent.fleetapi import request_json
+from leeward.common.backoff import SPREAD, Backoff, worth_telling
+from leeward.common.errors import FleetError
 
 log = logging.getLogger("leeward.agent.heartbeat")
 
@@ -94,10 +96,15 @@ class Heartbeat:
             except HeartbeatError as exc:
                 self._failures += 1
                 # Log the first failures, then one in ten: a long fleet outage is not a flood.
-                if self._failures <= 3 or self._failures % 10 == 0:
+                if worth_telling(self._failures):
                     log.warning("heartbeat failed (%d in a row): %s", self._failures, exc)
-                backoff = min(self.interval * 2 ** min(self._failures - 1, 6), MAX_BACKOFF_SECONDS)
-                delay = max(self.interval, backoff) * random.uniform(0.8, 1.2)  # noqa: S311
+                # From the interval, doubling, up to a minute (or the interval, if longer).
+                backoff = Backoff(
+                    base=self.interval,
+                    cap=max(self.interval, MAX_BACKOFF_SECONDS),
+                    jitter=SPREAD,
+                )
+                delay = backoff.delay(self._failures - 1)
             except Exception:
                 self._failures += 1
                 log.exception("heartbeat failed unexpectedly")

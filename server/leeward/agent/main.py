@@ -208,15 +208,7 @@ class Agent:
                 raise ValueError(
                     f"the config is for {new.environment_id}, this agent is {old.environment_id}"
                 )
-            fixed = (
-                "listen_address",
-                "listen_port",
-                "relay_port",
-                "home",
-                "control_socket",
-                "log_file",
-            )
-            changed = [f for f in fixed if getattr(new, f) != getattr(old, f)]
+            changed = old.fixed_changes(new)
             if changed:
                 raise ValueError(f"cannot change {', '.join(changed)} of a running agent")
             keys = host_keys(new.host_key, new.host_certificate)

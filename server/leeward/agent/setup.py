@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import signal
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from leeward.agent.fleetapi import FleetError, request_json
+from leeward.agent.fleetapi import request_json
+from leeward.common.backoff import NO_JITTER, Backoff, worth_telling
+from leeward.common.errors import FleetError
+from leeward.common.files import write_atomic
 
 log = logging.getLogger("leeward.agent.setup")
 
@@ -172,17 +174,7 @@ def write_home_file(home: Path, relative: str, text: str) -> None:
     final = parent / parts[-1]
     if final.is_dir() and not final.is_symlink():
         raise StepError(f"{relative} is a directory")
-    fd, tmp = tempfile.mkstemp(prefix=f".{parts[-1]}.", suffix=".leeward-tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, final)  # a symbolic link at `final` is replaced, not followed
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(final, text)  # a symbolic link at `final` is replaced, not followed
 
 
 Report = Callable[[list[Item]], Awaitable[None]]
@@ -266,7 +258,7 @@ class SetupRun:
         elif isinstance(outcome, str):
             self._finish(item, "failed", f"cannot run {step.what}: {outcome}")
         elif outcome == 0:
-            await asyncio.to_thread(_write_atomic, marker, step.digest)
+            await asyncio.to_thread(write_atomic, marker, step.digest + "\n")
             self._finish(item, "installed", f"{step.what} finished in {took}")
         elif outcome < 0:
             name = _signal_name(-outcome)
@@ -345,17 +337,6 @@ def _write_log(path: Path, text: str) -> None:
         path.write_text(text)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def environment(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """What a step's script sees: the home, the agent's PATH, locale and user, and `extra`."""
     env = {
@@ -396,19 +377,18 @@ class Reporter:
             self._task = asyncio.create_task(self._drain(), name="setup-report")
 
     async def _drain(self) -> None:
-        failures = 0
+        backoff = Backoff(base=1.0, cap=MAX_RETRY_SECONDS, jitter=NO_JITTER)
         while self._latest is not None:
             items, self._latest = self._latest, None
             try:
                 await self._send(report_body(self._environment_id(), items))
-                failures = 0
+                backoff.reset()
             except Exception as exc:
-                failures += 1
-                if failures <= 3 or failures % 10 == 0:
-                    log.warning("setup report failed (%d in a row): %s", failures, exc)
+                if worth_telling(backoff.attempt + 1):
+                    log.warning("setup report failed (%d in a row): %s", backoff.attempt + 1, exc)
                 if self._latest is None:
                     self._latest = items
-                await asyncio.sleep(min(0.5 * 2 ** min(failures, 8), MAX_RETRY_SECONDS))
+                await asyncio.sleep(backoff.next())
         self._idle.set()
 
     async def flush(self) -> None:
@@ -481,7 +461,7 @@ class Setup:
 
     async def _fetch(self) -> list[Step]:
         """The steps from `GET /v1/agent/profile`, retried until the fleet answers."""
-        failures = 0
+        backoff = Backoff(base=1.0, cap=self._retry_seconds, jitter=NO_JITTER)
         while True:
             config = self._config()
             base = config.fleet_url.rstrip("/")
@@ -492,10 +472,11 @@ class Setup:
                     raise FleetError("the profile is not a JSON object")
                 return [Step.from_wire(raw) for raw in answer.get("setup") or []]
             except (FleetError, StepError) as exc:
-                failures += 1
-                if failures <= 3 or failures % 10 == 0:
-                    log.warning("cannot fetch the setup steps (%d in a row): %s", failures, exc)
-            await asyncio.sleep(min(0.5 * 2 ** min(failures, 8), self._retry_seconds))
+                if worth_telling(backoff.attempt + 1):
+                    log.warning(
+                        "cannot fetch the setup steps (%d in a row): %s", backoff.attempt + 1, exc
+                    )
+            await asyncio.sleep(backoff.next())
 
     async def _run(self, given: Sequence[object] | None) -> None:
         try:

@@ -22,11 +22,8 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import random
 import re
 import stat
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,8 +33,11 @@ from urllib.parse import quote
 
 from pydantic import BaseModel
 
-from leeward.agent.fleetapi import FleetError, request_json
+from leeward.agent.fleetapi import request_json
+from leeward.common.backoff import SPREAD, Backoff, worth_telling
 from leeward.common.clock import Clock, SystemClock
+from leeward.common.errors import FleetError
+from leeward.common.files import TMP_MARK, write_atomic
 from leeward.common.profilefiles import (
     CONFLICT_MARK,
     OWN_STATE,
@@ -47,6 +47,7 @@ from leeward.common.profilefiles import (
     over_limits,
     scan,
 )
+from leeward.common.threads import to_thread_to_the_end
 from leeward_protocol.fleet import Refusal, SyncConflict, SyncStatus
 from leeward_protocol.profile import (
     AgentProfile,
@@ -77,7 +78,6 @@ UPLOAD_BYTES = 6 << 20
 """Content per upload request: base64 makes it 8 MiB, the fleet's body limit."""
 KEEP_CONFLICTS = 20
 MAX_BACKOFF_SECONDS = 60.0
-_TMP_MARK = ".leeward-tmp-"
 _UNREADABLE = "<not a regular file>"
 """What a path that is not a regular file hashes to: never equal to a profile's content."""
 
@@ -189,16 +189,7 @@ class SyncState:
         path = home / STATE_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         body = {"owner": self.owner, "version": self.version, "synced": self.synced}
-        fd, tmp = tempfile.mkstemp(prefix=".sync-", suffix=".json", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(body, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, json.dumps(body, indent=1, sort_keys=True))
         self.fresh = False
 
 
@@ -257,17 +248,7 @@ def write_file(home: Path, path: str, data: bytes, mode: int, modified_at: datet
     target = directory / name
     if target.is_dir() and not target.is_symlink():
         raise UnsafePath(f"{path} is a directory here")
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}{_TMP_MARK}", dir=directory)
-    try:
-        os.fchmod(fd, mode & 0o7777)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        stamp = modified_at.timestamp()
-        os.utime(tmp, (stamp, stamp))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, data, mode=mode, modified_at=modified_at.timestamp(), durable=False)
 
 
 def conflict_copy(home: Path, path: str, data: bytes, source: str, at: datetime) -> str:
@@ -368,7 +349,7 @@ class ProfileSync:
 
     async def _follow(self) -> None:
         """Long-poll the fleet for versions newer than the one applied, and apply them."""
-        failures = 0
+        backoff = fleet_backoff()
         while True:
             try:
                 if self.limits is None:  # the first sync failed: fetch the profile first
@@ -379,18 +360,17 @@ class ProfileSync:
                     await self.pull()
                 elif self.clock.monotonic() - started < 1.0:
                     await self.clock.sleep(1.0)  # a fleet that does not hold the poll
-                failures = 0
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                failures += 1
-                self._failed(f"cannot follow the profile: {exc}", failures)
+                self._failed(f"cannot follow the profile: {exc}", backoff.attempt + 1)
                 await self.report()
-                await self.clock.sleep(backoff(failures))
+                await self.clock.sleep(backoff.next())
 
     async def _uploads(self) -> None:
         """Upload local edits once a burst of file events has settled, and every minute."""
-        failures = 0
+        backoff = fleet_backoff()
         self._dirty.set()  # a scan at once: edits made while the agent was down
         while True:
             with contextlib.suppress(TimeoutError):
@@ -401,14 +381,13 @@ class ProfileSync:
             try:
                 if self.limits is not None:
                     await self.push()
-                failures = 0
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                failures += 1
-                self._failed(f"cannot upload changes: {exc}", failures)
+                self._failed(f"cannot upload changes: {exc}", backoff.attempt + 1)
                 await self.report()
-                await self.clock.sleep(backoff(failures))
+                await self.clock.sleep(backoff.next())
                 self._dirty.set()
 
     def _touched(self) -> None:
@@ -468,7 +447,7 @@ class ProfileSync:
         """Bring the home to `profile` by the rule in the module's docstring; whether any
         file here or the record changed."""
         state = self.state
-        plan = await _to_the_end(_plan, self.home, profile, state.synced, state.fresh)
+        plan = await to_thread_to_the_end(_plan, self.home, profile, state.synced, state.fresh)
         wanted = sorted({f.sha256 for f in plan.write + plan.conflict + plan.keep_aside})
         blobs = await self.fleet.blobs(wanted) if wanted else {}
         missing = [sha for sha in wanted if sha not in blobs]
@@ -476,11 +455,11 @@ class ProfileSync:
             raise FleetError(f"the fleet did not send {len(missing)} of the profile's files")
         now = self.clock.now()
         before = (state.version, dict(state.synced))
-        conflicts = await _to_the_end(self._carry_out, plan, blobs, now)
+        conflicts = await to_thread_to_the_end(self._carry_out, plan, blobs, now)
         for c in conflicts:
             self._conflicted(c)
         state.version = profile.version
-        await _to_the_end(state.save, self.home)
+        await to_thread_to_the_end(state.save, self.home)
         if conflicts:
             self._dirty.set()  # ours goes on top
         changed = bool(plan.write or plan.conflict or plan.delete) or before != (
@@ -564,7 +543,7 @@ class ProfileSync:
                 return
             changed = False
             for _ in range(3):  # a conflict makes another round (ours on top of theirs)
-                files, removed, refusals = await _to_the_end(self._changes, limits)
+                files, removed, refusals = await to_thread_to_the_end(self._changes, limits)
                 self._scan_refused = refusals
                 if not files and not removed:
                     break
@@ -650,7 +629,7 @@ class ProfileSync:
             self.state.version = result.version
         if result.conflicts:
             await self._resolve(result.conflicts)
-        await _to_the_end(self.state.save, self.home)
+        await to_thread_to_the_end(self.state.save, self.home)
         if wrote:
             log.info(
                 "profile sync: stored %d, removed %d (version %d)",
@@ -702,7 +681,7 @@ class ProfileSync:
                     )
             return found
 
-        for conflict in await _to_the_end(settle):
+        for conflict in await to_thread_to_the_end(settle):
             self._conflicted(conflict)
 
     # -- status
@@ -724,7 +703,7 @@ class ProfileSync:
         self.status.error = ""
 
     def _failed(self, error: str, failures: int = 1) -> None:
-        if failures <= 3 or failures % 10 == 0:
+        if worth_telling(failures):
             log.warning("profile sync: %s", error)
         self.status.error = error
 
@@ -801,21 +780,9 @@ def _batches(files: list[LocalFile]) -> list[list[LocalFile]]:
     return batches
 
 
-async def _to_the_end(func: Callable[..., T], *args: object) -> T:
-    """`func(*args)` in a thread; a cancellation (the first sync's deadline, a stop) waits
-    for the thread to finish before it goes on: a thread cannot be stopped, and one still
-    writing the home or the record must not overlap the next sync."""
-    work = asyncio.ensure_future(asyncio.to_thread(func, *args))
-    try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await work
-        raise
-
-
-def backoff(failures: int) -> float:
-    return min(2.0 ** min(failures, 6), MAX_BACKOFF_SECONDS) * random.uniform(0.8, 1.2)  # noqa: S311
+def fleet_backoff() -> Backoff:
+    """Between tries of a profile request: 2 s, doubling up to a minute, give or take a fifth."""
+    return Backoff(base=2.0, cap=MAX_BACKOFF_SECONDS, jitter=SPREAD)
 
 
 # -- file events ----------------------------------------------------------------------------
@@ -860,7 +827,7 @@ class TrackedWatch:
         except ValueError:
             return False
         name = rel.rsplit("/", 1)[-1]
-        if CONFLICT_MARK in name or _TMP_MARK in name or under(rel, [OWN_STATE]):
+        if CONFLICT_MARK in name or TMP_MARK in name or under(rel, [OWN_STATE]):
             return False
         tracked = self._tracked()
         # The path itself, or a directory on the way to a tracked path (created or moved).

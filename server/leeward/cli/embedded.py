@@ -17,6 +17,7 @@ from pathlib import Path
 
 from leeward.cli.errors import CliError
 from leeward.client.paths import Paths
+from leeward.common.processes import pid_alive
 
 START_SECONDS = 60.0
 STOP_SECONDS = 30.0
@@ -48,7 +49,7 @@ class EmbeddedFleet:
     def ensure_config(self, port: int | None) -> bool:
         """Write the default config if there is none (True if written). With `port`, an
         existing config gets that port; everything else in it is kept."""
-        from leeward.client.credentials import write_private
+        from leeward.common.files import write_private
 
         if not self.config_path.exists():
             from leeward.fleet.config import default_config, dump_config
@@ -78,7 +79,7 @@ class EmbeddedFleet:
 
         import tomli_w
 
-        from leeward.client.credentials import write_private
+        from leeward.common.files import write_private
         from leeward.fleet.config import ConfigError, load_config
 
         try:
@@ -151,7 +152,7 @@ class EmbeddedFleet:
         while time.monotonic() < deadline:
             if healthy(url):
                 return
-            if not _alive(pid):
+            if not pid_alive(pid):
                 raise CliError(
                     f"The embedded fleet stopped while starting: fix what its log "
                     f"({self.log_path}) says, then run `leeward up` again.",
@@ -176,12 +177,12 @@ class EmbeddedFleet:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + seconds
-        while _alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             if on_wait is not None:
                 on_wait()
             time.sleep(POLL_SECONDS)
         outcome = "Stopped the embedded fleet."
-        if _alive(pid):
+        if pid_alive(pid):
             try:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -248,23 +249,9 @@ def port_in_use(url: str) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie has exited; its parent has not reaped it yet
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def _is_fleet(pid: int, config_path: Path) -> bool:
     """Alive and, where /proc tells, really our fleet (not a process that reused the pid)."""
-    if not _alive(pid):
+    if not pid_alive(pid):
         return False
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")

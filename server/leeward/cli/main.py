@@ -308,10 +308,12 @@ def _request(model: type[T], fields: dict[str, Any]) -> T:
     try:
         return model.model_validate(fields)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise CliError(f"--{where}: {message}" if where else message) from None
+        from leeward.common.validation import first_fault
+
+        fault = first_fault(exc)
+        raise CliError(
+            fault.sentence() if fault.field is None else f"--{fault.sentence()}"
+        ) from None
 
 
 def _create(request: Any, json_: bool) -> None:
@@ -596,8 +598,9 @@ async def _issue_admin_token(config_path: Path, user: str) -> str:
 
 def _signed_in_as(paths: Paths, url: str) -> str | None:
     """The user whose stored token works at `url`, with a key and certificate; else None."""
-    from leeward.client.api import FleetClient, FleetError
+    from leeward.client.api import FleetClient
     from leeward.client.credentials import CredentialsError, load_credentials
+    from leeward.common.errors import FleetError
 
     try:
         creds = load_credentials(paths.credentials)
@@ -909,7 +912,7 @@ def main() -> None:
         print("\nInterrupted.", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # every failure is one sentence; --debug shows the traceback
-        from leeward.client.api import FleetError
+        from leeward.common.errors import FleetError
 
         if isinstance(exc, FleetError):
             _fail(exc, exc.message, 1)

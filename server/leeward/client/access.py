@@ -21,7 +21,8 @@ class AccessError(Exception):
 
 async def sign_in(paths: Paths, url: str, token: str) -> WhoAmI:
     """Check the token, store it, make sure there is a key, and certify it."""
-    from leeward.client.api import FleetClient, FleetError
+    from leeward.client.api import FleetClient
+    from leeward.common.errors import FleetError
 
     async with FleetClient(url, token) as fleet:
         try:
@@ -41,8 +42,8 @@ async def sign_in(paths: Paths, url: str, token: str) -> WhoAmI:
 async def refresh_certificate(fleet: FleetClient, paths: Paths, *, force: bool = False) -> bool:
     """Get a new user certificate when the current one has less than an hour left (or there is
     none). True if renewed."""
-    from leeward.client.credentials import write_private
     from leeward.client.sshconfig import certificate_needs_renewal, ensure_identity, public_key
+    from leeward.common.files import write_private
 
     created = ensure_identity(paths)
     if not (force or created or certificate_needs_renewal(paths)):

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
+from leeward.common.errors import FleetError
 from leeward_protocol.fleet import (
     Catalog,
     Certificate,
@@ -27,7 +28,6 @@ from leeward_protocol.fleet import (
     DnsStatus,
     Environment,
     EnvironmentList,
-    ErrorBody,
     ExtendEnvironment,
     FleetEvent,
     Health,
@@ -55,26 +55,6 @@ M = TypeVar("M", bound=BaseModel)
 DEFAULT_TIMEOUT = 30.0
 CREATE_ATTEMPTS = 4
 """A create is retried with the same idempotency key this many times on a network error."""
-
-
-class FleetError(Exception):
-    """A call to the fleet failed; `str(error)` is one sentence saying what to do."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        code: str | None = None,
-        field: str | None = None,
-        regions_with_room: list[str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.code = code
-        self.field = field
-        self.regions_with_room = regions_with_room
 
 
 class FleetUnreachable(FleetError):
@@ -327,18 +307,9 @@ def _segment(ref: str) -> str:
 
 
 def _error_from(status: int, text: str, url: str) -> FleetError:
-    try:
-        detail = ErrorBody.model_validate(json.loads(text)).error
-    except (ValueError, ValidationError):
-        detail = None
-    if detail is not None:
-        return FleetError(
-            detail.message,
-            status=status,
-            code=detail.code,
-            field=detail.field,
-            regions_with_room=detail.regions_with_room,
-        )
+    answered = FleetError.from_answer(status, text)
+    if answered is not None:
+        return answered
     generic: dict[int, str] = {
         401: "The fleet did not accept your token: sign in again with `leeward login`.",
         403: "The fleet refused: your role does not allow this.",

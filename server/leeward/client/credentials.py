@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-FILE_MODE = 0o600
-DIR_MODE = 0o700
+from leeward.common.files import write_private
 
 
 @dataclass(frozen=True)
@@ -46,23 +44,3 @@ def store_credentials(path: Path, credentials: Credentials) -> None:
 
     text = tomli_w.dumps({"fleet": credentials.fleet, "token": credentials.token})
     write_private(path, text)
-
-
-def write_private(path: Path, text: str, mode: int = FILE_MODE) -> None:
-    """Write `text` to `path` atomically (temp file + rename) with `mode`, in a directory that
-    is created 0700 if missing. Readers see the old file or the new one, never half of one."""
-    if not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(path.parent, DIR_MODE)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)  # the umask may have narrowed or the file may have existed
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

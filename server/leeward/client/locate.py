@@ -116,7 +116,7 @@ class AddressCache:
         return entry if isinstance(entry, dict) else None
 
     def _update(self, change: Callable[[dict[str, Any]], None]) -> None:
-        from leeward.client.credentials import write_private
+        from leeward.common.files import write_private
 
         data = self._load()
         change(self._mine(data))

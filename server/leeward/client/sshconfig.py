@@ -8,22 +8,19 @@ off here. Paths are absolute: OpenSSH expands `~` from the passwd entry, not fro
 
 from __future__ import annotations
 
-import base64
-import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from leeward.client.credentials import write_private
 from leeward.client.paths import Paths
+from leeward.common import sshcert
+from leeward.common.files import write_private
 from leeward_protocol.fleet import REACHABLE_STATES, Environment, SSHAuthorities
 
 HEADER = "# Written by `leeward config-ssh`; rewritten every time it runs: do not edit.\n"
 RENEW_BEFORE_SECONDS = 3600
 """A certificate with less than this left is renewed before ssh needs it."""
-
-FOREVER = 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -187,57 +184,14 @@ def public_key(paths: Paths) -> str:
     return str(key.export_public_key().decode().strip())
 
 
-_KEY_FIELDS = {
-    "ssh-ed25519-cert-v01@openssh.com": 1,
-    "ssh-rsa-cert-v01@openssh.com": 2,
-    "ecdsa-sha2-nistp256-cert-v01@openssh.com": 2,
-    "ecdsa-sha2-nistp384-cert-v01@openssh.com": 2,
-    "ecdsa-sha2-nistp521-cert-v01@openssh.com": 2,
-    "ssh-dss-cert-v01@openssh.com": 4,
-}
-
-
-def certificate_valid_before(line: str) -> int | None:
-    """The `valid before` of an OpenSSH certificate line, in Unix seconds (FOREVER for no
-    limit); None when the line is not a certificate this parser knows."""
-    try:
-        blob = base64.b64decode(line.split()[1], validate=True)
-        offset = 0
-
-        def string() -> bytes:
-            nonlocal offset
-            (length,) = struct.unpack_from(">I", blob, offset)
-            value = blob[offset + 4 : offset + 4 + length]
-            if len(value) != length:
-                raise ValueError("truncated")
-            offset += 4 + length
-            return value
-
-        kind = string().decode()
-        fields = _KEY_FIELDS.get(kind)
-        if fields is None:
-            return None
-        string()  # nonce
-        for _ in range(fields):
-            string()
-        offset += 8 + 4  # serial, type
-        string()  # key id
-        string()  # principals
-        offset += 8  # valid after
-        (valid_before,) = struct.unpack_from(">Q", blob, offset)
-        return int(valid_before)
-    except (IndexError, ValueError, struct.error, UnicodeDecodeError):
-        return None
-
-
 def certificate_needs_renewal(paths: Paths, *, now: float | None = None) -> bool:
     try:
         line = paths.certificate.read_text().strip()
     except FileNotFoundError:
         return True
-    valid_before = certificate_valid_before(line)
+    valid_before = sshcert.valid_before(line)
     if valid_before is None:
         return True
-    if valid_before == FOREVER:
+    if valid_before == sshcert.FOREVER:
         return False
     return valid_before - (time.time() if now is None else now) < RENEW_BEFORE_SECONDS

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from leeward import __version__
-from leeward.client.api import FleetClient, FleetError, FleetUnreachable
+from leeward.client.api import FleetClient, FleetUnreachable
 from leeward.client.credentials import CredentialsError, load_credentials
+from leeward.common.backoff import Backoff
 from leeward.common.clock import Clock
-from leeward.daemon.retry import Backoff, with_retries
+from leeward.common.errors import FleetError
+from leeward.daemon.retry import fleet_backoff, with_retries
 from leeward_protocol.daemon import DaemonStatus, EnvironmentsResult, FleetLinkState
 from leeward_protocol.fleet import Environment, EnvironmentState, EventType
 
@@ -46,7 +48,7 @@ class FleetLink:
         clock: Clock,
         on_environments: Callable[[EnvironmentsResult], None],
         on_status: Callable[[DaemonStatus], None],
-        backoff: Callable[[], Backoff] = Backoff,
+        backoff: Callable[[], Backoff] = fleet_backoff,
     ) -> None:
         self.fleet_url = fleet_url
         self.credentials_file = credentials_file

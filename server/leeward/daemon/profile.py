@@ -17,7 +17,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from leeward.client.api import FleetClient, FleetError, FleetUnreachable
+from leeward.client.api import FleetClient, FleetUnreachable
+from leeward.common.errors import FleetError
+from leeward.common.files import write_atomic
 from leeward.common.profilefiles import Limits, LocalFile, scan
 from leeward.daemon.link import FleetLink, NotSignedIn
 from leeward.daemon.userconfig import Problem, locate
@@ -158,9 +160,7 @@ class ProfilePublisher:
     def _remember(self, where: str, files: dict[str, str]) -> None:
         path = self._record()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"directory": where, "files": files}))
-        tmp.replace(path)
+        write_atomic(path, json.dumps({"directory": where, "files": files}))
 
     async def _send(self, files: list[FileUpload]) -> None:
         upload = ProfileUpload(files=files, source="dotfiles")

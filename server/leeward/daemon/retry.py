@@ -1,14 +1,14 @@
-"""Backoff with jitter for calls to the fleet, on an injected clock (tests move time)."""
+"""Retries of calls to the fleet, with backoff on an injected clock (tests move time)."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TypeVar
 
-from leeward.client.api import FleetError, FleetUnreachable
+from leeward.client.api import FleetUnreachable
+from leeward.common.backoff import Backoff
 from leeward.common.clock import Clock
+from leeward.common.errors import FleetError
 
 T = TypeVar("T")
 
@@ -16,24 +16,10 @@ RETRIED_STATUSES = frozenset({502, 503, 504})
 """Answers that mean "not now" (a proxy or a restarting replica), worth trying again."""
 
 
-@dataclass
-class Backoff:
-    """Exponential backoff with "equal jitter": the n-th delay is uniform in [d/2, d] where
-    d = min(cap, base * 2**n). The jitter spreads the retries of many daemons after a fleet
-    outage; the fixed half keeps a retry from coming at once."""
-
-    base: float = 0.25
-    cap: float = 10.0
-    rng: random.Random = field(default_factory=random.Random)
-    attempt: int = 0
-
-    def next(self) -> float:
-        ceiling = min(self.cap, self.base * 2**self.attempt)
-        self.attempt += 1
-        return float(ceiling / 2 + self.rng.uniform(0, ceiling / 2))
-
-    def reset(self) -> None:
-        self.attempt = 0
+def fleet_backoff() -> Backoff:
+    """Between tries to reach the fleet: a quarter second, doubling up to 10 s, with equal
+    jitter (many daemons come back after a fleet outage)."""
+    return Backoff(base=0.25, cap=10.0)
 
 
 def retryable(exc: BaseException) -> bool:
@@ -50,7 +36,7 @@ async def with_retries(
     backoff: Backoff | None = None,
 ) -> T:
     """`call()`, tried up to `attempts` times while it fails in a way worth retrying."""
-    backoff = backoff or Backoff()
+    backoff = backoff or fleet_backoff()
     for attempt in range(1, attempts + 1):
         try:
             return await call()

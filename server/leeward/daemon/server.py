@@ -33,6 +33,7 @@ from pygls.protocol import (
 
 from leeward import __version__
 from leeward.client.paths import Paths
+from leeward.common.validation import sentence
 from leeward.daemon.errors import DaemonError
 from leeward_protocol.base import Request, Resource
 from leeward_protocol.daemon import (
@@ -118,29 +119,13 @@ class LeewardServer(LanguageServer):
         log.error("%s", error)
 
 
-def describe_validation(exc: ValidationError) -> str:
-    """One sentence naming the field at fault, in the wire's camelCase."""
-    first = exc.errors()[0]
-    loc = ".".join(str(part) for part in first["loc"] if part not in ("devserver", "container"))
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        return f"{loc}: unknown field; remove it."
-    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        return f"{loc or 'kind'}: kind must be 'devserver' or 'container'."
-    if first["type"] == "missing":
-        return f"{loc}: required."
-    if first["type"] in ("model_type", "model_attributes_type", "dict_type"):
-        return f"{loc or 'params'}: must be an object."
-    return f"{loc}: {message}." if loc else f"{message}."
-
-
 def parse(model: type[Request], params: Any) -> Any:
     if params is None:
         params = {}
     try:
         return model.model_validate(params)
     except ValidationError as exc:
-        raise JsonRpcInvalidParams(describe_validation(exc)) from None
+        raise JsonRpcInvalidParams(sentence(exc, "params")) from None
 
 
 Handler = Callable[[LeewardServer, "Daemon", Any], Awaitable[BaseModel]]
@@ -240,7 +225,7 @@ def build_server() -> LeewardServer:
             settings = DaemonSettings.model_validate(options)
         except ValidationError as exc:
             raise JsonRpcInvalidParams(
-                f"initializationOptions: {describe_validation(exc)}"
+                f"initializationOptions: {sentence(exc, 'params')}"
             ) from None
         log_file = configure_logging(ls, settings, ls.paths)
         ls.boot = asyncio.get_running_loop().create_task(_boot(ls, settings, log_file))

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from leeward.client.access import AccessError, refresh_ssh, sign_in
-from leeward.client.api import FleetClient, FleetError
+from leeward.client.api import FleetClient
 from leeward.client.paths import Paths
-from leeward.client.sshconfig import add_include, certificate_valid_before, has_include
+from leeward.client.sshconfig import add_include, has_include
+from leeward.common import sshcert
 from leeward.common.clock import Clock
+from leeward.common.errors import FleetError
 from leeward.daemon.errors import DaemonError
 from leeward.daemon.health import HealthMonitor, probe_tcp
 from leeward.daemon.link import FleetLink
@@ -290,7 +292,7 @@ class Daemon:
             )
             raise DaemonError(f"{env.name} is {env.state.value}, not running: {hint}.")
         home, rtt = await self._prepare_ssh(env)
-        valid_before = certificate_valid_before(self.paths.certificate.read_text().strip())
+        valid_before = sshcert.valid_before(self.paths.certificate.read_text().strip())
         return ConnectResult(
             environment=env,
             host_alias=env.name,

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from leeward.common.processes import pid_alive
 from leeward.daemon.watch import DirectoryWatch
 
 log = logging.getLogger(__name__)
@@ -50,16 +50,6 @@ class ProxySession:
         )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_sessions(directory: Path) -> list[ProxySession]:
     """Every live proxy's session (files of dead processes are skipped)."""
     found = []
@@ -69,7 +59,7 @@ def read_sessions(directory: Path) -> list[ProxySession]:
         except (OSError, ValueError):
             continue  # replaced or removed while we read: the next change reads it again
         session = ProxySession.parse(raw) if isinstance(raw, dict) else None
-        if session is not None and _alive(session.pid):
+        if session is not None and pid_alive(session.pid):
             found.append(session)
     return found
 

@@ -10,12 +10,13 @@ import logging
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from leeward.common.validation import faults
 from leeward.daemon.watch import DirectoryWatch
 from leeward_protocol.userconfig import UserConfig
 
@@ -48,14 +49,13 @@ def read_config(text: str) -> tuple[UserConfig | None, list[Problem]]:
         return UserConfig.model_validate(raw), []
     except ValidationError as exc:
         problems = []
-        for error in exc.errors():
-            loc = tuple(error["loc"])
-            line, column, length = locate(text, loc)
-            path = ".".join(str(p) for p in loc) or "(the file)"
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "extra_forbidden":
-                message = "unknown key; see the schema (protocol/schema/UserConfig.json)"
-            problems.append(Problem(line, column, length, f"{path}: {message}."))
+        for fault in faults(exc):
+            line, column, length = locate(text, fault.loc)
+            if fault.kind == "extra_forbidden":
+                fault = replace(
+                    fault, reason="unknown key; see the schema (protocol/schema/UserConfig.json)"
+                )
+            problems.append(Problem(line, column, length, fault.sentence("(the file)")))
         return None, problems
 
 

@@ -23,7 +23,13 @@ from leeward.fleet.ca import CertificateAuthority
 from leeward.fleet.config import FleetConfig
 from leeward.fleet.dns import dns_context
 from leeward.fleet.environments import Fleet
-from leeward.fleet.errors import FleetError, NotFound
+from leeward.fleet.errors import (
+    FleetError,
+    Internal,
+    MethodNotAllowed,
+    NotFound,
+    TooLarge,
+)
 from leeward.fleet.metrics import Metrics
 from leeward.fleet.routes import add_routes
 from leeward.fleet.state import FLEET, METRICS, STREAMS, OpenStreams
@@ -37,7 +43,8 @@ log = logging.getLogger(__name__)
 
 def error_response(error: FleetError) -> web.Response:
     return web.json_response(
-        error.body().model_dump(mode="json", by_alias=True, exclude_none=True), status=error.status
+        error.body().model_dump(mode="json", by_alias=True, exclude_none=True),
+        status=error.status or 500,
     )
 
 
@@ -57,27 +64,25 @@ async def errors_and_metrics(
         status = response.status
         return response
     except FleetError as exc:
-        status = exc.status
+        status = exc.status or 500
         return error_response(exc)
     except web.HTTPException as exc:
         status = exc.status
         if exc.status == 404:
             return error_response(NotFound(f"No such API route: {request.method} {request.path}."))
         if exc.status == 405:
-            failure = FleetError(f"{request.method} is not allowed on {request.path}.")
-            failure.status, failure.code = 405, "method_not_allowed"
-            return error_response(failure)
+            return error_response(
+                MethodNotAllowed(f"{request.method} is not allowed on {request.path}.")
+            )
         if exc.status == 413:
             limit = request.app[FLEET].config.max_body_bytes
-            failure = FleetError(f"The body is too large; the limit is {limit} bytes.")
-            failure.status, failure.code = 413, "too_large"
-            return error_response(failure)
+            return error_response(TooLarge(f"The body is too large; the limit is {limit} bytes."))
         raise
     except Exception:
         log.exception("unexpected error answering %s %s", request.method, request.path)
-        failure = FleetError("The fleet failed to answer; it has been logged. Try again.")
-        failure.status, failure.code = 500, "internal"
-        return error_response(failure)
+        return error_response(
+            Internal("The fleet failed to answer; it has been logged. Try again.")
+        )
     finally:
         metrics = request.app[METRICS]
         metrics.requests.labels(request.method, route, str(status)).inc()

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from leeward.common.validation import sentence
 from leeward_protocol.fleet import (
     NAME_PATTERN,
     ContainerProfile,
@@ -260,9 +261,7 @@ def load_config(path: Path) -> FleetConfig:
     try:
         config = FleetConfig.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+        raise ConfigError(f"{path}: {sentence(exc, '(top level)')}") from None
     base = path.resolve().parent
     if config.provider.data_dir is None:
         config.provider.data_dir = base / "environments"

@@ -1,31 +1,9 @@
-"""Errors the fleet answers with: a status, a stable code, and one sentence for the user."""
+"""The fleet's refusals: each a `FleetError` (leeward.common.errors) with its HTTP status and
+stable code, and one sentence for the user."""
 
 from __future__ import annotations
 
-from leeward_protocol.fleet import ErrorBody, ErrorDetail
-
-
-class FleetError(Exception):
-    status = 400
-    code = "invalid"
-
-    def __init__(
-        self, message: str, *, field: str | None = None, regions_with_room: list[str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-        self.regions_with_room = regions_with_room
-
-    def body(self) -> ErrorBody:
-        return ErrorBody(
-            error=ErrorDetail(
-                code=self.code,
-                message=self.message,
-                field=self.field,
-                regions_with_room=self.regions_with_room,
-            )
-        )
+from leeward.common.errors import FleetError
 
 
 class Invalid(FleetError):
@@ -53,6 +31,11 @@ class NotFound(FleetError):
     code = "not_found"
 
 
+class MethodNotAllowed(FleetError):
+    status = 405
+    code = "method_not_allowed"
+
+
 class Conflict(FleetError):
     status = 409
     code = "conflict"
@@ -63,6 +46,32 @@ class NoCapacity(FleetError):
     code = "no_capacity"
 
 
+class TooLarge(FleetError):
+    status = 413
+    code = "too_large"
+
+
+class Internal(FleetError):
+    status = 500
+    code = "internal"
+
+
 class Unavailable(FleetError):
     status = 503
     code = "unavailable"
+
+
+__all__ = [
+    "BadRequest",
+    "Conflict",
+    "FleetError",
+    "Forbidden",
+    "Internal",
+    "Invalid",
+    "MethodNotAllowed",
+    "NoCapacity",
+    "NotFound",
+    "TooLarge",
+    "Unauthorized",
+    "Unavailable",
+]

@@ -9,7 +9,7 @@ import base64
 from aiohttp import web
 
 from leeward.common.profilefiles import check_path
-from leeward.fleet.errors import BadRequest, FleetError, Invalid, Unauthorized
+from leeward.fleet.errors import BadRequest, Invalid, TooLarge, Unauthorized
 from leeward.fleet.routes import agent_token, parse, principal, reply, route
 from leeward.fleet.state import FLEET
 from leeward.fleet.store.models import EnvironmentRow
@@ -47,11 +47,9 @@ async def _large(request: web.Request, model: object) -> object:
     try:
         return await parse(request.clone(client_max_size=limit), model)
     except web.HTTPRequestEntityTooLarge:
-        failure = FleetError(
+        raise TooLarge(
             f"The upload is over {limit} bytes; send the files in several uploads."
-        )
-        failure.status, failure.code = 413, "too_large"
-        raise failure from None
+        ) from None
 
 
 # ------------------------------------------------------------------------------ users

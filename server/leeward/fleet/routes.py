@@ -18,6 +18,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import text
 
 from leeward import __version__
+from leeward.common.validation import first_fault
 from leeward.fleet import admin
 from leeward.fleet.auth import Principal
 from leeward.fleet.dns import DNS
@@ -120,28 +121,8 @@ def _adapter(model: Any) -> TypeAdapter[Any]:
 
 
 def invalid_from(exc: ValidationError) -> Invalid:
-    first = exc.errors()[0]
-    loc = [str(part) for part in first["loc"]]
-    # Discriminated unions put the tag first ("devserver", "flavor"); users know the field.
-    if loc and loc[0] in ("devserver", "container"):
-        loc = loc[1:]
-    message = first["msg"]
-    if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    if first["type"] == "union_tag_invalid" or first["type"] == "union_tag_not_found":
-        return Invalid("kind: must be 'devserver' or 'container'.", field="kind")
-    if first["type"] == "extra_forbidden":
-        return Invalid(f"{'.'.join(loc)}: unknown field; remove it.", field=".".join(loc))
-    if first["type"] == "model_type" or first["type"] == "model_attributes_type":
-        return Invalid("The body must be a JSON object.", field=None)
-    field = ".".join(loc) or None
-    if message.startswith(f"{field}: "):
-        return Invalid(message[0].upper() + message[1:], field=field)
-    if field is None and ": " in message:
-        # A model-level check names its field itself ("hours: ...").
-        field = message.split(": ", 1)[0]
-        return Invalid(message.rstrip(".") + ".", field=field)
-    return Invalid(f"{field}: {message}." if field else f"{message}.", field=field)
+    fault = first_fault(exc)
+    return Invalid(fault.sentence("body"), field=fault.field)
 
 
 def reply(model: BaseModel, status: int = 200) -> web.Response:

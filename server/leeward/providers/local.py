@@ -18,12 +18,13 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from leeward.agent import control
 from leeward.agent.config import AgentConfig
+from leeward.common.files import write_atomic
+from leeward.common.threads import to_thread_to_the_end
 from leeward.providers.base import EnvironmentSpec, ProviderError
 
 log = logging.getLogger("leeward.providers.local")
@@ -31,15 +32,6 @@ log = logging.getLogger("leeward.providers.local")
 T = TypeVar("T")
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_FIXED_FIELDS = (
-    "listen_address",
-    "listen_port",
-    "relay_port",
-    "home",
-    "control_socket",
-    "log_file",
-)
-"""What a running agent cannot change on reload: a change means a restart."""
 
 
 def default_runtime_dir() -> Path:
@@ -80,9 +72,7 @@ class LocalProvider:
                 current = self._read_config(spec.id)
                 if current == config:
                     return
-                if current is not None and all(
-                    getattr(current, f) == getattr(config, f) for f in _FIXED_FIELDS
-                ):
+                if current is not None and not current.fixed_changes(config):
                     await self._reload(spec.id, config)
                     return
                 # Another address or port: the agent must start again (its home stays).
@@ -96,7 +86,7 @@ class LocalProvider:
             current = self._read_config(spec.id)
             config = self._config(spec)
             if current is not None:
-                moved = [f for f in _FIXED_FIELDS if getattr(current, f) != getattr(config, f)]
+                moved = current.fixed_changes(config)
                 if moved:
                     raise ProviderError(
                         f"environment {spec.id}: assign cannot change {', '.join(moved)}"
@@ -237,13 +227,13 @@ class LocalProvider:
         config_path = directory / "agent.json"
         # A thread cannot be cancelled: if this start is, wait for the thread to finish before
         # the lock is let go, or a stop() could remove the directory while it is being filled.
-        await _to_thread_to_the_end(_prepare, directory, config, config_path, self._runtime_dir)
+        await to_thread_to_the_end(_prepare, directory, config, config_path, self._runtime_dir)
         ready_r, ready_w = os.pipe()
         # The thread starts the agent and records its pid together. If this start is
         # cancelled (the fleet stopping) while the thread runs, the agent starts anyway: wait
         # for the pid to be recorded, so that stop() and close() can find it.
         try:
-            pid = await _to_thread_to_the_end(_run_agent, directory, config_path, ready_w)
+            pid = await to_thread_to_the_end(_run_agent, directory, config_path, ready_w)
         except asyncio.CancelledError:
             os.close(ready_r)
             raise
@@ -351,7 +341,7 @@ def _run_agent(directory: Path, config_path: Path, ready_w: int) -> int:
             check=True,
         )
     pid = int(launcher.stdout.split()[-1])
-    _write_atomic(directory / "agent.pid", f"{pid}\n")
+    write_atomic(directory / "agent.pid", f"{pid}\n")
     return pid
 
 
@@ -381,29 +371,11 @@ async def _ask_agent(
     return answer
 
 
-async def _to_thread_to_the_end(func: Callable[..., T], *args: object) -> T:
-    """`asyncio.to_thread(func, *args)`, except that a cancellation waits for the thread to be
-    done before it goes on (threads run to the end whatever their caller does)."""
-    work = asyncio.ensure_future(asyncio.to_thread(func, *args))
-    try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await work
-        raise
-
-
 def _prepare(directory: Path, config: AgentConfig, config_path: Path, runtime_dir: Path) -> None:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     (directory / "home").mkdir(mode=0o755, exist_ok=True)
     control.private_dir(runtime_dir)
     config.write(config_path)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _remove(directory: Path, socket: Path) -> None:

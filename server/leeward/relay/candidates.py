@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
+from leeward.common.files import write_atomic
 from leeward.relay.frames import ProtocolError
 
 
@@ -72,9 +72,7 @@ class AddressCache:
             entries[key] = entry
         with contextlib.suppress(OSError):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(entries, indent=1))
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps(entries, indent=1), durable=False)
 
 
 class FleetThenCache:

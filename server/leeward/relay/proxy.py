@@ -14,15 +14,17 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import signal
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from leeward.common.backoff import Backoff
+from leeward.common.clock import Clock, SystemClock
+from leeward.common.files import write_atomic
 from leeward.relay.candidates import (
     AddressCache,
     Candidate,
@@ -50,20 +52,6 @@ FAST_RETRY_SECONDS = 1.0
 RESOLVE_EVERY = 1.0
 """While retrying, the environment's address is looked up again at most this often (each
 lookup asks the fleet)."""
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class RealClock:
-    def now(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
 
 
 @dataclass(frozen=True)
@@ -97,9 +85,7 @@ class Status:
             return
         with contextlib.suppress(OSError):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.fields))
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps(self.fields), durable=False)
 
     def remove(self) -> None:
         if self.path is not None:
@@ -122,7 +108,7 @@ class Proxy:
         self.locator = locator
         self.authorities = authorities
         self.settings = settings
-        self.clock = clock or RealClock()
+        self.clock = clock or SystemClock()
         self.cache = cache
         self.status = status or Status(None, name)
         self.ticket: Ticket | None = None
@@ -171,20 +157,21 @@ class Proxy:
         self, within: float, received: int
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Welcomed]:
         """Connect (or resume) through any candidate, retrying with backoff for `within` s."""
-        start = self.clock.now()
-        attempt = 0
+        start = self.clock.monotonic()
+        knock = Backoff(base=0.025, cap=0.025, jitter=(0.4, 1.0))  # every 10 to 25 ms
+        backoff = Backoff(base=0.1, cap=2.0)
         last = "no address yet"
         candidates: list[Candidate] = []
         resolved_at = float("-inf")
         while True:
             if self._abandoned():
                 raise RelayFailure("local", "ssh went away")
-            if not candidates or self.clock.now() - resolved_at > RESOLVE_EVERY:
+            if not candidates or self.clock.monotonic() - resolved_at > RESOLVE_EVERY:
                 try:
                     candidates = await self.locator.candidates(self.name)
                 except Exception as exc:
                     candidates, last = [], str(exc)
-                resolved_at = self.clock.now()
+                resolved_at = self.clock.monotonic()
             if not candidates:
                 last = getattr(self.locator, "last_error", "") or f"no address for {self.name}"
             migrating = any(c.migrating for c in candidates)
@@ -215,21 +202,17 @@ class Proxy:
             if self.ticket is None and candidates and len(refusals) == len(candidates):
                 raise RelayFailure("refused", refusals[0])
             limit = max(within, self.settings.deadline) if migrating else within
-            elapsed = self.clock.now() - start
+            elapsed = self.clock.monotonic() - start
             if elapsed >= limit:
                 if self.ticket is None:
                     raise RelayFailure("unreachable", f"cannot reach {self.name}: {last}")
                 raise RelayFailure(
                     "deadline", f"could not resume within {_span(self.settings.deadline)}: {last}"
                 )
-            if elapsed < FAST_RETRY_SECONDS:
-                # A drop is most often a blackout (a live migration): a fraction of a second
-                # of closed listener. Knock again at once, so the session is back within tens
-                # of milliseconds of the path; a refused connect costs nothing.
-                pause = random.uniform(0.01, 0.025)  # noqa: S311
-            else:
-                attempt += 1
-                pause = min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0)  # noqa: S311
+            # A drop is most often a blackout (a live migration): a fraction of a second of
+            # closed listener. Knock again at once, so the session is back within tens of
+            # milliseconds of the path; a refused connect costs nothing.
+            pause = knock.next() if elapsed < FAST_RETRY_SECONDS else backoff.next()
             await self.clock.sleep(min(pause, limit - elapsed))
 
     async def run(self, stdin: asyncio.StreamReader, stdout: asyncio.StreamWriter) -> int:
