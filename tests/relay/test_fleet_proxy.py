@@ -87,7 +87,12 @@ async def test_the_proxy_finds_the_environment_through_the_fleet_or_its_cache(
         # status says DNS is down, which the daemon shows as "DNS bypass".
         status, _ = await f.admin.call("POST", "/v1/admin/dns/stop", {"blackHole": True})
         assert status == 200
-        code, out, err = await ssh(f"sleep 1; cat {sessions}/*.json", b"")
+        # The proxy asks DNS apart once connected: poll its status file (5 s at most).
+        dns_down = (
+            f'for _ in $(seq 100); do grep -qs \'"dns": "down"\' {sessions}/*.json && break; '
+            f"sleep 0.05; done; cat {sessions}/*.json"
+        )
+        code, out, err = await ssh(dns_down, b"")
         assert code == 0, err.decode()
         recorded = json.loads(out.decode().splitlines()[0])
         assert (recorded["state"], recorded["dns"]) == ("connected", "down"), recorded
@@ -102,3 +107,9 @@ async def test_the_proxy_finds_the_environment_through_the_fleet_or_its_cache(
         )
         code, out, err = await ssh("cat", b"through the cache\n")
         assert (code, out) == (0, b"through the cache\n"), err.decode()
+
+        # Signed out, with no address given: one line saying how to sign in, at once.
+        (home / "xdg-config" / "leeward" / "credentials.toml").unlink()
+        code, out, err = await ssh("true", b"")
+        assert code == 255 and out == b""
+        assert "Not signed in: run `leeward login`" in err.decode(), err.decode()

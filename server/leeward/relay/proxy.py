@@ -25,14 +25,7 @@ from typing import Any
 from leeward.common.backoff import Backoff
 from leeward.common.clock import Clock, SystemClock
 from leeward.common.files import write_atomic
-from leeward.relay.candidates import (
-    AddressCache,
-    Candidate,
-    Fixed,
-    FleetThenCache,
-    Locator,
-    Raced,
-)
+from leeward.relay.candidates import Candidate, Fixed, Located, Locator
 from leeward.relay.frames import ProtocolError
 from leeward.relay.handshake import (
     HANDSHAKE_SECONDS,
@@ -60,7 +53,8 @@ class ProxySettings:
     deadline: float = 600.0
     """How long to keep trying to resume after a link died."""
     first_connect: float = 20.0
-    """How long the first connection may take (the whole deadline while migrating)."""
+    """How long the first connection may take (the Finder itself waits out a migration's
+    blackout: `leeward.client.locate.MIGRATING_WAIT`)."""
     ping_every: float = 2.5
     dead_after: float = 10.0
 
@@ -101,7 +95,6 @@ class Proxy:
         settings: ProxySettings,
         *,
         clock: Clock | None = None,
-        cache: AddressCache | None = None,
         status: Status | None = None,
     ) -> None:
         self.name = name
@@ -109,7 +102,6 @@ class Proxy:
         self.authorities = authorities
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.cache = cache
         self.status = status or Status(None, name)
         self.ticket: Ticket | None = None
         self.endpoint: Endpoint | None = None
@@ -133,8 +125,6 @@ class Proxy:
         except BaseException:
             writer.transport.abort()
             raise
-        if self.cache is not None:
-            self.cache.remember(self.name, candidate)
         self.status.update(state="connected", source=candidate.source, address=candidate.address)
         return reader, writer, welcomed
 
@@ -169,12 +159,11 @@ class Proxy:
             if not candidates or self.clock.monotonic() - resolved_at > RESOLVE_EVERY:
                 try:
                     candidates = await self.locator.candidates(self.name)
+                    if not candidates:
+                        last = f"no address for {self.name}"
                 except Exception as exc:
                     candidates, last = [], str(exc)
                 resolved_at = self.clock.monotonic()
-            if not candidates:
-                last = getattr(self.locator, "last_error", "") or f"no address for {self.name}"
-            migrating = any(c.migrating for c in candidates)
             refusals: list[str] = []
             for candidate in candidates:
                 try:
@@ -201,9 +190,8 @@ class Proxy:
                     )
             if self.ticket is None and candidates and len(refusals) == len(candidates):
                 raise RelayFailure("refused", refusals[0])
-            limit = max(within, self.settings.deadline) if migrating else within
             elapsed = self.clock.monotonic() - start
-            if elapsed >= limit:
+            if elapsed >= within:
                 if self.ticket is None:
                     raise RelayFailure("unreachable", f"cannot reach {self.name}: {last}")
                 raise RelayFailure(
@@ -213,7 +201,7 @@ class Proxy:
             # closed listener. Knock again at once, so the session is back within tens of
             # milliseconds of the path; a refused connect costs nothing.
             pause = knock.next() if elapsed < FAST_RETRY_SECONDS else backoff.next()
-            await self.clock.sleep(min(pause, limit - elapsed))
+            await self.clock.sleep(min(pause, within - elapsed))
 
     async def run(self, stdin: asyncio.StreamReader, stdout: asyncio.StreamWriter) -> int:
         async def deliver(data: bytes) -> None:
@@ -310,8 +298,6 @@ async def _main(args: argparse.Namespace) -> int:
 
     paths = Paths.default()
     known_hosts = args.known_hosts or paths.known_hosts
-    # Not `addresses.json`: leeward.client.locate keeps its own format there (see FleetThenCache).
-    cache: AddressCache | None = AddressCache(paths.state_dir / "relay-addresses.json")
     status = Status(None if args.no_status else paths.state_dir / "sessions", args.name)
     locator: Locator
     if args.address:
@@ -322,21 +308,18 @@ async def _main(args: argparse.Namespace) -> int:
     else:
         from leeward.client.credentials import CredentialsError, load_credentials
 
-        fleet: str | None = None
-        token: str | None = None
-        with contextlib.suppress(CredentialsError):
+        try:
             creds = load_credentials(paths.credentials)
-            fleet, token = creds.fleet, creds.token
-        if fleet is not None:
-            # The API, DNS and the last-known-good cache raced (leeward.client.locate), which keeps
-            # its own cache of verified addresses.
-            locator = Raced(
-                fleet, token, paths.state_dir, known_hosts, lambda dns: status.update(dns=dns)
-            )
-            cache = None
-        else:
-            assert cache is not None
-            locator = FleetThenCache(fleet, token, cache)
+        except CredentialsError as exc:
+            raise RelayFailure("unreachable", f"{exc} (or give --address and --port)") from None
+        # The API, DNS and the last-known-good cache raced (leeward.client.locate).
+        locator = Located(
+            creds.fleet,
+            creds.token,
+            paths.state_dir,
+            known_hosts,
+            lambda dns: status.update(dns=dns),
+        )
     settings = ProxySettings(
         buffer_bytes=max(1, int(args.buffer_mib * MIB)),
         deadline=args.deadline,
@@ -348,7 +331,6 @@ async def _main(args: argparse.Namespace) -> int:
         locator,
         lambda fqdn: host_authorities(known_hosts, fqdn),
         settings,
-        cache=cache,
         status=status,
     )
     # ssh ends its ProxyCommand with SIGHUP: leave cleanly, status file and all.
