@@ -156,8 +156,8 @@ class MemoryFleet:
             source=held.source if held else "box-b",
         )
 
-    async def report(self, status: SyncStatus) -> None:
-        self.reports.append(status)  # reports get through: the test reads them
+    async def report(self, *, sync: SyncStatus) -> None:
+        self.reports.append(sync)  # reports get through: the test reads them
 
 
 def engine(home: Path, fleet: MemoryFleet, clock: ManualClock | None = None) -> ProfileSync:

@@ -28,12 +28,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
-from urllib.parse import quote
+from typing import Any, Protocol
 
-from pydantic import BaseModel
-
-from leeward.agent.fleetapi import request_json
 from leeward.common.backoff import SPREAD, Backoff, worth_telling
 from leeward.common.clock import Clock, SystemClock
 from leeward.common.errors import FleetError
@@ -51,29 +47,20 @@ from leeward.common.threads import to_thread_to_the_end
 from leeward_protocol.fleet import Refusal, SyncConflict, SyncStatus
 from leeward_protocol.profile import (
     AgentProfile,
-    BlobRequest,
-    Blobs,
     FileRemoval,
     FileUpload,
     Profile,
     ProfileFile,
     ProfileUpload,
-    ProfileWait,
     UploadConflict,
     UploadResult,
 )
 
 log = logging.getLogger("leeward.agent.sync")
-M = TypeVar("M", bound=BaseModel)
-T = TypeVar("T")
 
 STATE_FILE = OWN_STATE + "/sync.json"
 RESCAN_SECONDS = 60.0
 """A full scan this often, whatever the file events said (a safety net for missed events)."""
-REQUEST_SECONDS = 15.0
-WAIT_SECONDS = 40.0
-"""The deadline of one long poll (the fleet holds it about 25 s)."""
-BLOB_BATCH = 200
 UPLOAD_BYTES = 6 << 20
 """Content per upload request: base64 makes it 8 MiB, the fleet's body limit."""
 KEEP_CONFLICTS = 20
@@ -83,7 +70,7 @@ _UNREADABLE = "<not a regular file>"
 
 
 class ProfileFleet(Protocol):
-    """The fleet's agent endpoints for one environment's profile."""
+    """What the sync asks of the fleet: an `AgentFleet` (the unit tests' fleet is in memory)."""
 
     async def profile(self) -> AgentProfile: ...
 
@@ -93,69 +80,7 @@ class ProfileFleet(Protocol):
 
     async def upload(self, upload: ProfileUpload) -> UploadResult: ...
 
-    async def report(self, status: SyncStatus) -> None: ...
-
-
-@dataclass(frozen=True)
-class FleetEndpoint:
-    url: str
-    token: str
-    environment_id: str
-
-
-class HttpProfileFleet:
-    """`ProfileFleet` over HTTP; `endpoint()` is read at each request (a reload may change it)."""
-
-    def __init__(self, endpoint: Callable[[], FleetEndpoint]) -> None:
-        self._endpoint = endpoint
-
-    async def _call(
-        self, method: str, path: str, body: object | None, within: float, **query: object
-    ) -> object:
-        end = self._endpoint()
-        params = "&".join(
-            f"{k}={quote(str(v))}" for k, v in {"environment": end.environment_id, **query}.items()
-        )
-        url = f"{end.url.rstrip('/')}{path}?{params}"
-        return await request_json(method, url, end.token, body, within)
-
-    async def profile(self) -> AgentProfile:
-        answer = await self._call("GET", "/v1/agent/profile", None, REQUEST_SECONDS)
-        return _parse(AgentProfile, answer)
-
-    async def blobs(self, sha256: list[str]) -> dict[str, bytes]:
-        got: dict[str, bytes] = {}
-        for start in range(0, len(sha256), BLOB_BATCH):
-            batch = BlobRequest(sha256=sha256[start : start + BLOB_BATCH])
-            answer = _parse(
-                Blobs,
-                await self._call("POST", "/v1/agent/profile/blobs", batch.wire(), REQUEST_SECONDS),
-            )
-            for sha, text in answer.blobs.items():
-                got[sha] = base64.b64decode(text)
-        return got
-
-    async def wait(self, after: int) -> int:
-        answer = await self._call("GET", "/v1/agent/profile/wait", None, WAIT_SECONDS, after=after)
-        return _parse(ProfileWait, answer).version
-
-    async def upload(self, upload: ProfileUpload) -> UploadResult:
-        answer = await self._call("POST", "/v1/agent/profile", upload.wire(), 2 * REQUEST_SECONDS)
-        return _parse(UploadResult, answer)
-
-    async def report(self, status: SyncStatus) -> None:
-        end = self._endpoint()
-        body = {"environmentId": end.environment_id, "sync": status.wire()}
-        await request_json(
-            "POST", f"{end.url.rstrip('/')}/v1/agent/report", end.token, body, REQUEST_SECONDS
-        )
-
-
-def _parse(model: type[M], answer: object) -> M:
-    try:
-        return model.model_validate(answer)
-    except ValueError as exc:
-        raise FleetError(f"the fleet's answer is not a {model.__name__}: {exc}") from None
+    async def report(self, *, sync: SyncStatus) -> None: ...
 
 
 # -- the record of what was synced ----------------------------------------------------------
@@ -715,7 +640,7 @@ class ProfileSync:
         if not force and key == self._reported:
             return
         try:
-            await self.fleet.report(self.status.model_copy(deep=True))
+            await self.fleet.report(sync=self.status.model_copy(deep=True))
         except FleetError as exc:
             if self._reported is not None:  # the first failure after a success: not a flood
                 log.warning("profile sync: cannot report the status: %s", exc)
