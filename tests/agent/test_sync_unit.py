@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from leeward.agent.sync import UPLOAD_BYTES, ProfileSync, SyncState, _batches
+from leeward.agent.sync.profilesync import UPLOAD_BYTES, ProfileSync, _batches
+from leeward.agent.sync.record import SyncState
 from leeward.common.clock import ManualClock
 from leeward.common.errors import FleetError
 from leeward.common.profilefiles import LocalFile

@@ -37,7 +37,7 @@ from leeward.relay.handshake import HostIdentity
 from leeward.relay.stream import MIB
 
 if TYPE_CHECKING:
-    from leeward.agent.sync import ProfileSync
+    from leeward.agent.sync.profilesync import ProfileSync
 
 log = logging.getLogger("leeward.agent")
 
@@ -123,7 +123,7 @@ class Agent:
         if owner is None:
             return
         # Imported with the first owner: warm agents do not pay for the profile models.
-        from leeward.agent.sync import ProfileSync
+        from leeward.agent.sync.profilesync import ProfileSync
 
         self.sync = ProfileSync(self.config.home, self.fleet, owner=owner, name=self.config.name)
         await self.sync.begin(within=10.0)
