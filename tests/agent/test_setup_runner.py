@@ -8,24 +8,25 @@ from pathlib import Path
 
 import pytest
 
+from leeward.agent.fleet import parse, report_body
 from leeward.agent.setup import (
     LOG_TAIL_BYTES,
     STATE_DIR,
-    Item,
     Reporter,
     SetupRun,
-    Step,
     StepError,
+    checked,
     environment,
     log_tail,
-    report_body,
+    slug,
 )
-from leeward_protocol.fleet import AgentReport, SetupState
-from leeward_protocol.profile import SetupStep
+from leeward.common.errors import FleetError
+from leeward_protocol.fleet import AgentReport, SetupItem, SetupState
+from leeward_protocol.profile import AgentProfile, SetupStep
 from tests.conftest import until
 
 
-def step(name: str, script: str, *, kind: str = "feature", **more: object) -> Step:
+def step(name: str, script: str, *, kind: str = "feature", **more: object) -> SetupStep:
     wire = SetupStep(
         kind=kind,
         name=name,
@@ -34,7 +35,7 @@ def step(name: str, script: str, *, kind: str = "feature", **more: object) -> St
         digest=str(more.pop("digest", f"d-{name}-{hash(script)}")),
         timeout_seconds=float(more.pop("timeout", 30.0)),  # type: ignore[arg-type]
     ).wire()
-    return Step.from_wire(wire)
+    return parse(SetupStep, wire)  # as the agent reads it from the wire
 
 
 class Reports:
@@ -43,8 +44,8 @@ class Reports:
     def __init__(self) -> None:
         self.bodies: list[AgentReport] = []
 
-    async def __call__(self, items: list[Item]) -> None:
-        self.bodies.append(AgentReport.model_validate(report_body("e-test", items)))
+    async def __call__(self, items: list[SetupItem]) -> None:
+        self.bodies.append(AgentReport.model_validate(report_body("e-test", setup=items)))
 
     def states(self, name: str) -> list[str]:
         seen: list[str] = []
@@ -56,7 +57,9 @@ class Reports:
         return seen
 
 
-async def run(home: Path, steps: list[Step], reports: Reports | None = None) -> list[Item]:
+async def run(
+    home: Path, steps: list[SetupStep], reports: Reports | None = None
+) -> list[SetupItem]:
     return await SetupRun(home, steps, reports or Reports(), environment(home)).run()
 
 
@@ -87,7 +90,7 @@ async def test_steps_run_in_order_with_their_files_and_statuses(tmp_path: Path):
     assert first is not None and {i.state for i in first} == {SetupState.PENDING}
     assert reports.states("greet") == ["pending", "installing", "installed"]
     assert reports.states("one-off 1") == ["pending", "installing", "installed"]
-    wire = report_body("e-test", items)
+    wire = report_body("e-test", setup=items)
     assert wire["environmentId"] == "e-test"
     assert AgentReport.model_validate(wire).wire()["setup"] == wire["setup"]
 
@@ -215,35 +218,42 @@ async def test_a_running_step_reports_its_log_as_it_goes(tmp_path: Path):
 
 def test_steps_from_the_wire_are_checked():
     good = SetupStep(kind="one-off", name="one-off 2", script="true", digest="d", timeout_seconds=5)
-    parsed = Step.from_wire(good)  # a model as the sync code may hold it
-    assert parsed == Step.from_wire(good.wire())
-    assert parsed.slug == "one-off-2"
-    assert Step.from_wire({**good.wire(), "kind": "feature", "name": "Git Stuff"}).slug == (
+
+    def profile_with(raw_step: object) -> AgentProfile:
+        """As the agent reads its steps: in the environment's profile."""
+        wire = {"owner": "alice", "profile": None, "tracked": [], "debounceSeconds": 1.0}
+        return parse(AgentProfile, {**wire, "setup": [raw_step]})
+
+    (parsed,) = checked(profile_with(good.wire()).setup)
+    assert parsed == good
+    assert slug(parsed) == "one-off-2"
+    assert slug(profile_with({**good.wire(), "kind": "feature", "name": "Git Stuff"}).setup[0]) == (
         "feature-git-stuff"
     )
     with pytest.raises(StepError, match="timeoutSeconds"):
-        Step.from_wire({**good.wire(), "timeoutSeconds": 0})
-    with pytest.raises(StepError, match="script"):
-        Step.from_wire({**good.wire(), "script": None})
-    with pytest.raises(StepError, match="files"):
-        Step.from_wire({**good.wire(), "files": {"a": 1}})
+        checked(profile_with({**good.wire(), "timeoutSeconds": 0}).setup)
+    with pytest.raises(FleetError, match="script"):
+        profile_with({**good.wire(), "script": None})
+    with pytest.raises(FleetError, match="files"):
+        profile_with({**good.wire(), "files": {"a": 1}})
 
 
 async def test_the_reporter_retries_and_sends_the_latest():
-    sent: list[dict[str, object]] = []
+    sent: list[list[SetupItem]] = []
     failures = [RuntimeError("fleet down")]
 
-    async def send(body: dict[str, object]) -> object:
+    async def send(items: list[SetupItem]) -> None:
         if failures:
             raise failures.pop()
-        sent.append(body)
-        return None
+        sent.append(items)
 
-    reporter = Reporter(lambda: "e-1", send)
-    await reporter([Item(kind="feature", name="a")])
-    await reporter([Item(kind="feature", name="a", state="installing")])
+    reporter = Reporter(send)
+    await reporter([SetupItem(kind="feature", name="a", state="pending")])
+    await reporter([SetupItem(kind="feature", name="a", state="installing")])
     await asyncio.wait_for(reporter.flush(), 10)
-    assert sent[-1]["setup"] == [Item(kind="feature", name="a", state="installing").wire()]
+    assert [i.wire() for i in sent[-1]] == [
+        SetupItem(kind="feature", name="a", state="installing").wire()
+    ]
     assert len(sent) == 1, "the stale report was replaced, not sent after the newer one"
     await reporter.close()
 

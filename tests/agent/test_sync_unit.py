@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from leeward.agent.sync import UPLOAD_BYTES, ProfileSync, SyncState, _batches
+from leeward.agent.sync.profilesync import UPLOAD_BYTES, ProfileSync, _batches
+from leeward.agent.sync.record import SyncState
 from leeward.common.clock import ManualClock
 from leeward.common.errors import FleetError
 from leeward.common.profilefiles import LocalFile
@@ -156,8 +157,8 @@ class MemoryFleet:
             source=held.source if held else "box-b",
         )
 
-    async def report(self, status: SyncStatus) -> None:
-        self.reports.append(status)  # reports get through: the test reads them
+    async def report(self, *, sync: SyncStatus) -> None:
+        self.reports.append(sync)  # reports get through: the test reads them
 
 
 def engine(home: Path, fleet: MemoryFleet, clock: ManualClock | None = None) -> ProfileSync:

@@ -1,9 +1,7 @@
 """Heartbeats: the agent tells the fleet it is alive, every few seconds, whatever happens.
 
 A fleet that is down, slow or refusing never stops or blocks the agent: each beat has a
-deadline, failures are logged and retried with backoff and jitter. The body is
-`leeward_protocol.fleet.AgentHeartbeat` on the wire (tests check it against the model); it is
-written out here so the agent does not load every protocol model (memory per environment).
+deadline, failures are logged and retried with backoff and jitter.
 """
 
 from __future__ import annotations
@@ -13,9 +11,8 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from leeward.agent.fleetapi import request_json
+from leeward.agent.fleet import AgentFleet
 from leeward.common.backoff import SPREAD, Backoff, worth_telling
 from leeward.common.errors import FleetError
 
@@ -24,40 +21,21 @@ log = logging.getLogger("leeward.agent.heartbeat")
 MAX_BACKOFF_SECONDS = 60.0
 
 
-class HeartbeatError(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class Beat:
-    fleet_url: str
-    token: str
-    environment_id: str
-    sessions: int
-    agent_version: str
-
-    def body(self) -> dict[str, object]:
-        return {
-            "environmentId": self.environment_id,
-            "sessions": self.sessions,
-            "agentVersion": self.agent_version,
-        }
-
-
-async def post_json(url: str, token: str, body: dict[str, object], within: float) -> object:
-    """POST JSON, return the decoded JSON answer; HeartbeatError on anything but 2xx or no
-    answer `within` seconds."""
-    try:
-        return await request_json("POST", url, token, body, within)
-    except FleetError as exc:
-        raise HeartbeatError(str(exc)) from None
-
-
 class Heartbeat:
-    """The loop. `beat()` builds each report from the agent's live state (sessions, token)."""
+    """The loop. Each beat reads the agent's live state: `sessions()`, and the fleet's URL and
+    token through `fleet`."""
 
-    def __init__(self, beat: Callable[[], Beat], interval: Callable[[], float]) -> None:
-        self._beat = beat
+    def __init__(
+        self,
+        fleet: AgentFleet,
+        sessions: Callable[[], int],
+        interval: Callable[[], float],
+        *,
+        agent_version: str,
+    ) -> None:
+        self._fleet = fleet
+        self._sessions = sessions
+        self._agent_version = agent_version
         self._interval = interval
         self._adopted: float | None = None
         self._failures = 0
@@ -76,14 +54,12 @@ class Heartbeat:
         return self._adopted if self._adopted is not None else self._interval()
 
     async def beat_once(self) -> None:
-        beat = self._beat()
-        url = beat.fleet_url.rstrip("/") + "/v1/agent/heartbeat"
         within = min(10.0, 2 * self.interval + 1)
-        answer = await post_json(url, beat.token, beat.body(), within)
-        if isinstance(answer, dict):
-            interval = answer.get("intervalSeconds")
-            if isinstance(interval, int | float) and 0 < interval <= 3600:
-                self._adopted = float(interval)
+        ack = await self._fleet.heartbeat(
+            sessions=self._sessions(), agent_version=self._agent_version, within=within
+        )
+        if 0 < ack.interval_seconds <= 3600:
+            self._adopted = ack.interval_seconds
 
     async def run(self) -> None:
         while True:
@@ -93,7 +69,7 @@ class Heartbeat:
                     log.info("heartbeat: the fleet answers again after %d failures", self._failures)
                 self._failures = 0
                 delay = self.interval
-            except HeartbeatError as exc:
+            except FleetError as exc:
                 self._failures += 1
                 # Log the first failures, then one in ten: a long fleet outage is not a flood.
                 if worth_telling(self._failures):

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from leeward import __version__
 from leeward.agent import control
 from leeward.agent.config import AgentConfig, AgentConfigError
-from leeward.agent.heartbeat import Beat, Heartbeat
+from leeward.agent.fleet import AgentFleet, FleetEndpoint
+from leeward.agent.heartbeat import Heartbeat
 from leeward.agent.setup import Setup
 from leeward.agent.ssh import (
     ConnectionRegistry,
@@ -36,7 +37,7 @@ from leeward.relay.handshake import HostIdentity
 from leeward.relay.stream import MIB
 
 if TYPE_CHECKING:
-    from leeward.agent.sync import ProfileSync
+    from leeward.agent.sync.profilesync import ProfileSync
 
 log = logging.getLogger("leeward.agent")
 
@@ -51,7 +52,13 @@ class Agent:
         self.config = config
         self.registry = ConnectionRegistry(Trust(config.owner, config.user_ca))
         self.login = Login.for_current_user(config.home, config.environment_id, config.fqdn)
-        self.heartbeat = Heartbeat(self._beat, lambda: self.config.heartbeat_seconds)
+        self.fleet = AgentFleet(self._endpoint)
+        self.heartbeat = Heartbeat(
+            self.fleet,
+            lambda: self.registry.sessions,
+            lambda: self.config.heartbeat_seconds,
+            agent_version=__version__,
+        )
         self._acceptor: object | None = None
         self._keys: list[tuple[object, object]] = []
         self.relay: RelayServer | None = None
@@ -59,16 +66,12 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
         self.sync: ProfileSync | None = None
-        self.setup = Setup(lambda: self.config)  # features and one-offs, once ready
+        self.setup = Setup(lambda: self.config, self.fleet)  # features and one-offs, once ready
 
-    def _beat(self) -> Beat:
-        return Beat(
-            fleet_url=self.config.fleet_url,
-            token=self.config.agent_token,
-            environment_id=self.config.environment_id,
-            sessions=self.registry.sessions,
-            agent_version=__version__,
-        )
+    def _endpoint(self) -> FleetEndpoint:
+        """Read at each request: a reload may bring a new token or fleet URL."""
+        c = self.config
+        return FleetEndpoint(c.fleet_url, c.agent_token, c.environment_id)
 
     async def start(self) -> None:
         config = self.config
@@ -120,15 +123,9 @@ class Agent:
         if owner is None:
             return
         # Imported with the first owner: warm agents do not pay for the profile models.
-        from leeward.agent.sync import FleetEndpoint, HttpProfileFleet, ProfileSync
+        from leeward.agent.sync.profilesync import ProfileSync
 
-        def endpoint() -> FleetEndpoint:
-            c = self.config
-            return FleetEndpoint(c.fleet_url, c.agent_token, c.environment_id)
-
-        self.sync = ProfileSync(
-            self.config.home, HttpProfileFleet(endpoint), owner=owner, name=self.config.name
-        )
+        self.sync = ProfileSync(self.config.home, self.fleet, owner=owner, name=self.config.name)
         await self.sync.begin(within=10.0)
         self.sync.start()
 

@@ -8,9 +8,8 @@ output goes to `~/.local/state/leeward/setup/<slug>.log`. A step that worked lea
 and not run again (an agent restart or a reload installs nothing twice). A failure is reported
 with the end of its log and never stops the other steps, nor the agent.
 
-Statuses go to the fleet with `POST /v1/agent/report`; the body is
-`leeward_protocol.fleet.AgentReport` on the wire (tests check it against the model), written
-out here so that the agent does not load every protocol model.
+Steps are the fleet's `SetupStep`s, statuses its `SetupItem`s, both through `AgentFleet`: the
+steps with the environment's profile, the statuses in its reports.
 """
 
 from __future__ import annotations
@@ -23,15 +22,18 @@ import re
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from leeward.agent.fleetapi import request_json
 from leeward.common.backoff import NO_JITTER, Backoff, worth_telling
 from leeward.common.errors import FleetError
 from leeward.common.files import write_atomic
+from leeward_protocol.fleet import SetupItem, SetupState
+
+if TYPE_CHECKING:
+    from leeward.agent.fleet import AgentFleet
+    from leeward_protocol.profile import SetupStep
 
 log = logging.getLogger("leeward.agent.setup")
 
@@ -48,89 +50,26 @@ _WHAT = {"feature": "install script", "one-off": "command", "dotfiles": "dotfile
 
 
 class StepError(Exception):
-    """A step the fleet sent is malformed; the message says which field."""
+    """A step the fleet sent cannot be run; the message says which field."""
 
 
-@dataclass(frozen=True)
-class Step:
-    """`leeward_protocol.profile.SetupStep`, as the agent reads it from the wire."""
-
-    kind: str
-    name: str
-    script: str
-    digest: str
-    timeout_seconds: float
-    files: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_wire(cls, raw: object) -> Step:
-        """From the camelCase JSON of a SetupStep (or an object with its attributes)."""
-        if not isinstance(raw, Mapping):
-            dump = getattr(raw, "model_dump", None)
-            if dump is None:
-                raise StepError(f"a setup step must be an object, not {type(raw).__name__}")
-            raw = dump(mode="json", by_alias=True)
-        assert isinstance(raw, Mapping)
-        kind, name, script, digest = (raw.get(k) for k in ("kind", "name", "script", "digest"))
-        timeout = raw.get("timeoutSeconds", raw.get("timeout_seconds"))
-        files = raw.get("files") or {}
-        for key, value in (("kind", kind), ("name", name), ("script", script), ("digest", digest)):
-            if not isinstance(value, str):
-                raise StepError(f"setup step {name!r}: {key} must be a string")
-        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
-            raise StepError(f"setup step {name!r}: timeoutSeconds must be a positive number")
-        if not isinstance(files, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in files.items()
-        ):
-            raise StepError(f"setup step {name!r}: files must map paths to text")
-        assert isinstance(kind, str) and isinstance(name, str)
-        assert isinstance(script, str) and isinstance(digest, str)
-        return cls(kind, name, script, digest, float(timeout), dict(files))
-
-    @property
-    def slug(self) -> str:
-        """A file name for its log and marker: `feature-git-defaults`, `one-off-2`."""
-        label = self.name if self.name.startswith(self.kind) else f"{self.kind}-{self.name}"
-        slug = re.sub(r"[^a-z0-9._-]+", "-", label.lower()).strip("-.")
-        return slug[:100] or "step"
-
-    @property
-    def what(self) -> str:
-        return _WHAT.get(self.kind, "script")
+def checked(steps: Sequence[SetupStep]) -> list[SetupStep]:
+    """`steps`, each with a deadline it can be run to (the wire's model allows any number)."""
+    for step in steps:
+        if step.timeout_seconds <= 0:
+            raise StepError(f"setup step {step.name!r}: timeoutSeconds must be a positive number")
+    return list(steps)
 
 
-@dataclass
-class Item:
-    """`leeward_protocol.fleet.SetupItem`: one step's status."""
-
-    kind: str
-    name: str
-    state: str = "pending"
-    detail: str = ""
-    log: str = ""
-    log_path: str | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-
-    def wire(self) -> dict[str, object]:
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "state": self.state,
-            "detail": self.detail,
-            "log": self.log,
-            "logPath": self.log_path,
-            "startedAt": _iso(self.started_at),
-            "finishedAt": _iso(self.finished_at),
-        }
+def slug(step: SetupStep) -> str:
+    """A file name for a step's log and marker: `feature-git-defaults`, `one-off-2`."""
+    label = step.name if step.name.startswith(step.kind) else f"{step.kind}-{step.name}"
+    cleaned = re.sub(r"[^a-z0-9._-]+", "-", label.lower()).strip("-.")
+    return cleaned[:100] or "step"
 
 
-def _iso(at: datetime | None) -> str | None:
-    return at.isoformat().replace("+00:00", "Z") if at is not None else None
-
-
-def report_body(environment_id: str, items: Sequence[Item]) -> dict[str, object]:
-    return {"environmentId": environment_id, "setup": [item.wire() for item in items]}
+def what(step: SetupStep) -> str:
+    return _WHAT.get(step.kind, "script")
 
 
 def log_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
@@ -177,7 +116,7 @@ def write_home_file(home: Path, relative: str, text: str) -> None:
     write_atomic(final, text)  # a symbolic link at `final` is replaced, not followed
 
 
-Report = Callable[[list[Item]], Awaitable[None]]
+Report = Callable[[list[SetupItem]], Awaitable[None]]
 
 
 class SetupRun:
@@ -187,7 +126,7 @@ class SetupRun:
     def __init__(
         self,
         home: Path,
-        steps: Sequence[Step],
+        steps: Sequence[SetupStep],
         report: Report,
         env: Mapping[str, str] | None = None,
         *,
@@ -195,13 +134,15 @@ class SetupRun:
     ) -> None:
         self.home = home
         self.steps = list(steps)
-        self.items = [Item(kind=s.kind, name=s.name) for s in self.steps]
+        self.items = [
+            SetupItem(kind=s.kind, name=s.name, state=SetupState.PENDING) for s in self.steps
+        ]
         self._report = report
         self._env = dict(env) if env is not None else environment(home)
         self._progress_seconds = progress_seconds
         self.state_dir = home / STATE_DIR
 
-    async def run(self) -> list[Item]:
+    async def run(self) -> list[SetupItem]:
         await self._send()
         for step, item in zip(self.steps, self.items, strict=True):
             try:
@@ -210,31 +151,31 @@ class SetupRun:
                 raise
             except Exception as exc:  # a bug here must not stop the other steps
                 log.exception("setup step %s failed unexpectedly", step.name)
-                self._finish(item, "failed", f"the agent could not run it: {exc}")
+                self._finish(item, SetupState.FAILED, f"the agent could not run it: {exc}")
             log.info("setup %s %s: %s (%s)", step.kind, step.name, item.state, item.detail)
             await self._send()
         return self.items
 
     async def _send(self) -> None:
-        await self._report([Item(**vars(item)) for item in self.items])
+        await self._report([item.model_copy() for item in self.items])
 
-    def _finish(self, item: Item, state: str, detail: str) -> None:
+    def _finish(self, item: SetupItem, state: SetupState, detail: str) -> None:
         item.state = state
         item.detail = detail
         item.finished_at = datetime.now(UTC)
         if item.log_path is not None:
             item.log = log_tail(Path(item.log_path))
 
-    async def _run_step(self, step: Step, item: Item) -> None:
-        log_path = self.state_dir / f"{step.slug}.log"
-        marker = self.state_dir / f"{step.slug}.done"
+    async def _run_step(self, step: SetupStep, item: SetupItem) -> None:
+        log_path = self.state_dir / f"{slug(step)}.log"
+        marker = self.state_dir / f"{slug(step)}.done"
         item.log_path = str(log_path)
         if _read(marker) == step.digest:
-            item.state, item.detail = "installed", "already installed; not run again"
+            item.state, item.detail = SetupState.INSTALLED, "already installed; not run again"
             item.log = log_tail(log_path)
             return
-        item.state, item.started_at = "installing", datetime.now(UTC)
-        item.detail = f"{step.what} running"
+        item.state, item.started_at = SetupState.INSTALLING, datetime.now(UTC)
+        item.detail = f"{what(step)} running"
         await self._send()
         await asyncio.to_thread(self.state_dir.mkdir, parents=True, exist_ok=True)
         marker.unlink(missing_ok=True)
@@ -244,29 +185,30 @@ class SetupRun:
             except (StepError, OSError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 _write_log(log_path, f"cannot write {relative}: {reason}\n")
-                self._finish(item, "failed", f"cannot write {relative}: {reason}")
+                self._finish(item, SetupState.FAILED, f"cannot write {relative}: {reason}")
                 return
         started = time.monotonic()
         outcome = await self._execute(step, item, log_path)
         took = f"{time.monotonic() - started:.1f} s"
+        failed, installed, program = SetupState.FAILED, SetupState.INSTALLED, what(step)
         if outcome is None:
             self._finish(
                 item,
-                "failed",
-                f"{step.what} did not finish within {step.timeout_seconds:g} s and was stopped",
+                failed,
+                f"{program} did not finish within {step.timeout_seconds:g} s and was stopped",
             )
         elif isinstance(outcome, str):
-            self._finish(item, "failed", f"cannot run {step.what}: {outcome}")
+            self._finish(item, failed, f"cannot run {program}: {outcome}")
         elif outcome == 0:
             await asyncio.to_thread(write_atomic, marker, step.digest + "\n")
-            self._finish(item, "installed", f"{step.what} finished in {took}")
+            self._finish(item, installed, f"{program} finished in {took}")
         elif outcome < 0:
             name = _signal_name(-outcome)
-            self._finish(item, "failed", f"{step.what} was killed by {name} after {took}")
+            self._finish(item, failed, f"{program} was killed by {name} after {took}")
         else:
-            self._finish(item, "failed", f"{step.what} exited with status {outcome} after {took}")
+            self._finish(item, failed, f"{program} exited with status {outcome} after {took}")
 
-    async def _execute(self, step: Step, item: Item, log_path: Path) -> int | str | None:
+    async def _execute(self, step: SetupStep, item: SetupItem, log_path: Path) -> int | str | None:
         """The script's exit status (negative: the signal), None at the deadline, or why it
         could not start."""
         try:
@@ -353,8 +295,10 @@ def environment(home: Path, extra: Mapping[str, str] | None = None) -> dict[str,
 
 # ---------------------------------------------------------------------------- the fleet
 
-Send = Callable[[dict[str, object]], Awaitable[object]]
+Send = Callable[[list[SetupItem]], Awaitable[None]]
 MAX_RETRY_SECONDS = 30.0
+FLEET_SECONDS = 10.0
+"""The deadline of a report or of fetching the steps."""
 
 
 class Reporter:
@@ -362,15 +306,14 @@ class Reporter:
     report replaces one not sent yet, and a failed one is retried (backoff up to 30 s) until
     the fleet takes it or the reporter is closed."""
 
-    def __init__(self, environment_id: Callable[[], str], send: Send) -> None:
-        self._environment_id = environment_id
+    def __init__(self, send: Send) -> None:
         self._send = send
-        self._latest: list[Item] | None = None
+        self._latest: list[SetupItem] | None = None
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def __call__(self, items: list[Item]) -> None:
+    async def __call__(self, items: list[SetupItem]) -> None:
         self._latest = items
         self._idle.clear()
         if self._task is None or self._task.done():
@@ -381,7 +324,7 @@ class Reporter:
         while self._latest is not None:
             items, self._latest = self._latest, None
             try:
-                await self._send(report_body(self._environment_id(), items))
+                await self._send(items)
                 backoff.reset()
             except Exception as exc:
                 if worth_telling(backoff.attempt + 1):
@@ -412,10 +355,6 @@ class AgentLike(Protocol):
     @property
     def owner(self) -> str | None: ...
     @property
-    def fleet_url(self) -> str: ...
-    @property
-    def agent_token(self) -> str: ...
-    @property
     def home(self) -> Path: ...
 
 
@@ -425,15 +364,20 @@ class Setup:
     (no owner) runs nothing; a run in progress is not started twice."""
 
     def __init__(
-        self, config: Callable[[], AgentLike], *, retry_seconds: float = MAX_RETRY_SECONDS
+        self,
+        config: Callable[[], AgentLike],
+        fleet: AgentFleet,
+        *,
+        retry_seconds: float = MAX_RETRY_SECONDS,
     ) -> None:
         self._config = config
+        self._fleet = fleet
         self._retry_seconds = retry_seconds
         self._task: asyncio.Task[None] | None = None
-        self.reporter = Reporter(lambda: self._config().environment_id, self._post)
-        self.last: list[Item] = []
+        self.reporter = Reporter(self._report)
+        self.last: list[SetupItem] = []
 
-    def start(self, steps: Sequence[object] | None = None) -> bool:
+    def start(self, steps: Sequence[SetupStep] | None = None) -> bool:
         """Start a run (with `steps` if the caller already has them, e.g. from the profile it
         fetched; otherwise they are fetched). False when there is nothing to do now."""
         if self._config().owner is None or (self._task is not None and not self._task.done()):
@@ -441,7 +385,7 @@ class Setup:
         self._task = asyncio.create_task(self._run(steps), name="setup")
         return True
 
-    async def wait(self) -> list[Item]:
+    async def wait(self) -> list[SetupItem]:
         if self._task is not None:
             await asyncio.shield(self._task)
         await self.reporter.flush()
@@ -454,23 +398,15 @@ class Setup:
                 await self._task
         await self.reporter.close()
 
-    async def _post(self, body: dict[str, object]) -> object:
-        config = self._config()
-        url = config.fleet_url.rstrip("/") + "/v1/agent/report"
-        return await request_json("POST", url, config.agent_token, body, 10.0)
+    async def _report(self, items: list[SetupItem]) -> None:
+        await self._fleet.report(setup=items, within=FLEET_SECONDS)
 
-    async def _fetch(self) -> list[Step]:
-        """The steps from `GET /v1/agent/profile`, retried until the fleet answers."""
+    async def _fetch(self) -> list[SetupStep]:
+        """The steps from the environment's profile, retried until the fleet answers."""
         backoff = Backoff(base=1.0, cap=self._retry_seconds, jitter=NO_JITTER)
         while True:
-            config = self._config()
-            base = config.fleet_url.rstrip("/")
-            url = f"{base}/v1/agent/profile?environment={config.environment_id}"
             try:
-                answer = await request_json("GET", url, config.agent_token, None, 10.0)
-                if not isinstance(answer, Mapping):
-                    raise FleetError("the profile is not a JSON object")
-                return [Step.from_wire(raw) for raw in answer.get("setup") or []]
+                return checked((await self._fleet.profile(within=FLEET_SECONDS)).setup)
             except (FleetError, StepError) as exc:
                 if worth_telling(backoff.attempt + 1):
                     log.warning(
@@ -478,9 +414,9 @@ class Setup:
                     )
             await asyncio.sleep(backoff.next())
 
-    async def _run(self, given: Sequence[object] | None) -> None:
+    async def _run(self, given: Sequence[SetupStep] | None) -> None:
         try:
-            steps = [Step.from_wire(s) for s in given] if given is not None else await self._fetch()
+            steps = checked(given) if given is not None else await self._fetch()
         except StepError as exc:
             log.error("setup not run: %s", exc)
             return
@@ -494,6 +430,6 @@ class Setup:
         run = SetupRun(config.home, steps, self._remember, env)
         await run.run()
 
-    async def _remember(self, items: list[Item]) -> None:
+    async def _remember(self, items: list[SetupItem]) -> None:
         self.last = items
         await self.reporter(items)

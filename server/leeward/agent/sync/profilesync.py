@@ -1,17 +1,6 @@
-"""Profile sync, the agent's side: the owner's profile goes into the home, edits to tracked
-files go back to the fleet, and nothing is lost when two environments edit the same file.
-
-The one record that makes this work is, per path, the content this agent last synced (applied
-from the profile or uploaded to it), kept in `~/.local/state/leeward/sync.json` with the
-profile version applied. A local file equal to it is unedited: a newer profile version simply
-replaces it. A local file that differs was edited here: a newer version from elsewhere is
-written next to it as `FILE.leeward-conflict-<source>-<time>`, and the local one is uploaded
-on top of it (the other stays in the profile's history and in the copy).
-
-Three loops run while the environment has an owner: the fleet's long poll for new versions;
-uploads, after a burst of file events has settled (watchdog) or every minute regardless; and
-status reports to the fleet when something changed. Fleet errors are logged, reported and
-retried with backoff; they never stop the agent.
+"""`ProfileSync`: one owner's profile in one home, kept in sync both ways (the rule is in
+`leeward.agent.sync`'s docstring). The follower long-polls the fleet and pulls new versions; the
+uploader pushes what changed here; both report the status, and back off when the fleet fails.
 """
 
 from __future__ import annotations
@@ -19,71 +8,42 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
-import json
 import logging
-import re
-import stat
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
-from urllib.parse import quote
+from typing import Any, Protocol
 
-from pydantic import BaseModel
-
-from leeward.agent.fleetapi import request_json
+from leeward.agent.sync.apply import carry_out, plan_for
+from leeward.agent.sync.home import conflict_copy, local_sha, under, write_file
+from leeward.agent.sync.record import SyncState
+from leeward.agent.sync.watch import TrackedWatch
 from leeward.common.backoff import SPREAD, Backoff, worth_telling
 from leeward.common.clock import Clock, SystemClock
 from leeward.common.errors import FleetError
-from leeward.common.files import TMP_MARK, write_atomic
-from leeward.common.profilefiles import (
-    CONFLICT_MARK,
-    OWN_STATE,
-    Limits,
-    LocalFile,
-    check_path,
-    over_limits,
-    scan,
-)
+from leeward.common.profilefiles import Limits, LocalFile, over_limits, scan
 from leeward.common.threads import to_thread_to_the_end
 from leeward_protocol.fleet import Refusal, SyncConflict, SyncStatus
 from leeward_protocol.profile import (
     AgentProfile,
-    BlobRequest,
-    Blobs,
     FileRemoval,
     FileUpload,
     Profile,
-    ProfileFile,
     ProfileUpload,
-    ProfileWait,
     UploadConflict,
     UploadResult,
 )
 
 log = logging.getLogger("leeward.agent.sync")
-M = TypeVar("M", bound=BaseModel)
-T = TypeVar("T")
 
-STATE_FILE = OWN_STATE + "/sync.json"
 RESCAN_SECONDS = 60.0
 """A full scan this often, whatever the file events said (a safety net for missed events)."""
-REQUEST_SECONDS = 15.0
-WAIT_SECONDS = 40.0
-"""The deadline of one long poll (the fleet holds it about 25 s)."""
-BLOB_BATCH = 200
 UPLOAD_BYTES = 6 << 20
 """Content per upload request: base64 makes it 8 MiB, the fleet's body limit."""
 KEEP_CONFLICTS = 20
 MAX_BACKOFF_SECONDS = 60.0
-_UNREADABLE = "<not a regular file>"
-"""What a path that is not a regular file hashes to: never equal to a profile's content."""
 
 
 class ProfileFleet(Protocol):
-    """The fleet's agent endpoints for one environment's profile."""
+    """What the sync asks of the fleet: an `AgentFleet` (the unit tests' fleet is in memory)."""
 
     async def profile(self) -> AgentProfile: ...
 
@@ -93,187 +53,7 @@ class ProfileFleet(Protocol):
 
     async def upload(self, upload: ProfileUpload) -> UploadResult: ...
 
-    async def report(self, status: SyncStatus) -> None: ...
-
-
-@dataclass(frozen=True)
-class FleetEndpoint:
-    url: str
-    token: str
-    environment_id: str
-
-
-class HttpProfileFleet:
-    """`ProfileFleet` over HTTP; `endpoint()` is read at each request (a reload may change it)."""
-
-    def __init__(self, endpoint: Callable[[], FleetEndpoint]) -> None:
-        self._endpoint = endpoint
-
-    async def _call(
-        self, method: str, path: str, body: object | None, within: float, **query: object
-    ) -> object:
-        end = self._endpoint()
-        params = "&".join(
-            f"{k}={quote(str(v))}" for k, v in {"environment": end.environment_id, **query}.items()
-        )
-        url = f"{end.url.rstrip('/')}{path}?{params}"
-        return await request_json(method, url, end.token, body, within)
-
-    async def profile(self) -> AgentProfile:
-        answer = await self._call("GET", "/v1/agent/profile", None, REQUEST_SECONDS)
-        return _parse(AgentProfile, answer)
-
-    async def blobs(self, sha256: list[str]) -> dict[str, bytes]:
-        got: dict[str, bytes] = {}
-        for start in range(0, len(sha256), BLOB_BATCH):
-            batch = BlobRequest(sha256=sha256[start : start + BLOB_BATCH])
-            answer = _parse(
-                Blobs,
-                await self._call("POST", "/v1/agent/profile/blobs", batch.wire(), REQUEST_SECONDS),
-            )
-            for sha, text in answer.blobs.items():
-                got[sha] = base64.b64decode(text)
-        return got
-
-    async def wait(self, after: int) -> int:
-        answer = await self._call("GET", "/v1/agent/profile/wait", None, WAIT_SECONDS, after=after)
-        return _parse(ProfileWait, answer).version
-
-    async def upload(self, upload: ProfileUpload) -> UploadResult:
-        answer = await self._call("POST", "/v1/agent/profile", upload.wire(), 2 * REQUEST_SECONDS)
-        return _parse(UploadResult, answer)
-
-    async def report(self, status: SyncStatus) -> None:
-        end = self._endpoint()
-        body = {"environmentId": end.environment_id, "sync": status.wire()}
-        await request_json(
-            "POST", f"{end.url.rstrip('/')}/v1/agent/report", end.token, body, REQUEST_SECONDS
-        )
-
-
-def _parse(model: type[M], answer: object) -> M:
-    try:
-        return model.model_validate(answer)
-    except ValueError as exc:
-        raise FleetError(f"the fleet's answer is not a {model.__name__}: {exc}") from None
-
-
-# -- the record of what was synced ----------------------------------------------------------
-
-
-@dataclass
-class SyncState:
-    owner: str
-    version: int = 0
-    synced: dict[str, str] = field(default_factory=dict)
-    """path -> sha256 of the content last applied here from the profile or uploaded to it."""
-    fresh: bool = True
-    """No record yet: this home has never been synced (files in it predate the profile)."""
-
-    @classmethod
-    def load(cls, home: Path, owner: str) -> SyncState:
-        try:
-            raw = json.loads((home / STATE_FILE).read_text())
-            if raw.get("owner") != owner:
-                return cls(owner)
-            synced = {str(k): str(v) for k, v in dict(raw["synced"]).items()}
-            return cls(owner, int(raw["version"]), synced, fresh=False)
-        except FileNotFoundError:
-            return cls(owner)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("profile sync: %s unreadable (%s); starting afresh", STATE_FILE, exc)
-            return cls(owner)
-
-    def save(self, home: Path) -> None:
-        """Atomically: a crash leaves the old record or the new one."""
-        path = home / STATE_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        body = {"owner": self.owner, "version": self.version, "synced": self.synced}
-        write_atomic(path, json.dumps(body, indent=1, sort_keys=True))
-        self.fresh = False
-
-
-# -- files in the home ----------------------------------------------------------------------
-
-
-class UnsafePath(Exception):
-    """A profile path that cannot be written without leaving the home (a symlinked directory on
-    the way, a file where a directory should be)."""
-
-
-def local_sha(home: Path, path: str) -> str | None:
-    """The sha256 of the regular file at `path`; None when nothing is there; `_UNREADABLE` for
-    anything else (a directory, a symlink, a device)."""
-    full = home / path
-    try:
-        info = full.lstat()
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return _UNREADABLE
-    if not stat.S_ISREG(info.st_mode):
-        return _UNREADABLE
-    digest = hashlib.sha256()
-    try:
-        with open(full, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-    except OSError:
-        return _UNREADABLE
-    return digest.hexdigest()
-
-
-def _parent_inside(home: Path, path: str) -> Path:
-    """The directory that holds `path`, created as needed, every step a real directory."""
-    parts = path.split("/")
-    if any(p in ("", ".", "..") for p in parts) or path.startswith("/"):
-        raise UnsafePath(f"{path!r} is not a path inside the home")
-    directory = home
-    for part in parts[:-1]:
-        directory = directory / part
-        try:
-            info = directory.lstat()
-        except FileNotFoundError:
-            directory.mkdir(mode=0o755)
-            continue
-        if not stat.S_ISDIR(info.st_mode):
-            raise UnsafePath(f"{directory.relative_to(home)} is not a directory here")
-    return directory
-
-
-def write_file(home: Path, path: str, data: bytes, mode: int, modified_at: datetime) -> None:
-    """Replace `path` atomically with `data` (a symlink there is replaced, not followed)."""
-    directory = _parent_inside(home, path)
-    name = path.rsplit("/", 1)[-1]
-    target = directory / name
-    if target.is_dir() and not target.is_symlink():
-        raise UnsafePath(f"{path} is a directory here")
-    write_atomic(target, data, mode=mode, modified_at=modified_at.timestamp(), durable=False)
-
-
-def conflict_copy(home: Path, path: str, data: bytes, source: str, at: datetime) -> str:
-    """Write `data` next to `path` as `PATH.leeward-conflict-<source>-<time>`; its path."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", source).strip("-") or "elsewhere"
-    base = f"{path}{CONFLICT_MARK}{safe}-{at.astimezone(UTC):%Y%m%dT%H%M%SZ}"
-    copy, n = base, 1
-    while (home / copy).exists() or (home / copy).is_symlink():
-        n += 1
-        copy = f"{base}-{n}"
-    write_file(home, copy, data, 0o600, at)
-    return copy
-
-
-def _remove_file(home: Path, path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISREG((home / path).lstat().st_mode):
-            (home / path).unlink()
-
-
-def under(path: str, tracked: Iterable[str]) -> bool:
-    return any(path == t or path.startswith(t + "/") for t in tracked)
-
-
-# -- the engine -----------------------------------------------------------------------------
+    async def report(self, *, sync: SyncStatus) -> None: ...
 
 
 class ProfileSync:
@@ -444,10 +224,10 @@ class ProfileSync:
             self.allow_binary = list(config.allow_binary) if config else []
 
     async def _apply(self, profile: Profile) -> bool:
-        """Bring the home to `profile` by the rule in the module's docstring; whether any
+        """Bring the home to `profile` by the rule in `leeward.agent.sync`'s docstring; whether any
         file here or the record changed."""
         state = self.state
-        plan = await to_thread_to_the_end(_plan, self.home, profile, state.synced, state.fresh)
+        plan = await to_thread_to_the_end(plan_for, self.home, profile, state.synced, state.fresh)
         wanted = sorted({f.sha256 for f in plan.write + plan.conflict + plan.keep_aside})
         blobs = await self.fleet.blobs(wanted) if wanted else {}
         missing = [sha for sha in wanted if sha not in blobs]
@@ -455,7 +235,9 @@ class ProfileSync:
             raise FleetError(f"the fleet did not send {len(missing)} of the profile's files")
         now = self.clock.now()
         before = (state.version, dict(state.synced))
-        conflicts = await to_thread_to_the_end(self._carry_out, plan, blobs, now)
+        conflicts = await to_thread_to_the_end(
+            carry_out, self.home, state.synced, plan, blobs, now, self.name
+        )
         for c in conflicts:
             self._conflicted(c)
         state.version = profile.version
@@ -475,63 +257,6 @@ class ProfileSync:
                 len(conflicts),
             )
         return changed
-
-    def _carry_out(self, plan: _Plan, blobs: dict[str, bytes], now: datetime) -> list[SyncConflict]:
-        home, synced = self.home, self.state.synced
-        conflicts: list[SyncConflict] = []
-        for path, sha in plan.record.items():
-            synced[path] = sha
-        for path in plan.forget:
-            synced.pop(path, None)
-        for f in plan.keep_aside:
-            # A home that predates the profile: the profile wins, what was here is kept aside.
-            try:
-                copy = conflict_copy(home, f.path, (home / f.path).read_bytes(), self.name, now)
-                log.info("profile sync: %s was here before the profile; kept as %s", f.path, copy)
-            except (OSError, UnsafePath) as exc:
-                log.warning("profile sync: cannot keep %s aside: %s", f.path, exc)
-                continue
-            plan.write.append(f)
-        for f in plan.write:
-            seen = plan.seen.get(f.path)
-            now_sha = local_sha(home, f.path)
-            if now_sha != seen and now_sha != f.sha256 and f not in plan.keep_aside:
-                plan.conflict.append(f)  # edited while we were fetching: a conflict after all
-                continue
-            try:
-                write_file(home, f.path, blobs[f.sha256], f.mode, f.modified_at)
-            except (OSError, UnsafePath) as exc:
-                log.warning("profile sync: cannot write %s: %s", f.path, exc)
-                continue
-            synced[f.path] = f.sha256
-        for f in plan.conflict:
-            try:
-                copy = conflict_copy(home, f.path, blobs[f.sha256], f.source, now)
-            except (OSError, UnsafePath) as exc:
-                log.warning("profile sync: cannot write the other version of %s: %s", f.path, exc)
-                continue
-            log.info(
-                "profile sync: %s was edited here and in %s; theirs is %s", f.path, f.source, copy
-            )
-            synced[f.path] = f.sha256
-            conflicts.append(
-                SyncConflict(
-                    path=f.path,
-                    copy_path=copy,
-                    other_environment=f.source,
-                    version=f.version,
-                    at=now,
-                )
-            )
-        for path in plan.delete:
-            if local_sha(home, path) == synced.get(path):
-                try:
-                    _remove_file(home, path)
-                except OSError as exc:
-                    log.warning("profile sync: cannot remove %s: %s", path, exc)
-                    continue
-            synced.pop(path, None)
-        return conflicts
 
     # -- from the home to the fleet
 
@@ -715,56 +440,13 @@ class ProfileSync:
         if not force and key == self._reported:
             return
         try:
-            await self.fleet.report(self.status.model_copy(deep=True))
+            await self.fleet.report(sync=self.status.model_copy(deep=True))
         except FleetError as exc:
             if self._reported is not None:  # the first failure after a success: not a flood
                 log.warning("profile sync: cannot report the status: %s", exc)
             self._reported = None
             return
         self._reported = key
-
-
-@dataclass
-class _Plan:
-    write: list[ProfileFile] = field(default_factory=list)
-    conflict: list[ProfileFile] = field(default_factory=list)
-    keep_aside: list[ProfileFile] = field(default_factory=list)
-    delete: list[str] = field(default_factory=list)
-    record: dict[str, str] = field(default_factory=dict)
-    forget: list[str] = field(default_factory=list)
-    seen: dict[str, str | None] = field(default_factory=dict)
-
-
-def _plan(home: Path, profile: Profile, synced: dict[str, str], fresh: bool) -> _Plan:
-    """What applying `profile` does to each path (nothing written yet)."""
-    plan = _Plan()
-    for f in profile.files:
-        if check_path(f.path) is not None:
-            log.warning("profile sync: the profile holds %r, not a path it may hold", f.path)
-            continue
-        mine = local_sha(home, f.path)
-        last = synced.get(f.path)
-        plan.seen[f.path] = mine
-        if mine == f.sha256:
-            plan.record[f.path] = f.sha256
-        elif last == f.sha256:
-            pass  # theirs is what we last synced: the difference is ours, to upload
-        elif mine is None or mine == last:
-            plan.write.append(f)
-        elif fresh and last is None:
-            plan.keep_aside.append(f)
-        else:
-            plan.conflict.append(f)
-    listed = {f.path for f in profile.files}
-    for path in synced:
-        if path in listed:
-            continue
-        mine = local_sha(home, path)
-        if mine is not None and mine == synced[path]:
-            plan.delete.append(path)
-        else:
-            plan.forget.append(path)  # edited here (or gone): ours goes back in as new
-    return plan
 
 
 def _batches(files: list[LocalFile]) -> list[list[LocalFile]]:
@@ -783,80 +465,3 @@ def _batches(files: list[LocalFile]) -> list[list[LocalFile]]:
 def fleet_backoff() -> Backoff:
     """Between tries of a profile request: 2 s, doubling up to a minute, give or take a fifth."""
     return Backoff(base=2.0, cap=MAX_BACKOFF_SECONDS, jitter=SPREAD)
-
-
-# -- file events ----------------------------------------------------------------------------
-
-
-class TrackedWatch:
-    """watchdog on the tracked paths: each tracked directory recursively, and for the rest the
-    closest directory that exists (so that a tracked file or directory created later is seen).
-    `touched` is called from watchdog's thread; `refresh()` follows directories that appeared.
-    """
-
-    def __init__(self, home: Path, tracked: Callable[[], list[str]], touched: Callable[[], None]):
-        from watchdog.events import FileSystemEvent, FileSystemEventHandler
-        from watchdog.observers import Observer
-
-        self.home = home
-        self._tracked = tracked
-        self._touched = touched
-        self._loop = asyncio.get_running_loop()
-        self._watches: dict[tuple[str, bool], Any] = {}
-        watch = self
-
-        class Handler(FileSystemEventHandler):
-            def on_any_event(self, event: FileSystemEvent) -> None:
-                if event.event_type in ("opened", "closed_no_write"):
-                    return
-                paths = (str(event.src_path), str(getattr(event, "dest_path", "") or ""))
-                if any(watch.matters(p) for p in paths if p):
-                    loop = watch._loop
-                    if not loop.is_closed():
-                        loop.call_soon_threadsafe(watch._touched)
-
-        self._handler = Handler()
-        self._observer: Any = Observer()
-        self._observer.daemon = True
-        self._observer.start()
-        self.refresh()
-
-    def matters(self, full: str) -> bool:
-        try:
-            rel = Path(full).relative_to(self.home).as_posix()
-        except ValueError:
-            return False
-        name = rel.rsplit("/", 1)[-1]
-        if CONFLICT_MARK in name or TMP_MARK in name or under(rel, [OWN_STATE]):
-            return False
-        tracked = self._tracked()
-        # The path itself, or a directory on the way to a tracked path (created or moved).
-        return under(rel, tracked) or any(t.startswith(rel + "/") for t in tracked)
-
-    def refresh(self) -> None:
-        wanted: set[tuple[str, bool]] = set()
-        for top in self._tracked():
-            full = self.home / top
-            if full.is_dir() and not full.is_symlink():
-                wanted.add((str(full), True))
-                continue
-            directory = full.parent
-            while directory != self.home and not directory.is_dir():
-                directory = directory.parent
-            if directory.is_relative_to(self.home):
-                wanted.add((str(directory), False))
-        for key in set(self._watches) - wanted:
-            with contextlib.suppress(Exception):
-                self._observer.unschedule(self._watches.pop(key))
-        for key in wanted - set(self._watches):
-            try:
-                self._watches[key] = self._observer.schedule(
-                    self._handler, key[0], recursive=key[1]
-                )
-            except OSError as exc:  # gone meanwhile, or out of inotify watches
-                log.warning("profile sync: cannot watch %s: %s", key[0], exc)
-
-    def stop(self) -> None:
-        self._observer.stop()
-        with contextlib.suppress(RuntimeError):
-            self._observer.join(timeout=2)
