@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from leeward.agent.sync.profilesync import UPLOAD_BYTES, ProfileSync, _batches
+from leeward.agent.sync.profilesync import ProfileSync
 from leeward.agent.sync.record import SyncState
 from leeward.common.clock import ManualClock
 from leeward.common.errors import FleetError
-from leeward.common.profilefiles import LocalFile
 from leeward_protocol.fleet import SyncStatus
 from leeward_protocol.profile import (
     AgentProfile,
@@ -417,15 +416,6 @@ async def test_an_edit_is_uploaded_within_two_seconds_of_the_write(home: Path) -
         await until(lambda: ".config/nvim/init.lua" in fleet.files, timeout=2.0)
     finally:
         await sync.stop()
-
-
-async def test_big_uploads_are_split_under_the_body_limit(home: Path) -> None:
-    files = [LocalFile(f".config/f{i}", "0" * 64, 1 << 20, 0o644, T0, b"") for i in range(14)]
-    batches = _batches(files)
-    assert len(batches) == 3
-    assert all(sum(f.size for f in b) <= UPLOAD_BYTES for b in batches)
-    assert [f for b in batches for f in b] == files
-    assert _batches([]) == [[]]  # removals alone still make one request
 
 
 def test_an_unreadable_record_starts_afresh(home: Path) -> None:

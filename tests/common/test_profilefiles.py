@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from leeward.common.profilefiles import (
+    UPLOAD_CONTENT_BYTES,
     Limits,
     LocalFile,
     check_content,
     check_path,
     over_limits,
     scan,
+    sent_size,
+    upload_batches,
 )
+from leeward.fleet.config import ProfileStoreConfig
+from leeward_protocol.profile import ProfileUpload
 
 LIMITS = Limits(max_file_bytes=1 << 20, max_files=1000, max_total_bytes=32 << 20)
 
@@ -113,3 +120,23 @@ def test_too_many_new_files_are_refused_together() -> None:
     small = Limits(max_file_bytes=100, max_files=10, max_total_bytes=50)
     kept, refused = over_limits({}, [f("a", 30), f("b", 30)], small)
     assert [k.path for k in kept] == ["b"] and refused[0].code == "profile-too-large"
+
+
+def test_big_uploads_are_split_under_the_body_limit() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    files = [LocalFile(f".config/f{i}", "0" * 64, 1 << 20, 0o644, t0, b"") for i in range(14)]
+    batches = upload_batches(files)
+    assert len(batches) == 5  # three 1 MiB files (4 MiB in base64) an upload, not four
+    assert all(sum(sent_size(f.size) for f in b) <= UPLOAD_CONTENT_BYTES for b in batches)
+    assert [f for b in batches for f in b] == files
+    assert upload_batches([]) == [[]]  # removals alone still make one request
+
+
+def test_a_full_upload_fits_the_fleets_default_body_limit() -> None:
+    """The largest batch, as JSON on the wire, is under `profile_store.max_upload_bytes`."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    data = bytes(range(256)) * 4096  # 1 MiB, the largest file a profile holds
+    files = [LocalFile(f".config/big-{i}", "0" * 64, len(data), 0o644, t0, data) for i in range(9)]
+    biggest = max(upload_batches(files), key=len)
+    body = ProfileUpload(files=[f.upload(base_sha256="0" * 64) for f in biggest])
+    assert len(json.dumps(body.wire()).encode()) < ProfileStoreConfig().max_upload_bytes

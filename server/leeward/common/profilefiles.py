@@ -8,17 +8,19 @@ point out of the home, devices, sockets and fifos, files too large to read. Ever
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import hashlib
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from leeward_protocol.fleet import Refusal
+from leeward_protocol.profile import FileUpload
 from leeward_protocol.userconfig import check_home_path
 
 CONFLICT_MARK = ".leeward-conflict-"
@@ -48,6 +50,12 @@ _SECRETS: list[tuple[re.Pattern[bytes], str]] = [
 ]
 
 
+UPLOAD_CONTENT_BYTES = 5 * 1024 * 1024
+"""The most file content (base64, as sent) in one upload: under the fleet's default limit on an
+upload's body (`profile_store.max_upload_bytes`, 8 MiB) with room for the JSON around it. (The
+agent used to count 6 MiB before base64: a full batch was 8 MiB of base64 alone, and refused.)"""
+
+
 @dataclass(frozen=True)
 class Limits:
     max_file_bytes: int
@@ -63,6 +71,38 @@ class LocalFile:
     mode: int
     modified_at: datetime
     data: bytes
+
+    def upload(self, base_sha256: str | None = None) -> FileUpload:
+        """This file as an upload carries it; `base_sha256`: the version this edit is of."""
+        return FileUpload(
+            path=self.path,
+            content=base64.b64encode(self.data).decode(),
+            mode=self.mode,
+            modified_at=self.modified_at,
+            base_sha256=base_sha256,
+        )
+
+
+def sent_size(size: int) -> int:
+    """The bytes a file of `size` takes in an upload (base64)."""
+    return 4 * ((size + 2) // 3)
+
+
+def upload_batches(
+    files: Sequence[LocalFile], limit: int = UPLOAD_CONTENT_BYTES
+) -> list[list[LocalFile]]:
+    """`files`, in order, split into uploads whose contents stay under `limit` (a file larger
+    than that goes alone). Always at least one, empty when there are no files: removals alone
+    still make a request."""
+    batches: list[list[LocalFile]] = [[]]
+    size = 0
+    for f in files:
+        if batches[-1] and size + sent_size(f.size) > limit:
+            batches.append([])
+            size = 0
+        batches[-1].append(f)
+        size += sent_size(f.size)
+    return batches
 
 
 def refusal(path: str, code: str, reason: str) -> Refusal:

@@ -11,7 +11,6 @@ that key's line like any other problem.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -20,7 +19,7 @@ from pathlib import Path
 from leeward.client.api import FleetClient, FleetUnreachable
 from leeward.common.errors import FleetError
 from leeward.common.files import write_atomic
-from leeward.common.profilefiles import Limits, LocalFile, scan
+from leeward.common.profilefiles import Limits, LocalFile, scan, upload_batches
 from leeward.daemon.link import FleetLink, NotSignedIn
 from leeward.daemon.userconfig import Problem, locate
 from leeward_protocol.fleet import Refusal
@@ -28,9 +27,6 @@ from leeward_protocol.profile import FileUpload, Profile, ProfileUpload
 from leeward_protocol.userconfig import UserConfig
 
 log = logging.getLogger(__name__)
-
-UPLOAD_BATCH_BYTES = 4 * 1024 * 1024
-"""Base64 bytes per dotfiles upload (the fleet takes bodies up to 8 MiB by default)."""
 
 
 class ProfilePublisher:
@@ -123,24 +119,9 @@ class ProfilePublisher:
         ]
         for item in refused:
             log.warning("dotfiles: %s", item.reason)
-        batch: list[FileUpload] = []
-        size = 0
-        for local in changed:
-            content = base64.b64encode(local.data).decode()
-            if batch and size + len(content) > UPLOAD_BATCH_BYTES:
-                await self._send(batch)
-                batch, size = [], 0
-            batch.append(
-                FileUpload(
-                    path=local.path,
-                    content=content,
-                    mode=local.mode,
-                    modified_at=local.modified_at,
-                )
-            )
-            size += len(content)
-        if batch:
-            await self._send(batch)
+        for batch in upload_batches(changed):
+            if batch:
+                await self._send([local.upload() for local in batch])
         await asyncio.to_thread(self._remember, where, {f.path: f.sha256 for f in found})
 
     def _record(self) -> Path:

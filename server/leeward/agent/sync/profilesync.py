@@ -6,7 +6,6 @@ uploader pushes what changed here; both report the status, and back off when the
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 from pathlib import Path
@@ -19,13 +18,12 @@ from leeward.agent.sync.watch import TrackedWatch
 from leeward.common.backoff import SPREAD, Backoff, worth_telling
 from leeward.common.clock import Clock, SystemClock
 from leeward.common.errors import FleetError
-from leeward.common.profilefiles import Limits, LocalFile, over_limits, scan
+from leeward.common.profilefiles import Limits, LocalFile, over_limits, scan, upload_batches
 from leeward.common.threads import to_thread_to_the_end
 from leeward_protocol.fleet import Refusal, SyncConflict, SyncStatus
 from leeward_protocol.profile import (
     AgentProfile,
     FileRemoval,
-    FileUpload,
     Profile,
     ProfileUpload,
     UploadConflict,
@@ -36,8 +34,6 @@ log = logging.getLogger("leeward.agent.sync")
 
 RESCAN_SECONDS = 60.0
 """A full scan this often, whatever the file events said (a safety net for missed events)."""
-UPLOAD_BYTES = 6 << 20
-"""Content per upload request: base64 makes it 8 MiB, the fleet's body limit."""
 KEEP_CONFLICTS = 20
 MAX_BACKOFF_SECONDS = 60.0
 
@@ -274,7 +270,7 @@ class ProfileSync:
                     break
                 changed = True
                 again = False
-                for batch in _batches(files):
+                for batch in upload_batches(files):
                     again |= await self._upload(batch, removed)
                     removed = []
                 if not again:
@@ -322,16 +318,7 @@ class ProfileSync:
         """One upload request; whether a conflict needs another round."""
         synced = self.state.synced
         upload = ProfileUpload(
-            files=[
-                FileUpload(
-                    path=f.path,
-                    content=base64.b64encode(f.data).decode(),
-                    mode=f.mode,
-                    modified_at=f.modified_at,
-                    base_sha256=synced.get(f.path),
-                )
-                for f in files
-            ],
+            files=[f.upload(base_sha256=synced.get(f.path)) for f in files],
             removed=[FileRemoval(path=p, base_sha256=synced.get(p)) for p in removed],
         )
         was = self.state.version
@@ -447,19 +434,6 @@ class ProfileSync:
             self._reported = None
             return
         self._reported = key
-
-
-def _batches(files: list[LocalFile]) -> list[list[LocalFile]]:
-    """Upload requests under the fleet's body limit (the first carries the removals)."""
-    batches: list[list[LocalFile]] = [[]]
-    size = 0
-    for f in files:
-        if batches[-1] and size + f.size > UPLOAD_BYTES:
-            batches.append([])
-            size = 0
-        batches[-1].append(f)
-        size += f.size
-    return batches
 
 
 def fleet_backoff() -> Backoff:
