@@ -19,6 +19,7 @@ import pytest
 
 from leeward.providers.base import EnvironmentSpec
 from leeward.providers.local import LocalProvider
+from tests.conftest import until
 
 from .kit import SSH, Fleet, Kit
 
@@ -130,11 +131,12 @@ async def test_interactive_shell_has_a_terminal_that_follows_the_window(alice: S
         say("sleep 31.4159")
         # Ctrl-C before the shell hands the terminal to the job would hit the shell: wait until
         # `sleep` is the terminal's foreground process group ('+' in its state).
-        deadline = time.monotonic() + 10
         probe = 'ps -eo stat=,args= | awk \'$2 == "sleep" && $3 == "31.4159" {print $1}\''
-        while b"+" not in (await alice.run("ssh", "box", probe)).stdout:
-            assert time.monotonic() < deadline, "sleep never became the foreground job"
-            await asyncio.sleep(0.05)
+
+        async def foreground() -> bool:
+            return b"+" in (await alice.run("ssh", "box", probe)).stdout
+
+        await until(foreground, "sleep became the foreground job", timeout=10)
         os.write(master, b"\x03")
         say("echo STATUS=$?")
         await asyncio.to_thread(_expect, master, b"STATUS=130", seen)
@@ -229,20 +231,21 @@ async def test_local_port_forwarding(alice: SSH) -> None:
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
+
+        async def through_the_tunnel() -> tuple[bytes, asyncio.StreamWriter] | None:
+            assert ssh.returncode is None, await ssh.stderr.read() if ssh.stderr else b""
             try:
                 reader, writer = await asyncio.open_connection("127.0.0.1", local_port)
                 writer.write(b"ping through the tunnel\n")
                 line = await asyncio.wait_for(reader.readline(), 5)
-                if line:
-                    break
-                writer.close()
             except OSError:
-                pass
-            assert ssh.returncode is None, await ssh.stderr.read() if ssh.stderr else b""
-            assert time.monotonic() < deadline, "the forwarded port never answered"
-            await asyncio.sleep(0.05)
+                return None
+            if line:
+                return line, writer
+            writer.close()
+            return None
+
+        line, writer = await until(through_the_tunnel, "the forwarded port answered", timeout=10)
         assert line == b"ping through the tunnel\n"
         writer.close()
         await writer.wait_closed()

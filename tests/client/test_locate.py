@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,7 +16,7 @@ import asyncssh
 import pytest
 
 from leeward.client.locate import AddressCache, Finder, LocateError, host_certificate_verifier
-from tests.conftest import free_port, run_ssh, small_config, ssh_access
+from tests.conftest import free_port, run_ssh, small_config, ssh_access, until
 from tests.fleet.test_dns import ask_async
 
 
@@ -41,13 +40,12 @@ async def black_hole(host: str = "127.0.0.1") -> AsyncIterator[str]:
 
 
 async def wait_for_fleet_info(cache: AddressCache, timeout: float = 10.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = cache.fleet_info()
-        if info.get("dns"):
-            return info
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"the catalog's zone and DNS were not cached: {cache.fleet_info()}")
+    info: dict[str, Any] = await until(
+        lambda: (found := cache.fleet_info()).get("dns") and found,
+        "the catalog's zone and DNS cached",
+        timeout=timeout,
+    )
+    return info
 
 
 @pytest.fixture
@@ -219,15 +217,16 @@ async def test_while_it_migrates_dns_answers_and_locate_waits_out_the_blackout(
 
         status, moving = await f.admin.call("POST", "/v1/admin/environments/box/migrate")
         assert (status, moving["state"]) == (202, "migrating"), moving
-        dark = time.monotonic() + 5
-        while True:  # wait for the blackout: the listener is closed
+
+        async def dark() -> bool:  # the blackout: the listener is closed
             try:
                 _, writer = await asyncio.open_connection(env["address"], env["sshPort"])
-                writer.close()
             except (ConnectionRefusedError, ConnectionResetError):
-                break  # refused, or reset by the blackout's closing of every connection
-            assert time.monotonic() < dark, "the blackout never began"
-            await asyncio.sleep(0.01)
+                return True  # refused, or reset by the blackout's closing of every connection
+            writer.close()
+            return False
+
+        await until(dark, "the blackout began", timeout=5)
         rcode, addresses, _ = await ask_async(info["dns"], f"box.{info['zone']}")
         assert (rcode, addresses) == ("NOERROR", [env["address"]])  # migrating: still named
 

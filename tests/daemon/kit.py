@@ -20,6 +20,7 @@ from pygls.protocol import (
 )
 
 from tests.cli.sandbox import LEEWARD, Sandbox
+from tests.conftest import until
 
 
 def _raw_converter() -> Any:
@@ -142,13 +143,15 @@ class DaemonClient:
     async def poll(
         self, method: str, predicate: Callable[[Any], bool], timeout: float = 30.0
     ) -> Any:
-        """Ask again (every 0.1 s, with a deadline) until the answer satisfies `predicate`."""
-        async with asyncio.timeout(timeout):
-            while True:
-                answer = await self.request(method, {})
-                if predicate(answer):
-                    return answer
-                await asyncio.sleep(0.1)
+        """Ask again (with a deadline) until the answer satisfies `predicate`; that answer."""
+        answers: list[Any] = []
+
+        async def satisfied() -> bool:
+            answers.append(await self.request(method, {}))
+            return predicate(answers[-1])
+
+        await until(satisfied, f"{method} answered as expected", timeout=timeout)
+        return answers[-1]
 
     def last_health(self, env_id: str) -> dict[str, Any] | None:
         for record in reversed(self.health):

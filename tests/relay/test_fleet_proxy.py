@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from leeward.client.credentials import Credentials, store_credentials
-from tests.conftest import ssh_access
+from tests.conftest import ssh_access, until
 
 from .conftest import LEEWARD
 
@@ -71,9 +71,7 @@ async def test_the_proxy_finds_the_environment_through_the_fleet_or_its_cache(
         assert recorded["env"] == "relayed"
         assert name == env["fqdn"]
         # ssh hangs up its ProxyCommand when it exits; the status file goes with the proxy.
-        async with asyncio.timeout(10):
-            while list(sessions.glob("*.json")):
-                await asyncio.sleep(0.02)
+        await until(lambda: not list(sessions.glob("*.json")), "the status file went", timeout=10)
         # The address race (leeward.client.locate) keeps the last verified address per fleet.
         cache = json.loads((home / "xdg-state" / "leeward" / "addresses.json").read_text())
         known = cache["fleets"][f.url]["environments"]["relayed"]

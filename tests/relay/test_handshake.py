@@ -28,6 +28,7 @@ from leeward.relay.handshake import (
 from leeward.relay.proxy import Proxy, ProxySettings
 from leeward.relay.stream import RelayFailure
 from tests.agent.kit import ZONE, Fleet, Kit, free_endpoint
+from tests.conftest import until
 
 from .conftest import LEEWARD
 
@@ -207,9 +208,9 @@ async def test_a_peer_that_lost_bytes_the_buffer_no_longer_holds_is_an_overflow(
         (session,) = agent.server.sessions.values()
         # The agent forgets what it received (as a peer that lost its state would): the proxy
         # has dropped those bytes from its buffer since they were acknowledged.
-        async with asyncio.timeout(10):
-            while session.endpoint.outbox.base < 300_000:
-                await asyncio.sleep(0.01)
+        await until(
+            lambda: session.endpoint.outbox.base >= 300_000, "the proxy dropped what was acked"
+        )
         session.endpoint.received = 0
         session.endpoint.drop_link()
         err = await p.failure()
@@ -242,9 +243,7 @@ async def test_a_session_the_agent_let_expire_ends_the_proxy_with_that_reason(
             await p.roundtrip(b"hello\n")
             await server.close_listener()
             server.reset_links()
-            async with asyncio.timeout(10):
-                while server.sessions:
-                    await asyncio.sleep(0.02)
+            await until(lambda: not server.sessions, "the agent forgot the session", timeout=10)
             await server.listen(address, port)
             err = await p.failure()
         assert "no longer has this session (it expired)" in err and err.count("\n") == 1, err

@@ -15,9 +15,11 @@ import pytest
 
 from leeward.agent import control
 from leeward.agent.config import AgentConfig
+from leeward.common.processes import pid_alive
 from leeward.providers.base import EnvironmentSpec
 from leeward.providers.local import LocalProvider
 from tests.agent.kit import SSH, Fleet, Kit
+from tests.conftest import until
 
 from .conftest import LEEWARD
 
@@ -56,9 +58,11 @@ def through_proxy(kit: Kit, spec: EnvironmentSpec, *extra: str) -> SSH:
 
 async def relinked(sock: Path) -> None:
     """Until the proxy has its link again (it backs off while the address is dark)."""
-    async with asyncio.timeout(20):
-        while (await control.request(sock, {"op": "status"}))["relayLinks"] != 1:
-            await asyncio.sleep(0.01)
+
+    async def linked() -> bool:
+        return bool((await control.request(sock, {"op": "status"}))["relayLinks"] == 1)
+
+    await until(linked, "the proxy linked again", timeout=20)
 
 
 async def blackout(sock: Path, seconds: float) -> int:
@@ -189,9 +193,7 @@ async def test_an_agent_restart_ends_ssh_with_the_proxys_one_line(
     assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"started\n"
     pid = int((tmp_path / "envs" / env.id / "agent.pid").read_text())
     os.kill(pid, signal.SIGKILL)  # the VM died; the provider starts it again, same address
-    async with asyncio.timeout(10):
-        while Path(f"/proc/{pid}/cmdline").exists() and Path(f"/proc/{pid}/cmdline").read_bytes():
-            await asyncio.sleep(0.01)
+    await until(lambda: not pid_alive(pid), "the agent died", timeout=10)
     await provider.start(env)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert out == b""

@@ -16,6 +16,7 @@ from leeward.relay.agent import RelayServer, RelaySettings
 from leeward.relay.candidates import Candidate, Fixed
 from leeward.relay.proxy import Proxy, ProxySettings
 from tests.agent.kit import free_endpoint
+from tests.conftest import until
 
 from .test_handshake import FQDN, echo, identity
 
@@ -115,8 +116,8 @@ async def relay_through_cuts(
             out = Output()
             async with asyncio.timeout(60):
                 code = await proxy.run(stdin, out)  # type: ignore[arg-type]
-                while server.sessions:  # the agent closes it when its side is done too
-                    await asyncio.sleep(0.01)
+                # The agent closes it when its side is done too.
+                await until(lambda: not server.sessions, "the agent closed the session")
             return code, out, len(server.sessions)
     finally:
         await server.close()
