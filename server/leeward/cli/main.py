@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from leeward.cli.errors import CliError, format_error
+from leeward.cli.errors import CliError, fail, show_tracebacks
 from leeward.cli.profile import profile_app
 
 if TYPE_CHECKING:
@@ -56,8 +56,6 @@ features_app = typer.Typer(
 )
 app.add_typer(features_app, name="features")
 
-_debug = bool(os.environ.get("LEEWARD_DEBUG"))
-
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the fleet's JSON.")]
 EnvArgument = Annotated[str, typer.Argument(help="Environment name or id.", metavar="ENV")]
 
@@ -68,8 +66,8 @@ def _options(
         bool, typer.Option("--debug", help="Show tracebacks.", envvar="LEEWARD_DEBUG")
     ] = False,
 ) -> None:
-    global _debug
-    _debug = _debug or debug
+    if debug:
+        show_tracebacks()
 
 
 def _paths() -> Paths:
@@ -648,8 +646,7 @@ def fleet_serve(
     port: Annotated[int | None, typer.Option("--port", help="Overrides listen_port.")] = None,
 ) -> None:
     """Run the fleet backend until SIGTERM or SIGINT."""
-    global _debug
-    _debug = True  # a server's log should say where it failed
+    show_tracebacks()  # a server's log should say where it failed
     from leeward.fleet.config import ConfigError
     from leeward.fleet.main import serve
 
@@ -907,7 +904,7 @@ def main() -> None:
     try:
         app()
     except CliError as exc:
-        _fail(exc, exc.message, exc.exit_code, exc.details)
+        fail(exc, exc.message, exc.exit_code, exc.details)
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr)
         sys.exit(130)
@@ -915,19 +912,10 @@ def main() -> None:
         from leeward.common.errors import FleetError
 
         if isinstance(exc, FleetError):
-            _fail(exc, exc.message, 1)
-        _fail(
+            fail(exc, exc.message, 1)
+        fail(
             exc, f"Unexpected {type(exc).__name__}: {exc}; run again with --debug and report it", 1
         )
-
-
-def _fail(exc: BaseException, message: str, code: int, details: str = "") -> None:
-    if _debug:
-        import traceback
-
-        traceback.print_exception(exc)
-    print(format_error(message, details), file=sys.stderr)
-    sys.exit(code)
 
 
 if __name__ == "__main__":
