@@ -9,19 +9,21 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from leeward.cli import console, session
 from leeward.cli.errors import CliError, fail, show_tracebacks
+from leeward.cli.options import EnvArgument, JsonOption
 from leeward.cli.profile import profile_app
 
 if TYPE_CHECKING:
+    from leeward.cli.embedded import EmbeddedFleet
     from leeward.client.api import FleetClient
     from leeward.client.paths import Paths
-    from leeward_protocol.fleet import Environment
+    from leeward_protocol.fleet import DnsStatus, Environment, Host, WhoAmI
 
 T = TypeVar("T")
 
@@ -56,9 +58,6 @@ features_app = typer.Typer(
 )
 app.add_typer(features_app, name="features")
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the fleet's JSON.")]
-EnvArgument = Annotated[str, typer.Argument(help="Environment name or id.", metavar="ENV")]
-
 
 @app.callback()
 def _options(
@@ -68,28 +67,6 @@ def _options(
 ) -> None:
     if debug:
         show_tracebacks()
-
-
-def _paths() -> Paths:
-    from leeward.client.paths import Paths
-
-    return Paths.default()
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
-def _out() -> Any:
-    from rich.console import Console
-
-    return Console(highlight=False, soft_wrap=True)  # paths stay whole for copy and paste
-
-
-def _err() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 # -- identity -------------------------------------------------------------------------------------
@@ -117,10 +94,9 @@ def login(
     ] = None,
 ) -> None:
     """Sign in to a fleet: check the token, store it, and get an SSH certificate."""
-    from leeward.cli.session import sign_in
     from leeward.client.credentials import CredentialsError, load_credentials
 
-    paths = _paths()
+    paths = session.default_paths()
     url = fleet
     if url is None:
         try:
@@ -139,30 +115,22 @@ def login(
     token = token.strip()
     if not token:
         raise CliError("No token given: pass `--token T` or pipe it on stdin.")
-    who = _run(sign_in(paths, url, token))
-    _out().print(f"Signed in to {url} as [bold]{who.user}[/] ({who.role.value}).")
+    who = asyncio.run(session.sign_in(paths, url, token))
+    console.out().print(f"Signed in to {url} as [bold]{who.user}[/] ({who.role.value}).")
 
 
 @app.command()
 def whoami(json_: JsonOption = False) -> None:
     """Who the fleet thinks you are."""
-    from leeward.client.api import wire_json
 
-    async def go() -> Any:
-        async with _client() as fleet:
-            return await fleet.whoami()
+    async def ask(fleet: FleetClient) -> tuple[WhoAmI, str]:
+        return await fleet.whoami(), fleet.url
 
-    who = _run(go())
+    who, url = session.with_fleet(ask)
     if json_:
-        print(wire_json(who))
+        console.print_json(who)
     else:
-        _out().print(f"{who.user} ({who.role.value}) at {_client().url}")
-
-
-def _client() -> FleetClient:
-    from leeward.cli.session import client
-
-    return client(_paths())
+        console.out().print(f"{who.user} ({who.role.value}) at {url}")
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -172,68 +140,48 @@ def _client() -> FleetClient:
 def catalog(json_: JsonOption = False) -> None:
     """Regions, devserver flavors and container profiles on offer."""
     from leeward.cli import render
-    from leeward.client.api import wire_json
 
-    async def go() -> Any:
-        async with _client() as fleet:
-            return await fleet.catalog()
-
-    result = _run(go())
+    result = session.with_fleet(lambda fleet: fleet.catalog())
     if json_:
-        print(wire_json(result))
+        console.print_json(result)
     else:
-        render.catalog(_out(), result)
+        render.catalog(console.out(), result)
 
 
 @features_app.command("list")
 def features_list(json_: JsonOption = False) -> None:
     """The features you can name in ~/.config/leeward/config.toml (`features = [...]`)."""
     from leeward.cli import render
-    from leeward.client.api import wire_json
 
-    async def go() -> Any:
-        async with _client() as fleet:
-            return await fleet.features()
-
-    result = _run(go())
+    result = session.with_fleet(lambda fleet: fleet.features())
     if json_:
-        print(wire_json(result))
+        console.print_json(result)
     else:
-        render.features(_out(), result.features)
+        render.features(console.out(), result.features)
 
 
 @app.command("list")
 def list_(json_: JsonOption = False) -> None:
     """Your environments."""
     from leeward.cli import render
-    from leeward.client.api import wire_json
 
-    async def go() -> Any:
-        async with _client() as fleet:
-            return await fleet.environments()
-
-    result = _run(go())
+    result = session.with_fleet(lambda fleet: fleet.environments())
     if json_:
-        print(wire_json(result))
+        console.print_json(result)
     else:
-        render.environments(_out(), result.environments)
+        render.environments(console.out(), result.environments)
 
 
 @app.command()
 def show(env: EnvArgument, json_: JsonOption = False) -> None:
     """One environment in detail."""
     from leeward.cli import render
-    from leeward.client.api import wire_json
 
-    async def go() -> Environment:
-        async with _client() as fleet:
-            return await fleet.environment(env)
-
-    result = _run(go())
+    result = session.with_fleet(lambda fleet: fleet.environment(env))
     if json_:
-        print(wire_json(result))
+        console.print_json(result)
     else:
-        render.environment(_out(), result)
+        render.environment(console.out(), result)
 
 
 # -- changing -------------------------------------------------------------------------------------
@@ -316,19 +264,14 @@ def _request(model: type[T], fields: dict[str, Any]) -> T:
 
 def _create(request: Any, json_: bool) -> None:
     from leeward.cli.progress import create_and_wait
-    from leeward.client.api import wire_json
 
-    async def go() -> Environment:
-        async with _client() as fleet:
-            return await create_and_wait(fleet, request, _err())
-
-    env = _run(go())
+    env = session.with_fleet(lambda fleet: create_and_wait(fleet, request, console.err()))
     if json_:
-        print(wire_json(env))
+        console.print_json(env)
     else:
         from leeward.cli import render
 
-        render.ready(_out(), env)
+        render.ready(console.out(), env)
 
 
 @app.command()
@@ -338,27 +281,19 @@ def delete(
 ) -> None:
     """Delete an environment (its home directory goes with it)."""
 
-    async def look() -> Environment:
-        async with _client() as fleet:
-            return await fleet.environment(env)
-
     if not yes:
         if not sys.stdin.isatty():
             raise CliError(
                 f"Refusing to delete {env} without confirmation: pass `--yes` to delete it."
             )
-        target = _run(look())
+        target = session.with_fleet(lambda fleet: fleet.environment(env))
         typer.confirm(
             f"Delete {target.kind.value} {target.name} ({target.fqdn})? Its files go with it",
             abort=True,
         )
 
-    async def go() -> Environment:
-        async with _client() as fleet:
-            return await fleet.delete(env)
-
-    deleted = _run(go())
-    _out().print(f"Deleting {deleted.kind.value} {deleted.name}.")
+    deleted = session.with_fleet(lambda fleet: fleet.delete(env))
+    console.out().print(f"Deleting {deleted.kind.value} {deleted.name}.")
 
 
 @app.command()
@@ -369,20 +304,15 @@ def extend(
 ) -> None:
     """Push back when an environment expires."""
     from leeward.cli import render
-    from leeward.client.api import wire_json
 
     if hours <= 0:
         raise CliError("--hours must be a positive number of hours.")
 
-    async def go() -> Environment:
-        async with _client() as fleet:
-            return await fleet.extend(env, hours)
-
-    result = _run(go())
+    result = session.with_fleet(lambda fleet: fleet.extend(env, hours))
     if json_:
-        print(wire_json(result))
+        console.print_json(result)
     else:
-        _out().print(f"{result.name} now expires {render.when(result.expires_at)}.")
+        console.out().print(f"{result.name} now expires {render.when(result.expires_at)}.")
 
 
 # -- ssh ------------------------------------------------------------------------------------------
@@ -399,17 +329,12 @@ def config_ssh(
     ] = None,
 ) -> None:
     """Write ~/.ssh/leeward/config and known_hosts, so `ssh NAME` reaches your environments."""
-    from leeward.cli.session import refresh_ssh
+    from leeward.client.access import refresh_ssh
     from leeward.client.sshconfig import add_include, has_include, include_line
 
-    paths = _paths()
-
-    async def go() -> Any:
-        async with _client() as fleet:
-            return await refresh_ssh(fleet, paths)
-
-    entries, _ = _run(go())
-    out = _out()
+    paths = session.default_paths()
+    entries, _ = session.with_fleet(lambda fleet: refresh_ssh(fleet, paths))
+    out = console.out()
     names = ", ".join(e.alias for e in entries) or "none running yet"
     out.print(f"Wrote {paths.ssh_config} ({names}) and {paths.known_hosts}.")
     user_config = Path.home() / ".ssh" / "config"
@@ -440,19 +365,18 @@ def ssh(
     ] = None,
 ) -> None:
     """Connect with OpenSSH (renewing the certificate and ssh config first)."""
-    from leeward.cli.session import refresh_ssh
+    from leeward.client.access import refresh_ssh
     from leeward_protocol.fleet import REACHABLE_STATES, EnvironmentState
 
-    paths = _paths()
+    paths = session.default_paths()
 
-    async def go() -> Environment:
-        async with _client() as fleet:
-            target = await fleet.environment(env)
-            if target.state in REACHABLE_STATES:
-                await refresh_ssh(fleet, paths)
-            return target
+    async def reach(fleet: FleetClient) -> Environment:
+        target = await fleet.environment(env)
+        if target.state in REACHABLE_STATES:
+            await refresh_ssh(fleet, paths)
+        return target
 
-    target = _run(go())
+    target = session.with_fleet(reach)
     if target.state not in REACHABLE_STATES:
         hints = {
             EnvironmentState.PROVISIONING: f"wait for it (`leeward show {target.name}`)",
@@ -479,22 +403,21 @@ def locate_command(env: EnvArgument, json_: JsonOption = False) -> None:
     last-known-good cache raced, each address checked by its SSH host certificate."""
     import json
 
-    from leeward.cli.session import credentials
     from leeward.client.locate import AddressCache, Finder, LocateError, host_certificate_verifier
 
-    paths = _paths()
-    creds = credentials(paths)
+    paths = session.default_paths()
+    creds = session.credentials(paths)
     cache = AddressCache.of(paths, creds.fleet)
     finder = Finder(creds.fleet, creds.token, cache, host_certificate_verifier(paths.known_hosts))
     try:
-        found = _run(finder.locate(env))
+        found = asyncio.run(finder.locate(env))
     except LocateError as exc:
         raise CliError(str(exc)) from None
     if json_:
         fields = ("name", "fqdn", "address", "ssh_port", "relay_port", "source", "seconds", "notes")
         print(json.dumps({f: getattr(found, f) for f in fields}, indent=2))
         return
-    out = _out()
+    out = console.out()
     out.print(
         f"{found.fqdn} at {found.address}:{found.ssh_port} from the {found.source} "
         f"in {found.seconds * 1000:.0f} ms (host certificate verified)."
@@ -516,10 +439,9 @@ def up(
     import getpass
 
     from leeward.cli.embedded import EmbeddedFleet, healthy, port_in_use
-    from leeward.cli.session import sign_in
 
-    paths = _paths()
-    out = _out()
+    paths = session.default_paths()
+    out = console.out()
     embedded = EmbeddedFleet.of(paths)
     running = embedded.pid()
     if running is not None and port is not None and not embedded.url().endswith(f":{port}"):
@@ -539,7 +461,7 @@ def up(
                 f"Something else is listening at {url}: stop it, or run `leeward up --port N` "
                 "with a free port."
             )
-        with _err().status(f"Starting the embedded fleet at {url}…"):
+        with console.err().status(f"Starting the embedded fleet at {url}…"):
             dns = embedded.ensure_dns_port()
             pid = embedded.start()
             embedded.wait_healthy(url, pid)
@@ -551,14 +473,14 @@ def up(
     if user := _signed_in_as(paths, url):  # restarted: the stored token is still good
         out.print(f"Signed in as [bold]{user}[/], as before.")
     else:
-        token = _run(_issue_admin_token(embedded.config_path, getpass.getuser()))
-        who = _run(sign_in(paths, url, token))
+        token = asyncio.run(_issue_admin_token(embedded.config_path, getpass.getuser()))
+        who = asyncio.run(session.sign_in(paths, url, token))
         out.print(f"Signed in as [bold]{who.user}[/] ({who.role.value}).")
     _remember_embedded_dns(paths, embedded, url)
     out.print("Next: `leeward create devserver --name mybox`, then `leeward ssh mybox`.")
 
 
-def _remember_embedded_dns(paths: Paths, embedded: Any, url: str) -> None:
+def _remember_embedded_dns(paths: Paths, embedded: EmbeddedFleet, url: str) -> None:
     """Tell this machine's clients where the embedded fleet serves its zone (they also learn it
     from the catalog): `leeward proxy` and `leeward locate` race it with the API and the cache."""
     from leeward.client.locate import AddressCache
@@ -615,7 +537,7 @@ def _signed_in_as(paths: Paths, url: str) -> str | None:
                 return None
         return who.user if paths.identity.exists() and paths.certificate.exists() else None
 
-    return _run(check())
+    return asyncio.run(check())
 
 
 @app.command()
@@ -623,14 +545,14 @@ def down() -> None:
     """Stop the embedded fleet (and, with it, its environments' agents)."""
     from leeward.cli.embedded import EmbeddedFleet
 
-    embedded = EmbeddedFleet.of(_paths())
+    embedded = EmbeddedFleet.of(session.default_paths())
     if embedded.pid() is None:
         embedded.pid_path.unlink(missing_ok=True)
-        _out().print("The embedded fleet is not running.")
+        console.out().print("The embedded fleet is not running.")
         return
-    with _err().status("Stopping the embedded fleet…"):
+    with console.err().status("Stopping the embedded fleet…"):
         outcome = embedded.stop()
-    _out().print(outcome)
+    console.out().print(outcome)
 
 
 # -- processes ------------------------------------------------------------------------------------
@@ -681,7 +603,7 @@ def fleet_token_create(
         loaded.database = database
     role = Role.ADMIN if admin else Role.USER
     try:
-        token = _run(
+        token = asyncio.run(
             issue_token(loaded, user, role, hours=hours, description="leeward fleet token")
         )
     except ValueError as exc:
@@ -740,11 +662,11 @@ def status(json_: JsonOption = False) -> None:
 
     from leeward.daemon.sessions import read_sessions
 
-    sessions = read_sessions(_paths().state_dir / "sessions")
+    sessions = read_sessions(session.default_paths().state_dir / "sessions")
     if json_:
         print(json.dumps([dataclasses.asdict(s) for s in sessions], indent=2))
         return
-    out = _out()
+    out = console.out()
     if not sessions:
         out.print("No SSH session through `leeward proxy` on this machine.")
         return
@@ -761,17 +683,12 @@ def status(json_: JsonOption = False) -> None:
 @host_app.command("list")
 def host_list(json_: JsonOption = False) -> None:
     """Every host: region, state, capacity, usage."""
-    from leeward.client.api import wire_json
 
-    async def go() -> Any:
-        async with _client() as fleet:
-            return await fleet.hosts()
-
-    result = _run(go())
+    result = session.with_fleet(lambda fleet: fleet.hosts())
     if json_:
-        print(wire_json(result))
+        console.print_json(result)
         return
-    out = _out()
+    out = console.out()
     for h in result.hosts:
         out.print(
             f"{h.name:<16} {h.region:<12} {h.state.value:<14} "
@@ -792,62 +709,51 @@ def host_drain(
     maintenance. Nothing new is placed on it from now on."""
     import time
 
-    async def go() -> Any:
-        async with _client() as fleet:
-            state = (await fleet.drain_host(host)).state
-            _out().print(f"{host} is {state.value}: moving its environments live.")
-            deadline = time.monotonic() + timeout
-            while wait:
-                found = next(h for h in (await fleet.hosts()).hosts if h.name == host)
-                if found.state.value != "draining":
-                    return found
-                if time.monotonic() > deadline:
-                    raise CliError(
-                        f"{host} is still draining after {timeout:g} s with "
-                        f"{found.environments} environments left: see the fleet's log for "
-                        "ones that cannot move (no room elsewhere in the region?)."
-                    )
-                await asyncio.sleep(0.5)
-            return None
+    async def drain(fleet: FleetClient) -> Host | None:
+        state = (await fleet.drain_host(host)).state
+        console.out().print(f"{host} is {state.value}: moving its environments live.")
+        deadline = time.monotonic() + timeout
+        while wait:
+            found = next(h for h in (await fleet.hosts()).hosts if h.name == host)
+            if found.state.value != "draining":
+                return found
+            if time.monotonic() > deadline:
+                raise CliError(
+                    f"{host} is still draining after {timeout:g} s with "
+                    f"{found.environments} environments left: see the fleet's log for "
+                    "ones that cannot move (no room elsewhere in the region?)."
+                )
+            await asyncio.sleep(0.5)
+        return None
 
-    found = _run(go())
+    found = session.with_fleet(drain)
     if found is not None:
-        _out().print(f"{host} is {found.state.value} ({found.environments} environments left).")
+        console.out().print(
+            f"{host} is {found.state.value} ({found.environments} environments left)."
+        )
 
 
 @host_app.command("activate")
 def host_activate(host: Annotated[str, typer.Argument(help="The host.")]) -> None:
     """Put HOST back into service (after maintenance, or to stop a drain)."""
 
-    async def go() -> Any:
-        async with _client() as fleet:
-            return await fleet.activate_host(host)
-
-    _out().print(f"{host} is {_run(go()).state.value}.")
+    activated = session.with_fleet(lambda fleet: fleet.activate_host(host))
+    console.out().print(f"{host} is {activated.state.value}.")
 
 
-def _dns(action: str, *, black_hole: bool = False, json_: bool = False) -> None:
-    from leeward.client.api import wire_json
-
-    async def go() -> Any:
-        async with _client() as fleet:
-            if action == "stop":
-                return await fleet.stop_dns(black_hole=black_hole)
-            if action == "start":
-                return await fleet.start_dns()
-            return await fleet.dns()
-
-    status = _run(go())
+def _print_dns(status: DnsStatus, json_: bool) -> None:
     if json_:
-        print(wire_json(status))
+        console.print_json(status)
     else:
-        _out().print(f"DNS for {status.zone} at {status.address or '(no address)'}: {status.mode}.")
+        console.out().print(
+            f"DNS for {status.zone} at {status.address or '(no address)'}: {status.mode}."
+        )
 
 
 @dns_app.command("status")
 def dns_status(json_: JsonOption = False) -> None:
     """Whether the zone's DNS server answers (serving, closed, black-hole), and where."""
-    _dns("status", json_=json_)
+    _print_dns(session.with_fleet(lambda fleet: fleet.dns()), json_)
 
 
 @dns_app.command("stop")
@@ -861,13 +767,13 @@ def dns_stop(
     json_: JsonOption = False,
 ) -> None:
     """Stop the zone's DNS server: closed (nothing listens), or black-holed."""
-    _dns("stop", black_hole=black_hole, json_=json_)
+    _print_dns(session.with_fleet(lambda fleet: fleet.stop_dns(black_hole=black_hole)), json_)
 
 
 @dns_app.command("start")
 def dns_start(json_: JsonOption = False) -> None:
     """Start the zone's DNS server again."""
-    _dns("start", json_=json_)
+    _print_dns(session.with_fleet(lambda fleet: fleet.start_dns()), json_)
 
 
 @env_admin_app.command("migrate")
@@ -880,21 +786,21 @@ def env_migrate(
     json_: JsonOption = False,
 ) -> None:
     """Move one environment live to another host of its region."""
-    from leeward.client.api import wire_json
 
-    async def go() -> Any:
-        async with _client() as fleet:
-            moved = await fleet.migrate(env, host)
-            while wait and moved.state.value == "migrating":
-                await asyncio.sleep(0.2)
-                moved = await fleet.environment(moved.id)
-            return moved
+    async def migrate(fleet: FleetClient) -> Environment:
+        moved = await fleet.migrate(env, host)
+        while wait and moved.state.value == "migrating":
+            await asyncio.sleep(0.2)
+            moved = await fleet.environment(moved.id)
+        return moved
 
-    moved = _run(go())
+    moved = session.with_fleet(migrate)
     if json_:
-        print(wire_json(moved))
+        console.print_json(moved)
     else:
-        _out().print(f"{moved.name} is {moved.state.value} on {moved.host}: {moved.status_message}")
+        console.out().print(
+            f"{moved.name} is {moved.state.value} on {moved.host}: {moved.status_message}"
+        )
 
 
 # -- entry point ----------------------------------------------------------------------------------
