@@ -12,11 +12,6 @@ from leeward.cli import console, session
 from leeward.cli.errors import CliError
 from leeward.cli.options import JsonOption
 
-profile_app = typer.Typer(
-    help="Your profile: the files and config.toml every new environment starts with.",
-    no_args_is_help=True,
-)
-
 VersionOption = Annotated[
     int | None,
     typer.Option("--version", "-v", min=1, help="A kept version (`leeward profile history`)."),
@@ -27,7 +22,6 @@ PathArgument = Annotated[
 ]
 
 
-@profile_app.command("show")
 def show(
     path: PathArgument = None, version: VersionOption = None, json_: JsonOption = False
 ) -> None:
@@ -53,7 +47,6 @@ def show(
         render_profile.profile(console.out(), profile)
 
 
-@profile_app.command("history")
 def history(path: PathArgument = None, json_: JsonOption = False) -> None:
     """The kept versions, newest first (with PATH: those that changed it)."""
     from leeward.cli import render_profile
@@ -67,7 +60,6 @@ def history(path: PathArgument = None, json_: JsonOption = False) -> None:
         render_profile.history(console.out(), result, path)
 
 
-@profile_app.command("restore")
 def restore(
     version: Annotated[int, typer.Argument(min=1, help="The version to bring back.")],
     paths: Annotated[
