@@ -1,8 +1,8 @@
 """The signed-in user as the CLI sees it: this machine's paths, the stored credentials, a fleet
 client with them, and sign-in errors as CLI errors.
 
-Every command module imports this at start-up, so what it uses is imported where it is used
-(pydantic and aiohttp are most of `leeward --help`'s time otherwise)."""
+Every command module imports this at start-up, so what it uses is imported where it is used:
+otherwise `leeward --help` would load pydantic, the protocol and aiohttp."""
 
 from __future__ import annotations
 
