@@ -1,12 +1,13 @@
-"""The `leeward` command's failures, run as a real process: one sentence, non-zero, no traceback."""
+"""How the CLI fails: one sentence, non-zero, no traceback (the real `leeward` process, and the
+sentence itself)."""
 
 from __future__ import annotations
 
-import stat
 import subprocess
 
 import pytest
 
+from leeward.cli.errors import format_error, one_sentence
 from leeward.client.credentials import Credentials, store_credentials
 
 from .sandbox import Sandbox, free_port
@@ -62,12 +63,6 @@ def test_bad_lifespan_and_name_are_refused_before_any_call(sandbox: Sandbox) -> 
     assert_one_error(sandbox.run("create", "devserver", "--name", "Bad_Name"), "--name: must be")
 
 
-def test_down_when_nothing_runs(sandbox: Sandbox) -> None:
-    result = sandbox.run("down")
-    assert result.returncode == 0
-    assert "not running" in result.stdout
-
-
 def test_debug_shows_the_traceback(sandbox: Sandbox) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     store_credentials(sandbox.paths.credentials, Credentials(fleet=url, token="t"))
@@ -77,12 +72,9 @@ def test_debug_shows_the_traceback(sandbox: Sandbox) -> None:
     assert result.stderr.strip().splitlines()[-1].startswith("Error: Cannot reach")
 
 
-def test_version(sandbox: Sandbox) -> None:
-    result = sandbox.run("version", check=True)
-    assert result.stdout.startswith("leeward ")
-
-
-def test_credentials_written_by_the_cli_are_private(sandbox: Sandbox) -> None:
-    store_credentials(sandbox.paths.credentials, Credentials(fleet="http://x:1", token="t"))
-    mode = stat.S_IMODE(sandbox.paths.credentials.stat().st_mode)
-    assert mode == 0o600
+def test_errors_are_one_sentence() -> None:
+    assert one_sentence("Cannot reach\n  the fleet") == "Cannot reach the fleet."
+    assert one_sentence("Run `leeward up`") == "Run `leeward up`"
+    assert format_error("Not signed in: run `leeward login`.") == (
+        "Error: Not signed in: run `leeward login`."
+    )

@@ -2,49 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from pathlib import Path
-
 import pytest
 
 from leeward.cli.errors import CliError
 from leeward.cli.lifespan import parse_lifespan
-from leeward.client.paths import Paths
-from leeward_protocol.fleet import Environment, Lifespan
-
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def paths_in(root: Path) -> Paths:
-    return Paths(
-        config_dir=root / "config",
-        data_dir=root / "data",
-        state_dir=root / "state",
-        ssh_dir=root / "home dir" / ".ssh" / "leeward",
-    )
-
-
-def environment(name: str, state: str = "running", **extra: object) -> Environment:
-    wire: dict[str, object] = {
-        "id": f"e-{name}",
-        "name": name,
-        "fqdn": f"{name}.us-east.leeward.test",
-        "kind": "devserver",
-        "flavor": "small",
-        "hardware": {"cpus": 2, "memoryGib": 8},
-        "region": "us-east",
-        "address": "127.101.0.7",
-        "sshPort": 2222,
-        "state": state,
-        "lifespan": "temporary",
-        "createdAt": NOW.isoformat(),
-        "updatedAt": NOW.isoformat(),
-    }
-    wire.update(extra)
-    return Environment.model_validate(wire)
-
-
-# -- lifespan --------------------------------------------------------------------------------
+from leeward_protocol.fleet import Lifespan
 
 
 @pytest.mark.parametrize(
@@ -66,6 +28,3 @@ def test_lifespan_parses(text: str, expected: tuple[Lifespan, int | None]) -> No
 def test_lifespan_refuses_with_a_hint(text: str) -> None:
     with pytest.raises(CliError, match=r"use hours \(8h\), days \(3d\) or `permanent`"):
         parse_lifespan(text)
-
-
-# -- ssh config ------------------------------------------------------------------------------

@@ -1,61 +1,140 @@
-"""How the CLI words things: one-sentence errors, relative times."""
+"""How the CLI shows the fleet's resources to a person: relative times, `leeward show`'s setup
+and profile sync sections, the features table."""
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from leeward.cli.errors import format_error, one_sentence
+from rich.console import Console
+
+from leeward.cli import render
 from leeward.cli.render import when
-from leeward.client.paths import Paths
-from leeward_protocol.fleet import Environment
+from leeward_protocol.fleet import (
+    Environment,
+    EnvironmentKind,
+    EnvironmentState,
+    Hardware,
+    Lifespan,
+    Refusal,
+    SetupItem,
+    SetupKind,
+    SetupState,
+    SyncConflict,
+    SyncStatus,
+)
+from leeward_protocol.profile import Feature
 
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
+NOW = datetime.now(UTC)
 
 
-def paths_in(root: Path) -> Paths:
-    return Paths(
-        config_dir=root / "config",
-        data_dir=root / "data",
-        state_dir=root / "state",
-        ssh_dir=root / "home dir" / ".ssh" / "leeward",
+def shown(draw) -> str:
+    out = io.StringIO()
+    draw(Console(file=out, width=200, no_color=True, highlight=False))
+    return out.getvalue()
+
+
+def environment(**changes: object) -> Environment:
+    env = Environment(
+        id="e-abc",
+        name="box",
+        fqdn="box.north.leeward.test",
+        kind=EnvironmentKind.DEVSERVER,
+        flavor="tiny",
+        hardware=Hardware(cpus=1, memory_gib=2),
+        region="north",
+        state=EnvironmentState.RUNNING,
+        lifespan=Lifespan.TEMPORARY,
+        created_at=NOW,
+        updated_at=NOW,
     )
-
-
-def environment(name: str, state: str = "running", **extra: object) -> Environment:
-    wire: dict[str, object] = {
-        "id": f"e-{name}",
-        "name": name,
-        "fqdn": f"{name}.us-east.leeward.test",
-        "kind": "devserver",
-        "flavor": "small",
-        "hardware": {"cpus": 2, "memoryGib": 8},
-        "region": "us-east",
-        "address": "127.101.0.7",
-        "sshPort": 2222,
-        "state": state,
-        "lifespan": "temporary",
-        "createdAt": NOW.isoformat(),
-        "updatedAt": NOW.isoformat(),
-    }
-    wire.update(extra)
-    return Environment.model_validate(wire)
-
-
-# -- lifespan --------------------------------------------------------------------------------
-
-
-def test_errors_are_one_sentence() -> None:
-    assert one_sentence("Cannot reach\n  the fleet") == "Cannot reach the fleet."
-    assert one_sentence("Run `leeward up`") == "Run `leeward up`"
-    assert format_error("Not signed in: run `leeward login`.") == (
-        "Error: Not signed in: run `leeward login`."
-    )
+    return env.model_copy(update=changes)
 
 
 def test_when_is_relative() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     assert when(None) == "never"
-    assert when(NOW + timedelta(days=2, hours=3, minutes=5), now=NOW) == "in 2d 3h"
-    assert when(NOW + timedelta(minutes=45), now=NOW) == "in 45m"
-    assert when(NOW - timedelta(hours=1), now=NOW) == "1h ago"
-    assert when(NOW + timedelta(seconds=20), now=NOW) == "in <1m"
+    assert when(now + timedelta(days=2, hours=3, minutes=5), now=now) == "in 2d 3h"
+    assert when(now + timedelta(minutes=45), now=now) == "in 45m"
+    assert when(now - timedelta(hours=1), now=now) == "1h ago"
+    assert when(now + timedelta(seconds=20), now=now) == "in <1m"
+
+
+def test_setup_items_and_a_failed_ones_log_end():
+    log = "".join(f"line {n}\n" for n in range(1, 31)) + "[not markup] the end\n"
+    env = environment(
+        setup=[
+            SetupItem(
+                kind=SetupKind.FEATURE,
+                name="failing",
+                state=SetupState.FAILED,
+                detail="install script exited with status 3 after 0.4 s",
+                log=log,
+                log_path="/home/ada/.local/state/leeward/setup/feature-failing.log",
+            ),
+            SetupItem(
+                kind=SetupKind.ONE_OFF,
+                name="one-off 1",
+                state=SetupState.INSTALLED,
+                detail="command finished in 0.1 s",
+                log="secret-free but not shown\n",
+            ),
+            SetupItem(kind=SetupKind.FEATURE, name="slow", state=SetupState.INSTALLING),
+        ]
+    )
+    text = shown(lambda c: render.environment(c, env))
+    assert "✗ failed     failing install script exited with status 3 after 0.4 s" in text
+    assert "✓ installed  one-off 1 command finished in 0.1 s" in text
+    assert "… installing slow" in text
+    assert "│ [not markup] the end" in text, "log lines are not read as rich markup"
+    assert "│ line 30" in text and "│ line 12" in text
+    assert "│ line 11\n" not in text, "only the last 20 lines"
+    assert "whole log: /home/ada/.local/state/leeward/setup/feature-failing.log" in text
+    assert "not shown" not in text, "an installed step's log stays out of the way"
+    assert "profile sync" not in text, "no sync yet: no section"
+
+
+def test_sync_status_with_conflicts_and_refusals():
+    env = environment(
+        sync=SyncStatus(
+            version=7,
+            synced_at=datetime.now(UTC) - timedelta(minutes=5, seconds=30),
+            conflicts=[
+                SyncConflict(
+                    path=".bashrc",
+                    copy_path=".bashrc.leeward-conflict-7",
+                    other_environment="web",
+                    version=7,
+                    at=NOW,
+                )
+            ],
+            refused=[Refusal(path=".ssh/id_ed25519", code="secret", reason="A private key.")],
+            error="the fleet answered 503",
+        )
+    )
+    text = shown(lambda c: render.environment(c, env))
+    assert "profile sync  version 7, 5m ago" in text
+    assert "✗ the fleet answered 503" in text
+    assert (
+        "conflict .bashrc: kept this one; the version 7 from web is at .bashrc.leeward-conflict-7"
+        in text
+    )
+    assert "refused  .ssh/id_ed25519: A private key." in text
+
+
+def test_features_table():
+    text = shown(
+        lambda c: render.features(
+            c,
+            [
+                Feature(
+                    name="prompt",
+                    description="A prompt.",
+                    kinds=[EnvironmentKind.DEVSERVER, EnvironmentKind.CONTAINER],
+                )
+            ],
+        )
+    )
+    assert text.splitlines()[0].split() == ["NAME", "KINDS", "DESCRIPTION"]
+    assert text.splitlines()[1].split() == ["prompt", "devserver,", "container", "A", "prompt."]
+    assert shown(lambda c: render.features(c, [])).strip() == "The fleet offers no features."

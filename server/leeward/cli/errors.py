@@ -1,6 +1,13 @@
-"""How the CLI fails: one sentence that says what went wrong and what to do, and an exit code."""
+"""How the CLI fails: one sentence that says what went wrong and what to do, and an exit code;
+the traceback too with `--debug` (and always for a server, whose log should say where)."""
 
 from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+_tracebacks = bool(os.environ.get("LEEWARD_DEBUG"))
 
 
 class CliError(Exception):
@@ -25,3 +32,19 @@ def one_sentence(message: str) -> str:
 def format_error(message: str, details: str = "") -> str:
     text = f"Error: {one_sentence(message)}"
     return f"{text}\n{details.rstrip()}" if details.strip() else text
+
+
+def show_tracebacks() -> None:
+    """From now on, a failure prints its traceback above its sentence."""
+    global _tracebacks
+    _tracebacks = True
+
+
+def fail(exc: BaseException, message: str, code: int, details: str = "") -> NoReturn:
+    """End the command: the traceback if asked for, the sentence on stderr, the exit code."""
+    if _tracebacks:
+        import traceback
+
+        traceback.print_exception(exc)
+    print(format_error(message, details), file=sys.stderr)
+    sys.exit(code)

@@ -4,18 +4,14 @@ new environment, as the fleet holds them."""
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from leeward.cli import console, session
 from leeward.cli.errors import CliError
+from leeward.cli.options import JsonOption
 
-profile_app = typer.Typer(
-    help="Your profile: the files and config.toml every new environment starts with.",
-    no_args_is_help=True,
-)
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the fleet's JSON.")]
 VersionOption = Annotated[
     int | None,
     typer.Option("--version", "-v", min=1, help="A kept version (`leeward profile history`)."),
@@ -26,64 +22,44 @@ PathArgument = Annotated[
 ]
 
 
-def _run(work: Any) -> Any:
-    import asyncio
-
-    from leeward.cli.session import client
-    from leeward.client.paths import Paths
-
-    async def go() -> Any:
-        async with client(Paths.default()) as fleet:
-            return await work(fleet)
-
-    return asyncio.run(go())
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    return Console(highlight=False, soft_wrap=True)
-
-
-@profile_app.command("show")
 def show(
     path: PathArgument = None, version: VersionOption = None, json_: JsonOption = False
 ) -> None:
     """The profile's files and config (the latest version unless --version); with PATH, that
     file's content as stored, on stdout."""
     from leeward.cli import render_profile
-    from leeward.client.api import wire_json
     from leeward.common.profilefiles import check_path
 
     if path is not None:
         bad = check_path(path.removeprefix("~/"))
         if bad is not None:
             raise CliError(bad.reason)
-        content: bytes = _run(lambda fleet: fleet.profile_file(path.removeprefix("~/"), version))
+        content: bytes = session.with_fleet(
+            lambda fleet: fleet.profile_file(path.removeprefix("~/"), version)
+        )
         sys.stdout.buffer.write(content)
         sys.stdout.buffer.flush()
         return
-    profile = _run(lambda fleet: fleet.profile(version))
+    profile = session.with_fleet(lambda fleet: fleet.profile(version))
     if json_:
-        print(wire_json(profile))
+        console.print_json(profile)
     else:
-        render_profile.profile(_console(), profile)
+        render_profile.profile(console.out(), profile)
 
 
-@profile_app.command("history")
 def history(path: PathArgument = None, json_: JsonOption = False) -> None:
     """The kept versions, newest first (with PATH: those that changed it)."""
     from leeward.cli import render_profile
-    from leeward.client.api import wire_json
 
-    result = _run(lambda fleet: fleet.profile_history(path.removeprefix("~/") if path else None))
+    result = session.with_fleet(
+        lambda fleet: fleet.profile_history(path.removeprefix("~/") if path else None)
+    )
     if json_:
-        print(wire_json(result))
+        console.print_json(result)
     else:
-        render_profile.history(_console(), result, path)
+        render_profile.history(console.out(), result, path)
 
 
-@profile_app.command("restore")
 def restore(
     version: Annotated[int, typer.Argument(min=1, help="The version to bring back.")],
     paths: Annotated[
@@ -95,17 +71,16 @@ def restore(
     """Make a kept version (or some of its files) the latest again; nothing is lost.
 
     What it replaces stays in the history. Running environments pick it up within seconds."""
-    from leeward.client.api import wire_json
     from leeward_protocol.profile import RestoreProfile
 
     wanted = [p.removeprefix("~/") for p in paths or []]
-    result = _run(
+    result = session.with_fleet(
         lambda fleet: fleet.restore_profile(RestoreProfile(version=version, paths=wanted))
     )
     if json_:
-        print(wire_json(result))
+        console.print_json(result)
         return
     what = ", ".join(wanted) if wanted else "everything"
-    _console().print(
+    console.out().print(
         f"Restored {what} from version {version}: the profile is now at version {result.version}."
     )

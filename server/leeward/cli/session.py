@@ -1,23 +1,35 @@
-"""The signed-in user as the CLI sees it: credentials, and sign-in errors as CLI errors."""
+"""The signed-in user as the CLI sees it: this machine's paths, the stored credentials, a fleet
+client with them, and sign-in errors as CLI errors.
+
+Every command module imports this at start-up, so what it uses is imported where it is used:
+otherwise `leeward --help` would load pydantic, the protocol and aiohttp."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from leeward.cli.errors import CliError
-from leeward.client import access
-from leeward.client.access import refresh_certificate, refresh_ssh
-from leeward.client.credentials import Credentials, CredentialsError, load_credentials
-from leeward.client.paths import Paths
-from leeward_protocol.fleet import WhoAmI
 
 if TYPE_CHECKING:
     from leeward.client.api import FleetClient
+    from leeward.client.credentials import Credentials
+    from leeward.client.paths import Paths
+    from leeward_protocol.fleet import WhoAmI
 
-__all__ = ["client", "credentials", "refresh_certificate", "refresh_ssh", "sign_in"]
+T = TypeVar("T")
+
+
+def default_paths() -> Paths:
+    from leeward.client.paths import Paths
+
+    return Paths.default()
 
 
 def credentials(paths: Paths) -> Credentials:
+    from leeward.client.credentials import CredentialsError, load_credentials
+
     try:
         return load_credentials(paths.credentials)
     except CredentialsError as exc:
@@ -31,7 +43,19 @@ def client(paths: Paths) -> FleetClient:
     return FleetClient(creds.fleet, creds.token)
 
 
+def with_fleet(work: Callable[[FleetClient], Awaitable[T]]) -> T:
+    """Run `work` with the signed-in user's fleet client, to the end, and return its result."""
+
+    async def go() -> T:
+        async with client(default_paths()) as fleet:
+            return await work(fleet)
+
+    return asyncio.run(go())
+
+
 async def sign_in(paths: Paths, url: str, token: str) -> WhoAmI:
+    from leeward.client import access
+
     try:
         return await access.sign_in(paths, url, token)
     except access.AccessError as exc:

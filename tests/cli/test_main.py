@@ -1,0 +1,114 @@
+"""The command tree of cli/main.py: every command at its name and place, `leeward --help` without
+the heavy modules, and nothing below the CLI importing it."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer.main
+
+import leeward
+from leeward.cli.main import app
+
+COMMANDS = [
+    "version",
+    "login",
+    "whoami",
+    "catalog",
+    "list",
+    "show",
+    "delete",
+    "extend",
+    "config-ssh",
+    "ssh",
+    "locate",
+    "up",
+    "down",
+    "proxy",
+    "agent",
+    "daemon",
+    "status",
+    "create",
+    "create.devserver",
+    "create.container",
+    "fleet",
+    "fleet.serve",
+    "fleet.token",
+    "fleet.token.create",
+    "admin",
+    "admin.host",
+    "admin.host.list",
+    "admin.host.drain",
+    "admin.host.activate",
+    "admin.env",
+    "admin.env.migrate",
+    "admin.dns",
+    "admin.dns.status",
+    "admin.dns.stop",
+    "admin.dns.start",
+    "profile",
+    "profile.show",
+    "profile.history",
+    "profile.restore",
+    "features",
+    "features.list",
+]
+
+
+def command_paths(group: Any, prefix: str = "") -> list[str]:
+    """Every command and group under `group`, in the order their `--help` lists them."""
+    paths = []
+    for name in group.list_commands(None):
+        paths.append(prefix + name)
+        if hasattr(group.commands[name], "list_commands"):
+            paths += command_paths(group.commands[name], f"{prefix}{name}.")
+    return paths
+
+
+def test_every_command_at_its_name_and_place() -> None:
+    assert command_paths(typer.main.get_command(app)) == COMMANDS
+
+
+def test_help_starts_without_the_heavy_modules() -> None:
+    probe = (
+        "import sys\n"
+        "sys.argv = ['leeward', '--help']\n"
+        "from leeward.cli.entry import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(' '.join(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = set(result.stderr.split())
+    assert "leeward.cli.main" in loaded and "Usage: leeward" in result.stdout
+    heavy = {"aiohttp", "asyncssh", "pydantic", "sqlalchemy", "leeward_protocol"}
+    assert not heavy & loaded
+    below = {m for m in loaded if m.startswith("leeward.") and not m.startswith("leeward.cli")}
+    assert not below, "the commands import these inside, when they run"
+
+
+def test_nothing_below_the_cli_imports_it() -> None:
+    package = Path(leeward.__file__).parent
+    offenders = []
+    for source in package.rglob("*.py"):
+        if source.is_relative_to(package / "cli"):
+            continue
+        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(name == "leeward.cli" or name.startswith("leeward.cli.") for name in names):
+                offenders.append(str(source.relative_to(package)))
+    assert offenders == []
