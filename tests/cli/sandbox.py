@@ -4,7 +4,6 @@ the test's tmp_path, so nothing touches the real user's files."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -68,12 +67,6 @@ def make_sandbox(tmp_path: Path) -> Sandbox:
         NO_COLOR="1",
     )
     return Sandbox(root=tmp_path, env=env)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_in_pty(

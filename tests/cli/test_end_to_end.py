@@ -3,22 +3,24 @@ the embedded fleet with the local provider and real agents, driven as a user wou
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import ipaddress
 import json
 import random
 import shutil
 import subprocess
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from leeward.fleet.config import FleetConfig, HostConfig, RegionConfig, dump_config
 from leeward_protocol.fleet import ContainerProfile, Flavor, FlavorKind, Hardware
+from tests.conftest import free_port, until
 
-from .sandbox import Sandbox, free_port, make_sandbox, run_in_pty
+from .sandbox import Sandbox, make_sandbox, run_in_pty
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("ssh") is None, reason="needs OpenSSH's ssh"),
@@ -82,13 +84,9 @@ def fleet_sandbox(tmp_path: Path) -> Iterator[tuple[Sandbox, FleetConfig]]:
         assert down.returncode == 0, down.stderr
 
 
-def wait_for(what: str, check: object, seconds: float = 30.0) -> None:
-    assert callable(check)
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+def wait_for(what: str, check: Callable[[], Any], seconds: float = 30.0) -> None:
+    """`until` (the suite's one deadline poll) for this test's synchronous steps."""
+    asyncio.run(until(check, what, timeout=seconds))
 
 
 def test_a_devserver_from_up_to_down(fleet_sandbox: tuple[Sandbox, FleetConfig]) -> None:

@@ -9,8 +9,9 @@ import pytest
 
 from leeward.cli.errors import format_error, one_sentence
 from leeward.client.credentials import Credentials, store_credentials
+from tests.conftest import free_port
 
-from .sandbox import Sandbox, free_port
+from .sandbox import Sandbox
 
 
 def assert_one_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:

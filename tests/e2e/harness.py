@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -17,6 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from leeward.common.processes import pid_alive
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SETUP = REPO / "scripts" / "setup-e2e"
@@ -89,12 +91,6 @@ def setup_tools() -> Tools:
         chromium=Path(found["LEEWARD_E2E_CHROMIUM"]),
         driver_dir=Path(found["LEEWARD_E2E_DIR"]),
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def artifacts_dir(name: str) -> Path:
@@ -284,19 +280,11 @@ def terminate_tree(pid: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGTERM)
     deadline = time.monotonic() + STOP_SECONDS
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
         time.sleep(0.1)
     for p in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def processes_of(home: Path, root: Path) -> list[tuple[int, str]]:
@@ -312,7 +300,7 @@ def processes_of(home: Path, root: Path) -> list[tuple[int, str]]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if (marker in environ or inside in cmdline) and _alive(int(entry.name)):
+        if (marker in environ or inside in cmdline) and pid_alive(int(entry.name)):
             found.append((int(entry.name), cmdline.strip()))
     return found
 
