@@ -15,14 +15,12 @@ import hashlib
 import json
 import logging
 import secrets
-import string
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from pydantic import TypeAdapter
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,6 +32,14 @@ from leeward.fleet.errors import Conflict, FleetError, Invalid, NoCapacity, NotF
 from leeward.fleet.events import EventLog
 from leeward.fleet.placement import LIVE, HostUsage, choose_host, host_usage, reserve_addresses
 from leeward.fleet.profiles import ProfileStore
+from leeward.fleet.resources import (
+    ENVIRONMENTS,
+    SETUP_ITEMS,
+    new_environment_id,
+    new_name,
+    to_resource,
+    update_environment,
+)
 from leeward.fleet.setup import setup_steps
 from leeward.fleet.store.db import Store, is_transient
 from leeward.fleet.store.models import EnvironmentRow, HostRow, IdempotencyRow
@@ -52,61 +58,14 @@ from leeward_protocol.fleet import (
     LifespanPolicy,
     Region,
     Role,
-    SetupItem,
-    SyncStatus,
 )
 from leeward_protocol.profile import AgentProfile
 
 log = logging.getLogger(__name__)
 
-_ALPHABET = string.ascii_lowercase + string.digits
-_ENV_TABLE = cast(Table, EnvironmentRow.__table__)
+_ENV_TABLE = ENVIRONMENTS
 _ENV_COLUMNS = list(_ENV_TABLE.columns)
-
-
-def _random(n: int) -> str:
-    return "".join(secrets.choice(_ALPHABET) for _ in range(n))
-
-
-def new_environment_id() -> str:
-    return "e-" + _random(10)
-
-
-def relay_port(ssh_port: int | None) -> int | None:
-    """Every agent serves its resumable relay on the port after its SSH port."""
-    return None if ssh_port is None else ssh_port + 1
-
-
-def to_resource(row: EnvironmentRow, zone: str) -> Environment:
-    return Environment(
-        id=row.id,
-        name=row.name,
-        fqdn=f"{row.name}.{row.region}.{zone}",
-        kind=EnvironmentKind(row.kind),
-        flavor=row.flavor,
-        profile=row.profile,
-        hardware=Hardware(cpus=row.cpus, memory_gib=row.memory_gib, gpus=row.gpus),
-        region=row.region,
-        host=row.host,
-        address=row.address,
-        ssh_port=row.ssh_port,
-        relay_port=relay_port(row.ssh_port),
-        migrating_from=row.migrating_from,
-        state=EnvironmentState(row.state),
-        status_message=row.status_message,
-        owner=row.owner,
-        lifespan=Lifespan(row.lifespan),
-        expires_at=row.expires_at,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        ready_at=row.ready_at,
-        last_seen_at=row.last_seen_at,
-        setup=_SETUP.validate_json(row.setup) if row.setup else [],
-        sync=SyncStatus.model_validate_json(row.sync) if row.sync else None,
-    )
-
-
-_SETUP = TypeAdapter(list[SetupItem])
+_SETUP = SETUP_ITEMS
 
 
 _BATCH = 64
@@ -585,9 +544,7 @@ class Fleet:
 
     @staticmethod
     def _new_name(prefix: str) -> str:
-        """A generated name; the unique constraint on live names catches the rare collision,
-        and `create` tries again."""
-        return f"{prefix[:24]}-{_random(6)}"
+        return new_name(prefix)
 
     def _regions_in_order(
         self, usage: list[HostUsage], asked: str | None, need: Hardware
@@ -822,12 +779,7 @@ class Fleet:
 
     async def _set(self, env_id: str, *, expect: set[str] | None = None, **values: Any) -> bool:
         """Update one environment if it is still in one of `expect`; False if it moved on."""
-        values.setdefault("updated_at", self.clock.now())
-        # On the table, not the mapped class: the ORM's bulk-update bookkeeping is not needed.
-        query = update(_ENV_TABLE).where(_ENV_TABLE.c.id == env_id).values(**values)
-        if expect is not None:
-            query = query.where(_ENV_TABLE.c.state.in_(expect))
-        return await self.store.update_soon(query) > 0
+        return await update_environment(self.store, self.clock, env_id, expect=expect, **values)
 
     async def _provision(
         self,
