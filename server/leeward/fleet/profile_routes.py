@@ -9,6 +9,7 @@ import base64
 from aiohttp import web
 
 from leeward.common.profilefiles import check_path
+from leeward.fleet import agents
 from leeward.fleet.errors import BadRequest, Invalid, TooLarge, Unauthorized
 from leeward.fleet.routes import agent_token, parse, principal, reply, route
 from leeward.fleet.state import FLEET
@@ -156,7 +157,7 @@ async def _agent(request: web.Request, environment_id: str | None = None) -> Env
     env_id = environment_id or request.query.get("environment")
     if not env_id:
         raise BadRequest("Name the environment: `?environment=ID`.")
-    row = await request.app[FLEET].agent_environment(token, env_id)
+    row = await agents.agent_environment(request.app[FLEET].store, token, env_id)
     if row is None:
         raise Unauthorized("Unknown agent token for that environment; the agent was replaced.")
     return row
@@ -172,7 +173,8 @@ async def _agent(request: web.Request, environment_id: str | None = None) -> Env
 )
 async def agent_profile(request: web.Request) -> web.Response:
     row = await _agent(request)
-    return reply(await request.app[FLEET].agent_profile(row))
+    fleet = request.app[FLEET]
+    return reply(await agents.agent_profile(fleet.config, fleet.profiles, row))
 
 
 @route(
@@ -243,5 +245,6 @@ async def agent_report(request: web.Request) -> web.Response:
     body = await _large(request, AgentReport)  # every setup step's log tail: over 64 KiB
     assert isinstance(body, AgentReport)
     row = await _agent(request, body.environment_id)
-    await request.app[FLEET].report(row, body)
+    fleet = request.app[FLEET]
+    await agents.report(fleet.store, fleet.clock, row, body)
     return web.Response(status=204)

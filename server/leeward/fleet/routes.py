@@ -19,12 +19,15 @@ from sqlalchemy import text
 
 from leeward import __version__
 from leeward.common.validation import first_fault
-from leeward.fleet import admin
+from leeward.fleet import admin, agents, lifecycle, migration, ownership
 from leeward.fleet.auth import Principal
+from leeward.fleet.catalog import current_catalog
+from leeward.fleet.create import create
 from leeward.fleet.dns import DNS
 from leeward.fleet.errors import BadRequest, Forbidden, Invalid, NotFound, Unauthorized, Unavailable
 from leeward.fleet.events import READ_LIMIT
-from leeward.fleet.state import FLEET, METRICS, STREAMS
+from leeward.fleet.hosts import list_hosts, set_host_state
+from leeward.fleet.state import CREATES, FLEET, METRICS, STREAMS
 from leeward_protocol.fleet import (
     AgentHeartbeat,
     Catalog,
@@ -171,7 +174,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 @route("GET", "/metrics", "Prometheus metrics (text exposition format).", auth="none")
 async def metrics(request: web.Request) -> web.Response:
-    body, content_type = await request.app[METRICS].render(request.app[FLEET])
+    body, content_type = await request.app[METRICS].render(request.app[FLEET].store)
     response = web.Response(body=body)
     response.content_type = content_type.split(";")[0]
     return response
@@ -214,7 +217,8 @@ async def whoami(request: web.Request) -> web.Response:
     response=Catalog,
 )
 async def catalog(request: web.Request) -> web.Response:
-    body = await request.app[FLEET].catalog()
+    fleet = request.app[FLEET]
+    body = await current_catalog(fleet.store, fleet.config, fleet.region_probes)
     body.dns = request.app[DNS].address
     return reply(body)
 
@@ -278,7 +282,10 @@ async def list_environments(request: web.Request) -> web.Response:
     everyone = request.query.get("all", "").lower() in ("1", "true", "yes")
     if everyone and not principal(request).is_admin:
         raise Forbidden("Only admins can list everyone's environments.")
-    envs = await request.app[FLEET].list_environments(principal(request), everyone=everyone)
+    fleet = request.app[FLEET]
+    envs = await ownership.list_environments(
+        fleet.store, fleet.config.zone, principal(request), everyone=everyone
+    )
     return reply(EnvironmentList(environments=envs))
 
 
@@ -352,7 +359,7 @@ async def create_environment(request: web.Request) -> web.Response:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (1 <= len(key) <= 128 and key.isprintable()):
         raise Invalid("Idempotency-Key: 1 to 128 printable characters.", field="Idempotency-Key")
-    outcome = await request.app[FLEET].create(principal(request), body, key)
+    outcome = await create(request.app[CREATES], principal(request), body, key)
     if not outcome.created:
         status = 200
     elif outcome.environment.state == "running":
@@ -364,8 +371,11 @@ async def create_environment(request: web.Request) -> web.Response:
 
 @route("GET", "/v1/environments/{ref}", "One environment, by id or name.", response=Environment)
 async def get_environment(request: web.Request) -> web.Response:
+    fleet = request.app[FLEET]
     return reply(
-        await request.app[FLEET].get_environment(principal(request), request.match_info["ref"])
+        await ownership.get_environment(
+            fleet.store, fleet.config.zone, principal(request), request.match_info["ref"]
+        )
     )
 
 
@@ -377,7 +387,7 @@ async def get_environment(request: web.Request) -> web.Response:
     status=202,
 )
 async def delete_environment(request: web.Request) -> web.Response:
-    env = await request.app[FLEET].delete(principal(request), request.match_info["ref"])
+    env = await lifecycle.delete(request.app[FLEET], principal(request), request.match_info["ref"])
     return reply(env, 202)
 
 
@@ -390,7 +400,15 @@ async def delete_environment(request: web.Request) -> web.Response:
 )
 async def extend_environment(request: web.Request) -> web.Response:
     body: ExtendEnvironment = await parse(request, ExtendEnvironment)
-    env = await request.app[FLEET].extend(principal(request), request.match_info["ref"], body.hours)
+    fleet = request.app[FLEET]
+    env = await lifecycle.extend(
+        fleet.store,
+        fleet.config,
+        fleet.clock.now(),
+        principal(request),
+        request.match_info["ref"],
+        body.hours,
+    )
     return reply(env)
 
 
@@ -408,7 +426,9 @@ async def extend_environment(request: web.Request) -> web.Response:
 async def heartbeat(request: web.Request) -> web.Response:
     fleet = request.app[FLEET]
     body: AgentHeartbeat = await parse(request, AgentHeartbeat)
-    if not await fleet.heartbeat(agent_token(request), body.environment_id):
+    if not await agents.heartbeat(
+        fleet.store, fleet.clock, agent_token(request), body.environment_id
+    ):
         raise Unauthorized("Unknown agent token for that environment; the agent was replaced.")
     return reply(HeartbeatAck(interval_seconds=fleet.config.heartbeat_seconds))
 
@@ -425,11 +445,11 @@ async def heartbeat(request: web.Request) -> web.Response:
 )
 async def hosts(request: web.Request) -> web.Response:
     fleet = request.app[FLEET]
-    return reply(HostList(hosts=[Host(**vars(h)) for h in await admin.hosts(fleet)]))
+    return reply(HostList(hosts=[Host(**vars(h)) for h in await list_hosts(fleet.store)]))
 
 
 async def _host(request: web.Request, name: str) -> Host:
-    for usage in await admin.hosts(request.app[FLEET]):
+    for usage in await list_hosts(request.app[FLEET].store):
         if usage.name == name:
             return Host(**vars(usage))
     raise NotFound(f"No host {name!r}: GET /v1/admin/hosts lists them.")
@@ -447,7 +467,7 @@ async def _host(request: web.Request, name: str) -> Host:
 )
 async def drain_host(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    await request.app[FLEET].drain_host(name)
+    await migration.drain_host(request.app[FLEET], name)
     return reply(await _host(request, name), 202)
 
 
@@ -460,7 +480,7 @@ async def drain_host(request: web.Request) -> web.Response:
 )
 async def activate_host(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    await request.app[FLEET].set_host_state(name, HostState.ACTIVE)
+    await set_host_state(request.app[FLEET].store, name, HostState.ACTIVE)
     return reply(await _host(request, name))
 
 
@@ -476,7 +496,9 @@ async def activate_host(request: web.Request) -> web.Response:
 )
 async def migrate_environment(request: web.Request) -> web.Response:
     body = await parse_optional(request, MigrateEnvironment)
-    env = await request.app[FLEET].migrate(principal(request), request.match_info["ref"], body.host)
+    env = await migration.migrate(
+        request.app[FLEET], principal(request), request.match_info["ref"], body.host
+    )
     return reply(env, 202)
 
 
@@ -491,7 +513,8 @@ async def migrate_environment(request: web.Request) -> web.Response:
 )
 async def create_user(request: web.Request) -> web.Response:
     body: CreateUser = await parse(request, CreateUser)
-    return reply(await admin.create_user(request.app[FLEET], body), 201)
+    fleet = request.app[FLEET]
+    return reply(await admin.create_user(fleet.store, fleet.clock.now(), body), 201)
 
 
 @route(
@@ -505,7 +528,8 @@ async def create_user(request: web.Request) -> web.Response:
 )
 async def create_token(request: web.Request) -> web.Response:
     body: CreateToken = await parse(request, CreateToken)
-    return reply(await admin.create_token(request.app[FLEET], body), 201)
+    fleet = request.app[FLEET]
+    return reply(await admin.create_token(fleet.store, fleet.clock.now(), body), 201)
 
 
 @route(
