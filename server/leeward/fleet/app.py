@@ -20,6 +20,8 @@ from aiohttp import web
 from sqlalchemy import select
 
 from leeward.common.clock import Clock, SystemClock
+from leeward.fleet.api import ROUTES
+from leeward.fleet.api.routing import add_routes
 from leeward.fleet.ca import CertificateAuthority
 from leeward.fleet.config import FleetConfig
 from leeward.fleet.create import CreateQueue
@@ -35,7 +37,6 @@ from leeward.fleet.lifecycle import sweep
 from leeward.fleet.metrics import Metrics
 from leeward.fleet.pools import refill_pools
 from leeward.fleet.recovery import recover
-from leeward.fleet.routes import add_routes
 from leeward.fleet.runtime import Fleet
 from leeward.fleet.state import CREATES, FLEET, METRICS, STREAMS, OpenStreams
 from leeward.fleet.store.db import Store
@@ -202,7 +203,7 @@ def create_app(
     `background=False` leaves out the pool and expiry loops, for tests that drive them."""
     app = web.Application(middlewares=[errors_and_metrics], client_max_size=config.max_body_bytes)
     app[METRICS] = Metrics()
-    add_routes(app)
+    add_routes(app, ROUTES)
     clock = clock or SystemClock()
 
     async def fleet_context(app: web.Application) -> AsyncIterator[None]:
