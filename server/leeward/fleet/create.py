@@ -164,7 +164,7 @@ async def create(
         ask = _Ask(who, request, need, idempotency_key, request_digest, loop.create_future())
         queue.waiting.append(ask)
         if queue.placer is None or queue.placer.done():
-            queue.placer = fleet.start(_place_queued(queue), "placement")
+            queue.placer = fleet.start_task(_place_queued(queue), "placement")
         try:
             answer = await ask.future
             break
@@ -231,7 +231,7 @@ def _follow_up(
         return _Answer(row, source)
     if source == "warm":
         assert identity is not None
-        handover = fleet.start(hand_over(fleet, row, identity), f"handover:{row.id}")
+        handover = fleet.start_task(hand_over(fleet, row, identity), f"handover:{row.id}")
         return _Answer(row, source, handover)
     return _Answer(row, source)
 

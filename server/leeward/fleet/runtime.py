@@ -111,7 +111,7 @@ class Fleet:
 
     # ------------------------------------------------------------------ other background work
 
-    def start(self, work: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+    def start_task(self, work: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
         """Run `work` in a task of its own until it ends or the fleet closes. Whoever awaits the
         task hears of its failure; if nobody does, it is logged."""
         task = asyncio.get_running_loop().create_task(work, name=name)
