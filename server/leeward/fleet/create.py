@@ -303,18 +303,15 @@ async def _create_in(
         claimed = await claim_warm(session, who, request, expiry(fleet.config, request, now), now)
     if claimed is not None:
         row, source = claimed, "warm"
-        # The tenant's identity replaces the pool's in this same transaction: from here on
-        # only the new agent token is accepted, whatever happens next.
-        identity, row.agent_token_digest = issue_identity(
-            fleet.authority, fleet.config.zone, row, fleet.clock.now()
-        )
-        await session.flush()
     else:
         new = _new_environment(fleet.config, who, request, ask.need, now)
         row, source = await place(session, work, fleet.config, new, now), "cold"
-        identity, row.agent_token_digest = issue_identity(
-            fleet.authority, fleet.config.zone, row, fleet.clock.now()
-        )
+    # The identity it will start with. A claimed warm container's tenant's replaces the pool's
+    # in this same transaction: from here on only the new agent token is accepted, whatever
+    # happens next.
+    identity, row.agent_token_digest = issue_identity(
+        fleet.authority, fleet.config.zone, row, fleet.clock.now()
+    )
     work.names.add(row.name)
     if key is not None:
         work.keys[(who.user, key)] = (ask.digest, row.id)

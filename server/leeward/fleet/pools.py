@@ -55,6 +55,7 @@ async def claim_warm(
     row.expires_at = expires_at
     row.created_at = now
     row.updated_at = now
+    await session.flush()
     return row
 
 
