@@ -21,8 +21,8 @@ from sqlalchemy.engine import make_url
 
 from leeward.fleet import auth
 from leeward.fleet.config import FleetConfig, HostConfig, RegionConfig
-from leeward.fleet.environments import Fleet
 from leeward.fleet.main import running_fleet
+from leeward.fleet.runtime import Fleet
 from leeward_protocol.fleet import ContainerProfile, Flavor, FlavorKind, Hardware, Role
 
 POSTGRES_ENV = "LEEWARD_TEST_POSTGRES"

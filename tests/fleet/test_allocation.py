@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from leeward.common.clock import ManualClock
+from leeward.fleet.lifecycle import reap_expired, retry_deletions, sweep
 from leeward.fleet.placement import LIVE, host_usage
 from leeward.fleet.store.models import EnvironmentRow
 from leeward.providers.base import ProviderError
@@ -131,13 +132,13 @@ async def test_expired_environments_are_reaped(start_fleet, config_factory, sqli
         for env in (short, long, forever):
             await f.api.wait_state(env["id"], {"running"})
         clock.advance(timedelta(minutes=59))
-        assert await f.fleet.reap_expired() == []
+        assert await reap_expired(f.fleet) == []
         clock.advance(timedelta(minutes=2))
-        assert await f.fleet.reap_expired() == [short["id"]]
+        assert await reap_expired(f.fleet) == [short["id"]]
         await f.fleet.idle()
         assert (await f.api.call("GET", f"/v1/environments/{short['id']}"))[1]["state"] == "deleted"
         clock.advance(timedelta(days=400))
-        assert await f.fleet.reap_expired() == [long["id"]]
+        assert await reap_expired(f.fleet) == [long["id"]]
         await f.fleet.idle()
         assert (await f.api.call("GET", f"/v1/environments/{forever['id']}"))[1][
             "state"
@@ -258,11 +259,11 @@ async def test_a_failed_stop_keeps_deleting_and_the_sweep_finishes_it(
                 held = sum(h.used.cpus for h in await host_usage(session))
             assert held == 1  # still holding its capacity while it may be running
 
-            await f.fleet.sweep()
+            await sweep(f.fleet)
             await f.fleet.idle()
             gone = (await f.api.call("GET", f"/v1/environments/{env['id']}"))[1]
             assert gone["state"] == "deleted"
             assert not (config.provider.data_dir / env["id"]).exists()
-            assert await f.fleet.retry_deletions() == []
+            assert await retry_deletions(f.fleet) == []
     finally:
         await local.close()

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from leeward.agent import control
 from leeward.agent.config import AgentConfig
 from leeward.fleet.config import FeatureConfig, FleetConfig
+from leeward.fleet.recovery import recover
 from leeward.fleet.store.models import EnvironmentRow
 from leeward_protocol.fleet import Environment
 from leeward_protocol.profile import FeatureList
@@ -195,7 +196,7 @@ async def test_installed_steps_are_not_run_again_on_reload_or_agent_restart(
         os.kill(pid, signal.SIGTERM)
         await until(lambda: gone(pid), "the agent stops")
         second_failure = by_name(env)["failing"].started_at
-        await f.fleet.recover()
+        await recover(f.fleet)
         env = await environment_when(f.api, env.id, tried_again(second_failure), "after restart")
         assert int((agent_dir / "agent.pid").read_text()) != pid
         assert env.state == "running"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,10 +20,12 @@ from aiohttp import web
 from sqlalchemy import select
 
 from leeward.common.clock import Clock, SystemClock
+from leeward.fleet.api import ROUTES
+from leeward.fleet.api.routing import add_routes
 from leeward.fleet.ca import CertificateAuthority
 from leeward.fleet.config import FleetConfig
+from leeward.fleet.create import CreateQueue
 from leeward.fleet.dns import dns_context
-from leeward.fleet.environments import Fleet
 from leeward.fleet.errors import (
     FleetError,
     Internal,
@@ -30,9 +33,12 @@ from leeward.fleet.errors import (
     NotFound,
     TooLarge,
 )
+from leeward.fleet.lifecycle import sweep
 from leeward.fleet.metrics import Metrics
-from leeward.fleet.routes import add_routes
-from leeward.fleet.state import FLEET, METRICS, STREAMS, OpenStreams
+from leeward.fleet.pools import refill_pools
+from leeward.fleet.recovery import recover
+from leeward.fleet.runtime import Fleet
+from leeward.fleet.state import CREATES, FLEET, METRICS, STREAMS, OpenStreams
 from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import AuthorityRow, HostRow, RegionRow
 from leeward.providers.base import Provider
@@ -197,7 +203,7 @@ def create_app(
     `background=False` leaves out the pool and expiry loops, for tests that drive them."""
     app = web.Application(middlewares=[errors_and_metrics], client_max_size=config.max_body_bytes)
     app[METRICS] = Metrics()
-    add_routes(app)
+    add_routes(app, ROUTES)
     clock = clock or SystemClock()
 
     async def fleet_context(app: web.Application) -> AsyncIterator[None]:
@@ -221,16 +227,21 @@ def create_app(
             fleet = Fleet(config, store, chosen, authority, clock)
             fleet.observers.append(app[METRICS].observe_allocation)
             app[FLEET] = fleet
+            app[CREATES] = CreateQueue(fleet)
             fleet.events.start()
             if provider is None:
                 fleet.region_probes = await stack.enter_async_context(region_gateways(config))
-            await fleet.recover()
+            await recover(fleet)
             if background:
                 fleet.start_loop(
-                    config.pool_interval_seconds, fleet.refill_pools, "warm-pool refill"
+                    config.pool_interval_seconds,
+                    functools.partial(refill_pools, fleet),
+                    "warm-pool refill",
                 )
                 fleet.start_loop(
-                    config.reaper_interval_seconds, fleet.sweep, "expiry and deletion sweep"
+                    config.reaper_interval_seconds,
+                    functools.partial(sweep, fleet),
+                    "expiry and deletion sweep",
                 )
             yield
         finally:

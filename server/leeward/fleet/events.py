@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 from sqlalchemy import delete, func, select, text
 
 from leeward.common.clock import Clock
+from leeward.fleet.resources import environment_from_snapshot
 from leeward.fleet.store.db import Store
-from leeward.fleet.store.models import EnvironmentRow, EventRow
-from leeward_protocol.fleet import Environment, EventType, FleetEvent
+from leeward.fleet.store.models import EventRow
+from leeward_protocol.fleet import EventType, FleetEvent
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +43,8 @@ _SEQUENCE = text(
     """
 )
 
-_DATETIMES = ("expires_at", "created_at", "updated_at", "ready_at", "last_seen_at", "deleted_at")
-
 READ_LIMIT = 500
 """Most events one read returns; a stream that is behind reads again at once."""
-
-
-def environment_from_snapshot(snapshot: str, zone: str) -> Environment:
-    from leeward.fleet.environments import to_resource
-
-    fields: dict[str, Any] = json.loads(snapshot)
-    for name in _DATETIMES:
-        value = fields.get(name)
-        if isinstance(value, str):
-            parsed = datetime.fromisoformat(value)
-            fields[name] = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
-    return to_resource(EnvironmentRow(**fields), zone)
 
 
 class EventLog:

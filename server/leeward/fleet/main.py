@@ -14,7 +14,7 @@ from aiohttp import web
 from leeward.common.clock import Clock
 from leeward.fleet.app import create_app
 from leeward.fleet.config import FleetConfig, load_config
-from leeward.fleet.environments import Fleet
+from leeward.fleet.runtime import Fleet
 from leeward.fleet.state import FLEET
 from leeward.providers.base import Provider
 

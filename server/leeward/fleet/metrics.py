@@ -3,8 +3,6 @@ from the store at scrape time (so every replica reports the same truth)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -16,10 +14,8 @@ from prometheus_client import (
 from sqlalchemy import func, select
 
 from leeward.fleet.placement import host_usage
+from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import EnvironmentRow
-
-if TYPE_CHECKING:
-    from leeward.fleet.environments import Fleet
 
 
 class Metrics:
@@ -72,8 +68,8 @@ class Metrics:
         self.allocations.labels(source).inc()
         self.allocation_latency.labels(source).observe(seconds)
 
-    async def render(self, fleet: Fleet) -> tuple[bytes, str]:
-        async with fleet.store.read() as session:
+    async def render(self, store: Store) -> tuple[bytes, str]:
+        async with store.read() as session:
             counts = (
                 await session.execute(
                     select(

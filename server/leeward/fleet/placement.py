@@ -1,6 +1,7 @@
 """Placement: which host in which region takes an environment, and which address it gets.
 
-Plain functions over a write session. Host usage is derived from the live environments on it,
+Plain functions over a write session, and the batch that several placements in one write
+transaction share. Host usage is derived from the live environments on it,
 never kept in a counter, so a crash cannot leak or double-count capacity. Concurrent placements
 are serialised per region: on PostgreSQL by locking the region's host rows, on SQLite by the
 store's `BEGIN IMMEDIATE`.
@@ -9,15 +10,25 @@ store's `BEGIN IMMEDIATE`.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, func, select, update
+from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from leeward.fleet.config import FleetConfig
 from leeward.fleet.errors import NoCapacity
-from leeward.fleet.store.models import EnvironmentRow, HostRow, RegionRow
-from leeward_protocol.fleet import LIVE_STATES, Hardware, HostState
+from leeward.fleet.resources import new_environment_id
+from leeward.fleet.store.models import EnvironmentRow, HostRow, IdempotencyRow, RegionRow
+from leeward_protocol.fleet import (
+    LIVE_STATES,
+    EnvironmentKind,
+    EnvironmentState,
+    Hardware,
+    HostState,
+    Lifespan,
+)
 
 LIVE = [s.value for s in LIVE_STATES]
 
@@ -169,3 +180,174 @@ async def reserve_addresses(session: AsyncSession, region: str, count: int) -> l
         "or choose another region.",
         field="region",
     )
+
+
+# ---------------------------------------------------------------------------- batches
+
+_ENV_COLUMNS = list(_envs.columns)
+
+
+@dataclass
+class Batch:
+    """What one placement transaction has decided so far, before it is written."""
+
+    hosts: list[HostUsage] | None = None
+    names: set[str] = field(default_factory=set)
+    keys: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    made: dict[str, EnvironmentRow] = field(default_factory=dict)
+    idempotency: list[dict[str, Any]] = field(default_factory=list)
+
+    async def usage(self, session: AsyncSession) -> list[HostUsage]:
+        """Every host's usage, read (and on PostgreSQL locked, all hosts in name order, so two
+        replicas' batches never deadlock) once; later placements are counted in memory."""
+        if self.hosts is None:
+            self.hosts = await host_usage(session, lock=True)
+        return self.hosts
+
+    def take(self, host: HostUsage, need: Hardware) -> None:
+        assert self.hosts is not None
+        used = host.used
+        self.hosts[self.hosts.index(host)] = replace(
+            host,
+            used=Hardware(
+                cpus=used.cpus + need.cpus,
+                memory_gib=used.memory_gib + need.memory_gib,
+                gpus=used.gpus + need.gpus,
+            ),
+            environments=host.environments + 1,
+        )
+
+    async def flush(self, session: AsyncSession) -> None:
+        """Give the batch's new environments their addresses (one reservation per region), then
+        write them and their idempotency keys as Core inserts (the ORM's unit of work costs
+        more than placement itself)."""
+        by_region: dict[str, list[EnvironmentRow]] = {}
+        for row in self.made.values():
+            if row.address is None:
+                by_region.setdefault(row.region, []).append(row)
+        for region, rows in by_region.items():
+            for row, address in zip(
+                rows, await reserve_addresses(session, region, len(rows)), strict=True
+            ):
+                row.address = row.live_address = address
+        if self.made:
+            await session.execute(
+                insert(EnvironmentRow),
+                [{c.key: getattr(row, c.key) for c in _ENV_COLUMNS} for row in self.made.values()],
+            )
+        if self.idempotency:
+            await session.execute(insert(IdempotencyRow), self.idempotency)
+
+
+# ---------------------------------------------------------------------------- placing one
+
+
+@dataclass(frozen=True)
+class NewEnvironment:
+    """What is to be placed: a user's environment, or a warm container (no owner)."""
+
+    name: str
+    kind: EnvironmentKind
+    need: Hardware
+    region: str | None
+    """The region asked for; None: the one with the most room."""
+    owner: str | None
+    flavor: str | None = None
+    profile: str | None = None
+    lifespan: Lifespan = Lifespan.TEMPORARY
+    expires_at: datetime | None = None
+
+
+def regions_in_order(
+    config: FleetConfig, usage: list[HostUsage], asked: str | None, need: Hardware
+) -> list[str]:
+    if asked is not None:
+        return [asked]
+    if len(config.regions) == 1:
+        return [config.regions[0].name]
+
+    # The region with the most free room that fits first.
+    def room(region: str) -> tuple[int, int]:
+        free = [
+            h.free
+            for h in usage
+            if h.region == region and h.state is HostState.ACTIVE and need.fits_in(h.free)
+        ]
+        return (len(free), sum(f.memory_gib for f in free))
+
+    names = [r.name for r in config.regions]
+    return sorted(names, key=room, reverse=True)
+
+
+def no_capacity(usage: list[HostUsage], asked: str | None, need: Hardware) -> NoCapacity:
+    """The refusal when no host fits `need`: which other regions have room, if any."""
+    with_room = sorted(
+        {
+            h.region
+            for h in usage
+            if h.state is HostState.ACTIVE and need.fits_in(h.free) and h.region != asked
+        }
+    )
+    if asked is None:
+        return NoCapacity(
+            "No region has room for this environment now; try a smaller flavor or later.",
+            regions_with_room=[],
+        )
+    if with_room:
+        return NoCapacity(
+            f"Region {asked} has no room for this environment now; "
+            f"{', '.join(with_room)} {'has' if len(with_room) == 1 else 'have'} room.",
+            field="region",
+            regions_with_room=with_room,
+        )
+    return NoCapacity(
+        f"Region {asked} has no room for this environment now, and no other region has "
+        "either; try a smaller flavor or later.",
+        field="region",
+        regions_with_room=[],
+    )
+
+
+async def place(
+    session: AsyncSession,
+    batch: Batch,
+    config: FleetConfig,
+    new: NewEnvironment,
+    now: datetime,
+) -> EnvironmentRow:
+    """Choose a host for `new` and build its row, provisioning; NoCapacity if none fits. The
+    capacity is taken in `batch` at once; the row (without its address, reserved for the whole
+    batch) is written when the batch flushes."""
+    usage = await batch.usage(session)
+    host = None
+    for candidate in regions_in_order(config, usage, new.region, new.need):
+        host = choose_host([h for h in usage if h.region == candidate], new.need)
+        if host is not None:
+            break
+    if host is None:
+        raise no_capacity(usage, new.region, new.need)
+    batch.take(host, new.need)
+    row = EnvironmentRow(
+        id=new_environment_id(),
+        name=new.name,
+        live_name=new.name,
+        kind=new.kind.value,
+        flavor=new.flavor,
+        profile=new.profile,
+        cpus=new.need.cpus,
+        memory_gib=new.need.memory_gib,
+        gpus=new.need.gpus,
+        region=host.region,
+        host=host.name,
+        address=None,  # reserved for the whole batch when it is written
+        ssh_port=config.provider.ssh_port,
+        state=EnvironmentState.PROVISIONING.value,
+        status_message=f"placed on {host.name}; certified; starting",
+        owner=new.owner,
+        lifespan=new.lifespan.value,
+        expires_at=new.expires_at,
+        created_at=now,
+        updated_at=now,
+    )
+    batch.made[row.id] = row
+    return row

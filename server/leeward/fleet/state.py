@@ -9,10 +9,12 @@ from aiohttp import web
 if TYPE_CHECKING:
     from aiohttp_sse import EventSourceResponse
 
-    from leeward.fleet.environments import Fleet
+    from leeward.fleet.create import CreateQueue
     from leeward.fleet.metrics import Metrics
+    from leeward.fleet.runtime import Fleet
 
 FLEET: web.AppKey[Fleet] = web.AppKey("fleet")
+CREATES: web.AppKey[CreateQueue] = web.AppKey("create queue")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 
 

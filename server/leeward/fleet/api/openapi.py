@@ -1,9 +1,12 @@
-"""/v1/openapi.json, generated from the route table and the protocol's pydantic models."""
+"""/v1/openapi.json, generated from the route table and the protocol's pydantic models.
+
+The table is an argument (the route that serves the document reads it from the app), so this
+module needs none of the route modules."""
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
@@ -11,15 +14,17 @@ from pydantic.json_schema import models_json_schema
 from leeward import __version__
 from leeward_protocol.fleet import CreateEnvironment, ErrorBody
 
+if TYPE_CHECKING:
+    from leeward.fleet.api.routing import Route
+
 REF = "#/components/schemas/{model}"
 
 
 @functools.cache
-def openapi_document() -> dict[str, Any]:
-    from leeward.fleet.routes import ROUTES
-
+def openapi_document(routes: tuple[Route, ...]) -> dict[str, Any]:
+    """The document for `routes` (built once per table: it costs a schema per model)."""
     models: set[type[BaseModel]] = {ErrorBody}
-    for r in ROUTES:
+    for r in routes:
         if isinstance(r.request, type) and issubclass(r.request, BaseModel):
             models.add(r.request)
         if r.response is not None:
@@ -34,7 +39,7 @@ def openapi_document() -> dict[str, Any]:
     schemas["CreateEnvironment"] = union
 
     paths: dict[str, Any] = {}
-    for r in ROUTES:
+    for r in routes:
         operation: dict[str, Any] = {
             "operationId": r.handler.__name__,
             "summary": r.summary,

@@ -1,0 +1,162 @@
+"""How the fleet's API declares, guards and answers its routes.
+
+A route is declared once, beside its handler, in its module's `RouteTable` (as aiohttp's
+RouteTableDef), with its request and response models, status and auth level; the router and
+`/v1/openapi.json` are both built from the tables, so the document cannot drift from the
+code. Handlers are thin: `parse` the body with pydantic, call a room's function, `reply`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from leeward.common.validation import first_fault
+from leeward.fleet.auth import Principal
+from leeward.fleet.errors import BadRequest, Forbidden, Invalid, TooLarge, Unauthorized
+from leeward.fleet.state import FLEET
+from leeward_protocol.fleet import Role
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    request: Any = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    auth: str = "user"  # "none", "user", "admin", "agent"
+
+
+class RouteTable:
+    """One module's routes, in the order they are declared."""
+
+    def __init__(self) -> None:
+        self._routes: list[Route] = []
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        summary: str,
+        *,
+        request: Any = None,
+        response: type[BaseModel] | None = None,
+        status: int = 200,
+        auth: str = "user",
+    ) -> Callable[[Handler], Handler]:
+        def declare(handler: Handler) -> Handler:
+            self._routes.append(
+                Route(method, path, handler, summary, request, response, status, auth)
+            )
+            return handler
+
+        return declare
+
+    def __iter__(self) -> Iterator[Route]:
+        return iter(self._routes)
+
+
+TABLE: web.AppKey[tuple[Route, ...]] = web.AppKey("route table")
+"""The API's whole route table, as `add_routes` served it (the OpenAPI document reads it)."""
+
+
+# ---------------------------------------------------------------------------- requests
+
+
+async def parse(request: web.Request, model: Any) -> Any:
+    """The body, validated into `model`; a clear 4xx naming the field otherwise."""
+    raw = await request.read()
+    if not raw:
+        raise BadRequest("The request needs a JSON body.")
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"The body is not valid JSON: {exc}.") from None
+    try:
+        return _adapter(model).validate_python(data)
+    except ValidationError as exc:
+        raise invalid_from(exc) from None
+
+
+async def parse_optional(request: web.Request, model: Any) -> Any:
+    """Like `parse`, but an empty body means the model's defaults."""
+    if not await request.read():
+        return _adapter(model).validate_python({})
+    return await parse(request, model)
+
+
+async def parse_large(request: web.Request, model: object) -> object:
+    """Parse a body that may be larger than the API's usual limit (profile uploads)."""
+    limit = request.app[FLEET].config.profile_store.max_upload_bytes
+    try:
+        return await parse(request.clone(client_max_size=limit), model)
+    except web.HTTPRequestEntityTooLarge:
+        raise TooLarge(
+            f"The upload is over {limit} bytes; send the files in several uploads."
+        ) from None
+
+
+@functools.cache
+def _adapter(model: Any) -> TypeAdapter[Any]:
+    """Building a TypeAdapter generates its schema: once per model, not once per request."""
+    return TypeAdapter(model)
+
+
+def invalid_from(exc: ValidationError) -> Invalid:
+    fault = first_fault(exc)
+    return Invalid(fault.sentence("body"), field=fault.field)
+
+
+def reply(model: BaseModel, status: int = 200) -> web.Response:
+    return web.json_response(model.model_dump(mode="json", by_alias=True), status=status)
+
+
+# ---------------------------------------------------------------------------- who asks
+
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+
+
+def agent_token(request: web.Request) -> str:
+    """The bearer token an agent sent; 401 when there is none."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("An agent must send `Authorization: Bearer <agent token>`.")
+    return token.strip()
+
+
+def principal(request: web.Request) -> Principal:
+    who = request.get(PRINCIPAL)
+    assert isinstance(who, Principal), "route declared without auth"
+    return who
+
+
+def _guarded(route: Route) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if route.auth in ("user", "admin"):
+            who = await request.app[FLEET].tokens.verify(request.headers.get("Authorization"))
+            if route.auth == "admin" and who.role is not Role.ADMIN:
+                raise Forbidden("This needs an admin token.")
+            request[PRINCIPAL] = who
+        return await route.handler(request)
+
+    return handler
+
+
+def add_routes(app: web.Application, routes: tuple[Route, ...]) -> None:
+    """Serve `routes` (each behind its auth guard) and keep the table for the OpenAPI
+    document."""
+    app[TABLE] = routes
+    for r in routes:
+        app.router.add_route(r.method, r.path, _guarded(r), name=r.handler.__name__)

@@ -1,0 +1,25 @@
+"""Hosts as operators see and steer them: every host with its usage, and its state (active,
+draining, maintenance; decommissioned when it left the config)."""
+
+from __future__ import annotations
+
+from leeward.fleet.errors import Conflict, NotFound
+from leeward.fleet.placement import HostUsage, host_usage
+from leeward.fleet.store.db import Store
+from leeward.fleet.store.models import HostRow
+from leeward_protocol.fleet import HostState
+
+
+async def list_hosts(store: Store) -> list[HostUsage]:
+    async with store.read() as session:
+        return await host_usage(session)
+
+
+async def set_host_state(store: Store, name: str, state: HostState) -> None:
+    async with store.write() as session:
+        row = await session.get(HostRow, name)
+        if row is None:
+            raise NotFound(f"No host {name!r}: `leeward admin host list` shows them.")
+        if row.state == HostState.DECOMMISSIONED:
+            raise Conflict(f"Host {name} is decommissioned (not in the config any more).")
+        row.state = state.value
