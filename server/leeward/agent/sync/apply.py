@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from leeward.agent.sync.home import UnsafePath, conflict_copy, local_sha, remove_file, write_file
+from leeward.agent.sync.home import (
+    UnsafePath,
+    conflict_copy,
+    keep_theirs,
+    local_sha,
+    remove_file,
+    write_file,
+)
 from leeward.common.profilefiles import check_path
 from leeward_protocol.fleet import SyncConflict
 from leeward_protocol.profile import Profile, ProfileFile
@@ -98,21 +105,18 @@ def carry_out(
         synced[f.path] = f.sha256
     for f in plan.conflict:
         try:
-            copy = conflict_copy(home, f.path, blobs[f.sha256], f.source, now)
+            conflict = keep_theirs(home, f.path, blobs[f.sha256], f.source, f.version, now)
         except (OSError, UnsafePath) as exc:
             log.warning("profile sync: cannot write the other version of %s: %s", f.path, exc)
             continue
-        log.info("profile sync: %s was edited here and in %s; theirs is %s", f.path, f.source, copy)
-        synced[f.path] = f.sha256
-        conflicts.append(
-            SyncConflict(
-                path=f.path,
-                copy_path=copy,
-                other_environment=f.source,
-                version=f.version,
-                at=now,
-            )
+        log.info(
+            "profile sync: %s was edited here and in %s; theirs is %s",
+            f.path,
+            f.source,
+            conflict.copy_path,
         )
+        synced[f.path] = f.sha256
+        conflicts.append(conflict)
     for path in plan.delete:
         if local_sha(home, path) == synced.get(path):
             try:

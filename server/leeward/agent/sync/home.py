@@ -13,6 +13,7 @@ from pathlib import Path
 
 from leeward.common.files import write_atomic
 from leeward.common.profilefiles import CONFLICT_MARK
+from leeward_protocol.fleet import SyncConflict
 
 _UNREADABLE = "<not a regular file>"
 """What a path that is not a regular file hashes to: never equal to a profile's content."""
@@ -83,6 +84,15 @@ def conflict_copy(home: Path, path: str, data: bytes, source: str, at: datetime)
         copy = f"{base}-{n}"
     write_file(home, copy, data, 0o600, at)
     return copy
+
+
+def keep_theirs(
+    home: Path, path: str, data: bytes, source: str, version: int, at: datetime
+) -> SyncConflict:
+    """Another environment's version of `path` (ours stays in place), written next to it as a
+    conflict copy; the record of that conflict for the sync status."""
+    copy = conflict_copy(home, path, data, source, at)
+    return SyncConflict(path=path, copy_path=copy, other_environment=source, version=version, at=at)
 
 
 def remove_file(home: Path, path: str) -> None:

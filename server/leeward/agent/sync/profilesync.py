@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from leeward.agent.sync.apply import carry_out, plan_for
-from leeward.agent.sync.home import conflict_copy, local_sha, under, write_file
+from leeward.agent.sync.home import keep_theirs, local_sha, under, write_file
 from leeward.agent.sync.record import SyncState
 from leeward.agent.sync.watch import TrackedWatch
 from leeward.common.backoff import SPREAD, Backoff, worth_telling
@@ -374,23 +374,15 @@ class ProfileSync:
                     write_file(home, c.path, data, 0o644, now)
                     synced[c.path] = c.sha256
                 else:
-                    copy = conflict_copy(home, c.path, blobs[c.sha256], c.source, now)
+                    conflict = keep_theirs(home, c.path, blobs[c.sha256], c.source, c.version, now)
                     log.info(
                         "profile sync: %s was also changed in %s; theirs is %s",
                         c.path,
                         c.source,
-                        copy,
+                        conflict.copy_path,
                     )
                     synced[c.path] = c.sha256
-                    found.append(
-                        SyncConflict(
-                            path=c.path,
-                            copy_path=copy,
-                            other_environment=c.source,
-                            version=c.version,
-                            at=now,
-                        )
-                    )
+                    found.append(conflict)
             return found
 
         for conflict in await to_thread_to_the_end(settle):
