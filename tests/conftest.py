@@ -36,6 +36,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_endpoint() -> tuple[str, int]:
+    """A random address in 127.200.0.0/13 (the agent tests' range) and a port free on it now."""
+    while True:
+        a, b, c = random.randint(200, 207), random.randint(0, 255), random.randint(1, 254)
+        address = f"127.{a}.{b}.{c}"
+        with socket.socket() as s:
+            try:
+                s.bind((address, 0))
+            except OSError:
+                continue
+            return address, s.getsockname()[1]
+
+
 def pick_networks(count: int) -> list[ipaddress.IPv4Network]:
     octets = random.sample(FLEET_TEST_OCTETS, count)
     return [ipaddress.IPv4Network(f"127.{o}.0.0/16") for o in octets]
@@ -188,17 +201,16 @@ class Api:
 
     async def wait_state(self, env_id: str, states: set[str], timeout: float = 30.0) -> Any:
         """Poll an environment until it reaches one of `states`, with a deadline."""
-        import asyncio
+        last: list[Any] = []
 
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            status, body = await self.call("GET", f"/v1/environments/{env_id}")
-            if status == 200 and body["state"] in states:
-                return body
-            if loop.time() > deadline:
-                raise AssertionError(f"{env_id} did not reach {states}; last: {status} {body}")
-            await asyncio.sleep(0.05)
+        async def reached() -> Any:
+            status, body = last[:] = await self.call("GET", f"/v1/environments/{env_id}")
+            return body if status == 200 and body["state"] in states else None
+
+        try:
+            return await until(reached, f"{env_id} in {states}", timeout=timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last: {last}") from None
 
 
 @pytest.fixture
@@ -298,26 +310,19 @@ async def run_ssh(
     return proc.returncode, out.decode(), err.decode()
 
 
-async def wait_until(probe: Callable[[], Any], expected: Any, timeout: float = 30.0) -> None:
-    """Poll an async `probe` until it returns `expected`, with a deadline."""
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        got = await probe()
-        if got == expected:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"expected {expected}, still {got} after {timeout} s")
-        await asyncio.sleep(0.05)
+_TRUE = object()
 
 
 async def until(
-    probe: Callable[[], Any], what: str = "the condition", *, timeout: float = 30.0
+    probe: Callable[[], Any],
+    what: str = "the condition",
+    *,
+    expected: Any = _TRUE,
+    timeout: float = 30.0,
 ) -> Any:
-    """Poll `probe` (plain or async) until it returns something true, with a deadline; that
-    value."""
+    """The suite's one wait: poll `probe` (plain or async) until it returns `expected` (or,
+    without it, something true), with a deadline; that value. Nothing in the suite sleeps a
+    fixed time and hopes."""
     import asyncio
     import inspect
 
@@ -327,8 +332,9 @@ async def until(
         got = probe()
         if inspect.isawaitable(got):
             got = await got
-        if got:
+        if (got == expected) if expected is not _TRUE else got:
             return got
         if loop.time() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
+            wanted = "" if expected is _TRUE else f" (expected {expected!r}, still {got!r})"
+            raise AssertionError(f"{what}: not within {timeout} s{wanted}")
         await asyncio.sleep(0.01)

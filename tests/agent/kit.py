@@ -8,9 +8,7 @@ are always verified.
 from __future__ import annotations
 
 import asyncio
-import random
 import secrets
-import socket
 import subprocess
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -19,23 +17,9 @@ from pathlib import Path
 from leeward.fleet.ca import CertificateAuthority
 from leeward.providers.base import EnvironmentSpec, Identity
 from leeward_protocol.fleet import EnvironmentKind, Hardware
+from tests.conftest import free_endpoint
 
 ZONE = "leeward.test"
-
-
-def free_endpoint() -> tuple[str, int]:
-    """A random address in 127.200.0.0/13 (ours; other engineers' tests use other ranges) and a
-    port free on it now."""
-    while True:
-        address = (
-            f"127.{random.randint(200, 207)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
-        )
-        with socket.socket() as s:
-            try:
-                s.bind((address, 0))
-            except OSError:
-                continue
-            return address, s.getsockname()[1]
 
 
 @dataclass

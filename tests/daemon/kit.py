@@ -129,16 +129,19 @@ class DaemonClient:
         raise AssertionError(f"{method} {params!r} succeeded: {result!r}")
 
     async def until(self, probe: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-        """Wait for notifications until `probe()` returns something truthy."""
-        async with asyncio.timeout(timeout):
-            while True:
-                got = probe()
-                if got:
-                    return got
-                self._changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), 0.5)
-        raise AssertionError(what)  # pragma: no cover
+        """Wait for notifications until `probe()` returns something truthy (woken by each
+        notification, not polling), with a deadline."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    got = probe()
+                    if got:
+                        return got
+                    self._changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), 0.5)
+        except TimeoutError:
+            raise AssertionError(f"{what or 'the notification'}: not within {timeout} s") from None
 
     async def poll(
         self, method: str, predicate: Callable[[Any], bool], timeout: float = 30.0

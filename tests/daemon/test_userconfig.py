@@ -75,7 +75,7 @@ async def test_the_daemon_shows_problems_on_their_line_and_keeps_the_last_valid_
     from leeward.client.credentials import Credentials, store_credentials
     from leeward.fleet.config import FeatureConfig
     from tests.cli.sandbox import make_sandbox
-    from tests.conftest import small_config, wait_until
+    from tests.conftest import small_config, until
     from tests.daemon.kit import running_daemon
 
     (tmp_path / "user").mkdir()
@@ -97,7 +97,7 @@ async def test_the_daemon_shows_problems_on_their_line_and_keeps_the_last_valid_
             await d.poll("leeward/status/get", lambda s: s["fleet"] == "connected")
             catalog = await d.request("leeward/catalog/get", {})
             assert catalog["defaultRegion"] == "south", "config.toml's default region"
-            await wait_until(stored, "south")  # the valid config is the user's profile
+            await until(stored, expected="south")  # the valid config is the user's profile
             stored_version = (await f.fleet.profiles.profile("alice")).version
 
             config_file.write_text('default_region = "north"\nfeatures = ["docker", "Bad Name"]\n')
@@ -128,7 +128,7 @@ async def test_the_daemon_shows_problems_on_their_line_and_keeps_the_last_valid_
             )
             catalog = await d.request("leeward/catalog/get", {})
             assert catalog["defaultRegion"] == "north"
-            await wait_until(stored, "north")
+            await until(stored, expected="north")
 
             # Valid here, refused by the fleet (its catalog has no such feature): shown on the
             # line too, and the profile keeps the last config the fleet accepted.
@@ -160,7 +160,7 @@ async def test_the_daemon_shows_problems_on_their_line_and_keeps_the_last_valid_
             async def files() -> list[str]:
                 return [x.path for x in (await f.fleet.profiles.profile("alice")).files]
 
-            await wait_until(files, [".config/tool/settings.ini", ".vimrc"])
+            await until(files, expected=[".config/tool/settings.ini", ".vimrc"])
             history = await f.fleet.profiles.history("alice")
             assert history.versions[0].source == "dotfiles"
 
@@ -169,7 +169,7 @@ async def test_the_daemon_shows_problems_on_their_line_and_keeps_the_last_valid_
             edited = upload_one(".vimrc", b"set number relativenumber\n")
             await f.fleet.profiles.upload("alice", edited, "box", check_base=False)
             config_file.write_text(f'default_region = "north"\n[dotfiles]\npath = "{dots}"\n')
-            await wait_until(stored, "north")
+            await until(stored, expected="north")
             _, vimrc = await f.fleet.profiles.read_file("alice", ".vimrc")
             assert vimrc == b"set number relativenumber\n"
             (dots / ".vimrc").write_text("set nonumber\n")  # changed in the directory: sent
@@ -178,7 +178,7 @@ async def test_the_daemon_shows_problems_on_their_line_and_keeps_the_last_valid_
             async def vimrc_now() -> bytes:
                 return (await f.fleet.profiles.read_file("alice", ".vimrc"))[1]
 
-            await wait_until(vimrc_now, b"set nonumber\n")
+            await until(vimrc_now, expected=b"set nonumber\n")
 
 
 def upload_one(path: str, data: bytes) -> Any:

@@ -15,7 +15,7 @@ from leeward.fleet.placement import LIVE, host_usage
 from leeward.fleet.store.models import EnvironmentRow
 from leeward.providers.base import ProviderError
 from leeward.providers.local import LocalProvider
-from tests.conftest import wait_until
+from tests.conftest import until
 
 TINY = {"kind": "devserver", "flavor": "tiny", "region": "north"}
 
@@ -95,7 +95,7 @@ async def test_warm_pool_claims_are_immediate_and_the_pool_refills(
                 )
                 return len(rows.scalars().all())
 
-        await wait_until(lambda: warm_count(), 2)
+        await until(lambda: warm_count(), expected=2)
         status, body = await f.api.call(
             "POST", "/v1/environments", {"kind": "container", "profile": "web"}
         )
@@ -111,7 +111,7 @@ async def test_warm_pool_claims_are_immediate_and_the_pool_refills(
         # Warm containers are nobody's: not listed, not reachable by id.
         listed = (await f.api.call("GET", "/v1/environments"))[1]["environments"]
         assert [e["id"] for e in listed] == [body["id"]]
-        await wait_until(lambda: warm_count(), 2)
+        await until(lambda: warm_count(), expected=2)
 
 
 async def test_expired_environments_are_reaped(start_fleet, config_factory, sqlite_url):

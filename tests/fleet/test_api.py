@@ -11,7 +11,7 @@ import pytest
 from leeward.common.clock import ManualClock
 from leeward.fleet import auth
 from leeward_protocol.fleet import Catalog, Environment, ErrorBody, Role
-from tests.conftest import Api, wait_until
+from tests.conftest import Api, until
 
 
 def error_of(body: Any) -> Any:
@@ -214,7 +214,7 @@ async def test_lifecycle_and_another_users_environment_is_404(
                 "lastSeenAt"
             ] is not None
 
-        await wait_until(last_seen, True, timeout=15)
+        await until(last_seen, "a heartbeat was recorded", timeout=15)
 
         mallory = await f.user("mallory")
         for method, path, payload in [

@@ -19,7 +19,7 @@ from leeward.client.api import FleetClient
 from leeward.client.credentials import Credentials, store_credentials
 from leeward_protocol.fleet import EventType
 from tests.cli.sandbox import LEEWARD, make_sandbox
-from tests.conftest import run_ssh, small_config, ssh_access, wait_until
+from tests.conftest import run_ssh, small_config, ssh_access, until
 
 
 async def create(api, **extra) -> dict:
@@ -60,7 +60,7 @@ async def test_one_environment_moves_live_and_says_so(start_fleet, sqlite_url, t
                     events.append(event)
 
             follower = asyncio.get_running_loop().create_task(follow())
-            await wait_until(lambda: asyncio.sleep(0, bool(events)), True, 10)
+            await until(lambda: events, "the event stream began", timeout=10)
 
             status, moving = await f.admin.call(
                 "POST", f"/v1/admin/environments/{env['id']}/migrate", {"host": target}
@@ -97,18 +97,19 @@ async def test_one_environment_moves_live_and_says_so(start_fleet, sqlite_url, t
 
 
 async def wait_until_states(events: list, env_id: str, tail: list[str]) -> list[str]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 15
-    while True:
-        states = [
+
+    def states() -> list[str]:
+        return [
             e.environment.state.value
             for e in events
             if e.environment is not None and e.environment.id == env_id
         ]
-        if states[-len(tail) :] == tail:
-            return states
-        assert loop.time() < deadline, f"events for {env_id}: {states}"
-        await asyncio.sleep(0.05)
+
+    try:
+        await until(lambda: states()[-len(tail) :] == tail, f"{env_id}'s events", timeout=15)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {states()}") from None
+    return states()
 
 
 async def test_a_drain_moves_everything_then_the_host_rests(start_fleet, sqlite_url, tmp_path):
@@ -126,7 +127,7 @@ async def test_a_drain_moves_everything_then_the_host_rests(start_fleet, sqlite_
         async def state() -> str:
             return (await hosts(f.admin))[drained]["state"]
 
-        await wait_until(state, "maintenance", 30)
+        await until(state, expected="maintenance", timeout=30)
         for env in envs:
             status, now = await f.api.call("GET", f"/v1/environments/{env['id']}")
             assert now["state"] == "running" and now["host"] != drained

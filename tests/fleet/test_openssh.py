@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from leeward.fleet.store.models import EnvironmentRow
-from tests.conftest import free_port, run_ssh, ssh_access, wait_until
+from tests.conftest import free_port, run_ssh, ssh_access, until
 
 
 async def tool(*argv: str, stdin: bytes | None = None, timeout: float = 60) -> str:
@@ -111,21 +111,19 @@ async def test_openssh_tools_work_with_the_generated_config(
 
 async def through_forward(port: int, message: bytes, timeout: float = 20.0) -> bytes:
     """Connect to the forwarded port once ssh listens on it (polling, with a deadline)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+
+    async def listening() -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            return await asyncio.open_connection("127.0.0.1", port)
         except OSError:
-            if loop.time() > deadline:
-                raise
-            await asyncio.sleep(0.05)
-            continue
-        writer.write(message)
-        await writer.drain()
-        data = await asyncio.wait_for(reader.readline(), timeout)
-        writer.close()
-        return data
+            return None
+
+    reader, writer = await until(listening, f"ssh listened on {port}", timeout=timeout)
+    writer.write(message)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.readline(), timeout)
+    writer.close()
+    return data
 
 
 async def test_a_claim_retires_the_warm_containers_agent_token(
@@ -146,7 +144,7 @@ async def test_a_claim_retires_the_warm_containers_agent_token(
         async def one_warm() -> int:
             return len(await warm_ids())
 
-        await wait_until(one_warm, 1)
+        await until(one_warm, expected=1)
         agent_file = data_dir / (await warm_ids())[0] / "agent.json"
         before = json.loads(agent_file.read_text())
         status, env = await f.api.call(

@@ -3,7 +3,6 @@ is still listed and reachable over real SSH, and no capacity is leaked or double
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -19,7 +18,7 @@ from leeward.fleet.placement import host_usage
 from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import EnvironmentRow
 from leeward_protocol.fleet import LIVE_STATES, Role
-from tests.conftest import Api, free_port, run_ssh, small_config, ssh_access, wait_until
+from tests.conftest import Api, free_port, run_ssh, small_config, ssh_access, until
 
 
 class FleetProcess:
@@ -46,19 +45,20 @@ class FleetProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while True:
-            assert self.proc.poll() is None, f"fleet exited: {self.log.read_text()[-2000:]}"
+        proc = self.proc
+
+        async def healthy() -> bool:
+            assert proc.poll() is None, f"fleet exited: {self.log.read_text()[-2000:]}"
             try:
                 async with http.get(url + "/healthz") as response:
-                    if response.status == 200:
-                        return
+                    return response.status == 200
             except OSError:
-                pass
-            if loop.time() > deadline:
-                raise AssertionError(f"fleet did not answer: {self.log.read_text()[-2000:]}")
-            await asyncio.sleep(0.05)
+                return False
+
+        try:
+            await until(healthy, "the fleet answered", timeout=30)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {self.log.read_text()[-2000:]}") from None
 
     def stop(self, sig: signal.Signals) -> int:
         assert self.proc is not None
@@ -113,7 +113,7 @@ async def test_fleet_restarts_keep_every_environment(tmp_path, http, database):
         code, out, err = await run_ssh(ssh, "pet", "echo kept > marker && echo $HOME")
         assert code == 0, err
         # Three environments of alice's and the refilled warm container.
-        await wait_until(lambda: live_count(store), 4)
+        await until(lambda: live_count(store), expected=4)
         before = await snapshot(store)
 
         for how in (signal.SIGTERM, signal.SIGKILL):
@@ -129,14 +129,14 @@ async def test_fleet_restarts_keep_every_environment(tmp_path, http, database):
             for env in listed["environments"]:
                 code, out, err = await run_ssh(ssh, env["name"], "echo alive")
                 assert (code, out.strip()) == (0, "alive"), (how, env["name"], err)
-            await wait_until(lambda: snapshot(store), before)
+            await until(lambda: snapshot(store), expected=before)
 
         # An agent that died while the fleet was down is restarted, with its disk.
         fleet.stop(signal.SIGKILL)
         pid = int((config.provider.data_dir / made[0] / "agent.pid").read_text())
         os.kill(pid, signal.SIGKILL)
         await fleet.start(url, http)
-        await wait_until(lambda: ssh_ok(ssh, "pet"), True)
+        await until(lambda: ssh_ok(ssh, "pet"), expected=True)
         code, out, err = await run_ssh(ssh, "pet", "cat marker")
         assert (code, out.strip()) == (0, "kept"), err
         assert await snapshot(store) == before

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import random
 import secrets
-import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,19 +13,7 @@ from leeward.fleet.ca import CertificateAuthority
 from leeward.providers.base import EnvironmentSpec, Identity
 from leeward.providers.local import LocalProvider
 from leeward_protocol.fleet import EnvironmentKind, Hardware
-
-
-def free_endpoint() -> tuple[str, int]:
-    """A random address in 127.200.0.0/13 and a port free on it now."""
-    while True:
-        a, b, c = random.randint(200, 207), random.randint(0, 255), random.randint(1, 254)
-        address = f"127.{a}.{b}.{c}"
-        with socket.socket() as s:
-            try:
-                s.bind((address, 0))
-            except OSError:
-                continue
-            return address, s.getsockname()[1]
+from tests.conftest import free_endpoint
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import pytest
 
 from leeward.providers.base import EnvironmentSpec, Provider, ProviderError
 from leeward.providers.local import LocalProvider
+from tests.conftest import until
 
 
 async def accepts(spec: EnvironmentSpec) -> bool:
@@ -178,8 +179,4 @@ async def test_a_start_cancelled_midway_leaves_no_agent_that_stop_cannot_find(
     with contextlib.suppress(asyncio.CancelledError, ProviderError):
         await start
     await provider.stop(spec.id)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while agents_for(spec):
-        assert loop.time() < deadline, f"agent of {spec.id} still running: {agents_for(spec)}"
-        await asyncio.sleep(0.05)
+    await until(lambda: not agents_for(spec), f"the agent of {spec.id} is gone", timeout=10)

@@ -27,8 +27,8 @@ from leeward.relay.handshake import (
 )
 from leeward.relay.proxy import Proxy, ProxySettings
 from leeward.relay.stream import RelayFailure
-from tests.agent.kit import ZONE, Fleet, Kit, free_endpoint
-from tests.conftest import until
+from tests.agent.kit import ZONE, Fleet, Kit
+from tests.conftest import free_endpoint, until
 
 from .conftest import LEEWARD
 

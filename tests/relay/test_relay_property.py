@@ -15,8 +15,7 @@ from leeward.fleet.ca import CertificateAuthority
 from leeward.relay.agent import RelayServer, RelaySettings
 from leeward.relay.candidates import Candidate, Fixed
 from leeward.relay.proxy import Proxy, ProxySettings
-from tests.agent.kit import free_endpoint
-from tests.conftest import until
+from tests.conftest import free_endpoint, until
 
 from .test_handshake import FQDN, echo, identity
 
