@@ -24,8 +24,7 @@ async def test_a_cancelled_start_waits_for_its_thread_before_letting_go():
         finished.set()
 
     task = asyncio.create_task(to_thread_to_the_end(slow))
-    while not began.is_set():
-        await asyncio.sleep(0.001)
+    await until(began.is_set, "the thread began", timeout=5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -3,6 +3,7 @@ Playwright driver (extension/e2e/run.mjs), artifacts, and a sweep for stray proc
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from leeward.common.processes import pid_alive
-from tests.conftest import free_port
+from tests.conftest import free_port, until
 
 REPO = Path(__file__).resolve().parents[2]
 SETUP = REPO / "scripts" / "setup-e2e"
@@ -185,23 +186,24 @@ class CodeServer:
                 start_new_session=True,
                 cwd=self.root,
             )
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+        process = self.process
+
+        def answering() -> bool:
+            if process.poll() is not None:
                 raise AssertionError(
-                    f"code-server exited {self.process.returncode} while starting:\n"
+                    f"code-server exited {process.returncode} while starting:\n"
                     + self.log_path.read_text(errors="replace")[-3000:]
                 )
             try:
                 with urllib.request.urlopen(
                     f"http://127.0.0.1:{self.port}/healthz", timeout=2
                 ) as response:
-                    if response.status == 200:
-                        return
+                    return bool(response.status == 200)
             except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"code-server did not answer on port {self.port} in {START_SECONDS} s")
+                return False
+
+        what = f"code-server answered on port {self.port}"
+        asyncio.run(until(answering, what, timeout=START_SECONDS))
 
     def stop(self) -> None:
         if self.process is None:
