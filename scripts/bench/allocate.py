@@ -12,6 +12,7 @@ Three figures, each from one run on one machine:
   and the store.
 
 Usage: scripts/bench/allocate [--database sqlite|postgresql] [--clients 50]
+       [--phase claims|create|throughput] [--provider local|none]
 """
 
 from __future__ import annotations
@@ -178,7 +179,10 @@ PHASES = ("claims", "create", "throughput")
 
 
 async def bench(
-    database: str, clients: int, phases: tuple[str, ...] = PHASES
+    database: str,
+    clients: int,
+    phases: tuple[str, ...] = PHASES,
+    providers: tuple[str, ...] = ("local", "none"),
 ) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     key = asyncssh.generate_private_key("ssh-ed25519")
@@ -247,6 +251,8 @@ async def bench(
     ):
         if "throughput" not in phases:
             break
+        if provider not in providers:
+            continue
 
         async def burst(api: Api, store: Any, total: int = total, label: str = label) -> None:
             queue = list(range(total))
@@ -291,12 +297,25 @@ def main() -> None:
     parser.add_argument(
         "--phase", choices=PHASES, action="append", help="Run only these (default: all)."
     )
+    parser.add_argument(
+        "--provider",
+        choices=["local", "none"],
+        action="append",
+        help="Throughput with real agents (local), the allocator alone (none), or both (default).",
+    )
     args = parser.parse_args()
     if args.database == "postgresql":
         os.environ.setdefault(
             "LEEWARD_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
         )
-    results = asyncio.run(bench(args.database, args.clients, tuple(args.phase or PHASES)))
+    results = asyncio.run(
+        bench(
+            args.database,
+            args.clients,
+            tuple(args.phase or PHASES),
+            tuple(args.provider or ("local", "none")),
+        )
+    )
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(json.dumps({"database": args.database, "machine": machine, "results": results}, indent=2))
 
