@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import stat
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,42 +16,6 @@ from leeward.client.credentials import (
     load_credentials,
     store_credentials,
 )
-from leeward.client.paths import Paths
-from leeward_protocol.fleet import Environment
-
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def paths_in(root: Path) -> Paths:
-    return Paths(
-        config_dir=root / "config",
-        data_dir=root / "data",
-        state_dir=root / "state",
-        ssh_dir=root / "home dir" / ".ssh" / "leeward",
-    )
-
-
-def environment(name: str, state: str = "running", **extra: object) -> Environment:
-    wire: dict[str, object] = {
-        "id": f"e-{name}",
-        "name": name,
-        "fqdn": f"{name}.us-east.leeward.test",
-        "kind": "devserver",
-        "flavor": "small",
-        "hardware": {"cpus": 2, "memoryGib": 8},
-        "region": "us-east",
-        "address": "127.101.0.7",
-        "sshPort": 2222,
-        "state": state,
-        "lifespan": "temporary",
-        "createdAt": NOW.isoformat(),
-        "updatedAt": NOW.isoformat(),
-    }
-    wire.update(extra)
-    return Environment.model_validate(wire)
-
-
-# -- lifespan --------------------------------------------------------------------------------
 
 
 def test_credentials_are_private(tmp_path: Path) -> None:
@@ -76,6 +39,3 @@ def test_missing_credentials_say_how_to_sign_in(tmp_path: Path) -> None:
     broken.write_text("fleet = 'http://x'\n")
     with pytest.raises(CredentialsError, match="leeward login"):
         load_credentials(broken)
-
-
-# -- errors and rendering --------------------------------------------------------------------

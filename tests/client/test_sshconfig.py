@@ -54,7 +54,7 @@ def environment(name: str, state: str = "running", **extra: object) -> Environme
     return Environment.model_validate(wire)
 
 
-# -- lifespan --------------------------------------------------------------------------------
+# -- the ssh files ---------------------------------------------------------------------------
 
 
 def test_ssh_config_has_one_pinned_entry_per_running_environment(tmp_path: Path) -> None:
@@ -215,6 +215,3 @@ def test_renewal_under_an_hour_left(tmp_path: Path) -> None:
     assert not certificate_needs_renewal(paths, now=now)
     paths.certificate.write_text("not a certificate")
     assert certificate_needs_renewal(paths, now=now)
-
-
-# -- credentials -----------------------------------------------------------------------------
