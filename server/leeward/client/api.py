@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
+from leeward.common.backoff import Backoff
 from leeward.common.errors import FleetError
 from leeward_protocol.fleet import (
     Catalog,
@@ -124,6 +125,7 @@ class FleetClient:
         """Create an environment; a network error is retried with the same idempotency key, so
         the fleet creates it at most once."""
         key = idempotency_key or str(uuid.uuid4())
+        backoff = Backoff(base=0.5, cap=4.0)
         for attempt in range(CREATE_ATTEMPTS):
             try:
                 return await self._call(
@@ -136,7 +138,7 @@ class FleetClient:
             except FleetUnreachable:
                 if attempt == CREATE_ATTEMPTS - 1:
                     raise
-                await asyncio.sleep(0.5 * 2**attempt)
+                await asyncio.sleep(backoff.next())
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def delete(self, ref: str) -> Environment:

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from leeward.common.backoff import Backoff
 from leeward.fleet.auth import Principal
 from leeward.fleet.config import FleetConfig
 from leeward.fleet.errors import Conflict, FleetError, Invalid, Unavailable
@@ -240,6 +241,7 @@ async def _place_batch(
     fleet: Fleet, batch: list[_Ask]
 ) -> list[tuple[_Ask, _Placed | BaseException]]:
     now = fleet.clock.now()
+    backoff = Backoff(base=0.01, cap=0.05)  # jittered: the other transaction may retry too
     for attempt in range(1, _TRANSIENT_ATTEMPTS + 1):
         results: list[tuple[_Ask, _Placed | BaseException]] = []
         try:
@@ -257,7 +259,7 @@ async def _place_batch(
             if attempt == _TRANSIENT_ATTEMPTS or not is_transient(exc):
                 raise
             log.warning("placement batch rolled back (%s); again", type(exc.__cause__).__name__)
-            await asyncio.sleep(0.01 * attempt)
+            await asyncio.sleep(backoff.next())
             continue
         return results
     raise AssertionError("unreachable")  # pragma: no cover
