@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from leeward.fleet.auth import digest, new_secret
 from leeward.fleet.ca import CertificateAuthority
 from leeward.fleet.errors import Unavailable
-from leeward.fleet.resources import to_resource, update_environment
+from leeward.fleet.resources import fqdn, to_resource, update_environment
 from leeward.fleet.runtime import Fleet
 from leeward.fleet.store.models import EnvironmentRow
 from leeward.providers.base import EnvironmentSpec, Identity, ProviderError
@@ -28,7 +28,7 @@ def issue_identity(
 ) -> tuple[Identity, str]:
     """A fresh host key, host certificate and agent token for this environment; the token's
     digest is what the row keeps."""
-    principals = [f"{row.name}.{row.region}.{zone}", row.id, f"{row.name}.{zone}"]
+    principals = [fqdn(row, zone), row.id, f"{row.name}.{zone}"]
     if row.expires_at is not None:
         valid_for = max(row.expires_at - now, timedelta(0)) + timedelta(days=1)
     else:
@@ -44,7 +44,7 @@ def agent_spec(fleet: Fleet, row: EnvironmentRow, identity: Identity) -> Environ
     return EnvironmentSpec(
         id=row.id,
         name=row.name,
-        fqdn=f"{row.name}.{row.region}.{fleet.config.zone}",
+        fqdn=fqdn(row, fleet.config.zone),
         kind=EnvironmentKind(row.kind),
         region=row.region,
         host=row.host,

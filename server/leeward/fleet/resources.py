@@ -51,6 +51,12 @@ def new_name(prefix: str) -> str:
     return f"{prefix[:24]}-{_random(6)}"
 
 
+def fqdn(row: EnvironmentRow, zone: str) -> str:
+    """The environment's fully qualified name, `NAME.REGION.ZONE`: its DNS name and the first
+    principal of its host certificate."""
+    return f"{row.name}.{row.region}.{zone}"
+
+
 def relay_port(ssh_port: int | None) -> int | None:
     """Every agent serves its resumable relay on the port after its SSH port."""
     return None if ssh_port is None else ssh_port + 1
@@ -60,7 +66,7 @@ def to_resource(row: EnvironmentRow, zone: str) -> Environment:
     return Environment(
         id=row.id,
         name=row.name,
-        fqdn=f"{row.name}.{row.region}.{zone}",
+        fqdn=fqdn(row, zone),
         kind=EnvironmentKind(row.kind),
         flavor=row.flavor,
         profile=row.profile,

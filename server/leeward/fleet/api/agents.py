@@ -25,6 +25,8 @@ from leeward_protocol.profile import (
 
 routes = RouteTable()
 
+REPLACED = "Unknown agent token for that environment; the agent was replaced."
+
 
 @routes.route(
     "POST",
@@ -40,7 +42,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     if not await agents.heartbeat(
         fleet.store, fleet.clock, agent_token(request), body.environment_id
     ):
-        raise Unauthorized("Unknown agent token for that environment; the agent was replaced.")
+        raise Unauthorized(REPLACED)
     return reply(HeartbeatAck(interval_seconds=fleet.config.heartbeat_seconds))
 
 
@@ -51,7 +53,7 @@ async def _agent(request: web.Request, environment_id: str | None = None) -> Env
         raise BadRequest("Name the environment: `?environment=ID`.")
     row = await agents.agent_environment(request.app[FLEET].store, token, env_id)
     if row is None:
-        raise Unauthorized("Unknown agent token for that environment; the agent was replaced.")
+        raise Unauthorized(REPLACED)
     return row
 
 
@@ -120,7 +122,6 @@ async def agent_upload(request: web.Request) -> web.Response:
     if row.owner is None:
         raise Unauthorized("A warm environment has no owner and so no profile.")
     body = await parse_large(request, ProfileUpload)
-    assert isinstance(body, ProfileUpload)
     profiles = request.app[FLEET].profiles
     return reply(await profiles.upload(row.owner, body, row.name, check_base=True))
 
@@ -135,7 +136,6 @@ async def agent_upload(request: web.Request) -> web.Response:
 )
 async def agent_report(request: web.Request) -> web.Response:
     body = await parse_large(request, AgentReport)  # every setup step's log tail: over 64 KiB
-    assert isinstance(body, AgentReport)
     row = await _agent(request, body.environment_id)
     fleet = request.app[FLEET]
     await agents.report(fleet.store, fleet.clock, row, body)

@@ -92,7 +92,6 @@ async def profile_file(request: web.Request) -> web.StreamResponse:
 async def upload_profile(request: web.Request) -> web.Response:
     who = principal(request)
     body = await parse_large(request, ProfileUpload)
-    assert isinstance(body, ProfileUpload)
     source = body.source or "cli"
     if source not in USER_SOURCES:
         raise Invalid(f"source: must be one of {', '.join(USER_SOURCES)}.", field="source")

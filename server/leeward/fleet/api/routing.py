@@ -12,7 +12,7 @@ import functools
 import json
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -24,6 +24,7 @@ from leeward.fleet.state import FLEET
 from leeward_protocol.fleet import Role
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -96,15 +97,16 @@ async def parse_optional(request: web.Request, model: Any) -> Any:
     return await parse(request, model)
 
 
-async def parse_large(request: web.Request, model: object) -> object:
+async def parse_large(request: web.Request, model: type[M]) -> M:
     """Parse a body that may be larger than the API's usual limit (profile uploads)."""
     limit = request.app[FLEET].config.profile_store.max_upload_bytes
     try:
-        return await parse(request.clone(client_max_size=limit), model)
+        body: M = await parse(request.clone(client_max_size=limit), model)
     except web.HTTPRequestEntityTooLarge:
         raise TooLarge(
             f"The upload is over {limit} bytes; send the files in several uploads."
         ) from None
+    return body
 
 
 @functools.cache
