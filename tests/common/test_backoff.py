@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from leeward.common.backoff import NO_JITTER, SPREAD, Backoff
+from leeward.common.backoff import NO_JITTER, SPREAD, Backoff, worth_telling
 
 
 def test_backoff_grows_with_jitter_within_bounds():
@@ -27,3 +27,8 @@ def test_backoff_bounds_every_jitter_and_never_overflows():
     steady = Backoff(base=0.5, cap=30.0, jitter=NO_JITTER)
     assert [steady.next() for _ in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
     assert steady.delay(10_000) == 30.0  # a long outage: no float overflow
+
+
+def test_a_long_outage_is_told_without_a_flood():
+    told = [n for n in range(1, 101) if worth_telling(n)]
+    assert told == [1, 2, 3, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
