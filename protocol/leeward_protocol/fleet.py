@@ -12,8 +12,9 @@ from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic.config import JsonDict
 
-from leeward_protocol.base import Request, Resource
+from leeward_protocol.base import Hours, Integral, Params, Request, Resource, Whole
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
 """Names of environments, regions, hosts, flavors, profiles and users: DNS labels, 2 to 32 chars."""
@@ -36,6 +37,10 @@ def check_user_name(value: str) -> str:
 
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=2, max_length=32)]
+
+NAMED: JsonDict = {"pattern": NAME_PATTERN, "minLength": 2, "maxLength": 32}
+"""A name's constraints in the JSON Schema of a request field that checks them itself (so that
+its refusal is a sentence of its own, or names the catalog's choices)."""
 
 
 class EnvironmentKind(StrEnum):
@@ -240,14 +245,14 @@ class SyncConflict(Resource):
     path: str
     copy_path: str = Field(description="Where the other version was written, in the home.")
     other_environment: str | None = Field(default=None, description="Where the other came from.")
-    version: int = Field(description="The profile version that conflicted.")
+    version: Whole = Field(description="The profile version that conflicted.")
     at: datetime
 
 
 class SyncStatus(Resource):
     """The environment's agent and the user's profile."""
 
-    version: int = Field(default=0, description="The profile version applied here (0: none).")
+    version: Whole = Field(default=0, description="The profile version applied here (0: none).")
     synced_at: datetime | None = None
     conflicts: list[SyncConflict] = Field(default_factory=list)
     refused: list[Refusal] = Field(default_factory=list)
@@ -311,9 +316,12 @@ class _CreateBase(Request):
     name: str | None = Field(
         default=None,
         description="A DNS label; generated when absent. Unique among live environments.",
+        json_schema_extra=NAMED,
     )
     region: str | None = Field(
-        default=None, description="A region name; the region with the most room when absent."
+        default=None,
+        description="A region of the catalog; the region with the most room when absent.",
+        json_schema_extra=NAMED,
     )
 
     _name_ok = field_validator("name")(_check_name)
@@ -321,34 +329,29 @@ class _CreateBase(Request):
 
 class CreateDevserver(_CreateBase):
     kind: Literal[EnvironmentKind.DEVSERVER]
-    flavor: str = Field(description="A flavor name from the catalog.")
+    flavor: str = Field(description="A flavor name from the catalog.", json_schema_extra=NAMED)
     lifespan: Lifespan = Lifespan.TEMPORARY
-    hours: int | None = Field(
+    hours: Hours | None = Field(
         default=None,
-        description="Temporary devservers: hours until expiry (the policy's default when absent).",
+        description="Temporary devservers: hours until expiry (the policy's default when absent; "
+        "the catalog's `lifetimes` say the most).",
     )
 
     @model_validator(mode="after")
     def _hours_match_lifespan(self) -> CreateDevserver:
         if self.lifespan is Lifespan.PERMANENT and self.hours is not None:
             raise ValueError("hours: a permanent devserver has no expiry; leave hours out")
-        if self.hours is not None and self.hours <= 0:
-            raise ValueError("hours: must be a positive number of hours")
         return self
 
 
 class CreateContainer(_CreateBase):
     kind: Literal[EnvironmentKind.CONTAINER]
-    profile: str = Field(description="A container profile name from the catalog.")
-    hours: int | None = Field(
+    profile: str = Field(
+        description="A container profile name from the catalog.", json_schema_extra=NAMED
+    )
+    hours: Hours | None = Field(
         default=None, description="Hours until expiry (the container lifetime when absent)."
     )
-
-    @model_validator(mode="after")
-    def _positive_hours(self) -> CreateContainer:
-        if self.hours is not None and self.hours <= 0:
-            raise ValueError("hours: must be a positive number of hours")
-        return self
 
 
 CreateEnvironment = Annotated[CreateDevserver | CreateContainer, Field(discriminator="kind")]
@@ -381,14 +384,7 @@ class MigrateEnvironment(Request):
 
 
 class ExtendEnvironment(Request):
-    hours: int = Field(description="Hours to add to the expiry.")
-
-    @field_validator("hours")
-    @classmethod
-    def _positive(cls, value: int) -> int:
-        if value <= 0:
-            raise ValueError("must be a positive number of hours")
-        return value
+    hours: Hours = Field(description="Hours to add to the expiry (within the policy's most).")
 
 
 class ErrorDetail(Resource):
@@ -424,7 +420,9 @@ class SSHAuthorities(Resource):
 
 class CertificateRequest(Request):
     public_key: str = Field(description="The user's OpenSSH public key, one line.")
-    hours: int | None = Field(default=None, description="Validity; at most 16.")
+    hours: Annotated[int, Field(ge=1, le=16), Integral] | None = Field(
+        default=None, description="Validity; the fleet's limit when absent."
+    )
 
 
 class Certificate(Resource):
@@ -435,7 +433,7 @@ class Certificate(Resource):
 
 
 class CreateUser(Request):
-    name: str
+    name: str = Field(json_schema_extra={"pattern": USER_PATTERN})
     role: Role = Role.USER
 
     _name_ok = field_validator("name")(check_user_name)
@@ -443,7 +441,7 @@ class CreateUser(Request):
 
 class CreateToken(Request):
     user: str
-    hours: int | None = Field(default=None, gt=0, description="Validity; no expiry when absent.")
+    hours: Hours | None = Field(default=None, description="Validity; no expiry when absent.")
     description: str = ""
 
 
@@ -464,7 +462,7 @@ class AgentHeartbeat(Request):
     """What an environment's agent reports every few seconds."""
 
     environment_id: str
-    sessions: int = Field(default=0, ge=0, description="Open SSH connections.")
+    sessions: Whole = Field(default=0, description="Open SSH connections.")
     agent_version: str = ""
 
 
@@ -502,3 +500,60 @@ class AgentReport(Resource):
     environment_id: str
     setup: list[SetupItem] | None = None
     sync: SyncStatus | None = None
+
+
+# ------------------------------------------------------------------- query and header parameters
+
+
+class EnvironmentPath(Params):
+    ref: str = Field(min_length=1, max_length=64, description="An environment's id or name.")
+
+
+class HostPath(Params):
+    name: str = Field(description="A host's name.", json_schema_extra=NAMED)
+
+
+class ListQuery(Params):
+    """`GET /v1/environments`."""
+
+    all: bool = Field(default=False, description="Admins: everyone's environments.")
+
+
+class EventsQuery(Params):
+    """`GET /v1/events`."""
+
+    after: Whole | None = Field(
+        default=None, description="The last event id seen (as `Last-Event-ID`)."
+    )
+    all: bool = Field(default=False, description="Admins: everyone's events.")
+
+
+class EventsHeaders(Params):
+    last_event_id: Whole | None = Field(
+        default=None,
+        alias="Last-Event-ID",
+        description="The last event id seen (the SSE reconnection header); before `after`.",
+    )
+
+
+IDEMPOTENCY_KEY_PATTERN = r"^[ -~]{1,128}$"
+
+
+class CreateHeaders(Params):
+    idempotency_key: str | None = Field(
+        default=None,
+        alias="Idempotency-Key",
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="1 to 128 printable ASCII characters: a retry with the same key is the "
+        "same create.",
+    )
+
+
+class AgentQuery(Params):
+    """The agent routes that name their environment in the query."""
+
+    environment: str = Field(min_length=1, max_length=64, description="The environment's id.")
+
+
+class AgentWaitQuery(AgentQuery):
+    after: Whole = Field(default=0, description="The profile version the agent has.")

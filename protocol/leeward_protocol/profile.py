@@ -10,10 +10,11 @@ be restored (which makes a new version equal to it). Contents are stored once pe
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from leeward_protocol.base import Request, Resource
+from leeward_protocol.base import Integral, Params, Request, Resource, Whole
 from leeward_protocol.fleet import EnvironmentKind, Refusal, SetupKind
 from leeward_protocol.userconfig import UserConfig
 
@@ -66,7 +67,7 @@ class ProfileHistory(Resource):
 class FileUpload(Request):
     path: str = Field(min_length=1, max_length=4096)
     content: str = Field(description="The bytes, base64.")
-    mode: int = Field(default=0o644, ge=0, le=0o7777)
+    mode: Annotated[int, Integral] = Field(default=0o644, ge=0, le=0o7777)
     modified_at: datetime
     base_sha256: str | None = Field(
         default=None,
@@ -86,8 +87,10 @@ class ProfileUpload(Request):
 
     files: list[FileUpload] = Field(default_factory=list)
     removed: list[FileRemoval] = Field(default_factory=list)
-    source: str | None = Field(
-        default=None, description="Users only: `dotfiles` or `cli`; agents: the environment."
+    source: Literal["cli", "dotfiles"] | None = Field(
+        default=None,
+        description="Users: where the files come from (`cli` when absent); "
+        "agents leave it out (the environment is the source).",
     )
 
 
@@ -107,7 +110,7 @@ class UploadResult(Resource):
 
 
 class RestoreProfile(Request):
-    version: int = Field(ge=1)
+    version: Whole = Field(ge=1)
     paths: list[str] = Field(
         default_factory=list, description="Only these files; empty: the whole version."
     )
@@ -157,3 +160,41 @@ class Blobs(Resource):
 
 class ProfileWait(Resource):
     version: int = Field(description="The latest version (may equal `after` on a timeout).")
+
+
+PROFILE_PATH_PATTERN = (
+    r"^(?![/~])(?!\.local/state/leeward(?:/|$))(?!(?:.*/)?\.{1,2}(?:/|$))(?!.*//)"
+    r"(?!.*\.leeward-conflict-[^/]*$)[^\x00-\x1f\\]*[^\x00-\x1f\\/]$"
+)
+"""A path a profile can hold, as `leeward.common.profilefiles.check_path` decides (a test holds
+them to agreeing): relative to the home, no `.`, `..` or empty parts, no trailing `/`, no
+control characters or backslashes, not Leeward's own state, not a conflict copy."""
+
+MAX_PROFILE_PATH = 256
+"""Characters in a profile path named in a URL: 256 of at most 4 bytes each are within the
+profile's 1024-byte limit."""
+
+
+class ProfileFilePath(Params):
+    path: str = Field(
+        max_length=MAX_PROFILE_PATH,
+        description="Relative to the home, e.g. `.config/git/ignore`.",
+        json_schema_extra={"pattern": PROFILE_PATH_PATTERN},
+    )
+
+
+class ProfileQuery(Params):
+    """`GET /v1/profile` and its files."""
+
+    version: Whole | None = Field(
+        default=None, description="An older version (see the history); the latest when absent."
+    )
+
+
+class HistoryQuery(Params):
+    path: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_PROFILE_PATH,
+        description="Only versions that changed it.",
+    )

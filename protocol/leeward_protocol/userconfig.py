@@ -38,15 +38,43 @@ def check_home_path(value: str) -> str:
     return value.rstrip("/")
 
 
-HomePath = Annotated[str, AfterValidator(check_home_path)]
+_WS = r"[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+"""Unicode's White_Space: what the models strip from both ends of a string."""
+
+HOME_PATH_PATTERN = (
+    rf"^(?!{_WS}*[/~])(?![^\x00]*(?:^{_WS}*|/)\.{{1,2}}(?:/|{_WS}*$))(?![^\x00]*//+(?!{_WS}*$))"
+    rf"[^\x00\\]*[^\x00\\{_WS[1:-1]}][^\x00\\]*$"
+)
+"""`check_home_path` as a JSON Schema pattern (of the string before it is stripped); a test
+holds the two to agreeing."""
+
+HomePath = Annotated[
+    str, AfterValidator(check_home_path), Field(json_schema_extra={"pattern": HOME_PATH_PATTERN})
+]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+def exactly_one(*fields: str) -> ConfigDict:
+    """A model that takes exactly one of `fields` (given, and not null), said in its JSON
+    Schema too, so that clients and test tools know it."""
+    return ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "oneOf": [
+                {"required": [name], "properties": {name: {"type": "string"}}} for name in fields
+            ]
+        },
+    )
+
+
 class OneOff(_Strict):
     """One thing done once in every new environment: a shell command, or a package."""
+
+    model_config = exactly_one("run", "install")
 
     run: str | None = Field(default=None, min_length=1, description="A shell command.")
     install: str | None = Field(
@@ -62,6 +90,8 @@ class OneOff(_Strict):
 
 class Dotfiles(_Strict):
     """Where the engineer's dotfiles are: a directory on this machine, or a git repository."""
+
+    model_config = exactly_one("path", "git")
 
     path: str | None = Field(default=None, min_length=1, description="A local directory.")
     git: str | None = Field(default=None, min_length=1, description="A git URL.")

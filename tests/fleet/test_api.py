@@ -122,8 +122,8 @@ BAD_CREATES = [
     # (body, status, field, fragment)
     ({"kind": "devserver", "flavor": "huge"}, 422, "flavor", "Unknown flavor 'huge'"),
     ({"kind": "devserver", "flavor": "tiny", "region": "mars"}, 422, "region", "Unknown region"),
-    ({"kind": "devserver", "flavor": "tiny", "hours": -5}, 422, "hours", "positive"),
-    ({"kind": "devserver", "flavor": "tiny", "hours": 0}, 422, "hours", "positive"),
+    ({"kind": "devserver", "flavor": "tiny", "hours": -5}, 422, "hours", "at least 1"),
+    ({"kind": "devserver", "flavor": "tiny", "hours": 0}, 422, "hours", "at least 1"),
     ({"kind": "devserver", "flavor": "tiny", "hours": 100000}, 422, "hours", "at most"),
     (
         {"kind": "devserver", "flavor": "tiny", "lifespan": "permanent", "hours": 3},

@@ -89,6 +89,28 @@ export type ProtocolModel =
   | User
   | UserConfig
   | WhoAmI;
+/**
+ * Where the engineer's dotfiles are: a directory on this machine, or a git repository.
+ */
+export type Dotfiles = Dotfiles1 & Dotfiles2;
+export type Dotfiles1 =
+  | {
+      path: string;
+    }
+  | {
+      git: string;
+    };
+/**
+ * One thing done once in every new environment: a shell command, or a package.
+ */
+export type OneOff = OneOff1 & OneOff2;
+export type OneOff1 =
+  | {
+      run: string;
+    }
+  | {
+      install: string;
+    };
 export type SetupKind = 'feature' | 'one-off' | 'dotfiles';
 export type SetupState = 'pending' | 'installing' | 'installed' | 'failed';
 export type FlavorKind = 'vm' | 'physical' | 'gpu';
@@ -202,10 +224,7 @@ export interface UserConfig {
    */
   tracked_paths?: string[];
 }
-/**
- * Where the engineer's dotfiles are: a directory on this machine, or a git repository.
- */
-export interface Dotfiles {
+export interface Dotfiles2 {
   /**
    * A git URL.
    */
@@ -215,10 +234,7 @@ export interface Dotfiles {
    */
   path?: string | null;
 }
-/**
- * One thing done once in every new environment: a shell command, or a package.
- */
-export interface OneOff {
+export interface OneOff2 {
   /**
    * A package to install (the system's name).
    */
@@ -487,7 +503,7 @@ export interface Certificate {
 }
 export interface CertificateRequest {
   /**
-   * Validity; at most 16.
+   * Validity; the fleet's limit when absent.
    */
   hours?: number | null;
   /**
@@ -594,7 +610,7 @@ export interface CreateContainer {
    */
   profile: string;
   /**
-   * A region name; the region with the most room when absent.
+   * A region of the catalog; the region with the most room when absent.
    */
   region?: string | null;
 }
@@ -604,7 +620,7 @@ export interface CreateDevserver {
    */
   flavor: string;
   /**
-   * Temporary devservers: hours until expiry (the policy's default when absent).
+   * Temporary devservers: hours until expiry (the policy's default when absent; the catalog's `lifetimes` say the most).
    */
   hours?: number | null;
   kind: 'devserver';
@@ -614,7 +630,7 @@ export interface CreateDevserver {
    */
   name?: string | null;
   /**
-   * A region name; the region with the most room when absent.
+   * A region of the catalog; the region with the most room when absent.
    */
   region?: string | null;
 }
@@ -784,7 +800,7 @@ export interface ErrorDetail {
 }
 export interface ExtendEnvironment {
   /**
-   * Hours to add to the expiry.
+   * Hours to add to the expiry (within the policy's most).
    */
   hours: number;
 }
@@ -949,9 +965,9 @@ export interface ProfileUpload {
   files?: FileUpload[];
   removed?: FileRemoval[];
   /**
-   * Users only: `dotfiles` or `cli`; agents: the environment.
+   * Users: where the files come from (`cli` when absent); agents leave it out (the environment is the source).
    */
-  source?: string | null;
+  source?: ('cli' | 'dotfiles') | null;
 }
 export interface ProfileWait {
   /**

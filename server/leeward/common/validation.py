@@ -16,6 +16,25 @@ people know the field (`flavor`), not the tag (`devserver.flavor`)."""
 
 _OBJECT_EXPECTED = frozenset({"model_type", "model_attributes_type", "dict_type"})
 
+_BOUNDS = {
+    "greater_than_equal": ("at least", "ge"),
+    "greater_than": ("more than", "gt"),
+    "less_than_equal": ("at most", "le"),
+    "less_than": ("less than", "lt"),
+}
+"""A number out of its range: said as the bound it crossed."""
+
+_PLAIN = {
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_parsing_size": "must be a whole number of at most 16 digits",
+    "int_from_float": "must be a whole number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "datetime_type": "must be a date and time as an RFC 3339 string, like 2026-12-01T09:30:00Z",
+}
+"""pydantic's words for a wrong type, in the words of the one who sent it."""
+
 
 @dataclass(frozen=True)
 class Fault:
@@ -53,6 +72,11 @@ def fault_of(error: ErrorDetails) -> Fault:
         reason = "required"
     elif kind in _OBJECT_EXPECTED:
         reason = "must be a JSON object"
+    elif kind in _PLAIN:
+        reason = _PLAIN[kind]
+    elif kind in _BOUNDS:
+        word, key = _BOUNDS[kind]
+        reason = f"must be {word} {error.get('ctx', {}).get(key)}"
     elif field is not None and reason.startswith(f"{field}: "):
         reason = reason[len(field) + 2 :]
     elif field is None and ": " in reason:

@@ -77,9 +77,14 @@ async def errors_and_metrics(
         if exc.status == 404:
             return error_response(NotFound(f"No such API route: {request.method} {request.path}."))
         if exc.status == 405:
-            return error_response(
-                MethodNotAllowed(f"{request.method} is not allowed on {request.path}.")
+            allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ())))
+            response = error_response(
+                MethodNotAllowed(
+                    f"{request.method} is not allowed on {request.path}; it takes {allowed}."
+                )
             )
+            response.headers["Allow"] = allowed  # RFC 9110: a 405 says what is allowed
+            return response
         if exc.status == 413:
             limit = request.app[FLEET].config.max_body_bytes
             return error_response(TooLarge(f"The body is too large; the limit is {limit} bytes."))

@@ -21,6 +21,10 @@ from leeward.providers.base import Provider
 log = logging.getLogger("leeward.fleet")
 
 
+MAX_REQUEST_LINE = 16 * 1024
+"""Bytes in a request's first line (aiohttp's default is 8 KiB)."""
+
+
 @contextlib.asynccontextmanager
 async def running_fleet(
     config: FleetConfig,
@@ -31,7 +35,15 @@ async def running_fleet(
 ) -> AsyncIterator[tuple[str, Fleet]]:
     """The fleet listening on its configured address (port 0: any free one); yields its URL."""
     app = create_app(config, provider=provider, clock=clock, background=background)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=5,
+        # A request line carries a profile path or query of up to 256 characters of up to 4
+        # bytes each, percent-encoded (12 bytes each): over aiohttp's 8 KiB default.
+        max_line_size=MAX_REQUEST_LINE,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)

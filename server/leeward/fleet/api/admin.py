@@ -16,8 +16,10 @@ from leeward_protocol.fleet import (
     CreateUser,
     DnsStatus,
     Environment,
+    EnvironmentPath,
     Host,
     HostList,
+    HostPath,
     HostState,
     MigrateEnvironment,
     StopDns,
@@ -56,6 +58,7 @@ async def _host(request: web.Request, name: str) -> Host:
     response=Host,
     status=202,
     auth="admin",
+    path_params=HostPath,
 )
 async def drain_host(request: web.Request) -> web.Response:
     name = request.match_info["name"]
@@ -69,6 +72,7 @@ async def drain_host(request: web.Request) -> web.Response:
     "Put a host back into service (after maintenance, or to stop a drain).",
     response=Host,
     auth="admin",
+    path_params=HostPath,
 )
 async def activate_host(request: web.Request) -> web.Response:
     name = request.match_info["name"]
@@ -85,6 +89,8 @@ async def activate_host(request: web.Request) -> web.Response:
     response=Environment,
     status=202,
     auth="admin",
+    body_required=False,
+    path_params=EnvironmentPath,
 )
 async def migrate_environment(request: web.Request) -> web.Response:
     body = await parse_optional(request, MigrateEnvironment)
@@ -142,6 +148,7 @@ async def dns_status(request: web.Request) -> web.Response:
     request=StopDns,
     response=DnsStatus,
     auth="admin",
+    body_required=False,
 )
 async def dns_stop(request: web.Request) -> web.Response:
     body: StopDns = await parse_optional(request, StopDns)

@@ -9,11 +9,17 @@ import base64
 from aiohttp import web
 
 from leeward.fleet import agents
-from leeward.fleet.api.routing import RouteTable, agent_token, parse, parse_large, reply
-from leeward.fleet.errors import BadRequest, Invalid, Unauthorized
+from leeward.fleet.api.routing import RouteTable, agent_token, parse, parse_large, query, reply
+from leeward.fleet.errors import Unauthorized
 from leeward.fleet.state import FLEET
 from leeward.fleet.store.models import EnvironmentRow
-from leeward_protocol.fleet import AgentHeartbeat, AgentReport, HeartbeatAck
+from leeward_protocol.fleet import (
+    AgentHeartbeat,
+    AgentQuery,
+    AgentReport,
+    AgentWaitQuery,
+    HeartbeatAck,
+)
 from leeward_protocol.profile import (
     AgentProfile,
     BlobRequest,
@@ -46,11 +52,12 @@ async def heartbeat(request: web.Request) -> web.Response:
     return reply(HeartbeatAck(interval_seconds=fleet.config.heartbeat_seconds))
 
 
-async def _agent(request: web.Request, environment_id: str | None = None) -> EnvironmentRow:
+async def _agent(request: web.Request, env_id: str | None = None) -> EnvironmentRow:
+    """The environment of the agent that asks: `env_id` (from the body), else
+    `?environment=ID`."""
     token = agent_token(request)
-    env_id = environment_id or request.query.get("environment")
-    if not env_id:
-        raise BadRequest("Name the environment: `?environment=ID`.")
+    if env_id is None:
+        env_id = query(request, AgentQuery).environment
     row = await agents.agent_environment(request.app[FLEET].store, token, env_id)
     if row is None:
         raise Unauthorized(REPLACED)
@@ -64,6 +71,7 @@ async def _agent(request: web.Request, environment_id: str | None = None) -> Env
     "paths, the setup steps.",
     response=AgentProfile,
     auth="agent",
+    query=AgentQuery,
 )
 async def agent_profile(request: web.Request) -> web.Response:
     row = await _agent(request)
@@ -78,6 +86,7 @@ async def agent_profile(request: web.Request) -> web.Response:
     request=BlobRequest,
     response=Blobs,
     auth="agent",
+    query=AgentQuery,
 )
 async def agent_blobs(request: web.Request) -> web.Response:
     row = await _agent(request)
@@ -95,17 +104,16 @@ async def agent_blobs(request: web.Request) -> web.Response:
     "25 s): the latest version.",
     response=ProfileWait,
     auth="agent",
+    query=AgentWaitQuery,
 )
 async def agent_wait(request: web.Request) -> web.Response:
     row = await _agent(request)
-    raw = request.query.get("after", "0")
-    if not raw.isdigit():
-        raise Invalid("after: must be a whole number.", field="after")
+    after = query(request, AgentWaitQuery).after
     fleet = request.app[FLEET]
     if row.owner is None:
         return reply(ProfileWait(version=0))
     seconds = fleet.config.profile_store.wait_seconds
-    return reply(ProfileWait(version=await fleet.profiles.wait(row.owner, int(raw), seconds)))
+    return reply(ProfileWait(version=await fleet.profiles.wait(row.owner, after, seconds)))
 
 
 @routes.route(
@@ -116,6 +124,7 @@ async def agent_wait(request: web.Request) -> web.Response:
     request=ProfileUpload,
     response=UploadResult,
     auth="agent",
+    query=AgentQuery,
 )
 async def agent_upload(request: web.Request) -> web.Response:
     row = await _agent(request)

@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from leeward.fleet import lifecycle, ownership
-from leeward.fleet.api.routing import RouteTable, parse, principal, reply
+from leeward.fleet.api.routing import RouteTable, headers, parse, principal, query, reply
 from leeward.fleet.catalog import current_catalog
 from leeward.fleet.create import create
 from leeward.fleet.dns import DNS
@@ -22,10 +22,15 @@ from leeward_protocol.fleet import (
     Certificate,
     CertificateRequest,
     CreateEnvironment,
+    CreateHeaders,
     Environment,
     EnvironmentList,
+    EnvironmentPath,
+    EventsHeaders,
+    EventsQuery,
     ExtendEnvironment,
     FleetEvent,
+    ListQuery,
     WhoAmI,
 )
 from leeward_protocol.profile import Feature, FeatureList
@@ -106,9 +111,10 @@ async def certificate(request: web.Request) -> web.Response:
     "/v1/environments",
     "The caller's environments (admins: `?all=true` for everyone's).",
     response=EnvironmentList,
+    query=ListQuery,
 )
 async def list_environments(request: web.Request) -> web.Response:
-    everyone = request.query.get("all", "").lower() in ("1", "true", "yes")
+    everyone = query(request, ListQuery).all
     if everyone and not principal(request).is_admin:
         raise Forbidden("Only admins can list everyone's environments.")
     fleet = request.app[FLEET]
@@ -127,21 +133,18 @@ async def list_environments(request: web.Request) -> web.Response:
     "given, or when the id is no longer kept) means: list the environments again, then go on "
     "from its id. Admins: `?all=true` for everyone's.",
     response=FleetEvent,
+    query=EventsQuery,
+    headers=EventsHeaders,
+    media_type="text/event-stream",
 )
 async def stream_events(request: web.Request) -> web.StreamResponse:
     who = principal(request)
-    everyone = request.query.get("all", "").lower() in ("1", "true", "yes")
+    asked = query(request, EventsQuery)
+    everyone = asked.all
     if everyone and not who.is_admin:
         raise Forbidden("Only admins can follow everyone's events.")
-    raw = request.headers.get("Last-Event-ID", request.query.get("after"))
-    after: int | None = None
-    if raw is not None and raw.strip():
-        if not raw.strip().isdigit():
-            raise Invalid(
-                f"Last-Event-ID must be an event id (a number), not {raw[:40]!r}.",
-                field="Last-Event-ID",
-            )
-        after = int(raw)
+    last = headers(request, EventsHeaders).last_event_id
+    after = last if last is not None else asked.after
     events = request.app[FLEET].events
     owner = None if everyone else who.user
     streams = request.app[STREAMS].open
@@ -182,12 +185,11 @@ def _sse(event: FleetEvent) -> str:
     request=CreateEnvironment,
     response=Environment,
     status=202,
+    headers=CreateHeaders,
 )
 async def create_environment(request: web.Request) -> web.Response:
+    key = headers(request, CreateHeaders).idempotency_key
     body = await parse(request, CreateEnvironment)
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not (1 <= len(key) <= 128 and key.isprintable()):
-        raise Invalid("Idempotency-Key: 1 to 128 printable characters.", field="Idempotency-Key")
     outcome = await create(request.app[CREATES], principal(request), body, key)
     if not outcome.created:
         status = 200
@@ -199,7 +201,11 @@ async def create_environment(request: web.Request) -> web.Response:
 
 
 @routes.route(
-    "GET", "/v1/environments/{ref}", "One environment, by id or name.", response=Environment
+    "GET",
+    "/v1/environments/{ref}",
+    "One environment, by id or name.",
+    response=Environment,
+    path_params=EnvironmentPath,
 )
 async def get_environment(request: web.Request) -> web.Response:
     fleet = request.app[FLEET]
@@ -216,6 +222,7 @@ async def get_environment(request: web.Request) -> web.Response:
     "Delete an environment; its disk is destroyed.",
     response=Environment,
     status=202,
+    path_params=EnvironmentPath,
 )
 async def delete_environment(request: web.Request) -> web.Response:
     env = await lifecycle.delete(request.app[FLEET], principal(request), request.match_info["ref"])
@@ -228,6 +235,7 @@ async def delete_environment(request: web.Request) -> web.Response:
     "Push a temporary environment's expiry back.",
     request=ExtendEnvironment,
     response=Environment,
+    path_params=EnvironmentPath,
 )
 async def extend_environment(request: web.Request) -> web.Response:
     body: ExtendEnvironment = await parse(request, ExtendEnvironment)

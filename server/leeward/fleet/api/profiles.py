@@ -6,12 +6,15 @@ from __future__ import annotations
 from aiohttp import web
 
 from leeward.common.profilefiles import check_path
-from leeward.fleet.api.routing import RouteTable, parse, parse_large, principal, reply
+from leeward.fleet.api.routing import RouteTable, parse, parse_large, principal, query, reply
 from leeward.fleet.errors import Invalid
 from leeward.fleet.state import FLEET
 from leeward_protocol.profile import (
+    HistoryQuery,
     Profile,
+    ProfileFilePath,
     ProfileHistory,
+    ProfileQuery,
     ProfileUpload,
     RestoreProfile,
     UploadResult,
@@ -20,29 +23,18 @@ from leeward_protocol.userconfig import UserConfig
 
 routes = RouteTable()
 
-USER_SOURCES = ("cli", "dotfiles")
-
-
-def _version(request: web.Request) -> int | None:
-    raw = request.query.get("version")
-    if raw is None or raw == "":
-        return None
-    if not raw.isdigit():
-        raise Invalid(
-            "version: must be a whole number (see `leeward profile history`).", field="version"
-        )
-    return int(raw)
-
 
 @routes.route(
     "GET",
     "/v1/profile",
     "Your profile: its files and config.toml (`?version=N` for an older version).",
     response=Profile,
+    query=ProfileQuery,
 )
 async def get_profile(request: web.Request) -> web.Response:
     who = principal(request)
-    return reply(await request.app[FLEET].profiles.profile(who.user, _version(request)))
+    version = query(request, ProfileQuery).version
+    return reply(await request.app[FLEET].profiles.profile(who.user, version))
 
 
 @routes.route(
@@ -50,10 +42,11 @@ async def get_profile(request: web.Request) -> web.Response:
     "/v1/profile/history",
     "Your profile's versions, newest first (`?path=P`: those that changed P).",
     response=ProfileHistory,
+    query=HistoryQuery,
 )
 async def profile_history(request: web.Request) -> web.Response:
     who = principal(request)
-    path = request.query.get("path") or None
+    path = query(request, HistoryQuery).path
     return reply(await request.app[FLEET].profiles.history(who.user, path))
 
 
@@ -62,6 +55,9 @@ async def profile_history(request: web.Request) -> web.Response:
     "/v1/profile/files/{path:.+}",
     "One file of your profile, as stored (`?version=N` for an older version); its metadata "
     "is in the X-Leeward-* headers.",
+    query=ProfileQuery,
+    media_type="application/octet-stream",
+    path_params=ProfileFilePath,
 )
 async def profile_file(request: web.Request) -> web.StreamResponse:
     who = principal(request)
@@ -69,7 +65,8 @@ async def profile_file(request: web.Request) -> web.StreamResponse:
     bad = check_path(path)
     if bad is not None:
         raise Invalid(bad.reason, field="path")
-    meta, content = await request.app[FLEET].profiles.read_file(who.user, path, _version(request))
+    version = query(request, ProfileQuery).version
+    meta, content = await request.app[FLEET].profiles.read_file(who.user, path, version)
     return web.Response(
         body=content,
         content_type="application/octet-stream",
@@ -93,8 +90,6 @@ async def upload_profile(request: web.Request) -> web.Response:
     who = principal(request)
     body = await parse_large(request, ProfileUpload)
     source = body.source or "cli"
-    if source not in USER_SOURCES:
-        raise Invalid(f"source: must be one of {', '.join(USER_SOURCES)}.", field="source")
     result = await request.app[FLEET].profiles.upload(who.user, body, source, check_base=False)
     return reply(result)
 

@@ -3,13 +3,13 @@
 A route is declared once, beside its handler, in its module's `RouteTable` (as aiohttp's
 RouteTableDef), with its request and response models, status and auth level; the router and
 `/v1/openapi.json` are both built from the tables, so the document cannot drift from the
-code. Handlers are thin: `parse` the body with pydantic, call a room's function, `reply`.
+code. Handlers are thin: `parse` the body (and the `query` and `headers` the route declares)
+with pydantic, call a room's function, `reply`.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -21,10 +21,12 @@ from leeward.common.validation import first_fault
 from leeward.fleet.auth import Principal
 from leeward.fleet.errors import BadRequest, Forbidden, Invalid, TooLarge, Unauthorized
 from leeward.fleet.state import FLEET
+from leeward_protocol.base import Params
 from leeward_protocol.fleet import Role
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)
+P = TypeVar("P", bound=Params)
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,14 @@ class Route:
     response: type[BaseModel] | None = None
     status: int = 200
     auth: str = "user"  # "none", "user", "admin", "agent"
+    query: type[Params] | None = None
+    headers: type[Params] | None = None
+    path_params: type[Params] | None = None
+    """Checked before the handler runs (a 422 naming the parameter); `{name}` in `path`."""
+    body_required: bool = True
+    """False where an empty body means the model's defaults (`parse_optional`)."""
+    media_type: str = "application/json"
+    """Of the success response."""
 
 
 class RouteTable:
@@ -55,10 +65,29 @@ class RouteTable:
         response: type[BaseModel] | None = None,
         status: int = 200,
         auth: str = "user",
+        query: type[Params] | None = None,
+        headers: type[Params] | None = None,
+        path_params: type[Params] | None = None,
+        body_required: bool = True,
+        media_type: str = "application/json",
     ) -> Callable[[Handler], Handler]:
         def declare(handler: Handler) -> Handler:
             self._routes.append(
-                Route(method, path, handler, summary, request, response, status, auth)
+                Route(
+                    method,
+                    path,
+                    handler,
+                    summary,
+                    request,
+                    response,
+                    status,
+                    auth,
+                    query,
+                    headers,
+                    path_params,
+                    body_required,
+                    media_type,
+                )
             )
             return handler
 
@@ -76,17 +105,20 @@ TABLE: web.AppKey[tuple[Route, ...]] = web.AppKey("route table")
 
 
 async def parse(request: web.Request, model: Any) -> Any:
-    """The body, validated into `model`; a clear 4xx naming the field otherwise."""
+    """The body, validated into `model`; a clear 4xx naming the field otherwise.
+
+    Strictly, as JSON: a number is not a string, `0` is not `false`, `5.0` or `"5"` is not a
+    whole number, a timestamp is an RFC 3339 string (never seconds since 1970). What the
+    document says a field is, is what the fleet takes."""
     raw = await request.read()
     if not raw:
         raise BadRequest("The request needs a JSON body.")
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"The body is not valid JSON: {exc}.") from None
-    try:
-        return _adapter(model).validate_python(data)
+        return _adapter(model).validate_json(raw, strict=True)
     except ValidationError as exc:
+        error = exc.errors()[0]
+        if error["type"] == "json_invalid":
+            raise BadRequest(f"The body is not valid JSON: {error['msg']}.") from None
         raise invalid_from(exc) from None
 
 
@@ -107,6 +139,29 @@ async def parse_large(request: web.Request, model: type[M]) -> M:
             f"The upload is over {limit} bytes; send the files in several uploads."
         ) from None
     return body
+
+
+def query(request: web.Request, model: type[P]) -> P:
+    """The URL's query, validated into `model`; a 422 naming the parameter otherwise."""
+    return _params(dict(request.query), model, "query")
+
+
+def headers(request: web.Request, model: type[P]) -> P:
+    """The headers `model` names (case-insensitive, as HTTP's), validated into it."""
+    names = [field.alias or name for name, field in model.model_fields.items()]
+    return _params(
+        {name: request.headers[name] for name in names if name in request.headers},
+        model,
+        "headers",
+    )
+
+
+def _params(data: dict[str, str], model: type[P], whole: str) -> P:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fault = first_fault(exc)
+        raise Invalid(fault.sentence(whole), field=fault.field) from None
 
 
 @functools.cache
@@ -151,6 +206,8 @@ def _guarded(route: Route) -> Handler:
             if route.auth == "admin" and who.role is not Role.ADMIN:
                 raise Forbidden("This needs an admin token.")
             request[PRINCIPAL] = who
+        if route.path_params is not None:
+            _params(dict(request.match_info), route.path_params, "path")
         return await route.handler(request)
 
     return handler
