@@ -165,6 +165,26 @@ async def test_a_rogue_server_at_the_cached_address_is_refused_every_time(
             assert "not signed by the fleet's host CA" in message, message
             assert f"{rogue_host}:{rogue_port}" in message
             assert cache.environment("box")["address"] == rogue_host  # never "verified"
+            # What the proxy needs to end the search: who answered, and no word from the fleet.
+            assert refused.value.impostor == (
+                f"the host at {rogue_host}:{rogue_port} is not signed by the fleet's host CA for "
+                f"{env['fqdn']}: an impostor, or a stale address"
+            )
+            assert refused.value.fleet_state is None
+
+        # The API hangs: the verdict waits for its timeout, the sentence does not.
+        loop = asyncio.get_running_loop()
+        told: list[tuple[float, str]] = []
+        async with black_hole() as hung:
+            cache.remember("box", poisoned)
+            started = loop.time()
+            finder = world.finder(
+                hung, api_timeout=2.0, on_impostor=lambda s: told.append((loop.time(), s))
+            )
+            with pytest.raises(LocateError) as refused:
+                await finder.locate("box")
+        assert [s for _, s in told] == [refused.value.impostor], told
+        assert told[0][0] - started < 1.0, "told long before the API's timeout"
 
         # With the fleet up, the rogue loses to the API's answer every time.
         for _ in range(3):

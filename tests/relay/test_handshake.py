@@ -17,7 +17,7 @@ import pytest
 
 from leeward.fleet.ca import CertificateAuthority
 from leeward.relay.agent import RelayServer, RelaySettings
-from leeward.relay.candidates import Candidate
+from leeward.relay.candidates import Candidate, Fixed, LookupError_
 from leeward.relay.handshake import (
     HandshakeRefused,
     HostIdentity,
@@ -25,7 +25,7 @@ from leeward.relay.handshake import (
     client_handshake,
     host_authorities,
 )
-from leeward.relay.proxy import Proxy, ProxySettings
+from leeward.relay.proxy import IMPOSTOR_WAIT, Impostors, Proxy, ProxySettings
 from leeward.relay.stream import RelayFailure
 from tests.agent.kit import ZONE, Fleet, Kit
 from tests.conftest import free_endpoint, until
@@ -138,8 +138,11 @@ async def test_a_server_whose_key_the_fleet_did_not_sign_is_refused(kit: Kit) ->
     try:
         async with proxy(kit, Agent(address, port, rogue)) as p:
             err = await p.failure()
-        assert "not signed by the fleet's host CA" in err
-        assert err.count("\n") == 1
+        # The one line names the host, and what it may be.
+        assert (
+            f"leeward proxy: echo: the host at {address} is not signed by the fleet's host CA "
+            f"for {FQDN}: an impostor, or a stale address\n"
+        ) == err
         assert p.out == b""
         assert rogue.sessions == {}, "nothing was opened on the rogue"
     finally:
@@ -282,6 +285,91 @@ async def test_resuming_backs_off_with_jitter_and_stops_at_the_deadline() -> Non
     assert clock.t == pytest.approx(1600.0)
     assert clock.slept[0] <= 0.1 and max(clock.slept) <= 2.0
     assert len(set(clock.slept)) > 10, "jitter"
+
+
+IMPOSTOR = f"the host at 127.0.0.9 is not signed by the fleet's host CA for {FQDN}: an impostor"
+
+
+@dataclass
+class Impostor:
+    """A locator whose only address holds an impostor (`leeward.client.locate` said so), with
+    what the fleet answered of the environment (None: it could not be asked)."""
+
+    fleet_state: str | None
+
+    async def candidates(self, name: str) -> list[Candidate]:
+        message = f"Cannot reach {name}: api: {IMPOSTOR}."
+        raise LookupError_(message, impostor=IMPOSTOR, fleet_state=self.fleet_state)
+
+
+def searching(locator: object, clock: FakeClock) -> tuple[Proxy, list[str]]:
+    said: list[str] = []
+    found = Proxy(
+        "echo",
+        locator,  # type: ignore[arg-type]
+        lambda fqdn: [],
+        ProxySettings(),
+        clock=clock,  # type: ignore[arg-type]
+        impostors=Impostors(clock, said.append),  # type: ignore[arg-type]
+    )
+    return found, said
+
+
+@pytest.mark.parametrize("state", ["running", "migrating"])
+async def test_an_impostor_the_fleet_stands_by_ends_the_search_at_once(state: str) -> None:
+    """Running there: nothing else will answer. Migrating: the Finder already waited out the
+    blackout before it answered so."""
+    clock = FakeClock()
+    proxy, said = searching(Impostor(state), clock)
+    with pytest.raises(RelayFailure) as failed:
+        await proxy.connect(20, 0)
+    assert failed.value.cause == "impostor"
+    assert str(failed.value).startswith(IMPOSTOR + "; ")
+    verdict = {"running": "the fleet says echo is running", "migrating": "echo was migrating"}
+    assert verdict[state] in str(failed.value)
+    assert said == [] and clock.slept == [], "one line: the verdict"
+
+
+async def test_without_the_fleets_word_an_impostor_is_said_once_then_the_bound_ends_it() -> None:
+    clock = FakeClock()
+    proxy, said = searching(Impostor(None), clock)
+    with pytest.raises(RelayFailure) as failed:
+        await proxy.connect(20, 0)
+    assert failed.value.cause == "impostor"
+    assert str(failed.value) == (
+        f"{IMPOSTOR}; still so after {IMPOSTOR_WAIT:g} s, and the fleet cannot say whether echo "
+        "moved; try again when it answers (`leeward locate echo`)"
+    )
+    assert said == [f"{IMPOSTOR}; looking again while a migration could explain it"]
+    assert clock.t - 1000.0 == pytest.approx(IMPOSTOR_WAIT), "the bound, not first_connect's 20 s"
+    assert all(pause >= 0.05 for pause in clock.slept[:-1]), "backoff, not the 10 ms knock"
+
+
+async def test_a_resume_through_an_impostor_at_a_fixed_address_ends_after_the_bound(
+    kit: Kit,
+) -> None:
+    """A session's address (given on the command line) now answers with another CA's host:
+    said once, at once; the session ends after the bound, not the 10 min resume deadline."""
+    address, port = free_endpoint()
+    rogue = RelayServer(identity(CertificateAuthority.generate()), FQDN, echo)
+    await rogue.listen(address, port)
+    try:
+        clock = FakeClock()
+        proxy, said = searching(Fixed(Candidate(address, port, FQDN, "command line")), clock)
+        proxy.authorities = lambda fqdn: host_authorities(kit.known_hosts, fqdn)
+        proxy.ticket = Ticket("s", b"k" * 32, "boot")
+        with pytest.raises(RelayFailure) as failed:
+            await proxy.connect(600, 0)
+        sentence = (
+            f"the host at {address} is not signed by the fleet's host CA for {FQDN}: an "
+            "impostor, or a stale address"
+        )
+        assert failed.value.cause == "impostor" and str(failed.value).startswith(sentence)
+        assert said == [f"{sentence}; looking again while a migration could explain it"]
+        assert clock.t - 1000.0 == pytest.approx(IMPOSTOR_WAIT)
+        assert rogue.sessions == {}
+    finally:
+        await rogue.close()
 
 
 @dataclass

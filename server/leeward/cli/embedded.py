@@ -17,7 +17,7 @@ from pathlib import Path
 
 from leeward.cli.errors import CliError
 from leeward.client.paths import Paths
-from leeward.common.processes import pid_alive
+from leeward.common.processes import listens_on, pid_alive
 
 START_SECONDS = 60.0
 STOP_SECONDS = 30.0
@@ -148,22 +148,43 @@ class EmbeddedFleet:
         return process.pid
 
     def wait_healthy(self, url: str, pid: int, *, seconds: float = START_SECONDS) -> None:
+        """Until `pid` answers `/healthz` at `url`. An answer counts only from our own process,
+        alive and holding the listening socket: another process that took the port (another
+        fleet, whose `/healthz` answers too) is not the fleet we started, which dies of it."""
+        port = self.listen_port()
         deadline = time.monotonic() + seconds
+        someone_else = False
         while time.monotonic() < deadline:
-            if healthy(url):
-                return
             if not pid_alive(pid):
+                if someone_else or port_in_use(url):
+                    raise port_taken(url, details=self.log_tail())
                 raise CliError(
                     f"The embedded fleet stopped while starting: fix what its log "
                     f"({self.log_path}) says, then run `leeward up` again.",
                     details=self.log_tail(),
                 )
+            if healthy(url):
+                # None: no /proc to tell by (macOS); our process is alive, as before.
+                if port is None or listens_on(pid, port) is not False:
+                    return
+                someone_else = True
             time.sleep(POLL_SECONDS)
+        if someone_else:
+            raise port_taken(url, details=self.log_tail())
         raise CliError(
             f"The embedded fleet did not answer at {url} within {seconds:.0f} s: see its log "
             f"({self.log_path}); `leeward down` stops it.",
             details=self.log_tail(),
         )
+
+    def listen_port(self) -> int | None:
+        """The port the fleet listens on (its config's), None when the config cannot say."""
+        from leeward.fleet.config import ConfigError, load_config
+
+        try:
+            return load_config(self.config_path).listen_port or None
+        except ConfigError:
+            return None
 
     def stop(
         self, *, seconds: float = STOP_SECONDS, on_wait: Callable[[], None] | None = None
@@ -235,6 +256,15 @@ def free_dns_port(host: str) -> int:
         if dns_port_free(host, port):
             return port
     raise CliError(f"No free port for the fleet's DNS server on {host}: too many ports in use.")
+
+
+def port_taken(url: str, *, details: str = "") -> CliError:
+    """The user guide's promise: when the fleet's port is taken, `up` says so."""
+    return CliError(
+        f"Something else is listening at {url}: stop it, or run `leeward up --port N` with a "
+        "free port.",
+        details=details,
+    )
 
 
 def port_in_use(url: str) -> bool:

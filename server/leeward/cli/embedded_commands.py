@@ -26,7 +26,7 @@ def up(
     """Start the embedded fleet on this machine and sign in to it as an admin."""
     import getpass
 
-    from leeward.cli.embedded import EmbeddedFleet, healthy, port_in_use
+    from leeward.cli.embedded import EmbeddedFleet, healthy, port_in_use, port_taken
 
     paths = session.default_paths()
     out = console.out()
@@ -45,10 +45,7 @@ def up(
         return
     if running is None:
         if port_in_use(url):
-            raise CliError(
-                f"Something else is listening at {url}: stop it, or run `leeward up --port N` "
-                "with a free port."
-            )
+            raise port_taken(url)
         with console.err().status(f"Starting the embedded fleet at {url}…"):
             dns = embedded.ensure_dns_port()
             pid = embedded.start()

@@ -39,6 +39,11 @@ API_TIMEOUT = 5.0
 MIGRATING_WAIT = 30.0
 """How long to keep trying an environment the API says is migrating (its blackout)."""
 
+IMPOSTOR_TELL_AFTER = 0.25
+"""How long an impostor's sentence waits for the API's answer before `Finder.on_impostor` is
+told: an API that answers at once settles the verdict first, and the person reads one line
+(the verdict), not two; a hung one leaves them this long without a word."""
+
 FLEET_INFO_MAX_AGE = 600.0
 """The zone and DNS address are fetched from the catalog again after this many seconds."""
 
@@ -70,14 +75,33 @@ class Located:
 class LocateError(Exception):
     """No source led to a verified connection; the message says what each one did."""
 
+    def __init__(
+        self, message: str, *, impostor: str | None = None, fleet_state: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.impostor = impostor
+        """The sentence naming who answered instead of the environment, when that is why
+        (at the address the fleet stands by, or at any address when the fleet did not say)."""
+        self.fleet_state = fleet_state
+        """The environment's state as the fleet answered it; None when it did not answer."""
+
 
 class NotVerified(Exception):
     """A verifier's refusal: the reason, for the person reading the error."""
+
+    def __init__(self, message: str, *, impostor: bool = False) -> None:
+        super().__init__(message)
+        self.impostor = impostor
+        """Something answered there and proved not to be the environment (an impostor, or an
+        address that now belongs to another host), as opposed to nothing answering."""
 
 
 Verify = Callable[[Target], Awaitable[None]]
 """Returns when `target` proves to be the environment (its host certificate, from the fleet's
 host CA, names `target.fqdn`); raises NotVerified (or OSError) otherwise."""
+
+OnImpostor = Callable[[str], None]
+"""Told the sentence as soon as an impostor is found while the answer is still awaited."""
 
 
 # -- the last-known-good cache ------------------------------------------------------------------
@@ -292,6 +316,10 @@ class Finder:
     dns_timeout: float = DNS_TIMEOUT
     api_timeout: float = API_TIMEOUT
     migrating_wait: float = MIGRATING_WAIT
+    on_impostor: OnImpostor | None = None
+    """Told when an impostor answered and the verdict will take a while (the API has not
+    answered within `IMPOSTOR_TELL_AFTER`, or says the environment is migrating): `leeward
+    proxy` says so on the stderr that ssh shows instead of keeping silent."""
 
     async def locate(self, name_or_fqdn: str) -> Located:
         """Race the sources; retry while the API says the environment is migrating."""
@@ -302,10 +330,14 @@ class Finder:
             try:
                 found = await self._race(name_or_fqdn, started)
             except _StillMigrating as exc:
+                if exc.impostor is not None and self.on_impostor is not None:
+                    self.on_impostor(exc.impostor)
                 if loop.time() - started > self.migrating_wait:
                     raise LocateError(
                         f"{name_or_fqdn} has been migrating for {self.migrating_wait:g} s and "
-                        f"is still unreachable: {exc}"
+                        f"is still unreachable: {exc}",
+                        impostor=exc.impostor,
+                        fleet_state="migrating",
                     ) from None
                 tries, last = tries + 1, str(exc)
                 await asyncio.sleep(0.2)
@@ -339,6 +371,8 @@ class Finder:
 
         checks: dict[asyncio.Task[None], Target] = {}
         notes: list[str] = []
+        impostors: dict[str, str] = {}  # address: the sentence naming who answered there
+        telling: asyncio.TimerHandle | None = None
         dns_found: list[tuple[str, str | None]] = []
         api: _ApiAnswer | None = None
         fqdn = cached.get("fqdn") if cached else None
@@ -377,7 +411,15 @@ class Finder:
                             with contextlib.suppress(OSError):
                                 self.cache.remember(name, located)
                             return located
-                        notes.append(f"{target.source}: {task.exception()}")
+                        error = task.exception()
+                        notes.append(f"{target.source}: {error}")
+                        if isinstance(error, NotVerified) and error.impostor:
+                            impostors.setdefault(target.address, str(error))
+                            if "api" in sources.values() and telling is None and self.on_impostor:
+                                # The API's answer may take seconds (API_TIMEOUT).
+                                telling = loop.call_later(
+                                    IMPOSTOR_TELL_AFTER, self.on_impostor, str(error)
+                                )
                         continue
                     source = sources.pop(task)
                     error = task.exception()
@@ -417,15 +459,25 @@ class Finder:
                     else:
                         check(task.result())
         finally:
+            if telling is not None:
+                telling.cancel()
             for task in [*sources, *checks]:
                 task.cancel()
             if refresh is not None:  # finishes in the background; a failure is no matter
                 _background.add(refresh)
                 refresh.add_done_callback(_settle)
         summary = "; ".join(notes) or "no source knew it"
+        if api is not None and api.target is not None:
+            impostor = impostors.get(api.target.address)  # elsewhere: stale, not the verdict
+        else:
+            impostor = next(iter(impostors.values()), None)
         if api is not None and api.state == "migrating":
-            raise _StillMigrating(summary)
-        raise LocateError(f"Cannot reach {name}: {summary}.")
+            raise _StillMigrating(summary, impostor)
+        raise LocateError(
+            f"Cannot reach {name}: {summary}.",
+            impostor=impostor,
+            fleet_state=api.state if api is not None else None,
+        )
 
     async def _ask_api(self, name: str) -> _ApiAnswer:
         from urllib.parse import quote
@@ -480,7 +532,9 @@ class Finder:
 
 
 class _StillMigrating(Exception):
-    pass
+    def __init__(self, summary: str, impostor: str | None) -> None:
+        super().__init__(summary)
+        self.impostor = impostor
 
 
 _background: set[asyncio.Task[Any]] = set()
@@ -570,11 +624,9 @@ def host_certificate_verifier(known_hosts: Path, *, timeout: float = 5.0) -> Ver
                 raise NotVerified(f"{where}: {_describe(exc)}") from None
             # A server with no host certificate at all fails the key exchange (only
             # certificate algorithms are acceptable); one with another CA's fails the check.
-            raise NotVerified(
-                f"refused the SSH server at {where}: its host key is not signed by the fleet's "
-                f"host CA for {target.fqdn} (an impostor, or an address that now belongs to "
-                "something else)"
-            ) from None
+            from leeward.common.sshcert import unsigned_host
+
+            raise NotVerified(unsigned_host(where, target.fqdn), impostor=True) from None
         except TimeoutError:
             raise NotVerified(f"{where} did not finish an SSH handshake in {timeout:g} s") from None
         except (OSError, asyncssh.Error) as exc:

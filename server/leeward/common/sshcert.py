@@ -40,6 +40,16 @@ class CertificateError(ValueError):
     pass
 
 
+def unsigned_host(where: str, fqdn: str) -> str:
+    """The sentence for a host whose key the fleet's host CA did not sign for `fqdn`, one for
+    every client that checks (the relay's handshake, `leeward locate`): who answered, and the
+    two ways it comes about."""
+    return (
+        f"the host at {where} is not signed by the fleet's host CA for {fqdn}: an impostor, "
+        "or a stale address"
+    )
+
+
 class _Reader:
     def __init__(self, data: bytes) -> None:
         self.data = data

@@ -36,6 +36,16 @@ class Locator(Protocol):
 class LookupError_(Exception):
     """No candidate at all; the message says why."""
 
+    def __init__(
+        self, message: str, *, impostor: str | None = None, fleet_state: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.impostor = impostor
+        """The sentence naming who answered instead of the environment, when that is why."""
+        self.fleet_state = fleet_state
+        """What the fleet said of the environment; None when it could not be asked. Its word
+        settles whether a real environment could still appear (a migration in flight)."""
+
 
 @dataclass(frozen=True)
 class Fixed:
@@ -60,12 +70,17 @@ class Located:
         state_dir: Path,
         known_hosts: Path,
         on_dns: Callable[[str], None] | None = None,
+        on_impostor: Callable[[str], None] | None = None,
     ) -> None:
         from leeward.client.locate import AddressCache, Finder
 
         self.known_hosts = known_hosts
         self.finder: Finder = Finder(
-            fleet, token, AddressCache(state_dir / "addresses.json", fleet), self._verify
+            fleet,
+            token,
+            AddressCache(state_dir / "addresses.json", fleet),
+            self._verify,
+            on_impostor=on_impostor,
         )
         self.on_dns = on_dns
         self._dns_check: asyncio.Task[None] | None = None
@@ -86,9 +101,14 @@ class Located:
                     authorities=host_authorities(self.known_hosts, target.fqdn),
                 )
             except HandshakeRefused as exc:
-                raise NotVerified(str(exc)) from None
+                raise NotVerified(str(exc), impostor=exc.reason == "rogue") from None
             except ProtocolError as exc:
-                raise NotVerified(f"not a Leeward relay: {exc}") from None
+                where = f"{target.address}:{target.relay_port}"
+                raise NotVerified(
+                    f"the host at {where} is not a Leeward relay ({exc}): a stale address, or "
+                    "an impostor",
+                    impostor=True,
+                ) from None
             finally:
                 writer.close()
                 with contextlib.suppress(OSError):
@@ -100,7 +120,9 @@ class Located:
         try:
             found = await self.finder.locate(name)
         except LocateError as exc:
-            raise LookupError_(str(exc)) from None
+            raise LookupError_(
+                str(exc), impostor=exc.impostor, fleet_state=exc.fleet_state
+            ) from None
         if self.on_dns is not None and (self._dns_check is None or self._dns_check.done()):
             # The race ends at the first verified address, usually before DNS could have
             # failed: ask it apart, so the status can say "DNS bypass" while it is down.

@@ -189,29 +189,38 @@ def check_host(
     fqdn: str,
     cas: list[bytes],
     now: float | None = None,
+    *,
+    where: str = "this address",
 ) -> None:
     """Refuse unless `certificate` is a valid host certificate for `fqdn` from one of `cas`
-    and its key made `signature` over `signed`."""
+    and its key made `signature` over `signed`. `where` (the peer's address) goes into the
+    sentence: the person reading it must know which host it was."""
     try:
         cert = _read_certificate(certificate)
     except ValueError as exc:
-        raise HandshakeRefused("rogue", f"the host certificate is not valid: {exc}") from None
-    if cert.signing_key not in cas:
         raise HandshakeRefused(
-            "rogue", f"the host at this address is not signed by the fleet's host CA for {fqdn}"
-        )
+            "rogue", f"the host certificate at {where} is not valid: {exc}"
+        ) from None
+    if cert.signing_key not in cas:
+        raise HandshakeRefused("rogue", sshcert.unsigned_host(where, fqdn))
     if not cert.host:
-        raise HandshakeRefused("rogue", "the host presented a user certificate")
+        raise HandshakeRefused("rogue", f"the host at {where} presented a user certificate")
     if fqdn not in cert.principals:
         names = ", ".join(cert.principals) or "nobody"
         raise HandshakeRefused(
-            "rogue", f"the host certificate is not for {fqdn} (it names {names})"
+            "rogue",
+            f"the host certificate at {where} is not for {fqdn} (it names {names}): a stale "
+            "address, or an impostor",
         )
     now = time.time() if now is None else now
     if not cert.valid_after <= now < cert.valid_before:
-        raise HandshakeRefused("rogue", f"the host certificate for {fqdn} is not valid now")
+        raise HandshakeRefused(
+            "rogue", f"the host certificate at {where} for {fqdn} is not valid now"
+        )
     if not cert.signs(signed, signature):
-        raise HandshakeRefused("rogue", "the host's signature does not match its certificate")
+        raise HandshakeRefused(
+            "rogue", f"the host at {where}: its signature does not match its certificate"
+        )
 
 
 @dataclass(frozen=True)
@@ -253,7 +262,15 @@ async def verify_host(
     server_key = _unb64(server, "key", 32)
     boot = _text(server, "boot")
     signed = transcript(hello[5:], _unb64(server, "nonce", 32), server_key, boot)
-    check_host(_text(server, "certificate"), _unb64(server, "signature"), signed, fqdn, authorities)
+    peer = writer.get_extra_info("peername")
+    check_host(
+        _text(server, "certificate"),
+        _unb64(server, "signature"),
+        signed,
+        fqdn,
+        authorities,
+        where=peer[0] if peer else "this address",
+    )
     return private, server_key, boot, signed
 
 

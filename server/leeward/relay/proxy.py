@@ -25,7 +25,7 @@ from typing import Any
 from leeward.common.backoff import Backoff
 from leeward.common.clock import Clock, SystemClock
 from leeward.common.files import write_atomic
-from leeward.relay.candidates import Candidate, Fixed, Located, Locator
+from leeward.relay.candidates import Candidate, Fixed, Located, Locator, LookupError_
 from leeward.relay.frames import ProtocolError
 from leeward.relay.handshake import (
     HANDSHAKE_SECONDS,
@@ -41,6 +41,15 @@ CONNECT_SECONDS = 5.0
 
 FAST_RETRY_SECONDS = 1.0
 """For this long after a drop, connects are retried every 10 to 25 ms; then backoff."""
+
+IMPOSTOR_WAIT = 5.0
+"""How long the proxy keeps looking once a host that is not the environment answered at the
+only address found, when the fleet cannot say whether the environment is migrating (its API
+down, hung or refusing the token; or an address given on the command line, on a resume). A
+live migration's blackout is a fraction of a second (the fleet's `migration_blackout_seconds`,
+0.3 s by default): this covers it many times over, and ssh still ends while its user watches.
+When the fleet answers, its word decides: while it says migrating, the Finder waits out the
+blackout (`leeward.client.locate.MIGRATING_WAIT`); any other state ends it at once."""
 
 RESOLVE_EVERY = 1.0
 """While retrying, the environment's address is looked up again at most this often (each
@@ -86,6 +95,41 @@ class Status:
             self.path.unlink(missing_ok=True)
 
 
+class Impostors:
+    """Who answered instead of the environment while the proxy looks for it: each sentence
+    said once, at once, on the stderr that ssh shows (not after the whole wait), and when the
+    first was seen, which the bound (`IMPOSTOR_WAIT`) counts from."""
+
+    def __init__(self, clock: Clock, say: Callable[[str], None]) -> None:
+        self.clock = clock
+        self.say = say
+        self.first: str | None = None
+        self.since: float | None = None
+        self._said: set[str] = set()
+
+    def seen(self, sentence: str) -> None:
+        if self.since is None:
+            self.first, self.since = sentence, self.clock.monotonic()
+        if sentence not in self._said:
+            self._said.add(sentence)
+            self.say(f"{sentence}; looking again while a migration could explain it")
+
+    def left(self) -> float:
+        """Seconds of the bound left (it counts from the first sighting)."""
+        if self.since is None:
+            return IMPOSTOR_WAIT
+        return max(self.since + IMPOSTOR_WAIT - self.clock.monotonic(), 0.0)
+
+    def waited_out(self) -> str | None:
+        """The first sentence, once the bound has passed since it was seen."""
+        return self.first if self.since is not None and self.left() <= 0 else None
+
+    def reset(self) -> None:
+        """A new search (the first connect, or a resume): nothing seen yet."""
+        self.first = self.since = None
+        self._said.clear()
+
+
 class Proxy:
     def __init__(
         self,
@@ -96,6 +140,7 @@ class Proxy:
         *,
         clock: Clock | None = None,
         status: Status | None = None,
+        impostors: Impostors | None = None,
     ) -> None:
         self.name = name
         self.locator = locator
@@ -103,6 +148,7 @@ class Proxy:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.status = status or Status(None, name)
+        self.impostors = impostors or Impostors(self.clock, lambda line: _say(name, line))
         self.ticket: Ticket | None = None
         self.endpoint: Endpoint | None = None
         self._abandoned: Callable[[], bool] = lambda: False
@@ -143,11 +189,32 @@ class Proxy:
             return RelayFailure("refused", f"the resume proof was refused: {exc}")
         return None
 
+    def _impostor(self, sentence: str, fleet_state: str | None) -> RelayFailure:
+        """The end of the search: only a host that is not the environment answers, and no
+        real one can be expected there any more."""
+        name = self.name
+        if fleet_state == "migrating":
+            why = (
+                f"{name} was migrating, and no host signed for it answered there within the "
+                f"migration's wait; try again (`leeward locate {name}`), or report it to the "
+                "fleet's operators"
+            )
+        elif fleet_state is not None:
+            why = f"the fleet says {name} is {fleet_state}; report it to the fleet's operators"
+        else:
+            why = (
+                f"still so after {_span(IMPOSTOR_WAIT)}, and the fleet cannot say whether {name} "
+                f"moved; try again when it answers (`leeward locate {name}`)"
+            )
+        return RelayFailure("impostor", f"{sentence}; {why}")
+
     async def connect(
         self, within: float, received: int
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Welcomed]:
-        """Connect (or resume) through any candidate, retrying with backoff for `within` s."""
+        """Connect (or resume) through any candidate, retrying with backoff for `within` s;
+        when only impostors answer, until the fleet's word or `IMPOSTOR_WAIT` ends it."""
         start = self.clock.monotonic()
+        self.impostors.reset()
         knock = Backoff(base=0.025, cap=0.025, jitter=(0.4, 1.0))  # every 10 to 25 ms
         backoff = Backoff(base=0.1, cap=2.0)
         last = "no address yet"
@@ -157,14 +224,24 @@ class Proxy:
             if self._abandoned():
                 raise RelayFailure("local", "ssh went away")
             if not candidates or self.clock.monotonic() - resolved_at > RESOLVE_EVERY:
+                # Once an impostor was seen, a hung API may not hold the search past the bound.
+                limit = self.impostors.left() if self.impostors.since is not None else None
                 try:
-                    candidates = await self.locator.candidates(self.name)
+                    async with asyncio.timeout(limit):
+                        candidates = await self.locator.candidates(self.name)
                     if not candidates:
                         last = f"no address for {self.name}"
-                except Exception as exc:
+                except LookupError_ as exc:
                     candidates, last = [], str(exc)
+                    if exc.impostor is not None:
+                        if exc.fleet_state is not None:  # the fleet's word: nothing else comes
+                            raise self._impostor(exc.impostor, exc.fleet_state) from None
+                        self.impostors.seen(exc.impostor)
+                except Exception as exc:
+                    candidates, last = [], str(exc) or type(exc).__name__
                 resolved_at = self.clock.monotonic()
             refusals: list[str] = []
+            rogues: list[str] = []
             for candidate in candidates:
                 try:
                     return await self._try(candidate, received)
@@ -182,7 +259,11 @@ class Proxy:
                     fatal = self._refusal(exc)
                     if fatal is not None:
                         raise fatal from None
-                    refusals.append(f"{candidate.address} ({candidate.source}): {exc}")
+                    if exc.reason == "rogue":  # the sentence names the host
+                        rogues.append(str(exc))
+                        refusals.append(str(exc))
+                    else:
+                        refusals.append(f"{candidate.address} ({candidate.source}): {exc}")
                     last = refusals[-1]
                 except (OSError, TimeoutError, ProtocolError, asyncio.IncompleteReadError) as exc:
                     last = f"{candidate.address}:{candidate.relay_port} ({candidate.source}): " + (
@@ -190,6 +271,10 @@ class Proxy:
                     )
             if self.ticket is None and candidates and len(refusals) == len(candidates):
                 raise RelayFailure("refused", refusals[0])
+            for sentence in rogues:
+                self.impostors.seen(sentence)
+            if (waited_out := self.impostors.waited_out()) is not None:
+                raise self._impostor(waited_out, None)
             elapsed = self.clock.monotonic() - start
             if elapsed >= within:
                 if self.ticket is None:
@@ -200,7 +285,11 @@ class Proxy:
             # A drop is most often a blackout (a live migration): a fraction of a second of
             # closed listener. Knock again at once, so the session is back within tens of
             # milliseconds of the path; a refused connect costs nothing.
-            pause = knock.next() if elapsed < FAST_RETRY_SECONDS else backoff.next()
+            # Not for an impostor, though: it answers every knock the same.
+            fast = elapsed < FAST_RETRY_SECONDS and self.impostors.since is None
+            pause = knock.next() if fast else backoff.next()
+            if self.impostors.since is not None:
+                pause = min(pause, self.impostors.left())
             await self.clock.sleep(min(pause, within - elapsed))
 
     async def run(self, stdin: asyncio.StreamReader, stdout: asyncio.StreamWriter) -> int:
@@ -260,6 +349,11 @@ class Proxy:
                 self.status.update(rtt=endpoint.rtt)
 
 
+def _say(name: str, line: str) -> None:
+    """A line for the person at ssh: ssh shows its ProxyCommand's stderr as it comes."""
+    print(f"leeward proxy: {name}: {line}", file=sys.stderr, flush=True)
+
+
 async def _stdio() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
@@ -299,6 +393,8 @@ async def _main(args: argparse.Namespace) -> int:
     paths = Paths.default()
     known_hosts = args.known_hosts or paths.known_hosts
     status = Status(None if args.no_status else paths.state_dir / "sessions", args.name)
+    clock = SystemClock()
+    impostors = Impostors(clock, lambda line: _say(args.name, line))
     locator: Locator
     if args.address:
         if not args.port:
@@ -319,6 +415,7 @@ async def _main(args: argparse.Namespace) -> int:
             paths.state_dir,
             known_hosts,
             lambda dns: status.update(dns=dns),
+            impostors.seen,  # said at once, while the fleet's answer is awaited
         )
     settings = ProxySettings(
         buffer_bytes=max(1, int(args.buffer_mib * MIB)),
@@ -331,7 +428,9 @@ async def _main(args: argparse.Namespace) -> int:
         locator,
         lambda fqdn: host_authorities(known_hosts, fqdn),
         settings,
+        clock=clock,
         status=status,
+        impostors=impostors,
     )
     # ssh ends its ProxyCommand with SIGHUP: leave cleanly, status file and all.
     loop = asyncio.get_running_loop()
@@ -358,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(_main(args))
     except RelayFailure as exc:
-        print(f"leeward proxy: {args.name}: {exc}", file=sys.stderr)
+        _say(args.name, str(exc))
         return 255
     except KeyboardInterrupt:
         return 130
