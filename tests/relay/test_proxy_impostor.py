@@ -257,3 +257,30 @@ async def test_ssh_names_an_impostor_at_the_environments_address_at_once(
             assert IMPOSTOR_WAIT <= ended < IMPOSTOR_WAIT + SLACK, (ended, err)
 
             assert relay.sessions == {}, "nothing was opened on the rogue"
+
+
+async def test_ssh_to_a_deleted_environment_ends_at_once_with_the_fleets_word(
+    start_fleet, tmp_path: Path, sqlite_url: str
+) -> None:
+    """The fleet's 404 is its word that no such environment exists: looking again for 20 s
+    cannot change it (it used to end in "cannot reach box")."""
+    async with start_fleet(small_config(tmp_path, sqlite_url, regions=1, hosts=1)) as f:
+        status, env = await f.api.call(
+            "POST", "/v1/environments", {"kind": "devserver", "flavor": "tiny", "name": "box"}
+        )
+        assert status == 202, env
+        await f.api.wait_state(env["id"], {"running"})
+        home = tmp_path / "alice"
+        client = Client(home, await ssh_access(f.api, home, "alice"))
+        await with_proxy(f.api, client)
+        client.sign_in(f.url, f.api.token or "")
+        code, err, _, _ = await client.ssh("box", "true")
+        assert code == 0, err
+
+        status, _ = await f.api.call("DELETE", f"/v1/environments/{env['id']}")
+        assert status == 202
+        await f.api.wait_state(env["id"], {"deleted"})
+        code, err, _, ended = await client.ssh("box", "true")
+        assert code == 255, err
+        assert any("No environment 'box'" in line for line in said(err)), err
+        assert ended < AT_ONCE, (ended, err)

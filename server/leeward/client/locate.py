@@ -76,7 +76,12 @@ class LocateError(Exception):
     """No source led to a verified connection; the message says what each one did."""
 
     def __init__(
-        self, message: str, *, impostor: str | None = None, fleet_state: str | None = None
+        self,
+        message: str,
+        *,
+        impostor: str | None = None,
+        fleet_state: str | None = None,
+        gone: bool = False,
     ) -> None:
         super().__init__(message)
         self.impostor = impostor
@@ -84,6 +89,8 @@ class LocateError(Exception):
         (at the address the fleet stands by, or at any address when the fleet did not say)."""
         self.fleet_state = fleet_state
         """The environment's state as the fleet answered it; None when it did not answer."""
+        self.gone = gone
+        """The fleet says there is no such environment: looking again cannot find it."""
 
 
 class NotVerified(Exception):
@@ -424,7 +431,7 @@ class Finder:
                     source = sources.pop(task)
                     error = task.exception()
                     if isinstance(error, _Gone):
-                        raise LocateError(str(error))
+                        raise LocateError(str(error), gone=True)
                     if error is not None:
                         notes.append(f"{source}: {_describe(error)}")
                     elif source == "api":

@@ -37,7 +37,12 @@ class LookupError_(Exception):
     """No candidate at all; the message says why."""
 
     def __init__(
-        self, message: str, *, impostor: str | None = None, fleet_state: str | None = None
+        self,
+        message: str,
+        *,
+        impostor: str | None = None,
+        fleet_state: str | None = None,
+        gone: bool = False,
     ) -> None:
         super().__init__(message)
         self.impostor = impostor
@@ -45,6 +50,8 @@ class LookupError_(Exception):
         self.fleet_state = fleet_state
         """What the fleet said of the environment; None when it could not be asked. Its word
         settles whether a real environment could still appear (a migration in flight)."""
+        self.gone = gone
+        """The fleet says there is no such environment (deleted, or a typo)."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +128,7 @@ class Located:
             found = await self.finder.locate(name)
         except LocateError as exc:
             raise LookupError_(
-                str(exc), impostor=exc.impostor, fleet_state=exc.fleet_state
+                str(exc), impostor=exc.impostor, fleet_state=exc.fleet_state, gone=exc.gone
             ) from None
         if self.on_dns is not None and (self._dns_check is None or self._dns_check.done()):
             # The race ends at the first verified address, usually before DNS could have

@@ -233,6 +233,8 @@ class Proxy:
                         last = f"no address for {self.name}"
                 except LookupError_ as exc:
                     candidates, last = [], str(exc)
+                    if exc.gone:  # the fleet's word: no environment by that name
+                        raise RelayFailure("gone", str(exc)) from None
                     if exc.impostor is not None:
                         if exc.fleet_state is not None:  # the fleet's word: nothing else comes
                             raise self._impostor(exc.impostor, exc.fleet_state) from None
