@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +165,27 @@ async def live_count(store: Store) -> int:
 async def ssh_ok(paths, alias: str) -> bool:
     code, _, _ = await run_ssh(paths, alias, "true", timeout=15)
     return code == 0
+
+
+def test_fleet_serve_says_its_port_is_taken(tmp_path: Path) -> None:
+    """EADDRINUSE is the operator's to fix, in a sentence: not "Unexpected OSError ... report
+    it"."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = small_config(tmp_path, f"sqlite+aiosqlite:///{tmp_path}/fleet.db")
+        config.listen_host, config.listen_port = "127.0.0.1", port
+        config.dns.enabled = False
+        config_path = tmp_path / "fleet.toml"
+        config_path.write_text(dump_config(config))
+        done = subprocess.run(
+            [sys.executable, "-m", "leeward.cli", "fleet", "serve", "--config", str(config_path)],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
+    assert done.returncode == 1, done.stderr
+    assert f"Port {port} on 127.0.0.1 is taken" in done.stderr, done.stderr
+    assert "report it" not in done.stderr

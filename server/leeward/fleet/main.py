@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -13,12 +14,25 @@ from aiohttp import web
 
 from leeward.common.clock import Clock
 from leeward.fleet.app import create_app
-from leeward.fleet.config import FleetConfig, load_config
+from leeward.fleet.config import ConfigError, FleetConfig, load_config
 from leeward.fleet.runtime import Fleet
 from leeward.fleet.state import FLEET
 from leeward.providers.base import Provider
 
 log = logging.getLogger("leeward.fleet")
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:
+    """A listen that failed, as the operator can fix it (not a bug to report)."""
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(
+            f"Port {port} on {host} is taken (another fleet, or another program): stop it, or "
+            "give the fleet a free port (`listen_port` in its config, or --port)."
+        )
+    return ConfigError(
+        f"The fleet cannot listen on {host}:{port}: {exc.strerror or exc}; check `listen_host` "
+        "and `listen_port` in its config."
+    )
 
 
 MAX_REQUEST_LINE = 16 * 1024
@@ -47,7 +61,10 @@ async def running_fleet(
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise cannot_listen(config.listen_host, config.listen_port, exc) from None
         host, port = runner.addresses[0][:2]
         url = f"http://{host}:{port}"
         fleet = app[FLEET]
