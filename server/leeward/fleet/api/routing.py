@@ -107,9 +107,9 @@ TABLE: web.AppKey[tuple[Route, ...]] = web.AppKey("route table")
 async def parse(request: web.Request, model: Any) -> Any:
     """The body, validated into `model`; a clear 4xx naming the field otherwise.
 
-    Strictly, as JSON: a number is not a string, `0` is not `false`, `5.0` or `"5"` is not a
-    whole number, a timestamp is an RFC 3339 string (never seconds since 1970). What the
-    document says a field is, is what the fleet takes."""
+    Strictly, as JSON: a number is not a string, `0` is not `false`, `"5"` or `5.5` is not a
+    whole number (`5.0` is 5, as JSON Schema says), a timestamp is an RFC 3339 string (never
+    seconds since 1970). What the document says a field is, is what the fleet takes."""
     raw = await request.read()
     if not raw:
         raise BadRequest("The request needs a JSON body.")
