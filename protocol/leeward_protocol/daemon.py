@@ -201,6 +201,11 @@ class HealthList(Resource):
 
 
 class FleetLinkState(StrEnum):
+    """The daemon's link to the fleet: `connecting` from the start (with credentials) until the
+    fleet's event stream first answers, then `connected`, or `unreachable` while it cannot be
+    reached; `signedOut` without credentials or with a token the fleet refused."""
+
+    CONNECTING = "connecting"
     CONNECTED = "connected"
     UNREACHABLE = "unreachable"
     SIGNED_OUT = "signedOut"

@@ -1,12 +1,15 @@
 """The real daemon (`leeward daemon --stdio`) as a subprocess, driven by pygls's LanguageClient,
-as VS Code drives it: initialize, requests, notifications, `$/progress`, shutdown."""
+as VS Code drives it: initialize, requests, notifications, `$/progress`, shutdown; or over its
+raw pipes (`RawDaemon`), for the bytes and messages no well-behaved client sends."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
@@ -186,3 +189,124 @@ async def running_daemon(sandbox: Sandbox, options: dict[str, Any]) -> AsyncIter
         yield daemon
     finally:
         await daemon.stop()
+
+
+class RawDaemon:
+    """The real daemon over its raw pipes, for what no well-behaved client sends: bytes in, and
+    its messages out, read strictly (a frame the daemon writes wrong fails the test). Answers are
+    matched by id; whatever else arrives (notifications, errors with a null id) is kept in
+    `seen`, in order."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.seen: list[dict[str, Any]] = []
+        self._ids = iter(range(1_000_000, 2_000_000))
+
+    @classmethod
+    async def start(cls, sandbox: Sandbox, options: dict[str, Any] | None = None) -> RawDaemon:
+        stderr = (sandbox.root / "daemon.stderr").open("ab")
+        process = await asyncio.create_subprocess_exec(
+            str(LEEWARD),
+            "daemon",
+            "--stdio",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+            env=sandbox.env,
+        )
+        stderr.close()
+        daemon = cls(process)
+        params = {"processId": None, "capabilities": {}, "initializationOptions": options or {}}
+        answer = await daemon.request("initialize", params, timeout=30)
+        assert "result" in answer, answer
+        await daemon.send({"jsonrpc": "2.0", "method": "initialized", "params": {}})
+        return daemon
+
+    @staticmethod
+    def frame(payload: Any) -> bytes:
+        body = json.dumps(payload).encode()
+        return b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+
+    async def write(self, data: bytes) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(data)
+        await self.process.stdin.drain()
+
+    async def send(self, payload: Any) -> None:
+        await self.write(self.frame(payload))
+
+    def new_id(self) -> int:
+        return next(self._ids)
+
+    async def read(self, timeout: float = 30) -> dict[str, Any]:
+        """The daemon's next message (it must be framed exactly as LSP says)."""
+        stdout = self.process.stdout
+        assert stdout is not None
+        async with asyncio.timeout(timeout):
+            length = None
+            while (line := await stdout.readuntil(b"\r\n")) != b"\r\n":
+                name, _, value = line.decode("ascii").partition(":")
+                if name.lower() == "content-length":
+                    length = int(value.strip())
+            assert length is not None, "a frame without Content-Length"
+            message = json.loads(await stdout.readexactly(length))
+        assert isinstance(message, dict)
+        return message
+
+    async def answer_to(self, msg_id: int | str, timeout: float = 30) -> dict[str, Any]:
+        """The answer to request `msg_id`; what arrives before it goes to `seen`."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await self.read(max(left, 0.01))
+            except (TimeoutError, asyncio.IncompleteReadError) as exc:
+                code = self.process.returncode
+                raise AssertionError(
+                    f"no answer to request {msg_id} ({type(exc).__name__}; daemon exit code "
+                    f"{code}; before it: {self.seen[-5:]})"
+                ) from None
+            if message.get("id") == msg_id and ("result" in message or "error" in message):
+                return message
+            self.seen.append(message)
+
+    async def request(self, method: str, params: Any = None, timeout: float = 30) -> dict[str, Any]:
+        msg_id = self.new_id()
+        payload: dict[str, Any] = {"jsonrpc": "2.0", "id": msg_id, "method": method}
+        if params is not None:
+            payload["params"] = params
+        await self.send(payload)
+        return await self.answer_to(msg_id, timeout)
+
+    async def answers_status(self, timeout: float = 30) -> None:
+        """It is alive and reads what comes next: a request is answered."""
+        answer = await self.request("leeward/status/get", {}, timeout)
+        assert answer.get("result", {}).get("version"), answer
+
+    def take_orphan_errors(self) -> list[dict[str, Any]]:
+        """The errors with a null id seen so far (unreadable messages), taken out of `seen`."""
+        errors = [m for m in self.seen if "error" in m and m.get("id", "absent") is None]
+        self.seen = [m for m in self.seen if m not in errors]
+        return [e["error"] for e in errors]
+
+    def logs(self) -> list[str]:
+        return [m["params"]["message"] for m in self.seen if m.get("method") == "window/logMessage"]
+
+    def peak_memory_bytes(self) -> int:
+        """The daemon's peak resident memory (Linux's VmHWM)."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        line = next(ln for ln in status.splitlines() if ln.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+
+    async def stop(self) -> int:
+        if self.process.returncode is None:
+            with contextlib.suppress(Exception):
+                await self.request("shutdown", timeout=10)
+                await self.send({"jsonrpc": "2.0", "method": "exit"})
+            try:
+                await asyncio.wait_for(self.process.wait(), 15)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        assert self.process.returncode is not None
+        return self.process.returncode

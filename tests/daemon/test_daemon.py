@@ -4,6 +4,7 @@ restarted under it (the event stream resumes: nothing lost, nothing repeated), d
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -296,3 +297,34 @@ async def test_signed_out_then_signing_in_from_the_editor(tmp_path: Path, start_
         await d.poll("leeward/status/get", lambda s: s["fleet"] == "connected")
         listing = await d.request("leeward/environments/list", {})
         assert listing == {**listing, "environments": [], "stale": False}
+
+
+async def test_signed_in_it_says_connecting_then_unreachable_never_signed_out(
+    tmp_path: Path,
+) -> None:
+    """Right after initialize, the link to the fleet is still starting: a signed-in user is
+    `connecting` (it said `signedOut`); a fleet that cannot be reached is `unreachable` (it said
+    `signedOut` for good, the state it started in)."""
+    (tmp_path / "user").mkdir()
+    sandbox = make_sandbox(tmp_path / "user")
+    held: list[asyncio.StreamWriter] = []
+    black_hole = await asyncio.start_server(lambda _, w: held.append(w), "127.0.0.1", 0)
+    port = black_hole.sockets[0].getsockname()[1]
+    creds = sandbox.paths.credentials
+    try:
+        store_credentials(creds, Credentials(fleet=f"http://127.0.0.1:{port}", token="t"))
+        async with running_daemon(sandbox, {}) as d:
+            status = await d.request("leeward/status/get", {})
+            assert status["fleet"] == "connecting", status
+            assert status["reason"] == f"Connecting to the fleet at http://127.0.0.1:{port}."
+            assert status["fleetUrl"] == f"http://127.0.0.1:{port}"
+    finally:
+        black_hole.close()
+        for writer in held:
+            writer.close()
+
+    store_credentials(creds, Credentials(fleet=f"http://127.0.0.1:{free_port()}", token="t"))
+    async with running_daemon(sandbox, {}) as d:
+        status = await d.poll("leeward/status/get", lambda s: s["fleet"] != "connecting")
+        assert status["fleet"] == "unreachable", status
+        assert [s["fleet"] for s in d.statuses][:2] == ["connecting", "unreachable"]

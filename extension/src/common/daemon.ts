@@ -1,6 +1,7 @@
-/** Runs `leeward daemon --stdio` and restarts it when asked: one restart in flight, at most one
- * queued. The JSON-RPC client itself comes from a factory (vscode-languageclient in the
- * extension, see languageClient.ts; a fake in tests). */
+/** Runs `leeward daemon --stdio` and restarts it when asked (one restart in flight, at most one
+ * queued) or when it exits on its own (at most CRASH_RESTARTS times in CRASH_WINDOW_MS, then it
+ * stays failed with the reason). The JSON-RPC client itself comes from a factory
+ * (vscode-languageclient in the extension, see languageClient.ts; a fake in tests). */
 import { randomUUID } from 'node:crypto';
 
 import type { NotificationType, RequestType } from 'vscode-jsonrpc';
@@ -24,7 +25,7 @@ import type { DaemonApi } from './daemonApi';
 import type { DaemonCommand } from './daemonPath';
 import { Emitter, type Disposable } from './events';
 import { errorMessage } from './format';
-import { RestartQueue } from './restart';
+import { CrashBudget, RestartQueue } from './restart';
 import type { DaemonState } from './status';
 
 export interface DaemonLaunch {
@@ -42,7 +43,8 @@ export interface DaemonClient {
   onNotification<P>(type: NotificationType<P>, handler: (params: P) => void): Disposable;
   /** LSP `$/progress` on `token`: begin, reports and end, each with an optional message. */
   onWorkDoneProgress(token: string, handler: (message: string | undefined) => void): Disposable;
-  /** The client's own view: it restarts a daemon that crashed, a few times. */
+  /** The client's own view; `stopped` when the daemon exits (the client does not restart it:
+   * the Daemon does, within its budget). */
   onDidChangeState(listener: (state: 'starting' | 'running' | 'stopped') => void): Disposable;
 }
 
@@ -63,11 +65,16 @@ export interface DaemonLog {
 
 const STOP_TIMEOUT_MS = 2000;
 
+/** Restarts of a daemon that exits on its own, at most, in CRASH_WINDOW_MS. */
+export const CRASH_RESTARTS = 5;
+export const CRASH_WINDOW_MS = 3 * 60 * 1000;
+
 export class Daemon implements DaemonApi, Disposable {
   private client: DaemonClient | undefined;
   private current: DaemonState = 'stopped';
   private why = '';
   private readonly restarts = new RestartQueue(() => this.cycle());
+  private readonly crashes: CrashBudget;
 
   private readonly stateChanged = new Emitter<DaemonState>();
   private readonly environments = new Emitter<EnvironmentsResult>();
@@ -85,7 +92,10 @@ export class Daemon implements DaemonApi, Disposable {
     private readonly log: DaemonLog,
     private readonly launch: () => Promise<DaemonLaunch>,
     private readonly createClient: DaemonClientFactory,
-  ) {}
+    now: () => number = Date.now,
+  ) {
+    this.crashes = new CrashBudget(CRASH_RESTARTS, CRASH_WINDOW_MS, now);
+  }
 
   get state(): DaemonState {
     return this.current;
@@ -96,7 +106,9 @@ export class Daemon implements DaemonApi, Disposable {
     return this.why;
   }
 
+  /** Asked for (a command, a change of settings): a new budget of crash restarts too. */
   restart(): Promise<void> {
+    this.crashes.reset();
     return this.restarts.request();
   }
 
@@ -177,7 +189,7 @@ export class Daemon implements DaemonApi, Disposable {
       if (this.client !== client) return; // one being replaced or stopped on purpose
       if (state === 'running') this.setState('running');
       else if (state === 'starting') this.setState('starting');
-      else this.fail('The daemon stopped; its last words are in the Leeward log.');
+      else this.exited();
     });
     this.client = client;
     try {
@@ -186,6 +198,27 @@ export class Daemon implements DaemonApi, Disposable {
     } catch (error) {
       this.fail(errorMessage(error));
     }
+  }
+
+  /** The daemon exited without being asked to. Once it ran, it is started again, within the
+   * budget; one that exits while starting fails (start() says why), else it would loop. */
+  private exited(): void {
+    if (this.current !== 'running') {
+      this.fail('The daemon stopped while starting; its last words are in the Leeward log.');
+      return;
+    }
+    const minutes = CRASH_WINDOW_MS / 60_000;
+    if (!this.crashes.spend()) {
+      this.fail(
+        `The daemon exited ${this.crashes.spent} times in ${minutes} minutes, so it is not started again; its last words are in the Leeward log.`,
+      );
+      return;
+    }
+    this.log.warn(
+      `The daemon exited unexpectedly; starting it again (restart ${this.crashes.spent} of at most ${CRASH_RESTARTS} in ${minutes} minutes).`,
+    );
+    this.setState('starting');
+    this.restarts.request().catch((error: unknown) => this.fail(errorMessage(error)));
   }
 
   private fail(reason: string): void {

@@ -1,9 +1,12 @@
 /** The daemon's JSON-RPC client in VS Code: vscode-languageclient's LanguageClient over the
- * daemon's stdio, which also restarts a daemon that crashed (a few times) and writes the
- * daemon's log messages and stderr to the Leeward output channel. */
+ * daemon's stdio, which writes the daemon's log messages and stderr to the Leeward output
+ * channel. It does not restart a daemon that exited: the Daemon does (daemon.ts), within a
+ * budget, through its one restart queue. */
 import type * as vscode from 'vscode';
 import type { RequestParam } from 'vscode-jsonrpc';
 import {
+  CloseAction,
+  ErrorAction,
   LanguageClient,
   RevealOutputChannelOn,
   State,
@@ -27,6 +30,17 @@ export function languageClientFactory(log: vscode.LogOutputChannel): DaemonClien
       outputChannel: log,
       revealOutputChannelOn: RevealOutputChannelOn.Never,
       initializationOptions: launch.settings,
+      errorHandler: {
+        // vscode-languageclient's default: go on after up to 3 errors on the stream, else stop.
+        error: (_error, _message, count) => ({
+          action: count !== undefined && count <= 3 ? ErrorAction.Continue : ErrorAction.Shutdown,
+        }),
+        closed: () => ({
+          action: CloseAction.DoNotRestart,
+          message: 'The Leeward daemon exited.',
+          handled: true,
+        }),
+      },
       initializationFailedHandler: (error) => {
         log.error(`The daemon refused to initialise: ${errorMessage(error)}`);
         return false;

@@ -48,3 +48,33 @@ export class RestartQueue {
     return run;
   }
 }
+
+/** How often a daemon that exits on its own is started again: up to `limit` times in a sliding
+ * window of `windowMs`. One more exit in the window means it would only crash again (a broken
+ * install, a bad setting): it stays down, and says so, until the user restarts it. */
+export class CrashBudget {
+  private exits: number[] = [];
+
+  constructor(
+    readonly limit: number,
+    readonly windowMs: number,
+    private readonly now: () => number,
+  ) {}
+
+  /** Counts an exit; true when a restart is still allowed. */
+  spend(): boolean {
+    const now = this.now();
+    this.exits = this.exits.filter((at) => now - at < this.windowMs);
+    this.exits.push(now);
+    return this.exits.length <= this.limit;
+  }
+
+  /** Exits in the window so far. */
+  get spent(): number {
+    return this.exits.length;
+  }
+
+  reset(): void {
+    this.exits = [];
+  }
+}

@@ -43,6 +43,15 @@ export function statusView(input: StatusInput): StatusView {
     };
   }
   if (environment === undefined) {
+    if (account?.fleet === 'connecting') {
+      const where = account.fleetUrl ? ` at ${escape(account.fleetUrl)}` : '';
+      return {
+        text: '$(sync~spin) Leeward',
+        tooltip: `Connecting to the fleet${where}…`,
+        background: undefined,
+        command: { command: 'leeward.showEnvironment', arguments: [] },
+      };
+    }
     const signedOut = account?.fleet === 'signedOut';
     return {
       text: '$(vm) Leeward',

@@ -130,7 +130,12 @@ export type EnvironmentState =
   'warm' | 'provisioning' | 'running' | 'migrating' | 'deleting' | 'deleted' | 'failed';
 export type CreateEnvironment = CreateDevserver | CreateContainer;
 export type Role = 'user' | 'admin';
-export type FleetLinkState = 'connected' | 'unreachable' | 'signedOut';
+/**
+ * The daemon's link to the fleet: `connecting` from the start (with credentials) until the
+ * fleet's event stream first answers, then `connected`, or `unreachable` while it cannot be
+ * reached; `signedOut` without credentials or with a token the fleet refused.
+ */
+export type FleetLinkState = 'connecting' | 'connected' | 'unreachable' | 'signedOut';
 /**
  * serving: answers; closed: nothing listens; black-hole: listens and never answers.
  */

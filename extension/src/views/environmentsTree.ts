@@ -216,6 +216,7 @@ export class EnvironmentsTree
       const when = list.fetchedAt ? ` (as of ${timeLabel(list.fetchedAt)})` : '';
       return `The fleet cannot be reached${list.reason ? `: ${list.reason}` : ''}; this is the last list${when}.`;
     }
+    if (this.store.account?.fleet === 'connecting') return 'Connecting to the fleet…';
     if (this.store.account?.fleet === 'unreachable') {
       return `The fleet cannot be reached${this.store.account.reason ? `: ${this.store.account.reason}` : ''}.`;
     }

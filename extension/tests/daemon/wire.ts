@@ -189,7 +189,7 @@ export const daemonStatus = object<DaemonStatus>({
   version: str,
   fleetUrl: nullable(str),
   user: nullable(str),
-  fleet: oneOf<DaemonStatus['fleet']>('connected', 'unreachable', 'signedOut'),
+  fleet: oneOf<DaemonStatus['fleet']>('connecting', 'connected', 'unreachable', 'signedOut'),
   reason: str,
   lastEventId: nullable(num),
   eventsReceived: num,

@@ -4,6 +4,8 @@ import { test } from 'node:test';
 import type { NotificationType, RequestType } from 'vscode-jsonrpc';
 
 import {
+  CRASH_RESTARTS,
+  CRASH_WINDOW_MS,
   Daemon,
   type DaemonClient,
   type DaemonLaunch,
@@ -86,7 +88,7 @@ const found: DaemonLaunch = {
   cwd: '/work/repo',
 };
 
-function harness(launch: () => DaemonLaunch = () => found) {
+function harness(launch: () => DaemonLaunch = () => found, clock = { now: 0 }) {
   const clients: FakeClient[] = [];
   const logged: string[] = [];
   const states: DaemonState[] = [];
@@ -102,6 +104,7 @@ function harness(launch: () => DaemonLaunch = () => found) {
       clients.push(client);
       return client;
     },
+    () => clock.now,
   );
   daemon.onDidChangeState((state) => states.push(state));
   return { daemon, clients, logged, states };
@@ -188,8 +191,90 @@ test('a daemon that does not start, or stops, is failed until restarted', async 
   await again;
   assert.equal(daemon.state, 'running');
   assert.equal(daemon.reason, '');
-  clients[1]?.crash();
+
+  // One that exits while it starts is not started again (it would only exit again).
+  const third = daemon.restart();
+  await tick();
+  clients[2]?.crash();
   assert.equal(daemon.state, 'failed');
+  assert.match(daemon.reason, /stopped while starting/);
+  clients[2]?.finishStart(new Error('connection closed during initialize'));
+  await third;
+  assert.equal(clients.length, 3);
+});
+
+/** Started, running; the client of the daemon now running. */
+async function running(h: ReturnType<typeof harness>): Promise<FakeClient> {
+  const client = h.clients.at(-1);
+  assert.ok(client);
+  client.finishStart();
+  for (let i = 0; i < 5 && h.daemon.state !== 'running'; i++) await tick();
+  assert.equal(h.daemon.state, 'running');
+  return client;
+}
+
+test('a daemon that exits on its own is started again, and fetched from anew', async () => {
+  const h = harness();
+  const started = h.daemon.restart();
+  await tick();
+  h.clients[0]?.finishStart();
+  await started;
+  h.states.length = 0;
+  h.clients[0]?.crash();
+  assert.equal(h.daemon.state, 'starting', 'not failed: it is being started again');
+  await tick();
+  assert.equal(h.clients.length, 2);
+  await running(h);
+  assert.deepEqual(h.states, ['starting', 'running']);
+  assert.ok(h.logged.some((line) => line.startsWith('warn: The daemon exited unexpectedly')));
+});
+
+test(`at most ${CRASH_RESTARTS} restarts in ${CRASH_WINDOW_MS / 60_000} minutes, then failed with the reason, until restarted`, async () => {
+  const clock = { now: 1_000_000 };
+  const h = harness(() => found, clock);
+  void h.daemon.restart();
+  await tick();
+  for (let exit = 1; exit <= CRASH_RESTARTS; exit++) {
+    const client = await running(h);
+    clock.now += 1000;
+    client.crash();
+    await tick();
+  }
+  assert.equal(h.clients.length, CRASH_RESTARTS + 1);
+  const last = await running(h);
+  clock.now += 1000;
+  last.crash();
+  await tick();
+  assert.equal(h.clients.length, CRASH_RESTARTS + 1, 'no more restarts');
+  assert.equal(h.daemon.state, 'failed');
+  assert.equal(
+    h.daemon.reason,
+    `The daemon exited ${CRASH_RESTARTS + 1} times in 3 minutes, so it is not started again; its last words are in the Leeward log.`,
+  );
+  await assert.rejects(h.daemon.request(StatusGetRequest, {}), /not started again/);
+
+  // Leeward: Restart Daemon gives it a new budget.
+  void h.daemon.restart();
+  await tick();
+  const again = await running(h);
+  again.crash();
+  await tick();
+  assert.equal(h.clients.length, CRASH_RESTARTS + 3, 'restarted after the crash');
+});
+
+test('exits spread over more than the window are all restarted', async () => {
+  const clock = { now: 0 };
+  const h = harness(() => found, clock);
+  void h.daemon.restart();
+  await tick();
+  for (let exit = 1; exit <= 3 * CRASH_RESTARTS; exit++) {
+    const client = await running(h);
+    clock.now += CRASH_WINDOW_MS / CRASH_RESTARTS + 1;
+    client.crash();
+    await tick();
+  }
+  await running(h);
+  assert.equal(h.clients.length, 3 * CRASH_RESTARTS + 1);
 });
 
 test("the daemon's notifications reach the listeners", async () => {

@@ -62,6 +62,16 @@ test('no environment: "Leeward", and a click offers to create one', () => {
   assert.deepEqual(view.command, { command: 'leeward.showEnvironment', arguments: [] });
 });
 
+test('signed in, the fleet link still starting: connecting spins, not "signed out"', () => {
+  const connecting = daemonStatus({ fleet: 'connecting', user: null, reason: 'Connecting.' });
+  const view = statusView(
+    input({ account: connecting, environment: undefined, health: undefined }),
+  );
+  assert.equal(view.text, '$(sync~spin) Leeward');
+  assert.equal(view.tooltip, 'Connecting to the fleet at http://127\\.0\\.0\\.1:8470…');
+  assert.equal(view.background, undefined);
+});
+
 test('the daemon starting spins; failed is red and opens the logs', () => {
   assert.equal(statusView(input({ daemon: 'starting' })).text, '$(sync~spin) Leeward');
   const failed = statusView(input({ daemon: 'failed', daemonReason: 'No leeward executable.' }));

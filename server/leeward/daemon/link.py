@@ -86,6 +86,8 @@ class FleetLink:
             return
         url = self.fleet_url or creds.fleet
         self.client = await FleetClient(url, creds.token, timeout=self.timeout).__aenter__()
+        # Signed in, not connected yet: neither "signed out" nor a failure.
+        self._set_state(FleetLinkState.CONNECTING, f"Connecting to the fleet at {url}.")
         self._follower = asyncio.get_running_loop().create_task(
             self._follow(), name="fleet event stream"
         )

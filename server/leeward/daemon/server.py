@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
 from lsprotocol import types
 from pydantic import BaseModel, ValidationError
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcInvalidRequest
+from pygls.io_ import StdoutWriter
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import (
     JsonRPCNotification,
@@ -35,6 +36,7 @@ from leeward import __version__
 from leeward.client.paths import Paths
 from leeward.common.validation import sentence
 from leeward.daemon.errors import DaemonError
+from leeward.daemon.intake import serve
 from leeward_protocol.base import Request, Resource
 from leeward_protocol.daemon import (
     METHODS,
@@ -68,7 +70,7 @@ def _converter() -> Any:
 
     def structure(obj: dict[str, Any], cls: type) -> Any:
         if str(obj.get("method", "")).startswith("leeward/"):
-            return cls(**obj)
+            return cls(**{"params": None, **obj})  # params are optional in JSON-RPC
         return _params_field_structure_hook(obj, cls)  # type: ignore[no-untyped-call]
 
     converter.register_structure_hook(JsonRPCRequestMessage, structure)
@@ -112,6 +114,25 @@ class LeewardServer(LanguageServer):
                     "last valid settings stay in force.",
                 )
             )
+
+    def start_io(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
+        """pygls's `start_io` with the daemon's own reader (`intake.serve`: bounded frames, an
+        answer to every request), pygls's writer and dispatch. Returns when the client closes
+        the stream; `exit` exits with LSP's code (0 after `shutdown`, else 1)."""
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        code: str | int | None = None
+        try:
+            asyncio.run(serve(self.protocol, stdin or sys.stdin.buffer))
+        except BrokenPipeError:
+            log.error("the client closed the daemon's stdout: exiting")
+        except SystemExit as exc:  # `exit`
+            code = exc.code
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.shutdown()  # type: ignore[no-untyped-call]
+        if code is not None:
+            sys.exit(code)
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         # Request errors already go back in the response; say the rest in the log, not in a
@@ -220,6 +241,10 @@ def build_server() -> LeewardServer:
 
     @server.feature(types.INITIALIZE)
     async def initialize(ls: LeewardServer, params: types.InitializeParams) -> None:
+        if ls.boot is not None:
+            raise JsonRpcInvalidRequest(
+                "The daemon is initialized already: initialize is sent once."
+            )
         options = params.initialization_options or {}
         try:
             settings = DaemonSettings.model_validate(options)
