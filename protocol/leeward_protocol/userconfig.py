@@ -57,17 +57,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+EXACTLY_ONE = "x-exactly-one"
+"""The JSON Schema keyword of a model that takes exactly one of its fields (given, not null).
+The fleet's OpenAPI document says it as a `oneOf` (`leeward.fleet.api.openapi`); the schema in
+protocol/schema/ keeps the mark, which the TypeScript generator passes over."""
+
+
 def exactly_one(*fields: str) -> ConfigDict:
-    """A model that takes exactly one of `fields` (given, and not null), said in its JSON
-    Schema too, so that clients and test tools know it."""
+    """A model that takes exactly one of `fields`, marked in its JSON Schema (`EXACTLY_ONE`)."""
     return ConfigDict(
-        extra="forbid",
-        str_strip_whitespace=True,
-        json_schema_extra={
-            "oneOf": [
-                {"required": [name], "properties": {name: {"type": "string"}}} for name in fields
-            ]
-        },
+        extra="forbid", str_strip_whitespace=True, json_schema_extra={EXACTLY_ONE: list(fields)}
     )
 
 

@@ -89,28 +89,6 @@ export type ProtocolModel =
   | User
   | UserConfig
   | WhoAmI;
-/**
- * Where the engineer's dotfiles are: a directory on this machine, or a git repository.
- */
-export type Dotfiles = Dotfiles1 & Dotfiles2;
-export type Dotfiles1 =
-  | {
-      path: string;
-    }
-  | {
-      git: string;
-    };
-/**
- * One thing done once in every new environment: a shell command, or a package.
- */
-export type OneOff = OneOff1 & OneOff2;
-export type OneOff1 =
-  | {
-      run: string;
-    }
-  | {
-      install: string;
-    };
 export type SetupKind = 'feature' | 'one-off' | 'dotfiles';
 export type SetupState = 'pending' | 'installing' | 'installed' | 'failed';
 export type FlavorKind = 'vm' | 'physical' | 'gpu';
@@ -229,7 +207,10 @@ export interface UserConfig {
    */
   tracked_paths?: string[];
 }
-export interface Dotfiles2 {
+/**
+ * Where the engineer's dotfiles are: a directory on this machine, or a git repository.
+ */
+export interface Dotfiles {
   /**
    * A git URL.
    */
@@ -239,7 +220,10 @@ export interface Dotfiles2 {
    */
   path?: string | null;
 }
-export interface OneOff2 {
+/**
+ * One thing done once in every new environment: a shell command, or a package.
+ */
+export interface OneOff {
   /**
    * A package to install (the system's name).
    */

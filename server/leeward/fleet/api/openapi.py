@@ -16,6 +16,7 @@ from pydantic.json_schema import models_json_schema
 
 from leeward import __version__
 from leeward_protocol.fleet import CreateEnvironment, ErrorBody
+from leeward_protocol.userconfig import EXACTLY_ONE
 
 if TYPE_CHECKING:
     from leeward.fleet.api.routing import Route
@@ -96,6 +97,12 @@ def openapi_document(routes: tuple[Route, ...]) -> dict[str, Any]:
     union = TypeAdapter(CreateEnvironment).json_schema(by_alias=True, ref_template=REF)
     schemas.update(union.pop("$defs", {}))
     schemas["CreateEnvironment"] = union
+    for schema in schemas.values():
+        if EXACTLY_ONE in schema:
+            schema["oneOf"] = [
+                {"required": [name], "properties": {name: {"type": "string"}}}
+                for name in schema.pop(EXACTLY_ONE)
+            ]
 
     paths: dict[str, Any] = {}
     for r in routes:
