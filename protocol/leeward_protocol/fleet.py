@@ -536,7 +536,9 @@ class EventsHeaders(Params):
     )
 
 
-IDEMPOTENCY_KEY_PATTERN = r"^[ -~]{1,128}$"
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~](?:[ -~]{0,126}[!-~])?$"
+"""1 to 128 printable ASCII characters, not starting or ending with a space (HTTP strips
+those)."""
 
 
 class CreateHeaders(Params):
