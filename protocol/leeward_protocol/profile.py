@@ -150,8 +150,15 @@ class AgentProfile(Resource):
     debounce_seconds: float
 
 
+MAX_BLOBS = 512
+"""Hashes in one blob request: 512 of 67 bytes each fit the API's 64 KiB body limit."""
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+"""A SHA-256 digest in lowercase hex."""
+
+
 class BlobRequest(Request):
-    sha256: list[str] = Field(max_length=4096)
+    sha256: list[Sha256] = Field(max_length=MAX_BLOBS)
 
 
 class Blobs(Resource):

@@ -30,6 +30,9 @@ from leeward_protocol.profile import (
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
+AA, BB = "a" * 64, "b" * 64
+"""Two SHA-256 digests (as the fleet names blobs)."""
+
 
 class RecordingFleet:
     """The agent routes, answering what `answers` holds for each path (the fleet's own models by
@@ -40,7 +43,7 @@ class RecordingFleet:
         self.answers: dict[str, tuple[int, object]] = {
             "/v1/agent/heartbeat": (200, {"intervalSeconds": 7.5}),
             "/v1/agent/report": (204, None),
-            "/v1/agent/profile/blobs": (200, {"blobs": {"aa": base64.b64encode(b"hi").decode()}}),
+            "/v1/agent/profile/blobs": (200, {"blobs": {AA: base64.b64encode(b"hi").decode()}}),
             "/v1/agent/profile/wait": (200, {"version": 3}),
             "/v1/agent/profile": (200, {"version": 4, "stored": [".bashrc"]}),
         }
@@ -94,7 +97,7 @@ async def test_each_route_sends_its_model_and_reads_its_answer(
     await client.report(sync=SyncStatus(version=3, synced_at=T0))
     profile = await client.profile()
     assert profile.owner == "alice" and profile.tracked == [".bashrc"]
-    assert await client.blobs(["aa", "bb"]) == {"aa": b"hi"}
+    assert await client.blobs([AA, BB]) == {AA: b"hi"}
     assert await client.wait(2) == 3
     upload = ProfileUpload(files=[FileUpload(path=".bashrc", content="aGk=", modified_at=T0)])
     assert await client.upload(upload) == UploadResult(version=4, stored=[".bashrc"])
@@ -124,7 +127,7 @@ async def test_each_route_sends_its_model_and_reads_its_answer(
     assert list(bodies[2]) == ["environmentId", "sync"]
     assert AgentReport.model_validate(bodies[2]).sync == SyncStatus(version=3, synced_at=T0)
     assert bodies[3] is None and bodies[5] is None
-    assert BlobRequest.model_validate(bodies[4]).sha256 == ["aa", "bb"]
+    assert BlobRequest.model_validate(bodies[4]).sha256 == [AA, BB]
     assert ProfileUpload.model_validate(bodies[6]) == upload
 
 
@@ -149,3 +152,10 @@ async def test_a_refusal_reads_back_the_fleets_error_body(
     with pytest.raises(FleetError, match="the fleet answered 401: Unknown agent token") as caught:
         await client.heartbeat(sessions=0, agent_version="1", within=5)
     assert (caught.value.status, caught.value.code) == (401, "unauthorized")
+
+
+def test_a_blob_batch_is_one_the_fleet_takes():
+    from leeward.agent.fleet import BLOB_BATCH
+    from leeward_protocol.profile import MAX_BLOBS
+
+    assert BLOB_BATCH <= MAX_BLOBS

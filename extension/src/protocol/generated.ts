@@ -385,7 +385,7 @@ export interface Refusal {
 }
 export interface BlobRequest {
   /**
-   * @maxItems 4096
+   * @maxItems 512
    */
   sha256: string[];
 }

@@ -46,6 +46,7 @@ REQUEST_SECONDS = 15.0
 WAIT_SECONDS = 40.0
 """The deadline of one long poll (the fleet holds it about 25 s)."""
 BLOB_BATCH = 200
+"""Hashes asked for in one request (at most `leeward_protocol.profile.MAX_BLOBS`)."""
 
 
 @dataclass(frozen=True)
