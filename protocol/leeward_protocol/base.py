@@ -62,14 +62,12 @@ class Resource(BaseModel):
 
 
 class Request(BaseModel):
-    """Something a client sends. Unknown fields are refused, so a typo is an error, not a no-op."""
+    """Something a client sends. Unknown fields are refused, so a typo is an error, not a no-op;
+    a string is taken as sent (its spaces are its own: the document's lengths and patterns are
+    about what is sent, and so is what the fleet checks)."""
 
     model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        str_strip_whitespace=True,
-        defer_build=True,
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", defer_build=True
     )
 
     def wire(self) -> dict[str, object]:
@@ -80,6 +78,4 @@ class Params(BaseModel):
     """The parameters of a URL's query or of a request's headers. Each field is one parameter
     (its alias is its name on the wire); unknown ones are ignored, as HTTP does."""
 
-    model_config = ConfigDict(
-        populate_by_name=True, extra="ignore", str_strip_whitespace=True, defer_build=True
-    )
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", defer_build=True)

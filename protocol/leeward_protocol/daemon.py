@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from leeward_protocol.base import Request, Resource
 from leeward_protocol.fleet import (
@@ -32,7 +32,14 @@ from leeward_protocol.fleet import (
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
-class DaemonSettings(Request):
+class _Asked(Request):
+    """What the extension sends: what a person typed or pasted (a URL, a token, a name), so
+    the spaces around it are dropped."""
+
+    model_config = ConfigDict(str_strip_whitespace=True)
+
+
+class DaemonSettings(_Asked):
     """The daemon's settings, sent by the extension as `initializationOptions`. Every field is
     optional: without them the daemon finds the fleet and token where `leeward login` put them."""
 
@@ -112,11 +119,11 @@ class EnvironmentsResult(Resource):
     reason: str = Field(default="", description="Why the list is stale, when it is.")
 
 
-class EnvironmentRef(Request):
+class EnvironmentRef(_Asked):
     environment: str = Field(min_length=1, description="An environment's id or name.")
 
 
-class CreateParams(Request):
+class CreateParams(_Asked):
     request: Annotated[CreateDevserver | CreateContainer, Field(discriminator="kind")]
     work_done_token: str | int | None = Field(
         default=None,
@@ -124,7 +131,7 @@ class CreateParams(Request):
     )
 
 
-class ExtendParams(Request):
+class ExtendParams(_Asked):
     environment: str = Field(min_length=1)
     hours: int = Field(gt=0, le=24 * 365, description="Hours to add to the expiry.")
 
@@ -189,7 +196,7 @@ class HealthRecord(Resource):
     checked_at: datetime | None = Field(default=None, description="The last probe.")
 
 
-class HealthQuery(Request):
+class HealthQuery(_Asked):
     environment: str | None = Field(default=None, description="Id or name; all when absent.")
 
 
@@ -225,12 +232,12 @@ class DaemonStatus(Resource):
     log_file: str | None = None
 
 
-class SignInParams(Request):
+class SignInParams(_Asked):
     fleet_url: str = Field(min_length=1)
     token: str = Field(min_length=1)
 
 
-class Empty(Request):
+class Empty(_Asked):
     """No params."""
 
 

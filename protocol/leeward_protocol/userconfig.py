@@ -38,15 +38,8 @@ def check_home_path(value: str) -> str:
     return value.rstrip("/")
 
 
-_WS = r"[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
-"""Unicode's White_Space: what the models strip from both ends of a string."""
-
-HOME_PATH_PATTERN = (
-    rf"^(?!{_WS}*[/~])(?![^\x00]*(?:^{_WS}*|/)\.{{1,2}}(?:/|{_WS}*$))(?![^\x00]*//+(?!{_WS}*$))"
-    rf"[^\x00\\]*[^\x00\\{_WS[1:-1]}][^\x00\\]*$"
-)
-"""`check_home_path` as a JSON Schema pattern (of the string before it is stripped); a test
-holds the two to agreeing."""
+HOME_PATH_PATTERN = r"^(?![/~])(?![^\x00]*(?:^|/)\.{1,2}(?:/|$))(?![^\x00]*//+[^/])[^\x00\\]+$"
+"""`check_home_path` as a JSON Schema pattern; a test holds the two to agreeing."""
 
 HomePath = Annotated[
     str, AfterValidator(check_home_path), Field(json_schema_extra={"pattern": HOME_PATH_PATTERN})
@@ -54,7 +47,7 @@ HomePath = Annotated[
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 EXACTLY_ONE = "x-exactly-one"
@@ -65,9 +58,7 @@ protocol/schema/ keeps the mark, which the TypeScript generator passes over."""
 
 def exactly_one(*fields: str) -> ConfigDict:
     """A model that takes exactly one of `fields`, marked in its JSON Schema (`EXACTLY_ONE`)."""
-    return ConfigDict(
-        extra="forbid", str_strip_whitespace=True, json_schema_extra={EXACTLY_ONE: list(fields)}
-    )
+    return ConfigDict(extra="forbid", json_schema_extra={EXACTLY_ONE: list(fields)})
 
 
 class OneOff(_Strict):
