@@ -3,8 +3,9 @@
 taken, schema-violating input refused, auth not ignored, `Allow` on 405...). The exceptions,
 each with its reason, are in `schemathesis.toml` beside this file.
 
-The fleet is real, with real agents: the agent run uses the token of a real environment's agent,
-and the user and admin runs name that environment where a route takes one. scripts/test runs a
+The fleet is real, with real agents. Each run has a real environment of its own (a run may
+migrate or delete it): the agent run uses its agent's token, the user and admin runs name it
+where a route takes one. scripts/test runs a
 short, seeded form; scripts/chaos (LEEWARD_FULL) a long one with the stateful phase, and
 `LEEWARD_SCHEMATHESIS_SEED` picks another seed.
 """
@@ -26,6 +27,7 @@ CONFIG = Path(__file__).with_name("schemathesis.toml")
 ST = Path(sys.executable).with_name("st")
 FULL = bool(os.environ.get("LEEWARD_FULL"))
 SEED = os.environ.get("LEEWARD_SCHEMATHESIS_SEED", "20261201")
+ROLES = ("agent", "admin", "user")
 
 
 async def schemathesis(url: str, token: str, env_name: str, env_id: str, out: Path) -> str:
@@ -74,18 +76,22 @@ async def test_the_api_does_what_its_document_says(
     config = config_factory(sqlite_url)
     config.profile_store.wait_seconds = 0.2  # the agent's long poll: answered at once here
     async with start_fleet(config) as f:
-        status, env = await f.api.call(
-            "POST", "/v1/environments", {"kind": "devserver", "flavor": "tiny", "name": "probe"}
-        )
-        assert status in (201, 202), env
-        await f.api.wait_state(env["id"], {"running"})
-        agent = AgentConfig.load(config.provider.data_dir / env["id"] / "agent.json")
-        # The agent first (the user's run may delete the environment), then the admin, the user.
-        for role, token in (
-            ("agent", agent.agent_token),
-            ("admin", f.admin.token),
-            ("user", f.api.token),
-        ):
+        # Each run its own real environment of alice's (a run may migrate or delete it).
+        envs = {}
+        for role in ROLES:
+            status, env = await f.api.call(
+                "POST",
+                "/v1/environments",
+                {"kind": "devserver", "flavor": "tiny", "name": f"probe-{role}"},
+            )
+            assert status in (201, 202), env
+            envs[role] = await f.api.wait_state(env["id"], {"running"})
+        agent_env = envs["agent"]["id"]
+        agent = AgentConfig.load(config.provider.data_dir / agent_env / "agent.json")
+        tokens = {"agent": agent.agent_token, "admin": f.admin.token, "user": f.api.token}
+        for role in ROLES:
+            token = tokens[role]
             assert token is not None
-            failures = await schemathesis(f.url, token, "probe", env["id"], tmp_path / role)
+            env = envs[role]
+            failures = await schemathesis(f.url, token, env["name"], env["id"], tmp_path / role)
             assert not failures, f"schemathesis as {role}:\n{failures}"
