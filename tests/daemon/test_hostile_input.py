@@ -329,3 +329,21 @@ async def test_the_end_of_the_stream_ends_the_daemon(tmp_path: Path) -> None:
     assert d.process.stdin is not None
     d.process.stdin.close()
     assert await d.stop() == 0
+
+
+async def test_an_answered_error_leaves_no_traceback_in_the_log(tmp_path: Path) -> None:
+    """Invalid params and the daemon's refusals are answers, not crashes: pygls's traceback for
+    each (shown by VS Code in the Output panel, every line an error) is dropped."""
+    sandbox = make_sandbox(tmp_path)
+    daemon = await RawDaemon.start(sandbox)
+    try:
+        bad = await daemon.request("leeward/environments/extend", {"environment": "x", "hours": 0})
+        assert bad["error"]["code"] == INVALID_PARAMS, bad
+        hover = await daemon.request("textDocument/hover", {"position": {}})
+        assert hover["error"]["code"] == INVALID_PARAMS, hover
+        status = await daemon.request("leeward/status/get", {})
+        assert "result" in status, status
+    finally:
+        assert await daemon.stop() == 0
+    log = (sandbox.root / "daemon.stderr").read_text()
+    assert "Traceback" not in log, log

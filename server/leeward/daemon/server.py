@@ -382,12 +382,24 @@ def _private_stdio() -> tuple[BinaryIO, BinaryIO]:
     return rpc_in, rpc_out
 
 
+class AnsweredErrors(logging.Filter):
+    """pygls logs a traceback for every request whose handler raised a JSON-RPC error: invalid
+    params, the fleet's refusal. Those are answers (the client has the sentence, and the log its
+    line from `report_server_error`), not failures of the daemon: their tracebacks are dropped.
+    Anything else a handler raises keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, JsonRpcException)
+
+
 def serve_stdio() -> None:
     logging.basicConfig(
         level=logging.WARNING,
         stream=sys.stderr,
         format="leeward daemon %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("pygls.protocol.json_rpc").addFilter(AnsweredErrors())
     rpc_in, rpc_out = _private_stdio()
     server = build_server()
     server.start_io(rpc_in, rpc_out)
