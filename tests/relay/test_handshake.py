@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import socket
 import subprocess
 import time
@@ -25,7 +26,7 @@ from leeward.relay.handshake import (
     client_handshake,
     host_authorities,
 )
-from leeward.relay.proxy import IMPOSTOR_WAIT, Impostors, Proxy, ProxySettings
+from leeward.relay.proxy import IMPOSTOR_WAIT, RESOLVE_EVERY, Impostors, Proxy, ProxySettings
 from leeward.relay.stream import RelayFailure
 from tests.agent.kit import ZONE, Fleet, Kit
 from tests.conftest import free_endpoint, until
@@ -444,3 +445,30 @@ async def test_a_proxy_whose_ssh_is_gone_stops_resuming(kit: Kit, agent: Agent) 
         p.proc._transport.get_pipe_transport(1).close()  # type: ignore[attr-defined]
         async with asyncio.timeout(10):
             assert await p.proc.wait() == 1
+
+
+class Unknown:
+    """A locator that never finds an address (the fleet has none for it yet)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.asked: list[float] = []
+
+    async def candidates(self, name: str) -> list[Candidate]:
+        self.asked.append(self.clock.t)
+        return []
+
+
+async def test_with_no_address_the_proxy_looks_up_at_most_once_a_second() -> None:
+    """Each lookup asks the fleet's API and DNS and tries handshakes: without an address to
+    knock at, the 10 ms knocks of a blackout would be 40 to 100 lookups a second."""
+    clock = FakeClock()
+    locator = Unknown(clock)
+    proxy, _ = searching(locator, clock)
+    with pytest.raises(RelayFailure) as failed:
+        await proxy.connect(10, 0)
+    assert failed.value.cause == "unreachable"
+    assert "no address for echo" in str(failed.value)
+    gaps = [b - a for a, b in itertools.pairwise(locator.asked)]
+    assert gaps and min(gaps) >= RESOLVE_EVERY, gaps
+    assert len(locator.asked) <= 10 / RESOLVE_EVERY + 1

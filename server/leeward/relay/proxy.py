@@ -287,9 +287,13 @@ class Proxy:
             # A drop is most often a blackout (a live migration): a fraction of a second of
             # closed listener. Knock again at once, so the session is back within tens of
             # milliseconds of the path; a refused connect costs nothing.
-            # Not for an impostor, though: it answers every knock the same.
+            # Not for an impostor, though: it answers every knock the same. And with no
+            # address to knock at, the next lookup (the fleet's API, its DNS, handshakes) is
+            # not due before RESOLVE_EVERY.
             fast = elapsed < FAST_RETRY_SECONDS and self.impostors.since is None
-            pause = knock.next() if fast else backoff.next()
+            pause = knock.next() if fast and candidates else backoff.next()
+            if not candidates:
+                pause = max(pause, resolved_at + RESOLVE_EVERY - self.clock.monotonic())
             if self.impostors.since is not None:
                 pause = min(pause, self.impostors.left())
             await self.clock.sleep(min(pause, within - elapsed))
