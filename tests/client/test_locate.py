@@ -254,3 +254,58 @@ async def test_while_it_migrates_dns_answers_and_locate_waits_out_the_blackout(
         assert found.address == env["address"]
         assert found.seconds > 0.2, found  # it did wait for the network to come back
         assert found.notes[0].startswith("migrating: "), found.notes
+
+
+class SteppingClock:
+    """Time that passes only when slept: the migration wait, without waiting."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def monotonic(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += seconds
+        await asyncio.sleep(0)
+
+
+async def test_the_migration_wait_is_timed_by_the_finders_clock(tmp_path: Path) -> None:
+    """A fleet that says `migrating` for ever, at an address that never proves itself: the
+    Finder gives up after its `migrating_wait` on its clock (30 s here, none of them real)."""
+    from aiohttp import web
+
+    from leeward.client.locate import MIGRATING_WAIT, NotVerified
+
+    async def environment(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "state": "migrating",
+                "address": "127.0.0.1",
+                "sshPort": 1,
+                "relayPort": 2,
+                "fqdn": "box.north.leeward.test",
+            }
+        )
+
+    app = web.Application()
+    app.router.add_get("/v1/environments/{ref}", environment)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    async def dark(target: Any) -> None:
+        raise NotVerified(f"{target.address}: connection refused")
+
+    clock = SteppingClock()
+    finder = Finder(url, "t", AddressCache(tmp_path / "a.json", url), dark, clock=clock)
+    try:
+        with pytest.raises(LocateError) as failed:
+            await asyncio.wait_for(finder.locate("box"), timeout=20)
+    finally:
+        await runner.cleanup()
+    assert failed.value.fleet_state == "migrating"
+    assert f"has been migrating for {MIGRATING_WAIT:g} s" in str(failed.value)
+    assert MIGRATING_WAIT < clock.t < MIGRATING_WAIT + 1

@@ -472,3 +472,23 @@ async def test_with_no_address_the_proxy_looks_up_at_most_once_a_second() -> Non
     gaps = [b - a for a, b in itertools.pairwise(locator.asked)]
     assert gaps and min(gaps) >= RESOLVE_EVERY, gaps
     assert len(locator.asked) <= 10 / RESOLVE_EVERY + 1
+
+
+class Hung:
+    """A locator whose lookup never ends (an API that accepts and never answers; a migration
+    that outlasts the Finder's wait)."""
+
+    async def candidates(self, name: str) -> list[Candidate]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_lookup_that_never_ends_is_cut_at_the_time_left() -> None:
+    clock = FakeClock()
+    proxy, _ = searching(Hung(), clock)
+    started = time.monotonic()
+    with pytest.raises(RelayFailure) as failed:
+        await proxy.connect(0.5, 0)
+    assert failed.value.cause == "unreachable"
+    assert str(failed.value) == "cannot reach echo: looking echo up took all the time left"
+    assert time.monotonic() - started < 5, "cut at the half second left, not held"

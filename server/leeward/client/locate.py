@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from leeward.common.clock import Clock, SystemClock
+
 if TYPE_CHECKING:
     from leeward.client.paths import Paths
 
@@ -323,6 +325,8 @@ class Finder:
     dns_timeout: float = DNS_TIMEOUT
     api_timeout: float = API_TIMEOUT
     migrating_wait: float = MIGRATING_WAIT
+    clock: Clock = field(default_factory=SystemClock)
+    """Times the migration wait (`migrating_wait`) and its pauses."""
     on_impostor: OnImpostor | None = None
     """Told when an impostor answered and the verdict will take a while (the API has not
     answered within `IMPOSTOR_TELL_AFTER`, or says the environment is migrating): `leeward
@@ -330,8 +334,7 @@ class Finder:
 
     async def locate(self, name_or_fqdn: str) -> Located:
         """Race the sources; retry while the API says the environment is migrating."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = self.clock.monotonic()
         tries, last = 0, ""
         while True:
             try:
@@ -339,7 +342,7 @@ class Finder:
             except _StillMigrating as exc:
                 if exc.impostor is not None and self.on_impostor is not None:
                     self.on_impostor(exc.impostor)
-                if loop.time() - started > self.migrating_wait:
+                if self.clock.monotonic() - started > self.migrating_wait:
                     raise LocateError(
                         f"{name_or_fqdn} has been migrating for {self.migrating_wait:g} s and "
                         f"is still unreachable: {exc}",
@@ -347,7 +350,7 @@ class Finder:
                         fleet_state="migrating",
                     ) from None
                 tries, last = tries + 1, str(exc)
-                await asyncio.sleep(0.2)
+                await self.clock.sleep(0.2)
                 continue
             if tries:
                 note = f"migrating: {tries} tries while its network was dark (last: {last})"
@@ -404,7 +407,7 @@ class Finder:
                     if task in checks:
                         target = checks.pop(task)
                         if task.exception() is None:
-                            seconds = loop.time() - started
+                            seconds = self.clock.monotonic() - started
                             located = Located(
                                 name=name,
                                 fqdn=target.fqdn,

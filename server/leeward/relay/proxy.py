@@ -223,14 +223,20 @@ class Proxy:
         while True:
             if self._abandoned():
                 raise RelayFailure("local", "ssh went away")
-            if not candidates or self.clock.monotonic() - resolved_at > RESOLVE_EVERY:
-                # Once an impostor was seen, a hung API may not hold the search past the bound.
-                limit = self.impostors.left() if self.impostors.since is not None else None
+            if self.clock.monotonic() - resolved_at >= RESOLVE_EVERY:
+                # A lookup (a hung API, the Finder's wait for a migration) may not hold the
+                # search past its time, nor, once an impostor was seen, past the bound.
+                limit = within - (self.clock.monotonic() - start)
+                if self.impostors.since is not None:
+                    limit = min(limit, self.impostors.left())
                 try:
-                    async with asyncio.timeout(limit):
+                    async with asyncio.timeout(max(limit, 0.0)):
                         candidates = await self.locator.candidates(self.name)
                     if not candidates:
                         last = f"no address for {self.name}"
+                except TimeoutError:
+                    candidates = []
+                    last = f"looking {self.name} up took all the time left"
                 except LookupError_ as exc:
                     candidates, last = [], str(exc)
                     if exc.gone:  # the fleet's word: no environment by that name
