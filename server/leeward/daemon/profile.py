@@ -83,7 +83,7 @@ class ProfilePublisher:
 
     def _refused(self, text: str, exc: FleetError) -> None:
         field = exc.field or ""
-        loc = tuple(int(p) if p.isdigit() else p for p in field.split(".") if p)
+        loc = tuple(int(p) if p.isascii() and p.isdigit() else p for p in field.split(".") if p)
         line, column, length = locate(text, loc) if loc else (1, 1, 1)
         message = exc.message.rstrip(".")
         log.warning("the fleet refused config.toml: %s", message)
