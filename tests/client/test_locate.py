@@ -15,7 +15,8 @@ from typing import Any
 import asyncssh
 import pytest
 
-from leeward.client.locate import AddressCache, Finder, LocateError, host_certificate_verifier
+from leeward.client.locate import AddressCache, Finder, host_certificate_verifier
+from leeward.client.refusals import LocateError
 from tests.conftest import free_port, run_ssh, small_config, ssh_access, until
 from tests.fleet.test_dns import ask_async
 
@@ -275,7 +276,8 @@ async def test_the_migration_wait_is_timed_by_the_finders_clock(tmp_path: Path) 
     Finder gives up after its `migrating_wait` on its clock (30 s here, none of them real)."""
     from aiohttp import web
 
-    from leeward.client.locate import MIGRATING_WAIT, NotVerified
+    from leeward.client.locate import MIGRATING_WAIT
+    from leeward.client.refusals import NotVerified
 
     async def environment(request: web.Request) -> web.Response:
         return web.json_response(

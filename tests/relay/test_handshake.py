@@ -16,9 +16,10 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from leeward.client.refusals import LocateError
 from leeward.fleet.ca import CertificateAuthority
 from leeward.relay.agent import RelayServer, RelaySettings
-from leeward.relay.candidates import Candidate, Fixed, LookupError_
+from leeward.relay.candidates import Candidate, Fixed
 from leeward.relay.handshake import (
     HandshakeRefused,
     HostIdentity,
@@ -300,7 +301,7 @@ class Impostor:
 
     async def candidates(self, name: str) -> list[Candidate]:
         message = f"Cannot reach {name}: api: {IMPOSTOR}."
-        raise LookupError_(message, impostor=IMPOSTOR, fleet_state=self.fleet_state)
+        raise LocateError(message, impostor=IMPOSTOR, fleet_state=self.fleet_state)
 
 
 def searching(locator: object, clock: FakeClock) -> tuple[Proxy, list[str]]:

@@ -101,7 +101,8 @@ def locate(env: EnvArgument, json_: JsonOption = False) -> None:
     last-known-good cache raced, each address checked by its SSH host certificate."""
     import json
 
-    from leeward.client.locate import AddressCache, Finder, LocateError, host_certificate_verifier
+    from leeward.client.locate import AddressCache, Finder, host_certificate_verifier
+    from leeward.client.refusals import LocateError
 
     paths = session.default_paths()
     creds = session.credentials(paths)

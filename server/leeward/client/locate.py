@@ -10,8 +10,8 @@ none does. A verified address is written to the cache (atomically), so the next 
 it with the fleet and its DNS both down.
 
 Light on purpose: it runs in `leeward proxy`, once per SSH connection. HTTP and DNS are spoken
-over asyncio streams and datagrams here (no aiohttp, no pydantic); asyncssh is imported only by
-the verifier that needs it.
+over asyncio streams and datagrams (`leeward.client.asking`: no aiohttp, no pydantic); asyncssh
+is imported only by the verifier that needs it.
 """
 
 from __future__ import annotations
@@ -20,22 +20,18 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import secrets
-import socket
-import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from leeward.client.asking import DNS_TIMEOUT, dns_lookup, http_get_json
+from leeward.client.refusals import LocateError, NotVerified
 from leeward.common.clock import Clock, SystemClock
 
 if TYPE_CHECKING:
     from leeward.client.paths import Paths
-
-DNS_TIMEOUT = 0.25
-"""Seconds the DNS source gets (one query, no retry): what a DNS outage can cost at most."""
 
 API_TIMEOUT = 5.0
 MIGRATING_WAIT = 30.0
@@ -72,37 +68,6 @@ class Located:
     seconds: float
     notes: list[str] = field(default_factory=list)
     """What the other sources did (failed, were slower, were refused), for `leeward locate`."""
-
-
-class LocateError(Exception):
-    """No source led to a verified connection; the message says what each one did."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        impostor: str | None = None,
-        fleet_state: str | None = None,
-        gone: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.impostor = impostor
-        """The sentence naming who answered instead of the environment, when that is why
-        (at the address the fleet stands by, or at any address when the fleet did not say)."""
-        self.fleet_state = fleet_state
-        """The environment's state as the fleet answered it; None when it did not answer."""
-        self.gone = gone
-        """The fleet says there is no such environment: looking again cannot find it."""
-
-
-class NotVerified(Exception):
-    """A verifier's refusal: the reason, for the person reading the error."""
-
-    def __init__(self, message: str, *, impostor: bool = False) -> None:
-        super().__init__(message)
-        self.impostor = impostor
-        """Something answered there and proved not to be the environment (an impostor, or an
-        address that now belongs to another host), as opposed to nothing answering."""
 
 
 Verify = Callable[[Target], Awaitable[None]]
@@ -190,125 +155,6 @@ class _Gone(Exception):
 class _ApiAnswer:
     target: Target | None
     state: str
-
-
-async def http_get_json(url: str, path: str, token: str | None, seconds: float) -> tuple[int, Any]:
-    """GET `url + path` (HTTP/1.1, `Connection: close`): status and JSON body."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    tls = parts.scheme == "https"
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or (443 if tls else 80)
-
-    async def go() -> tuple[int, Any]:
-        reader, writer = await asyncio.open_connection(host, port, ssl=tls or None)
-        try:
-            lines = [
-                f"GET {parts.path.rstrip('/')}{path} HTTP/1.1",
-                f"Host: {parts.netloc}",
-                "Accept: application/json",
-                "Connection: close",
-                "User-Agent: leeward-locate",
-            ]
-            if token:
-                lines.append(f"Authorization: Bearer {token}")
-            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-            raw = await reader.read()
-        finally:
-            writer.close()
-        head, _, body = raw.partition(b"\r\n\r\n")
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        status = int(status_line.split(" ", 2)[1])
-        headers = {
-            k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)
-        }
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            body = _unchunk(body)
-        return status, json.loads(body) if body else None
-
-    return await asyncio.wait_for(go(), seconds)
-
-
-def _unchunk(body: bytes) -> bytes:
-    out, rest = bytearray(), body
-    while rest:
-        size_line, _, rest = rest.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        rest = rest[size + 2 :]
-    return bytes(out)
-
-
-def _dns_query(name: str) -> tuple[int, bytes]:
-    qid = secrets.randbelow(65536)
-    header = struct.pack(">HHHHHH", qid, 0, 1, 0, 0, 0)  # a question for the authority, no RD
-    qname = b"".join(bytes([len(label)]) + label.encode("ascii") for label in name.split("."))
-    return qid, header + qname + b"\0" + struct.pack(">HH", 1, 1)  # A, IN
-
-
-def _skip_name(data: bytes, offset: int) -> int:
-    while True:
-        length = data[offset]
-        if length & 0xC0 == 0xC0:
-            return offset + 2
-        if length == 0:
-            return offset + 1
-        offset += 1 + length
-
-
-def _dns_addresses(data: bytes, qid: int) -> list[str]:
-    """The A records of a reply; [] for NXDOMAIN; ValueError for anything else wrong."""
-    rid, flags, questions, answers, _, _ = struct.unpack_from(">HHHHHH", data)
-    if rid != qid:
-        raise ValueError("a reply to another query")
-    rcode = flags & 0xF
-    if rcode == 3:
-        return []
-    if rcode != 0:
-        raise ValueError(f"DNS error code {rcode}")
-    offset = 12
-    for _ in range(questions):
-        offset = _skip_name(data, offset) + 4
-    found = []
-    for _ in range(answers):
-        offset = _skip_name(data, offset)
-        rtype, _, _, length = struct.unpack_from(">HHIH", data, offset)
-        offset += 10
-        if rtype == 1 and length == 4:
-            found.append(socket.inet_ntoa(data[offset : offset + 4]))
-        offset += length
-    return found
-
-
-class _OneReply(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if not self.reply.done():
-            self.reply.set_result(data)
-
-    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable: nothing listens
-        if not self.reply.done():
-            self.reply.set_exception(exc)
-
-
-async def dns_lookup(server: str, name: str, seconds: float = DNS_TIMEOUT) -> list[str]:
-    """A records for `name` from `server` (`HOST:PORT`), one UDP query within `seconds`."""
-    host, _, port = server.rpartition(":")
-    loop = asyncio.get_running_loop()
-    qid, query = _dns_query(name)
-    transport, protocol = await loop.create_datagram_endpoint(
-        _OneReply, remote_addr=(host.strip("[]"), int(port))
-    )
-    try:
-        transport.sendto(query)
-        return _dns_addresses(await asyncio.wait_for(protocol.reply, seconds), qid)
-    finally:
-        transport.close()
 
 
 # -- the race -------------------------------------------------------------------------------------

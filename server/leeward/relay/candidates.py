@@ -29,29 +29,9 @@ class Candidate:
 
 class Locator(Protocol):
     async def candidates(self, name: str) -> list[Candidate]:
-        """Where `name` may be reached now; raises LookupError_ saying why when nowhere."""
+        """Where `name` may be reached now; raises `leeward.client.locate.LocateError` saying
+        why when nowhere (with the impostor seen and the fleet's word, when there are)."""
         ...
-
-
-class LookupError_(Exception):
-    """No candidate at all; the message says why."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        impostor: str | None = None,
-        fleet_state: str | None = None,
-        gone: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.impostor = impostor
-        """The sentence naming who answered instead of the environment, when that is why."""
-        self.fleet_state = fleet_state
-        """What the fleet said of the environment; None when it could not be asked. Its word
-        settles whether a real environment could still appear (a migration in flight)."""
-        self.gone = gone
-        """The fleet says there is no such environment (deleted, or a typo)."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +73,7 @@ class Located:
         self._dns_check: asyncio.Task[None] | None = None
 
     async def _verify(self, target: Target) -> None:
-        from leeward.client.locate import NotVerified
+        from leeward.client.refusals import NotVerified
         from leeward.relay.handshake import HandshakeRefused, host_authorities, verify_host
 
         if target.relay_port is None:
@@ -122,14 +102,7 @@ class Located:
                     await writer.wait_closed()
 
     async def candidates(self, name: str) -> list[Candidate]:
-        from leeward.client.locate import LocateError
-
-        try:
-            found = await self.finder.locate(name)
-        except LocateError as exc:
-            raise LookupError_(
-                str(exc), impostor=exc.impostor, fleet_state=exc.fleet_state, gone=exc.gone
-            ) from None
+        found = await self.finder.locate(name)
         if self.on_dns is not None and (self._dns_check is None or self._dns_check.done()):
             # The race ends at the first verified address, usually before DNS could have
             # failed: ask it apart, so the status can say "DNS bypass" while it is down.
@@ -138,7 +111,7 @@ class Located:
         return [Candidate(found.address, found.relay_port, found.fqdn, found.source)]
 
     async def _check_dns(self, name: str) -> None:
-        from leeward.client.locate import dns_lookup
+        from leeward.client.asking import dns_lookup
 
         info = self.finder.cache.fleet_info()
         server, zone = info.get("dns"), info.get("zone")

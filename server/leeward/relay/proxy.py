@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from leeward.client.refusals import LocateError
 from leeward.common.backoff import Backoff
 from leeward.common.clock import Clock, SystemClock
 from leeward.common.files import write_atomic
-from leeward.relay.candidates import Candidate, Fixed, Located, Locator, LookupError_
+from leeward.relay.candidates import Candidate, Fixed, Located, Locator
 from leeward.relay.frames import ProtocolError
 from leeward.relay.handshake import (
     HANDSHAKE_SECONDS,
@@ -237,7 +238,7 @@ class Proxy:
                 except TimeoutError:
                     candidates = []
                     last = f"looking {self.name} up took all the time left"
-                except LookupError_ as exc:
+                except LocateError as exc:
                     candidates, last = [], str(exc)
                     if exc.gone:  # the fleet's word: no environment by that name
                         raise RelayFailure("gone", str(exc)) from None
