@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from leeward.daemon.userconfig import read_config
+from leeward.daemon.userconfig import field_location, read_config
 
 GOOD = """\
 default_region = "north"
@@ -194,3 +194,10 @@ def upload_one(path: str, data: bytes) -> Any:
             )
         ]
     )
+
+
+def test_a_field_the_fleet_names_is_located_with_ascii_indexes_only():
+    assert field_location("one_offs.1.run") == ("one_offs", 1, "run")
+    # A fleet (or a proxy in front of it) that says "files.²" must not crash the daemon.
+    assert field_location("files.².path") == ("files", "²", "path")
+    assert field_location("") == ()

@@ -21,7 +21,7 @@ from leeward.common.errors import FleetError
 from leeward.common.files import write_atomic
 from leeward.common.profilefiles import Limits, LocalFile, scan, upload_batches
 from leeward.daemon.link import FleetLink, NotSignedIn
-from leeward.daemon.userconfig import Problem, locate
+from leeward.daemon.userconfig import Problem, field_location, locate
 from leeward_protocol.fleet import Refusal
 from leeward_protocol.profile import FileUpload, Profile, ProfileUpload
 from leeward_protocol.userconfig import UserConfig
@@ -83,7 +83,7 @@ class ProfilePublisher:
 
     def _refused(self, text: str, exc: FleetError) -> None:
         field = exc.field or ""
-        loc = tuple(int(p) if p.isascii() and p.isdigit() else p for p in field.split(".") if p)
+        loc = field_location(field)
         line, column, length = locate(text, loc) if loc else (1, 1, 1)
         message = exc.message.rstrip(".")
         log.warning("the fleet refused config.toml: %s", message)

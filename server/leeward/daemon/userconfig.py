@@ -59,6 +59,12 @@ def read_config(text: str) -> tuple[UserConfig | None, list[Problem]]:
         return None, problems
 
 
+def field_location(field: str) -> tuple[str | int, ...]:
+    """A field the fleet names (`one_offs.0.run`) as pydantic locates it: indexes are ASCII
+    digits only (`str.isdigit` takes '²', which `int()` then refuses)."""
+    return tuple(int(p) if p.isascii() and p.isdigit() else p for p in field.split(".") if p)
+
+
 def locate(text: str, loc: tuple[Any, ...]) -> tuple[int, int, int]:
     """Line, column and length of the key that `loc` (pydantic's error location) names: the
     key's assignment in its table, found by walking the table headers (`[a]`, `[[a]]` with
