@@ -54,6 +54,9 @@ COMMANDS = [
     "profile.restore",
     "features",
     "features.list",
+    "image",
+    "image.build",
+    "image.list",
 ]
 
 

@@ -427,3 +427,28 @@ def test_the_jupyter_image_has_jupyter_and_numpy() -> None:
     run_in(image, "python3", "-c", "import numpy")
     assert "notebook" in run_in(image, "jupyter", "--version")
     assert run_in(image, "jupyter", "notebook", "--version").strip().startswith("6.")
+
+
+def test_leeward_image_build_and_list(
+    fake_mmdebstrap: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(images.CACHE_ENV, str(tmp_path / "images"))
+
+    def leeward(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "leeward.cli", "image", *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+    refused = leeward("build", "web", "nope")
+    assert refused.returncode == 1 and "the images are base, web, jupyter" in refused.stderr
+    assert images.find("web") is None  # nothing built when a name is wrong
+    built = leeward("build", "web")
+    assert built.returncode == 0, built.stderr
+    web = images.find("web")
+    assert web is not None and built.stdout.split() == ["web", str(web.rootfs)]
+    assert "image web: ready" in built.stderr
+    listed = leeward("list").stdout.splitlines()
+    assert listed[0] == f"Cache: {tmp_path / 'images'}"
+    assert [line.split()[:2] for line in listed[1:]] == [
+        [name, recipe.digest[:16]] for name, recipe in IMAGES.items()
+    ]
+    assert "not built" in listed[1] and str(web.rootfs) in listed[2]

@@ -20,6 +20,7 @@ from leeward.cli import (
     embedded_commands,
     environments,
     identity,
+    image,
     operators,
     processes,
     profile,
@@ -59,7 +60,12 @@ admin_app.add_typer(env_admin_app, name="env")
 admin_app.add_typer(dns_app, name="dns")
 fleet_app.add_typer(token_app, name="token")
 app.add_typer(profile_app, name="profile")
+image_app = typer.Typer(
+    help="The Debian images environments run on, in this machine's cache (operators).",
+    no_args_is_help=True,
+)
 app.add_typer(features_app, name="features")
+app.add_typer(image_app, name="image")
 
 
 @app.callback()
@@ -120,6 +126,9 @@ profile_app.command("history")(profile.history)
 profile_app.command("restore")(profile.restore)
 
 features_app.command("list")(catalog.features_list)
+
+image_app.command("build")(image.image_build)
+image_app.command("list")(image.image_list)
 
 
 def main() -> None:
