@@ -267,7 +267,8 @@ Need to get 20.1 MB/63.4 MB of archives.
 def fake_mmdebstrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An `mmdebstrap` that records its arguments in argv.json next to it, prints a transcript
     like the real one's (a customize-hook line for each hook) and makes the target directory;
-    it fails like the real one when a file `fail` is next to it."""
+    it fails like the real one when a file `fail` is next to it, and takes 3 s (once) when a
+    file `slow` is."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     script = bin_dir / "mmdebstrap"
@@ -275,7 +276,7 @@ def fake_mmdebstrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         f"#!{sys.executable}\n"
         + textwrap.dedent(
             f"""
-            import json, os, sys
+            import json, os, sys, time
             here = {str(bin_dir)!r}
             args = sys.argv[1:]
             json.dump({{"argv": args, "path": os.environ["PATH"]}}, open(here + "/argv.json", "w"))
@@ -289,6 +290,9 @@ def fake_mmdebstrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
                     print("I: running --customize-hook in shell: sh -c " + arg[17:40])
             print("I: cleaning package lists and apt cache...")
             positional = [a for a in args if not a.startswith("--")]
+            if os.path.exists(here + "/slow"):  # once
+                os.unlink(here + "/slow")
+                time.sleep(3)
             os.mkdir(positional[1])
             """
         )
@@ -452,3 +456,28 @@ def test_leeward_image_build_and_list(
         [name, recipe.digest[:16]] for name, recipe in IMAGES.items()
     ]
     assert "not built" in listed[1] and str(web.rootfs) in listed[2]
+
+
+def test_a_builder_killed_mid_build_holds_the_lock_until_its_mmdebstrap_ends(
+    fake_mmdebstrap: Path, tmp_path: Path
+) -> None:
+    """mmdebstrap outlives a builder killed with SIGKILL and goes on writing into the temporary
+    tree: it inherits the lock, so the next builder waits for it before it removes that tree."""
+    (fake_mmdebstrap / "slow").touch()
+    cache = tmp_path / "images"
+    code = (
+        "import pathlib, leeward.sandbox.images as i; "
+        f"i.ensure('base', cache=pathlib.Path({str(cache)!r}))"
+    )
+    killed = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 20
+    while (fake_mmdebstrap / "slow").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed.kill()
+    killed.wait()
+    assert [p.name.startswith(".build.base.") for p in cache.iterdir() if p.is_dir()] == [True]
+
+    lines: list[str] = []
+    image = images.ensure("base", cache=cache, progress=lines.append)
+    assert lines[0] == "image base: waiting for the build another process started"
+    assert entries(cache) == [image.rootfs.parent.name]

@@ -22,6 +22,7 @@ See docs/images.md.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import fcntl
 import hashlib
@@ -64,6 +65,10 @@ _IMAGE_DIR = re.compile(r"(?P<name>[a-z0-9][a-z0-9-]*)-(?P<short>[0-9a-f]{16})")
 _BUILD_PREFIX = ".build."
 _TRASH_PREFIX = ".trash."
 _STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_HELD_LOCK: contextvars.ContextVar[int] = contextvars.ContextVar("leeward_image_lock")
+"""The descriptor of the name lock this thread holds while it builds. mmdebstrap inherits it:
+if this process dies, the lock stays held until mmdebstrap (orphaned, still writing into the
+temporary tree) ends too, so the next builder never removes a tree that is being written."""
 
 
 class ImageError(Exception):
@@ -435,6 +440,7 @@ def build_rootfs(
             text=True,
             errors="replace",
             bufsize=1,
+            pass_fds=[fd] if (fd := _HELD_LOCK.get(None)) is not None else [],
         ) as process:
             try:
                 assert process.stdout is not None
@@ -617,7 +623,11 @@ def _lock(root: Path, name: str, say: Progress | None, *, wait: bool = True) -> 
             if say is not None:
                 say("waiting for the build another process started")
             fcntl.flock(fd, fcntl.LOCK_EX)
-        yield True
+        token = _HELD_LOCK.set(fd)
+        try:
+            yield True
+        finally:
+            _HELD_LOCK.reset(token)
     finally:
         os.close(fd)
 
