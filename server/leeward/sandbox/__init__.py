@@ -1,1 +1,2 @@
-"""Environments in bubblewrap sandboxes, and the Debian images (root filesystems) they run on."""
+"""Environments as sandboxes: the Debian images they run on, bubblewrap sandboxes, each owner's
+host uid, and resource limits."""
