@@ -129,6 +129,9 @@ class Flavor(Resource):
     kind: FlavorKind
     description: str = ""
     hardware: Hardware
+    image: Name = Field(
+        default="base", description="The image its devservers' sandboxes start from."
+    )
 
 
 class ContainerProfile(Resource):
@@ -138,6 +141,7 @@ class ContainerProfile(Resource):
     description: str = ""
     tools: list[str] = Field(default_factory=list, description="What a fresh container has.")
     hardware: Hardware
+    image: Name = Field(default="base", description="The image its containers start from.")
     warm_pool: int = Field(default=0, ge=0, description="Warm containers kept ready per region.")
 
 

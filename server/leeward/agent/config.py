@@ -31,6 +31,21 @@ FIXED_ON_RELOAD = (
 change of any of them means starting the agent again."""
 
 
+class SandboxConfig(BaseModel):
+    """The environment's sandbox (leeward.sandbox): its image and its owner's host uid."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: str = Field(description="The image's name and version, as status shows it.")
+    rootfs: Path = Field(description="The image's root filesystem, bound read-only at /.")
+    uid: int | None = Field(
+        ge=1000, description="The owner's host uid; None while the environment has no owner."
+    )
+    cpus: float | None = Field(default=None, gt=0)
+    memory_bytes: int | None = Field(default=None, gt=0)
+    pids: int | None = Field(default=None, gt=0)
+
+
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -62,10 +77,17 @@ class AgentConfig(BaseModel):
     home: Path = Field(description="The environment's home directory (its disk).")
     control_socket: Path = Field(description="Unix socket for the provider (status, reload).")
     log_file: Path
+    sandbox: SandboxConfig | None = Field(
+        default=None,
+        description="Run every session in a sandbox; None: on the host, as the agent's user.",
+    )
 
     def fixed_changes(self, new: AgentConfig) -> list[str]:
         """The fields of `FIXED_ON_RELOAD` that `new` changes: a reload cannot apply them."""
-        return [f for f in FIXED_ON_RELOAD if getattr(new, f) != getattr(self, f)]
+        changed = [f for f in FIXED_ON_RELOAD if getattr(new, f) != getattr(self, f)]
+        if (self.sandbox is None) != (new.sandbox is None):
+            changed.append("sandbox")
+        return changed
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:

@@ -23,6 +23,7 @@ from leeward.agent import control
 from leeward.agent.config import AgentConfig, AgentConfigError
 from leeward.agent.fleet import AgentFleet, FleetEndpoint
 from leeward.agent.heartbeat import Heartbeat
+from leeward.agent.keeper import Keeper
 from leeward.agent.setup import Setup
 from leeward.agent.ssh import (
     ConnectionRegistry,
@@ -35,6 +36,7 @@ from leeward.agent.ssh import (
 from leeward.relay.agent import RelayServer, RelaySettings
 from leeward.relay.handshake import HostIdentity
 from leeward.relay.stream import MIB
+from leeward.sandbox.sandbox import SandboxError
 
 if TYPE_CHECKING:
     from leeward.agent.sync.profilesync import ProfileSync
@@ -51,7 +53,7 @@ class Agent:
         self.config_path = config_path
         self.config = config
         self.registry = ConnectionRegistry(Trust(config.owner, config.user_ca))
-        self.login = Login.for_current_user(config.home, config.environment_id, config.fqdn)
+        self.keeper = Keeper(config_path.parent, config)
         self.fleet = AgentFleet(self._endpoint)
         self.heartbeat = Heartbeat(
             self.fleet,
@@ -66,7 +68,18 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
         self.sync: ProfileSync | None = None
-        self.setup = Setup(lambda: self.config, self.fleet)  # features and one-offs, once ready
+        # features and one-offs, once ready
+        self.setup = Setup(
+            lambda: self.config,
+            self.fleet,
+            place=self.keeper.current,
+            files=lambda: self.keeper.files,
+        )
+
+    def login(self) -> Login:
+        """How the next session runs (its sandbox, started again if it died)."""
+        c = self.config
+        return Login(self.keeper.current(), c.environment_id, c.fqdn)
 
     def _endpoint(self) -> FleetEndpoint:
         """Read at each request: a reload may bring a new token or fleet URL."""
@@ -81,6 +94,10 @@ class Agent:
         except OSError as exc:
             raise StartError(f"cannot use home {config.home}: {exc.strerror}") from None
         try:
+            self.keeper.enter(config)
+        except (SandboxError, OSError) as exc:
+            raise StartError(f"cannot start the sandbox: {exc}") from None
+        try:
             keys = host_keys(config.host_key, config.host_certificate)
         except Exception as exc:
             raise StartError(f"bad host key or certificate: {exc}") from None
@@ -93,7 +110,13 @@ class Agent:
             self.relay = RelayServer(
                 HostIdentity(keys[0][0], config.host_certificate),
                 config.fqdn,
-                lambda sock: serve_relayed(sock, self.registry, self._keys, lambda: self.login),
+                lambda sock: serve_relayed(
+                    sock,
+                    self.registry,
+                    self._keys,
+                    self.login,
+                    sftp_inside=config.sandbox is not None,
+                ),
                 RelaySettings(
                     buffer_bytes=config.relay_buffer_mib * MIB,
                     keep_seconds=config.relay_keep_seconds,
@@ -125,7 +148,10 @@ class Agent:
         # Imported with the first owner: warm agents do not pay for the profile models.
         from leeward.agent.sync.profilesync import ProfileSync
 
-        self.sync = ProfileSync(self.config.home, self.fleet, owner=owner, name=self.config.name)
+        home = self.keeper.current().home  # in a sandbox: the owner's view of it
+        self.sync = ProfileSync(
+            home, self.fleet, owner=owner, name=self.config.name, files=self.keeper.files
+        )
         await self.sync.begin(within=10.0)
         self.sync.start()
 
@@ -134,7 +160,12 @@ class Agent:
         port = config.listen_port
         try:
             self._acceptor = await listen(
-                config.listen_address, port, self.registry, self._keys, lambda: self.login
+                config.listen_address,
+                port,
+                self.registry,
+                self._keys,
+                self.login,
+                sftp_inside=config.sandbox is not None,
             )
             if self.relay is not None and config.relay_port is not None:
                 port = config.relay_port
@@ -182,6 +213,7 @@ class Agent:
                 "relayBoot": self.relay.boot if self.relay is not None else None,
                 "pid": os.getpid(),
                 "agentVersion": __version__,
+                "sandbox": self.keeper.status(),
             }
         if op == "reload":
             await self.reload()
@@ -217,8 +249,8 @@ class Agent:
                 self.relay.identity = HostIdentity(keys[0][0], new.host_certificate)
                 self.relay.fqdn = new.fqdn
             self.registry.set_trust(Trust(new.owner, new.user_ca))
+            self.keeper.enter(new)  # a warm container's owner: its sandbox
             self.config = new
-            self.login = Login.for_current_user(new.home, new.environment_id, new.fqdn)
             await self.registry.close_all()
             self.heartbeat.reset()
             await self._sync_profile()  # a warm container claimed: its owner's profile first

@@ -1,8 +1,9 @@
 """Setup at provision: the agent installs the features, one-offs and dotfiles the fleet lists
 for its environment, after it reported ready, one step after the other.
 
-A step writes its files into the home, then runs its script with `bash -e` (in the home, as the
-agent's user, stdin from /dev/null, in its own process group, stopped at its deadline); the
+A step writes its files into the home, then runs its script with `bash -e` (in the home, in the
+environment's place: its sandbox, as its owner; stdin from /dev/null, in its own process group,
+stopped at its deadline); the
 output goes to `~/.local/state/leeward/setup/<slug>.log`. A step that worked leaves
 `<slug>.done` holding its digest: while the digest is the same, the step is reported installed
 and not run again (an agent restart or a reload installs nothing twice). A failure is reported
@@ -16,26 +17,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from leeward.common.backoff import NO_JITTER, Backoff, worth_telling
 from leeward.common.errors import FleetError
 from leeward.common.files import write_atomic
+from leeward.common.threads import in_thread
 from leeward_protocol.fleet import SetupItem, SetupState
 
 if TYPE_CHECKING:
     from leeward.agent.fleet import AgentFleet
+    from leeward.agent.place import Place
     from leeward_protocol.profile import SetupStep
 
 log = logging.getLogger("leeward.agent.setup")
+T = TypeVar("T")
 
 STATE_DIR = Path(".local/state/leeward/setup")
 """Logs and markers, relative to the home."""
@@ -131,8 +137,14 @@ class SetupRun:
         env: Mapping[str, str] | None = None,
         *,
         progress_seconds: float = PROGRESS_SECONDS,
+        place: Callable[[list[str]], list[str]] | None = None,
+        cwd: Path | None = None,
+        files: Executor | None = None,
     ) -> None:
         self.home = home
+        self._executor = files
+        self._place = place or (lambda argv: argv)
+        self._cwd = cwd or home
         self.steps = list(steps)
         self.items = [
             SetupItem(kind=s.kind, name=s.name, state=SetupState.PENDING) for s in self.steps
@@ -151,10 +163,16 @@ class SetupRun:
                 raise
             except Exception as exc:  # a bug here must not stop the other steps
                 log.exception("setup step %s failed unexpectedly", step.name)
-                self._finish(item, SetupState.FAILED, f"the agent could not run it: {exc}")
+                await self._finish_off(
+                    item, SetupState.FAILED, f"the agent could not run it: {exc}"
+                )
             log.info("setup %s %s: %s (%s)", step.kind, step.name, item.state, item.detail)
             await self._send()
         return self.items
+
+    async def _files(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """File work on the home, in the owner's threads when the environment has a sandbox."""
+        return await in_thread(functools.partial(func, *args, **kwargs), executor=self._executor)
 
     async def _send(self) -> None:
         await self._report([item.model_copy() for item in self.items])
@@ -163,62 +181,68 @@ class SetupRun:
         item.state = state
         item.detail = detail
         item.finished_at = datetime.now(UTC)
-        if item.log_path is not None:
-            item.log = log_tail(Path(item.log_path))
 
     async def _run_step(self, step: SetupStep, item: SetupItem) -> None:
         log_path = self.state_dir / f"{slug(step)}.log"
         marker = self.state_dir / f"{slug(step)}.done"
         item.log_path = str(log_path)
-        if _read(marker) == step.digest:
+        # Every file of the home is touched off the event loop: in a sandboxed environment the
+        # agent's threads act on the home as its owner (leeward.sandbox.owners), never as root.
+        if await self._files(_read, marker) == step.digest:
             item.state, item.detail = SetupState.INSTALLED, "already installed; not run again"
-            item.log = log_tail(log_path)
+            item.log = await self._files(log_tail, log_path)
             return
         item.state, item.started_at = SetupState.INSTALLING, datetime.now(UTC)
         item.detail = f"{what(step)} running"
         await self._send()
-        await asyncio.to_thread(self.state_dir.mkdir, parents=True, exist_ok=True)
-        marker.unlink(missing_ok=True)
+        await self._files(self.state_dir.mkdir, parents=True, exist_ok=True)
+        await self._files(marker.unlink, missing_ok=True)
         for relative, text in step.files.items():
             try:
-                await asyncio.to_thread(write_home_file, self.home, relative, text)
+                await self._files(write_home_file, self.home, relative, text)
             except (StepError, OSError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                _write_log(log_path, f"cannot write {relative}: {reason}\n")
-                self._finish(item, SetupState.FAILED, f"cannot write {relative}: {reason}")
+                why = f"cannot write {relative}: {reason}"
+                await self._files(_write_log, log_path, why + "\n")
+                await self._finish_off(item, SetupState.FAILED, why)
                 return
         started = time.monotonic()
         outcome = await self._execute(step, item, log_path)
         took = f"{time.monotonic() - started:.1f} s"
         failed, installed, program = SetupState.FAILED, SetupState.INSTALLED, what(step)
         if outcome is None:
-            self._finish(
+            await self._finish_off(
                 item,
                 failed,
                 f"{program} did not finish within {step.timeout_seconds:g} s and was stopped",
             )
         elif isinstance(outcome, str):
-            self._finish(item, failed, f"cannot run {program}: {outcome}")
+            await self._finish_off(item, failed, f"cannot run {program}: {outcome}")
         elif outcome == 0:
-            await asyncio.to_thread(write_atomic, marker, step.digest + "\n")
-            self._finish(item, installed, f"{program} finished in {took}")
+            await self._files(write_atomic, marker, step.digest + "\n")
+            await self._finish_off(item, installed, f"{program} finished in {took}")
         elif outcome < 0:
             name = _signal_name(-outcome)
-            self._finish(item, failed, f"{program} was killed by {name} after {took}")
+            await self._finish_off(item, failed, f"{program} was killed by {name} after {took}")
         else:
-            self._finish(item, failed, f"{program} exited with status {outcome} after {took}")
+            await self._finish_off(
+                item, failed, f"{program} exited with status {outcome} after {took}"
+            )
+
+    async def _finish_off(self, item: SetupItem, state: SetupState, detail: str) -> None:
+        """`_finish`, with the end of the log read off the event loop."""
+        self._finish(item, state, detail)
+        if item.log_path is not None:
+            item.log = await self._files(log_tail, Path(item.log_path))
 
     async def _execute(self, step: SetupStep, item: SetupItem, log_path: Path) -> int | str | None:
         """The script's exit status (negative: the signal), None at the deadline, or why it
         could not start."""
         try:
-            with log_path.open("wb") as out:
+            with await self._files(log_path.open, "wb") as out:
                 proc = await asyncio.create_subprocess_exec(
-                    "bash",
-                    "-e",
-                    "-c",
-                    step.script,
-                    cwd=self.home,
+                    *self._place(["bash", "-e", "-c", step.script]),
+                    cwd=self._cwd,
                     env=self._env,
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=out,
@@ -238,7 +262,7 @@ class SetupRun:
                     async with asyncio.timeout(min(left, self._progress_seconds)):
                         return await proc.wait()
                 except TimeoutError:
-                    tail = log_tail(log_path)
+                    tail = await self._files(log_tail, log_path)
                     if tail != item.log:
                         item.log = tail
                         await self._send()
@@ -369,8 +393,12 @@ class Setup:
         fleet: AgentFleet,
         *,
         retry_seconds: float = MAX_RETRY_SECONDS,
+        place: Callable[[], Place] | None = None,
+        files: Callable[[], Executor | None] = lambda: None,
     ) -> None:
         self._config = config
+        self._place = place
+        self._files = files
         self._fleet = fleet
         self._retry_seconds = retry_seconds
         self._task: asyncio.Task[None] | None = None
@@ -423,11 +451,29 @@ class Setup:
         if not steps:
             return
         config = self._config()
-        env = environment(
-            config.home,
-            {"LEEWARD_ENVIRONMENT_ID": config.environment_id, "LEEWARD_ENVIRONMENT": config.fqdn},
-        )
-        run = SetupRun(config.home, steps, self._remember, env)
+        ours = {"LEEWARD_ENVIRONMENT_ID": config.environment_id, "LEEWARD_ENVIRONMENT": config.fqdn}
+        if self._place is None:
+            run = SetupRun(config.home, steps, self._remember, environment(config.home, ours))
+        else:
+            place = self._place()
+            env = {
+                "HOME": place.login_home,
+                "USER": place.user,
+                "LOGNAME": place.user,
+                "SHELL": place.shell,
+                "PATH": place.path(),
+                **{k: v for k, v in os.environ.items() if k in ("LANG", "TZ")},
+                **ours,
+            }
+            run = SetupRun(
+                place.home,
+                steps,
+                self._remember,
+                env,
+                place=place.argv,
+                cwd=place.cwd(),
+                files=self._files(),
+            )
         await run.run()
 
     async def _remember(self, items: list[SetupItem]) -> None:

@@ -1,8 +1,10 @@
 """The environment's SSH server: what OpenSSH clients, scp, rsync and Remote-SSH talk to.
 
 Only user certificates from the fleet's user CA, for the environment's owner, get in. Shells
-get a real PTY with a controlling terminal; commands without a PTY get pipes, as with sshd.
-SFTP is asyncssh's server rooted at the agent's working directory, the environment's home.
+get a real PTY with a controlling terminal; commands without a PTY get pipes, as with sshd. Every
+session runs in the environment's place (`leeward.agent.place`): its sandbox, where the image's
+sftp-server serves SFTP too; or, without sandboxes, the host, where asyncssh's SFTP server does,
+rooted at the agent's working directory, the environment's home.
 """
 
 from __future__ import annotations
@@ -10,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pwd
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,19 +21,12 @@ from typing import Any
 
 import asyncssh
 
+from leeward.agent.place import Place, Sandboxed, set_window
+
 log = logging.getLogger("leeward.agent.ssh")
 
 _PASSED_ENV = ("LANG", "LANGUAGE", "TZ", "COLORTERM")
 """Client environment that is passed on, besides LC_*: what OpenSSH's AcceptEnv usually has."""
-
-# Runs in the child between fork and the shell: a new session whose controlling terminal is the
-# PTY on fd 0, so job control, Ctrl-C and SIGHUP on hangup work as under sshd.
-# Python ignores SIGPIPE and SIGXFSZ; the shell must not inherit that.
-_LOGIN_TTY = (
-    "import os,sys,signal as s;os.login_tty(0);"
-    "[s.signal(n,s.SIG_DFL) for n in (s.SIGPIPE,s.SIGXFSZ)];"
-    "os.execv(sys.argv[1],sys.argv[2:])"
-)
 
 
 @dataclass(frozen=True)
@@ -54,32 +47,24 @@ class Trust:
 
 @dataclass(frozen=True)
 class Login:
-    """How sessions run: the login shell, the home and the base environment."""
+    """How sessions run: where (the place: the sandbox or the host), and the base environment."""
 
-    home: Path
-    shell: str
-    user: str
+    place: Place
     environment_id: str
     fqdn: str
 
-    @classmethod
-    def for_current_user(cls, home: Path, environment_id: str, fqdn: str) -> Login:
-        try:
-            entry = pwd.getpwuid(os.getuid())
-            shell, user = entry.pw_shell or "/bin/bash", entry.pw_name
-        except KeyError:
-            shell, user = "/bin/bash", str(os.getuid())
-        if not os.access(shell, os.X_OK) or shell.endswith(("/nologin", "/false")):
-            shell = "/bin/bash"
-        return cls(home=home, shell=shell, user=user, environment_id=environment_id, fqdn=fqdn)
+    @property
+    def shell(self) -> str:
+        return self.place.shell
 
     def environment(self, process: asyncssh.SSHServerProcess[bytes]) -> dict[str, str]:
+        place = self.place
         env = {
-            "HOME": str(self.home),
-            "USER": self.user,
-            "LOGNAME": self.user,
-            "SHELL": self.shell,
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": place.login_home,
+            "USER": place.user,
+            "LOGNAME": place.user,
+            "SHELL": place.shell,
+            "PATH": place.path(),
             "LEEWARD_ENVIRONMENT_ID": self.environment_id,
             "LEEWARD_ENVIRONMENT": self.fqdn,
         }
@@ -238,17 +223,21 @@ class Sessions:
         stdio = _Stdio()
         tasks: list[asyncio.Task[None]] = []
         try:
-            if process.subsystem:
+            login = self._login()
+            sftp = process.subsystem == "sftp" and isinstance(login.place, Sandboxed)
+            if process.subsystem and not sftp:
                 process.stderr.write(f"subsystem {process.subsystem} is not served\r\n".encode())
                 process.exit(1)
                 return
-            login = self._login()
-            pty = process.term_type is not None
+            pty = process.term_type is not None and not sftp
             if pty:
                 popen, stdio, outputs, stdin_fd = self._start_in_pty(process, login)
             else:
                 popen, stdio, outputs, stdin_fd = self._start_with_pipes(process, login)
-            tasks.append(asyncio.create_task(self._copy_input(process, popen, stdio, stdin_fd)))
+            place = login.place
+            tasks.append(
+                asyncio.create_task(self._copy_input(process, popen, place, stdio, stdin_fd, pty))
+            )
             copies = [asyncio.create_task(_fd_to_channel(fd, w)) for fd, w in outputs]
             tasks.extend(copies)
             exited = asyncio.create_task(_wait_exit(popen))
@@ -294,27 +283,23 @@ class Sessions:
         self,
         process: asyncssh.SSHServerProcess[bytes],
         popen: subprocess.Popen[bytes],
+        place: Place,
         stdio: _Stdio,
         fd: int,
+        pty: bool,
     ) -> None:
-        import fcntl
-        import struct
-        import termios
-
-        pty = process.term_type is not None
         while True:
             try:
                 data = await process.stdin.read(65536)
             except asyncssh.TerminalSizeChanged as change:
                 if pty:  # the kernel tells the foreground job (SIGWINCH)
-                    size = struct.pack("HHHH", change.height, change.width, 0, 0)
-                    fcntl.ioctl(fd, termios.TIOCSWINSZ, size)
+                    set_window(fd, change.height, change.width)
                 continue
             except asyncssh.BreakReceived:
-                _signal(popen, "INT")
+                _signal(popen, place, "INT")
                 continue
             except asyncssh.SignalReceived as received:
-                _signal(popen, received.signal)
+                _signal(popen, place, received.signal)
                 continue
             if not data:
                 break
@@ -328,14 +313,18 @@ class Sessions:
     def _start_with_pipes(
         self, process: asyncssh.SSHServerProcess[bytes], login: Login
     ) -> tuple[subprocess.Popen[bytes], _Stdio, list[tuple[int, Any]], int]:
-        argv = [login.shell, "-c", process.command] if process.command else [login.shell, "-l"]
+        place = login.place
+        if process.subsystem == "sftp" and isinstance(place, Sandboxed):
+            argv = place.sftp_server()
+        else:
+            shell = place.shell
+            argv = place.argv([shell, "-c", process.command] if process.command else [shell, "-l"])
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            popen = _spawn(
-                argv, (in_r, out_w, err_w), login.home, login.environment(process), new_session=True
-            )
+            env = login.environment(process)
+            popen = _spawn(argv, (in_r, out_w, err_w), place.cwd(), env, new_session=True)
         except BaseException:
             for fd in (in_w, out_r, err_r):
                 os.close(fd)
@@ -350,28 +339,22 @@ class Sessions:
     def _start_in_pty(
         self, process: asyncssh.SSHServerProcess[bytes], login: Login
     ) -> tuple[subprocess.Popen[bytes], _Stdio, list[tuple[int, Any]], int]:
-        import fcntl
-        import struct
-        import termios
-
-        master, slave = os.openpty()
+        place = login.place
+        master, slave, tty = place.open_pty()
         try:
             cols, rows, px_w, px_h = process.term_size
             if cols and rows:
-                fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, px_w, px_h))
-            name = os.path.basename(login.shell)
-            if process.command:
-                argv = [login.shell, name, "-c", process.command]
-            else:
-                argv = [login.shell, f"-{name}"]  # argv[0] starting with '-': a login shell
+                set_window(slave, rows, cols, px_w, px_h)
             env = login.environment(process)
-            env["SSH_TTY"] = os.ttyname(slave)
+            env["SSH_TTY"] = tty
             popen = _spawn(
-                [sys.executable, "-I", "-S", "-c", _LOGIN_TTY, *argv],
+                place.shell_in_pty(process.command),
                 (slave, slave, slave),
-                login.home,
+                place.cwd(),
                 env,
-                new_session=False,  # login_tty makes the session, with the PTY as its terminal
+                # Direct: login_tty makes the session, with the PTY as its terminal. Sandboxed:
+                # setsid inside does, and a group of its own here keeps signals off the agent.
+                new_session=place.sandboxed,
             )
         except BaseException:
             os.close(master)
@@ -382,11 +365,11 @@ class Sessions:
         return popen, _Stdio(master), [(master, process.stdout)], master
 
 
-def _signal(popen: subprocess.Popen[bytes], name: str) -> None:
+def _signal(popen: subprocess.Popen[bytes], place: Place, name: str) -> None:
     sig = getattr(signal, f"SIG{name}", None)
     if isinstance(sig, signal.Signals) and popen.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(popen.pid, sig)
+            os.kill(place.signal_target(popen.pid), sig)
 
 
 class HomeSFTP(asyncssh.SFTPServer):
@@ -402,12 +385,44 @@ def _describe(process: asyncssh.SSHServerProcess[bytes]) -> str:
     return repr(process.command[:200]) if process.command else "login shell"
 
 
+class _SubsystemProcess(asyncssh.SSHServerProcess[bytes]):
+    """A session whose "sftp" subsystem is a process like any other (the image's sftp-server,
+    run in the sandbox by `Sessions`), not asyncssh's own SFTP server, which would act on the
+    host's files as the agent. asyncssh keeps "sftp" for its server, so this overrides its two
+    decisions: whether the subsystem may start, and how it starts."""
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return subsystem == "sftp"
+
+    def session_started(self) -> None:
+        chan = self._chan
+        if chan is None or chan.get_subsystem() != "sftp":
+            super().session_started()
+            return
+        from asyncssh.constants import EXTENDED_DATA_STDERR
+
+        stdin = asyncssh.SSHReader[bytes](self, chan)
+        stdout = asyncssh.SSHWriter[bytes](self, chan)
+        stderr = asyncssh.SSHWriter[bytes](self, chan, EXTENDED_DATA_STDERR)
+        assert self._session_factory is not None and self._conn is not None
+        handler = self._session_factory(stdin, stdout, stderr)
+        if handler is not None and not isinstance(handler, bool):
+            self._conn.create_task(handler, stdin.logger)
+
+
 class Connection(asyncssh.SSHServer):
     """One SSH connection's policy: certificate auth for the owner, local forwarding only."""
 
-    def __init__(self, registry: ConnectionRegistry, *, relayed: bool = False) -> None:
+    def __init__(
+        self,
+        registry: ConnectionRegistry,
+        *,
+        relayed: bool = False,
+        sessions: Sessions | None = None,
+    ) -> None:
         self._registry = registry
         self.relayed = relayed
+        self._sessions = sessions
         self._conn: asyncssh.SSHServerConnection | None = None
         self._trust = registry.trust()
         self.authenticated = False
@@ -430,6 +445,12 @@ class Connection(asyncssh.SSHServer):
 
     def password_auth_supported(self) -> bool:
         return False
+
+    def session_requested(self) -> asyncssh.SSHServerSession[bytes] | bool:
+        # Asked only when the options carry no process factory: in a sandbox (see _options).
+        if self._sessions is None:
+            return False
+        return _SubsystemProcess(self._sessions, None, 0, False)
 
     def kbdint_auth_supported(self) -> bool:
         return False
@@ -524,15 +545,22 @@ def _options(
     login: Callable[[], Login],
     *,
     relayed: bool,
+    sftp_inside: bool,
 ) -> dict[str, Any]:
     """The same server and trust for direct and relayed connections. A relayed connection has no
     keepalive of its own: the relay watches its links and keeps the session through outages."""
+    sessions = Sessions(login)
     return {
-        "server_factory": lambda: Connection(registry, relayed=relayed),
+        # In a sandbox, the image's sftp-server runs inside it (a session like any other, which
+        # the connection makes: see _SubsystemProcess); on the host, asyncssh's SFTP server,
+        # rooted at the home.
+        "server_factory": lambda: Connection(
+            registry, relayed=relayed, sessions=sessions if sftp_inside else None
+        ),
         "server_host_keys": keys,
-        "process_factory": Sessions(login),
+        "process_factory": None if sftp_inside else sessions,
         "encoding": None,
-        "sftp_factory": HomeSFTP,
+        "sftp_factory": None if sftp_inside else HomeSFTP,
         "allow_scp": False,  # the environment's own scp binary serves `scp -O`, as under sshd
         "line_editor": False,
         "agent_forwarding": False,
@@ -551,10 +579,11 @@ async def listen(
     registry: ConnectionRegistry,
     keys: list[tuple[Any, Any]],
     login: Callable[[], Login],
+    *,
+    sftp_inside: bool,
 ) -> asyncssh.SSHAcceptor:
-    return await asyncssh.listen(
-        address, port, reuse_address=True, **_options(registry, keys, login, relayed=False)
-    )
+    options = _options(registry, keys, login, relayed=False, sftp_inside=sftp_inside)
+    return await asyncssh.listen(address, port, reuse_address=True, **options)
 
 
 async def serve_relayed(
@@ -562,7 +591,10 @@ async def serve_relayed(
     registry: ConnectionRegistry,
     keys: list[tuple[Any, Any]],
     login: Callable[[], Login],
+    *,
+    sftp_inside: bool,
 ) -> None:
     """One SSH connection over a connected socket from the relay, until it ends."""
-    conn = await asyncssh.run_server(sock, **_options(registry, keys, login, relayed=True))
+    options = _options(registry, keys, login, relayed=True, sftp_inside=sftp_inside)
+    conn = await asyncssh.run_server(sock, **options)
     await conn.wait_closed()

@@ -6,24 +6,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import TypeVar
 
 T = TypeVar("T")
 
 
-async def to_thread_to_the_end(func: Callable[..., T], *args: object) -> T:
+async def to_thread_to_the_end(
+    func: Callable[..., T], *args: object, executor: Executor | None = None
+) -> T:
     """`asyncio.to_thread(func, *args)`, except that a cancellation waits for the thread to be
     done before it goes on: a thread cannot be stopped, and one still writing files (a home, a
-    record, an environment's directory) must not overlap whatever the caller does next."""
-    work = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    record, an environment's directory) must not overlap whatever the caller does next. In
+    `executor`'s threads if given (an owner's, in a sandboxed environment)."""
+    work = asyncio.ensure_future(in_thread(func, *args, executor=executor))
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):
             await work
         raise
+
+
+async def in_thread(func: Callable[..., T], *args: object, executor: Executor | None = None) -> T:
+    """`asyncio.to_thread(func, *args)` in `executor` (None: the loop's default executor)."""
+    if executor is None:
+        return await asyncio.to_thread(func, *args)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(executor, functools.partial(func, *args))
 
 
 async def in_daemon_thread(work: Callable[[], T], name: str = "worker") -> T:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from leeward.agent.sync.apply import carry_out, plan_for
 from leeward.agent.sync.home import keep_theirs, local_sha, under, write_file
@@ -19,7 +21,7 @@ from leeward.common.backoff import SPREAD, Backoff, worth_telling
 from leeward.common.clock import Clock, SystemClock
 from leeward.common.errors import FleetError
 from leeward.common.profilefiles import Limits, LocalFile, over_limits, scan, upload_batches
-from leeward.common.threads import to_thread_to_the_end
+from leeward.common.threads import in_thread, to_thread_to_the_end
 from leeward_protocol.fleet import Refusal, SyncConflict, SyncStatus
 from leeward_protocol.profile import (
     AgentProfile,
@@ -30,6 +32,7 @@ from leeward_protocol.profile import (
     UploadResult,
 )
 
+T = TypeVar("T")
 log = logging.getLogger("leeward.agent.sync")
 
 RESCAN_SECONDS = 60.0
@@ -64,8 +67,11 @@ class ProfileSync:
         owner: str,
         name: str,
         clock: Clock | None = None,
+        files: Executor | None = None,
     ) -> None:
         self.home = home
+        self.files = files
+        """Where file work on the home runs (the owner's threads in a sandboxed environment)."""
         self.fleet = fleet
         self.name = name
         self.clock: Clock = clock or SystemClock()
@@ -85,6 +91,9 @@ class ProfileSync:
         self._reported: dict[str, Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._watch: TrackedWatch | None = None
+
+    async def _files(self, func: Callable[..., T], *args: object) -> T:
+        return await to_thread_to_the_end(func, *args, executor=self.files)
 
     # -- the loops
 
@@ -153,7 +162,7 @@ class ProfileSync:
                 await asyncio.wait_for(self._dirty.wait(), RESCAN_SECONDS)
             await self._settle()
             if self._watch is not None:
-                await asyncio.to_thread(self._watch.refresh)
+                await in_thread(self._watch.refresh, executor=self.files)
             try:
                 if self.limits is not None:
                     await self.push()
@@ -223,7 +232,7 @@ class ProfileSync:
         """Bring the home to `profile` by the rule in `leeward.agent.sync`'s docstring; whether any
         file here or the record changed."""
         state = self.state
-        plan = await to_thread_to_the_end(plan_for, self.home, profile, state.synced, state.fresh)
+        plan = await self._files(plan_for, self.home, profile, state.synced, state.fresh)
         wanted = sorted({f.sha256 for f in plan.write + plan.conflict + plan.keep_aside})
         blobs = await self.fleet.blobs(wanted) if wanted else {}
         missing = [sha for sha in wanted if sha not in blobs]
@@ -231,13 +240,13 @@ class ProfileSync:
             raise FleetError(f"the fleet did not send {len(missing)} of the profile's files")
         now = self.clock.now()
         before = (state.version, dict(state.synced))
-        conflicts = await to_thread_to_the_end(
+        conflicts = await self._files(
             carry_out, self.home, state.synced, plan, blobs, now, self.name
         )
         for c in conflicts:
             self._conflicted(c)
         state.version = profile.version
-        await to_thread_to_the_end(state.save, self.home)
+        await self._files(state.save, self.home)
         if conflicts:
             self._dirty.set()  # ours goes on top
         changed = bool(plan.write or plan.conflict or plan.delete) or before != (
@@ -264,7 +273,7 @@ class ProfileSync:
                 return
             changed = False
             for _ in range(3):  # a conflict makes another round (ours on top of theirs)
-                files, removed, refusals = await to_thread_to_the_end(self._changes, limits)
+                files, removed, refusals = await self._files(self._changes, limits)
                 self._scan_refused = refusals
                 if not files and not removed:
                     break
@@ -341,7 +350,7 @@ class ProfileSync:
             self.state.version = result.version
         if result.conflicts:
             await self._resolve(result.conflicts)
-        await to_thread_to_the_end(self.state.save, self.home)
+        await self._files(self.state.save, self.home)
         if wrote:
             log.info(
                 "profile sync: stored %d, removed %d (version %d)",
@@ -385,7 +394,7 @@ class ProfileSync:
                     found.append(conflict)
             return found
 
-        for conflict in await to_thread_to_the_end(settle):
+        for conflict in await self._files(settle):
             self._conflicted(conflict)
 
     # -- status
