@@ -228,6 +228,8 @@ def create_app(
                 chosen = LocalProvider(
                     config.provider.data_dir,
                     stop_agents_on_exit=config.provider.stop_agents_on_exit,
+                    sandboxes=config.provider.sandboxes,
+                    image_cache=config.provider.image_cache,
                 )
             fleet = Fleet(config, store, chosen, authority, clock)
             fleet.observers.append(app[METRICS].observe_allocation)

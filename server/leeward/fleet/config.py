@@ -84,6 +84,18 @@ class ProviderConfig(_Strict):
         description="Stop every agent when the fleet stops (the embedded fleet of `leeward up`). "
         "Otherwise environments outlive a restart of the control plane, as VMs would.",
     )
+    sandboxes: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Each environment in a bubblewrap sandbox of its own, under its owner's own "
+        "host uid: 'on' requires it (the fleet does not start without), 'auto' where the machine "
+        "allows (root, bubblewrap, user namespaces), 'off' never. Without sandboxes the fleet "
+        "serves one user only (docs/operator.md).",
+    )
+    image_cache: Path | None = Field(
+        default=None,
+        description="Where images are built and kept; default: $LEEWARD_IMAGE_CACHE, else "
+        "/var/cache/leeward/images (root) or ~/.cache/leeward/images.",
+    )
 
 
 class AuthConfig(_Strict):
@@ -334,9 +346,10 @@ def default_config() -> FleetConfig:
         ContainerProfile(
             name="web",
             description="Node, Python, the web monorepo",
-            tools=["node", "python", "eslint", "ruff"],
+            tools=["node", "python", "ruff"],
             hardware=hw(cpus=4, memory_gib=8),
             warm_pool=1,
+            image="web",
         ),
         ContainerProfile(
             name="android",
@@ -355,12 +368,14 @@ def default_config() -> FleetConfig:
             description="Jupyter with the data stack",
             tools=["python", "jupyter", "numpy"],
             hardware=hw(cpus=4, memory_gib=16),
+            image="jupyter",
         ),
         ContainerProfile(
             name="jupyter-gpu",
             description="Jupyter on one GPU",
             tools=["python", "jupyter", "torch"],
             hardware=hw(cpus=8, memory_gib=64, gpus=1),
+            image="jupyter",
         ),
     ]
     features = [

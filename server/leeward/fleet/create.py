@@ -291,6 +291,18 @@ async def _create_in(
             row = work.made.get(seen_id) or await session.get(EnvironmentRow, seen_id)
             assert row is not None
             return row, None, "replay"
+    if not fleet.provider.isolates_owners:
+        other = await session.scalar(
+            select(EnvironmentRow.owner)
+            .where(EnvironmentRow.live_name.is_not(None), EnvironmentRow.owner != who.user)
+            .limit(1)
+        )
+        if other is not None:
+            raise Conflict(
+                f"This fleet serves one user only ({fleet.provider.isolation}), and {other} "
+                "has environments here: it cannot keep one user's environments from another's. "
+                "An operator can give it sandboxes (docs/operator.md)."
+            )
     if request.name is not None:
         taken = request.name in work.names or await session.scalar(
             select(func.count()).where(EnvironmentRow.live_name == request.name)

@@ -55,7 +55,15 @@ def agent_spec(fleet: Fleet, row: EnvironmentRow, identity: Identity) -> Environ
         fleet_url=fleet.public_url,
         heartbeat_seconds=fleet.config.heartbeat_seconds,
         identity=identity,
+        image=image_of(fleet, row),
     )
+
+
+def image_of(fleet: Fleet, row: EnvironmentRow) -> str:
+    """The image of the environment's flavor or profile; the default one if it has left the
+    catalog since."""
+    shape = fleet.config.flavor(row.flavor or "") or fleet.config.profile(row.profile or "")
+    return shape.image if shape is not None else "base"
 
 
 async def provision(

@@ -45,6 +45,8 @@ class EnvironmentSpec:
     fleet_url: str
     heartbeat_seconds: float
     identity: Identity
+    image: str = "base"
+    """The image (leeward.sandbox.images) its sandbox starts from: the flavor's or profile's."""
 
     @property
     def relay_port(self) -> int:
@@ -58,6 +60,11 @@ class ProviderError(Exception):
 
 class Provider(Protocol):
     name: str
+    isolates_owners: bool
+    """Whether one owner's environments are kept from another's (sandboxes, a uid per owner).
+    A fleet whose provider cannot serves one user only."""
+    isolation: str
+    """What isolation its environments get, in a sentence (for the operator and refusals)."""
 
     async def start(self, spec: EnvironmentSpec) -> None:
         """Create the environment and return once its SSH server accepts connections.

@@ -1,9 +1,12 @@
-"""The local provider: every environment is one agent process on this machine.
+"""The local provider: every environment is one agent process on this machine, and (where the
+machine allows: root, bubblewrap, user namespaces) a sandbox of its own that the agent's
+sessions join (leeward.sandbox), with its flavor's or profile's image and its owner's host uid.
 
 An environment's state lives in `data_dir/<environment id>/`: `home/` (its disk), `agent.json`
-(its config, mode 0600), `agent.log` and `agent.pid`. Agents run in their own session, so they
-outlive the fleet (as VMs outlive their control plane); a new provider over the same data_dir
-finds them again through `running()`.
+(its config, mode 0600), `agent.log`, `agent.pid`, and `sandbox.json`. Agents and sandboxes
+run in their own sessions, so they outlive the fleet (as VMs outlive their control plane); a new
+provider over the same data_dir finds them again through `running()`. `owners.json` holds each
+owner's host uid.
 """
 
 from __future__ import annotations
@@ -19,19 +22,28 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from leeward.agent import control
-from leeward.agent.config import AgentConfig
+from leeward.agent.config import AgentConfig, SandboxConfig
 from leeward.common.files import write_atomic
 from leeward.common.threads import to_thread_to_the_end
 from leeward.providers.base import EnvironmentSpec, ProviderError
+from leeward.sandbox import images
+from leeward.sandbox import sandbox as sandboxes
+from leeward.sandbox.cgroups import Cgroups
+from leeward.sandbox.owners import OwnerError, host_uid
 
 log = logging.getLogger("leeward.providers.local")
 
 T = TypeVar("T")
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+GIB = 1 << 30
+PIDS_MAX = 4096
+"""Processes (threads included) one environment may have at once: a fork bomb stops there."""
+
+Sandboxes = Literal["auto", "on", "off"]
 
 
 def default_runtime_dir() -> Path:
@@ -54,8 +66,19 @@ class LocalProvider:
         start_timeout: float = 30.0,
         stop_timeout: float = 10.0,
         runtime_dir: Path | None = None,
+        sandboxes: Sandboxes = "auto",
+        image_cache: Path | None = None,
     ) -> None:
         self._data_dir = data_dir.resolve()
+        self._image_cache = image_cache
+        self.support = _support(sandboxes)
+        self.isolates_owners = self.support.ok
+        self.isolation = self.support.describe()
+        # Said once, at start: what isolation environments get here, and what is not enforced.
+        if not self.support.ok or self.support.cgroups.unenforced:
+            log.warning("environments: %s", self.isolation)
+        else:
+            log.info("environments: %s", self.isolation)
         self._stop_agents_on_exit = stop_agents_on_exit
         self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout
@@ -66,7 +89,7 @@ class LocalProvider:
 
     async def start(self, spec: EnvironmentSpec) -> None:
         async with self._lock(spec.id):
-            config = self._config(spec)
+            config = await self._config(spec)
             pid = await self._live_pid(spec.id)
             if pid is not None:
                 current = self._read_config(spec.id)
@@ -84,7 +107,7 @@ class LocalProvider:
             if await self._live_pid(spec.id) is None:
                 raise ProviderError(f"environment {spec.id}: its agent is not running; start it")
             current = self._read_config(spec.id)
-            config = self._config(spec)
+            config = await self._config(spec)
             if current is not None:
                 moved = current.fixed_changes(config)
                 if moved:
@@ -99,6 +122,7 @@ class LocalProvider:
             pid = await self._live_pid(environment_id)
             if pid is not None:
                 await self._terminate(environment_id, pid)
+            await to_thread_to_the_end(self._stop_sandbox, environment_id)
             socket = self._socket(environment_id)
             await asyncio.to_thread(_remove, directory, socket)
 
@@ -139,6 +163,41 @@ class LocalProvider:
                 pid = await self._live_pid(environment_id)
                 if pid is not None:
                     await self._terminate(environment_id, pid)
+                await to_thread_to_the_end(self._stop_sandbox, environment_id)
+
+    # -- sandboxes -------------------------------------------------------------------------
+
+    async def _sandbox(self, spec: EnvironmentSpec) -> SandboxConfig | None:
+        """The sandbox an agent runs its sessions in: its image (built first if this machine
+        has not got it yet) and its owner's uid; None where this machine makes no sandboxes."""
+        if not self.support.ok:
+            return None
+        try:
+            image = await to_thread_to_the_end(self.image, spec.image)
+            owner = spec.identity.owner
+            registry = self._data_dir / ".owners.json"  # not an environment id: dot first
+            uid = None if owner is None else await asyncio.to_thread(host_uid, registry, owner)
+        except (images.ImageError, OwnerError) as exc:
+            raise ProviderError(f"environment {spec.id}: {exc}") from None
+        hardware = spec.hardware
+        return SandboxConfig(
+            image=f"{image.name}@{image.digest[:12]}",
+            rootfs=image.rootfs,
+            uid=uid,
+            cpus=float(hardware.cpus) if hardware.cpus else None,
+            memory_bytes=hardware.memory_gib * GIB if hardware.memory_gib else None,
+            pids=PIDS_MAX,
+        )
+
+    def image(self, name: str) -> images.Image:
+        """The image `name`, built now if missing (blocking: one build per image per machine,
+        whoever asks)."""
+        return images.ensure(name, cache=self._image_cache, progress=log.info)
+
+    def _stop_sandbox(self, environment_id: str) -> None:
+        directory = self._dir(environment_id)
+        if sandboxes.stop(directory, self.support.cgroups, environment_id):
+            log.info("environment %s: sandbox stopped", environment_id)
 
     # -- files ----------------------------------------------------------------------------
 
@@ -154,8 +213,9 @@ class LocalProvider:
         digest = hashlib.sha256(f"{self._data_dir}\0{environment_id}".encode()).hexdigest()
         return self._runtime_dir / f"{digest[:20]}.sock"
 
-    def _config(self, spec: EnvironmentSpec) -> AgentConfig:
+    async def _config(self, spec: EnvironmentSpec) -> AgentConfig:
         directory = self._dir(spec.id)
+        sandbox = await self._sandbox(spec)
         return AgentConfig(
             environment_id=spec.id,
             name=spec.name,
@@ -173,6 +233,7 @@ class LocalProvider:
             home=directory / "home",
             control_socket=self._socket(spec.id),
             log_file=directory / "agent.log",
+            sandbox=sandbox,
         )
 
     def _read_config(self, environment_id: str) -> AgentConfig | None:
@@ -383,3 +444,14 @@ def _remove(directory: Path, socket: Path) -> None:
     if directory.exists():
         raise ProviderError(f"could not remove {directory.name}'s disk completely")
     socket.unlink(missing_ok=True)
+
+
+def _support(setting: Sandboxes) -> sandboxes.Support:
+    """Whether environments get sandboxes: "on" requires them (and says why not), "off" never
+    (one user only), "auto" where the machine can."""
+    if setting == "off":
+        return sandboxes.Support(False, "sandboxes are off in the fleet's config", Cgroups.detect())
+    support = sandboxes.probe()
+    if setting == "on" and not support.ok:
+        raise ProviderError(f'sandboxes are required (sandboxes = "on") but {support.reason}')
+    return support
