@@ -414,6 +414,10 @@ export interface Catalog {
 export interface Flavor {
   description: string;
   hardware: Hardware;
+  /**
+   * The image its devservers' sandboxes start from.
+   */
+  image: string;
   kind: FlavorKind;
   name: string;
 }
@@ -446,6 +450,10 @@ export interface LifespanPolicy {
 export interface ContainerProfile {
   description: string;
   hardware: Hardware;
+  /**
+   * The image its containers start from.
+   */
+  image: string;
   name: string;
   /**
    * What a fresh container has.
