@@ -65,7 +65,7 @@ async def test_from_inside_nothing_of_the_fleet_the_host_or_another_environment(
         b = await devserver(bob, "bb")
         alice_ssh = await ssh_access(f.api, tmp_path / "alice", "alice")
         bob_ssh = await ssh_access(bob, tmp_path / "bob", "bob")
-        owners = json.loads((data_dir / ".owners.json").read_text())
+        owners = json.loads((data_dir.parent / "owners.json").read_text())
         assert owners["alice"] != owners["bob"] and min(owners.values()) >= 1000
 
         # Bob leaves a process running, which alice must not see.

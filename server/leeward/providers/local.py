@@ -5,8 +5,8 @@ sessions join (leeward.sandbox), with its flavor's or profile's image and its ow
 An environment's state lives in `data_dir/<environment id>/`: `home/` (its disk), `agent.json`
 (its config, mode 0600), `agent.log`, `agent.pid`, and `sandbox.json`. Agents and sandboxes
 run in their own sessions, so they outlive the fleet (as VMs outlive their control plane); a new
-provider over the same data_dir finds them again through `running()`. `owners.json` holds each
-owner's host uid.
+provider over the same data_dir finds them again through `running()`. `owners.json`, next to
+data_dir (which holds environments only), keeps each owner's host uid.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class LocalProvider:
     ) -> None:
         self._data_dir = data_dir.resolve()
         self._image_cache = image_cache
+        self.owners_file = self._data_dir.parent / "owners.json"
         self.support = _support(sandboxes)
         self.isolates_owners = self.support.ok
         self.isolation = self.support.describe()
@@ -175,7 +176,7 @@ class LocalProvider:
         try:
             image = await to_thread_to_the_end(self.image, spec.image)
             owner = spec.identity.owner
-            registry = self._data_dir / ".owners.json"  # not an environment id: dot first
+            registry = self.owners_file
             uid = None if owner is None else await asyncio.to_thread(host_uid, registry, owner)
         except (images.ImageError, OwnerError) as exc:
             raise ProviderError(f"environment {spec.id}: {exc}") from None
