@@ -41,13 +41,14 @@ def home_of(tmp_path: Path, spec: EnvironmentSpec) -> Path:
 
 
 async def test_exec_output_exit_status_and_signals(
-    alice: SSH, tmp_path: Path, env: EnvironmentSpec
+    alice: SSH, tmp_path: Path, env: EnvironmentSpec, provider: LocalProvider
 ) -> None:
     done = await alice.run("ssh", "box", "echo out; echo err >&2; exit 7")
     assert (done.returncode, done.stdout, done.stderr) == (7, b"out\n", b"err\n")
 
     done = await alice.run("ssh", "box", "pwd; echo $HOME")
-    home = str(home_of(tmp_path, env))
+    # In a sandbox the home is /home/OWNER; on the host, the environment's directory.
+    home = "/home/alice" if provider.isolates_owners else str(home_of(tmp_path, env))
     assert done.stdout.decode().split() == [home, home]
 
     # stdin reaches the command and its EOF ends it; binary data passes unchanged.
