@@ -10,9 +10,7 @@ the agent reaches the home through a descriptor, not the host's path.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,19 +18,20 @@ from leeward.agent.config import AgentConfig
 from leeward.agent.place import Direct, Place, Sandboxed
 from leeward.sandbox import sandbox
 from leeward.sandbox.cgroups import Cgroups, Limits
-from leeward.sandbox.owners import as_owner_executor, home_view
+from leeward.sandbox.owners import as_owner_executor
 
 log = logging.getLogger("leeward.agent.keeper")
 
 
 class Keeper:
-    def __init__(self, state_dir: Path, config: AgentConfig) -> None:
+    def __init__(self, state_dir: Path, config: AgentConfig, view: Path | None = None) -> None:
         self._state_dir = state_dir
         self._config = config
+        self._view = view
+        """The home where the owner's threads reach it (None: no sandbox)."""
         self._cgroups: Cgroups | None = None
         self._spec: sandbox.SandboxSpec | None = None
         self._running: sandbox.Running | None = None
-        self._home_fd: int | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._place: Place = Direct.for_current_user(config.home)
 
@@ -65,10 +64,11 @@ class Keeper:
             # A new image (rootfs) reaches the sandbox the next time it starts, never a running one.
             self._running = sandbox.ensure(spec, self._cgroups)
         if not same_owner:
-            self._own(spec.uid, config.home)
+            self._own(spec.uid)
         self._spec = spec
-        assert self._home_fd is not None
-        self._place = Sandboxed(self._running, Path(f"/proc/self/fd/{self._home_fd}"), spec.owner)
+        if self._view is None:
+            raise sandbox.SandboxError("the agent has no view of the home (owners.home_view)")
+        self._place = Sandboxed(self._running, self._view, spec.owner)
         return self._place
 
     def current(self) -> Place:
@@ -98,12 +98,8 @@ class Keeper:
             "limits": self._cgroups.read(self._config.environment_id) if self._cgroups else {},
         }
 
-    def _own(self, uid: int, home: Path) -> None:
-        """From now on the agent's file threads are the owner's, and reach the home by fd."""
-        fd, _ = home_view(home)
-        if self._home_fd is not None:
-            os.close(self._home_fd)
-        self._home_fd = fd
+    def _own(self, uid: int) -> None:
+        """From now on the agent's file work on the home is done as the owner."""
         if self._executor is not None:
             self._executor.shutdown(wait=False)
         self._executor = as_owner_executor(uid, uid)
@@ -120,7 +116,3 @@ class Keeper:
             self._executor = None
         self._running = None
         self._spec = None
-        if self._home_fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._home_fd)
-            self._home_fd = None

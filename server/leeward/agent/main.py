@@ -36,6 +36,7 @@ from leeward.agent.ssh import (
 from leeward.relay.agent import RelayServer, RelaySettings
 from leeward.relay.handshake import HostIdentity
 from leeward.relay.stream import MIB
+from leeward.sandbox.owners import OwnerError, home_view
 from leeward.sandbox.sandbox import SandboxError
 
 if TYPE_CHECKING:
@@ -49,11 +50,11 @@ class StartError(Exception):
 
 
 class Agent:
-    def __init__(self, config_path: Path, config: AgentConfig) -> None:
+    def __init__(self, config_path: Path, config: AgentConfig, view: Path | None = None) -> None:
         self.config_path = config_path
         self.config = config
         self.registry = ConnectionRegistry(Trust(config.owner, config.user_ca))
-        self.keeper = Keeper(config_path.parent, config)
+        self.keeper = Keeper(config_path.parent, config, view)
         self.fleet = AgentFleet(self._endpoint)
         self.heartbeat = Heartbeat(
             self.fleet,
@@ -330,9 +331,17 @@ async def _serve(config_path: Path, ready_fd: int | None) -> int:
         _tell(ready_fd, f"error: {exc}")
         print(f"leeward agent: {exc}", file=sys.stderr)
         return 2
+    view = None
+    if config.sandbox is not None:
+        try:  # first: no thread may run yet
+            view = home_view(config.home)
+        except OwnerError as exc:
+            _tell(ready_fd, f"error: {exc}")
+            print(f"leeward agent: {exc}", file=sys.stderr)
+            return 1
     _setup_logging(config.log_file)
     _default_signals()
-    agent = Agent(config_path, config)
+    agent = Agent(config_path, config, view)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)

@@ -122,8 +122,8 @@ class Sandboxed:
 
     running: Running
     home: Path
-    """The agent's view of the home: /proc/self/fd/N, an O_PATH descriptor of the host
-    directory, which the owner's threads can use without walking the host's path to it."""
+    """The agent's view of the home (leeward.sandbox.owners.home_view), which the owner's
+    threads reach without walking the host's path to it."""
     user: str
     shell: str = "/bin/bash"
     sandboxed: bool = True

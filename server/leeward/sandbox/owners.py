@@ -21,6 +21,8 @@ import json
 import os
 import pwd
 import re
+import subprocess
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -117,9 +119,30 @@ def fs_uid() -> int:
     return int(_libc.setfsuid(-1))
 
 
-def home_view(home: Path) -> tuple[int, Path]:
-    """An O_PATH descriptor of `home` and the path that reaches it through /proc/self/fd: the
-    owner's threads reach their home without the right to walk the host's path to it (the
-    fleet's state directory stays closed to them)."""
-    fd = os.open(home, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    return fd, Path(f"/proc/self/fd/{fd}")
+VIEW = Path("/run/leeward-agent")
+"""Where an agent sees its environment's home, in a mount namespace of its own."""
+_CLONE_NEWNS = 0x00020000
+
+
+def home_view(home: Path) -> Path:
+    """`home`, bound where the owner's threads can reach it without the right to walk the host's
+    path to it (the fleet's state directory stays closed to them): `VIEW/home`, in a mount
+    namespace private to this process. Call it before the process starts any thread (a process
+    with threads cannot have a mount namespace of its own)."""
+    if threading.active_count() > 1:
+        raise OwnerError("home_view() must run before any thread starts")
+    VIEW.mkdir(mode=0o755, exist_ok=True)  # on the host: an empty directory to mount over
+    if _libc.unshare(_CLONE_NEWNS) != 0:
+        err = ctypes.get_errno()
+        raise OwnerError(f"cannot make a mount namespace: {os.strerror(err)}")
+    view = VIEW / "home"
+    for argv in (
+        ["mount", "--make-rprivate", "/"],  # nothing of ours reaches the host's mounts
+        ["mount", "-t", "tmpfs", "-o", "mode=0755,size=16k", "leeward-agent", str(VIEW)],
+        ["mkdir", str(view)],
+        ["mount", "--bind", str(home), str(view)],
+    ):
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise OwnerError(f"{' '.join(argv)}: {done.stderr.strip() or done.returncode}")
+    return view

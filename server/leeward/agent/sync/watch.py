@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,6 @@ class TrackedWatch:
         from watchdog.observers import Observer
 
         self.home = home
-        # inotify watches the directories themselves: in a sandboxed environment `home` is a
-        # /proc/self/fd view (see leeward.agent.keeper), which watchdog cannot watch through.
-        # Events come with these real paths; the files are still read through `home`.
-        self._real = Path(os.path.realpath(home))
         self._tracked = tracked
         self._touched = touched
         self._loop = asyncio.get_running_loop()
@@ -57,7 +52,7 @@ class TrackedWatch:
 
     def matters(self, full: str) -> bool:
         try:
-            rel = Path(full).relative_to(self._real).as_posix()
+            rel = Path(full).relative_to(self.home).as_posix()
         except ValueError:
             return False
         name = rel.rsplit("/", 1)[-1]
@@ -83,10 +78,9 @@ class TrackedWatch:
             with contextlib.suppress(Exception):
                 self._observer.unschedule(self._watches.pop(key))
         for key in wanted - set(self._watches):
-            real = self._real / Path(key[0]).relative_to(self.home)
             try:
                 self._watches[key] = self._observer.schedule(
-                    self._handler, str(real), recursive=key[1]
+                    self._handler, key[0], recursive=key[1]
                 )
             except OSError as exc:  # gone meanwhile, or out of inotify watches
                 log.warning("profile sync: cannot watch %s: %s", key[0], exc)
