@@ -212,6 +212,7 @@ const flavor = object<Flavor>({
   kind: oneOf<Flavor['kind']>('vm', 'physical', 'gpu'),
   description: str,
   hardware,
+  image: str,
 });
 
 const profile = object<ContainerProfile>({
@@ -220,6 +221,7 @@ const profile = object<ContainerProfile>({
   tools: list(str),
   hardware,
   warmPool: num,
+  image: str,
 });
 
 const lifespanPolicy = object<LifespanPolicy>({

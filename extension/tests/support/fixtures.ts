@@ -120,8 +120,15 @@ export const CATALOG: DaemonCatalog = {
       kind: 'vm',
       description: 'For editing and light builds.',
       hardware: { cpus: 2, memoryGib: 4, gpus: 0 },
+      image: 'base',
     },
-    { name: 'gpu', kind: 'gpu', description: '', hardware: { cpus: 8, memoryGib: 32, gpus: 1 } },
+    {
+      name: 'gpu',
+      kind: 'gpu',
+      description: '',
+      hardware: { cpus: 8, memoryGib: 32, gpus: 1 },
+      image: 'base',
+    },
   ],
   profiles: [
     {
@@ -130,6 +137,7 @@ export const CATALOG: DaemonCatalog = {
       tools: ['node', 'chromium'],
       hardware: { cpus: 2, memoryGib: 4, gpus: 0 },
       warmPool: 2,
+      image: 'web',
     },
   ],
   lifespans: {
