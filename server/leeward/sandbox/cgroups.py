@@ -114,9 +114,10 @@ class Cgroups:
         return found
 
     def remove(self, environment_id: str) -> None:
-        """Remove the groups (they must be empty: the sandbox was stopped). Idempotent."""
+        """Remove the groups (each must be empty: the sandbox was stopped). Idempotent; a group
+        still busy stays (the next stop removes it)."""
         for group in self._groups(environment_id).values():
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 group.rmdir()
 
     def read(self, environment_id: str) -> dict[str, str]:

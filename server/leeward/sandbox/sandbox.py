@@ -7,11 +7,11 @@ SFTP server and setup steps join it later with `nsenter` into its namespaces and
 and neither an agent restart nor a live migration stops anything inside.
 
 Inside: the image's root filesystem read-only, the owner's home at `/home/OWNER` (the host
-directory, owned by the owner's host uid), a `/tmp` and `/run` of its own, its own `/proc` and
-`/dev`, the environment's name as hostname, and an /etc/passwd naming the owner. Mount, PID, IPC,
-UTS, cgroup and user namespaces of its own; the user namespace maps the owner's uid to itself
-and nothing else, so root does not exist inside and nothing inside can make another user
-namespace. bubblewrap is started *as the owner's uid* (root would map the inside uid to host
+directory, owned by the owner's host uid), a `/tmp`, `/run` and `/dev/shm` of its own, its own
+`/proc` and `/dev`, the environment's name as hostname, and an /etc/passwd naming the owner.
+Mount, PID, IPC, UTS, cgroup and user namespaces of its own; the user namespace maps the owner's
+uid to itself and nothing else, so root does not exist inside and nothing inside can make another
+user namespace. bubblewrap is started *as the owner's uid* (root would map the inside uid to host
 root), from a clean environment (the launcher's variables would show in /proc/1/environ).
 
 Where it is, is recorded in `<state dir>/sandbox.json` (PID 1's pid, its start time and its
@@ -141,10 +141,12 @@ class Running:
 def _identity(pid: int) -> tuple[int, int] | None:
     """A process's start time and owner: with its pid, which process it is (not a recycled pid)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        started = int(stat.rsplit(")", 1)[1].split()[19])
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19])
         uid = os.stat(f"/proc/{pid}").st_uid
     except (OSError, ValueError, IndexError):
+        return None
+    if fields[0] in ("Z", "X"):  # exited, not yet reaped by its parent
         return None
     return started, uid
 
@@ -261,7 +263,7 @@ def start(spec: SandboxSpec, cgroups: Cgroups) -> Running:
         "--hostname", spec.hostname,
         "--ro-bind", f"{_STAGE}/root", "/",
         "--proc", "/proc", "--dev", "/dev",
-        "--tmpfs", "/tmp", "--tmpfs", "/run",  # noqa: S108 - the sandbox's own
+        "--tmpfs", "/dev/shm", "--tmpfs", "/tmp", "--tmpfs", "/run",  # noqa: S108 - its own
         "--tmpfs", "/home", "--bind", f"{_STAGE}/home", spec.inside_home, "--remount-ro", "/home",
         "--ro-bind-data", str(passwd), "/etc/passwd",
         "--ro-bind-data", str(group), "/etc/group",
@@ -326,32 +328,43 @@ def start(spec: SandboxSpec, cgroups: Cgroups) -> Running:
 
 
 def stop(state_dir: Path, cgroups: Cgroups, environment_id: str) -> bool:
-    """Kill the sandbox recorded in `state_dir`, if it runs, and remove its groups. Whether one
-    ran. Idempotent."""
+    """Kill the sandbox recorded in `state_dir`, if it runs, and whatever else is left in the
+    environment's groups (a sandbox whose record was lost, a join's outer half), then remove the
+    groups. Whether a recorded one ran. Idempotent."""
     state = state_dir / STATE_FILE
     try:
         raw = json.loads(state.read_text())
-        running = Running(**{**raw, "procs": tuple(raw.get("procs", ()))})
+        running: Running | None = Running(**{**raw, "procs": tuple(raw.get("procs", ()))})
     except (OSError, ValueError, TypeError):
         running = None
     ran = running is not None and running.alive()
     if running is not None:
-        running.kill()
-        deadline = time.monotonic() + 5.0
-        while running.alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
-    state.unlink(missing_ok=True)
+        running.kill()  # PID 1 inside: the whole PID namespace goes with it
     deadline = time.monotonic() + 5.0
-    while True:  # a group empties once the kernel has reaped its last process
-        try:
-            cgroups.remove(environment_id)
+    while True:
+        left = _members(cgroups, environment_id)
+        if running is not None and running.alive():
+            left.add(running.pid)
+        if not left:
             break
-        except OSError:
-            if time.monotonic() > deadline:
-                log.warning("environment %s: its cgroups are still busy", environment_id)
-                break
-            time.sleep(0.02)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            log.warning("environment %s: processes %s outlived SIGKILL", environment_id, left)
+            break
+        time.sleep(0.01)
+    state.unlink(missing_ok=True)
+    cgroups.remove(environment_id)
     return ran
+
+
+def _members(cgroups: Cgroups, environment_id: str) -> set[int]:
+    found: set[int] = set()
+    for procs in cgroups.procs(environment_id):
+        with contextlib.suppress(OSError, ValueError):
+            found.update(int(pid) for pid in procs.read_text().split())
+    return found
 
 
 _STAGE = "/run/leeward-sandbox"
