@@ -299,9 +299,9 @@ async def _create_in(
         )
         if other is not None:
             raise Conflict(
-                f"This fleet serves one user only ({fleet.provider.isolation}), and {other} "
-                "has environments here: it cannot keep one user's environments from another's. "
-                "An operator can give it sandboxes (docs/operator.md)."
+                f"This fleet serves one user only ({fleet.provider.isolation}), and another "
+                "user has environments here: it cannot keep one user's environments from "
+                "another's. An operator can give it sandboxes (docs/operator.md)."
             )
     if request.name is not None:
         taken = request.name in work.names or await session.scalar(

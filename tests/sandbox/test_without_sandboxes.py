@@ -1,0 +1,37 @@
+"""A fleet without sandboxes (`provider.sandboxes = "off"`, or a machine that cannot make them)
+serves one user only, and says why to the second one who asks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import run_ssh, small_config, ssh_access
+
+
+async def test_a_second_user_is_refused_with_the_reason(start_fleet, sqlite_url, tmp_path: Path):
+    config = small_config(tmp_path, sqlite_url, regions=1)
+    config.provider.sandboxes = "off"
+    async with start_fleet(config) as f:
+        status, env = await f.api.call(
+            "POST", "/v1/environments", {"kind": "devserver", "flavor": "tiny", "name": "solo"}
+        )
+        assert status == 202, env
+        await f.api.wait_state(env["id"], {"running"})
+        paths = await ssh_access(f.api, tmp_path / "alice", "alice")
+        code, out, _ = await run_ssh(paths, "solo", "echo $HOME")
+        assert (code, out.strip()) == (0, str(config.provider.data_dir / env["id"] / "home"))
+
+        bob = await f.user("bob")
+        status, body = await bob.call(
+            "POST", "/v1/environments", {"kind": "devserver", "flavor": "tiny", "name": "second"}
+        )
+        assert status == 409, body
+        message = body["error"]["message"]
+        assert "serves one user only" in message and "another user" in message
+        assert "alice" not in message, "who else uses the fleet is not bob's to know"
+        assert "sandboxes are off" in message and "docs/operator.md" in message
+        # The same user may go on.
+        status, body = await f.api.call(
+            "POST", "/v1/environments", {"kind": "devserver", "flavor": "tiny", "name": "two"}
+        )
+        assert status == 202, body
