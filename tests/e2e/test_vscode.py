@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from leeward.fleet.config import FleetConfig, HostConfig, RegionConfig, dump_config
+from leeward.sandbox.sandbox import probe
 from leeward_protocol.fleet import ContainerProfile, Flavor, FlavorKind, Hardware
 
 from ..cli.sandbox import LEEWARD, Sandbox, make_sandbox
@@ -298,12 +299,11 @@ def test_leeward_extension(
         assert result["statusHealthy"].startswith(f"{name} · healthy · ")
         assert result["statusHealthy"].endswith(" ms")
         assert result["statusUnreachable"].startswith(f"{name} · unreachable")
-        # the terminal's shell ran in the environment: its home is the environment's disk
-        assert result["terminalHome"] == str(environments / env_id / "home")
-        assert (
-            result["outputUri"]
-            == f"vscode-remote://ssh-remote+{name}{environments / env_id / 'home'}"
-        )
+        # the terminal's shell ran in the environment: its home is the environment's disk, at
+        # /home/OWNER in its sandbox (or the directory itself on a machine without sandboxes)
+        home = f"/home/{ours[0]['owner']}" if probe().ok else str(environments / env_id / "home")
+        assert result["terminalHome"] == home
+        assert result["outputUri"] == f"vscode-remote://ssh-remote+{name}{home}"
     finally:
         server.stop()
         down = sandbox.run("down", timeout=90)

@@ -4,10 +4,12 @@ signed-in user's credentials), its DNS and the last-known-good cache; a status f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from leeward.client.credentials import Credentials, store_credentials
 from tests.conftest import ssh_access, until
@@ -62,14 +64,45 @@ async def test_the_proxy_finds_the_environment_through_the_fleet_or_its_cache(
             assert proc.returncode is not None
             return proc.returncode, out, err
 
+        async def session() -> tuple[asyncio.subprocess.Process, str]:
+            """An ssh session that stays open (until its stdin closes): the proxy's status
+            file is on this side, out of the environment's sight."""
+            proc = await asyncio.create_subprocess_exec(
+                "ssh",
+                "-F",
+                str(paths.ssh_config),
+                "-o",
+                "BatchMode=yes",
+                "relayed",
+                "echo $LEEWARD_ENVIRONMENT; cat >/dev/null",
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={**os.environ, **xdg},
+            )
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), 60)
+            return proc, line.decode().strip()
+
+        async def end(proc: asyncio.subprocess.Process) -> None:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+        def statuses() -> list[dict[str, Any]]:
+            found = []
+            for path in sessions.glob("*.json"):
+                with contextlib.suppress(OSError, ValueError):  # replaced as we read
+                    found.append(json.loads(path.read_text()))
+            return found
+
         # While the session runs, its status file says where the address came from.
-        code, out, err = await ssh(f"cat {sessions}/*.json; echo; echo $LEEWARD_ENVIRONMENT", b"")
-        assert code == 0, err.decode()
-        status_line, name = out.decode().splitlines()[:2]
-        recorded = json.loads(status_line)
+        proc, name = await session()
+        assert name == env["fqdn"]
+        recorded = (await until(statuses, "the session's status file", timeout=10))[0]
         assert recorded["state"] == "connected" and recorded["source"] == "api"
         assert recorded["env"] == "relayed"
-        assert name == env["fqdn"]
+        await end(proc)
         # ssh hangs up its ProxyCommand when it exits; the status file goes with the proxy.
         await until(lambda: not list(sessions.glob("*.json")), "the status file went", timeout=10)
         # The address race (leeward.client.locate) keeps the last verified address per fleet.
@@ -85,15 +118,13 @@ async def test_the_proxy_finds_the_environment_through_the_fleet_or_its_cache(
         # status says DNS is down, which the daemon shows as "DNS bypass".
         status, _ = await f.admin.call("POST", "/v1/admin/dns/stop", {"blackHole": True})
         assert status == 200
-        # The proxy asks DNS apart once connected: poll its status file (5 s at most).
-        dns_down = (
-            f'for _ in $(seq 100); do grep -qs \'"dns": "down"\' {sessions}/*.json && break; '
-            f"sleep 0.05; done; cat {sessions}/*.json"
+        # The proxy asks DNS apart once connected: its status file says so within 5 s.
+        proc, _ = await session()
+        down = await until(
+            lambda: [r for r in statuses() if r.get("dns") == "down"], "DNS down", timeout=10
         )
-        code, out, err = await ssh(dns_down, b"")
-        assert code == 0, err.decode()
-        recorded = json.loads(out.decode().splitlines()[0])
-        assert (recorded["state"], recorded["dns"]) == ("connected", "down"), recorded
+        assert down[0]["state"] == "connected", down
+        await end(proc)
         status, _ = await f.admin.call("POST", "/v1/admin/dns/start")
         assert status == 200
 
