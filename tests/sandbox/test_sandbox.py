@@ -174,3 +174,14 @@ async def test_file_work_as_the_owner_goes_where_the_owner_may_only(walkable: Pa
         assert os.getuid() == 0 and secret.read_text() == "root's\n", "this thread is still root"
     finally:
         executor.shutdown()
+
+
+def test_an_owner_called_root_is_still_not_root(spec: sb.SandboxSpec) -> None:
+    cgroups = Cgroups.detect()
+    named_root = sb.SandboxSpec(**{**spec.__dict__, "owner": "root"})
+    running = sb.ensure(named_root, cgroups)
+    try:
+        done = inside(running, "id -u; id -un; pwd; awk -F: '$3 == 0' /etc/passwd")
+        assert done.stdout.split() == [str(UID), "root", "/home/root"], done.stderr
+    finally:
+        sb.stop(spec.state_dir, cgroups, spec.environment_id)

@@ -42,6 +42,7 @@ STATE_FILE = "sandbox.json"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 START_SECONDS = 10.0
 _CLEAN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+_NOBODY = "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin"
 
 # ioctls (asm-generic): unlock a pty master, and open its peer without a path
 _TIOCSPTLCK = 0x40045431
@@ -245,12 +246,18 @@ def start(spec: SandboxSpec, cgroups: Cgroups) -> Running:
     _prepare_home(spec)
     procs = cgroups.create(spec.environment_id, spec.limits)
     Path(_STAGE).mkdir(mode=0o755, parents=True, exist_ok=True)
-    passwd = _data_fd(
-        f"root:x:0:0:root:/root:/usr/sbin/nologin\n"
-        f"{spec.owner}:x:{spec.uid}:{spec.uid}:{spec.owner}:{spec.inside_home}:/bin/bash\n"
-        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-    )
-    group = _data_fd(f"root:x:0:\n{spec.owner}:x:{spec.uid}:\nnogroup:x:65534:\n")
+    # The owner first; the system's own names only where the owner does not take them (an
+    # owner may be called root: then that name is theirs, with their uid, and 0 has none).
+    users = [f"{spec.owner}:x:{spec.uid}:{spec.uid}:{spec.owner}:{spec.inside_home}:/bin/bash"]
+    users += [
+        line
+        for line in ("root:x:0:0:root:/root:/usr/sbin/nologin", _NOBODY)
+        if line.split(":", 1)[0] != spec.owner
+    ]
+    groups = [f"{spec.owner}:x:{spec.uid}:"]
+    groups += [g for g in ("root:x:0:", "nogroup:x:65534:") if g.split(":", 1)[0] != spec.owner]
+    passwd = _data_fd("\n".join(users) + "\n")
+    group = _data_fd("\n".join(groups) + "\n")
     hostname = _data_fd(f"{spec.hostname}\n")
     hosts = _data_fd(f"127.0.0.1\tlocalhost\n127.0.1.1\t{spec.hostname}\n::1\tlocalhost\n")
     info_r, info_w = os.pipe()
