@@ -60,7 +60,7 @@ def spec(tmp_path: Path) -> sb.SandboxSpec:
 
 
 def inside(running: sb.Running, script: str) -> subprocess.CompletedProcess[str]:
-    env = {"HOME": "/home/carol", "PATH": "/usr/bin:/bin"}
+    env = {"HOME": f"/home/{running.owner}", "PATH": "/usr/bin:/bin"}
     return subprocess.run(
         running.command(["/bin/sh", "-c", script]), env=env, capture_output=True, text=True
     )
