@@ -5,9 +5,11 @@ live migration; OpenSSH's file tools land in /home/OWNER inside."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
+import subprocess
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,8 @@ from leeward.agent.config import AgentConfig
 from leeward.fleet.provision import restart_agent
 from leeward.sandbox.cgroups import Cgroups
 from leeward.sandbox.sandbox import probe
-from tests.conftest import run_ssh, small_config, ssh_access, until
-from tests.fleet.test_openssh import tool
+from tests.conftest import free_port, run_ssh, small_config, ssh_access, until
+from tests.fleet.test_openssh import through_forward, tool
 
 pytestmark = pytest.mark.skipif(
     not probe().ok, reason=f"this machine makes no sandboxes: {probe().reason}"
@@ -221,6 +223,32 @@ async def test_openssh_tools_land_in_the_home_and_installs_stay_in_their_environ
         home = data_dir / one["id"] / "home"
         assert (home / "tree" / "a.txt").read_text() == "alpha\n"
         assert (home / wheel.name).stat().st_uid != 0
+
+        # ssh -L to a service the owner runs inside the sandbox, on its loopback: the home's
+        # files served from inside, to this side.
+        port = free_port()
+        await ok(
+            paths,
+            "one",
+            f"nohup python3 -m http.server {port} --bind 127.0.0.1 >/dev/null 2>&1 &",
+        )
+        local = free_port()
+        forward = await asyncio.create_subprocess_exec(
+            "ssh", "-F", ssh_config, "-N", "-o", "ExitOnForwardFailure=yes",
+            "-L", f"127.0.0.1:{local}:127.0.0.1:{port}", "one",
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            request = b"GET /tree/a.txt HTTP/1.0\r\n\r\n"
+            for _ in range(200):  # the server inside may not listen yet: ask again, bounded
+                answer = await through_forward(local, request)
+                if answer.startswith(b"HTTP/1.0 200"):
+                    break
+                await asyncio.sleep(0.05)
+            assert answer.startswith(b"HTTP/1.0 200"), answer
+        finally:
+            forward.terminate()
+            await forward.wait()
 
         # One image, two environments: an install in one is not in the other.
         install = (
