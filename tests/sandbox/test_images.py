@@ -77,7 +77,8 @@ def test_a_new_format_changes_every_digest(monkeypatch: pytest.MonkeyPatch) -> N
 def test_recipes_hold_what_the_sandbox_needs() -> None:
     assert images.DEFAULT_IMAGE in IMAGES and set(IMAGES) == {"base", "web", "jupyter"}
     for recipe in IMAGES.values():
-        assert {"openssh-sftp-server", "rsync", "python3", "tmux"} <= set(recipe.packages)
+        needed = {"openssh-sftp-server", "openssh-client", "rsync", "python3", "tmux"}
+        assert needed <= set(recipe.packages)
     with pytest.raises(ValueError, match="Debian package name"):
         Recipe(name="bad", packages=("python3,git",))
     with pytest.raises(ValueError, match="image name"):

@@ -3,9 +3,9 @@
 While the environment has an owner and the host gives sandboxes (`AgentConfig.sandbox`), the
 keeper finds the environment's sandbox (one started before this agent, which an agent restart or
 a live migration leaves running) or starts it, starts it again if it died (its processes are then
-gone: it says so), and points the agent's file threads at the owner: from then on every
-`asyncio.to_thread` of the agent acts on files as the owner's uid (leeward.sandbox.owners), and
-the agent reaches the home through a descriptor, not the host's path.
+gone: it says so), and gives the agent threads that act on files as the owner's uid (`files`,
+leeward.sandbox.owners), which reach the home through the agent's view of it
+(`owners.home_view`), not the host's path.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ class Keeper:
             self._leave()
             self._place = Direct.for_current_user(config.home)
             return self._place
+        if self._view is None:
+            raise sandbox.SandboxError("the agent has no view of the home (owners.home_view)")
         if self._cgroups is None:
             self._cgroups = Cgroups.detect()
         spec = sandbox.SandboxSpec(
@@ -66,8 +68,6 @@ class Keeper:
         if not same_owner:
             self._own(spec.uid)
         self._spec = spec
-        if self._view is None:
-            raise sandbox.SandboxError("the agent has no view of the home (owners.home_view)")
         self._place = Sandboxed(self._running, self._view, spec.owner)
         return self._place
 

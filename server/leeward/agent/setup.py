@@ -3,11 +3,10 @@ for its environment, after it reported ready, one step after the other.
 
 A step writes its files into the home, then runs its script with `bash -e` (in the home, in the
 environment's place: its sandbox, as its owner; stdin from /dev/null, in its own process group,
-stopped at its deadline); the
-output goes to `~/.local/state/leeward/setup/<slug>.log`. A step that worked leaves
-`<slug>.done` holding its digest: while the digest is the same, the step is reported installed
-and not run again (an agent restart or a reload installs nothing twice). A failure is reported
-with the end of its log and never stops the other steps, nor the agent.
+stopped at its deadline); the output goes to `~/.local/state/leeward/setup/<slug>.log`. A step
+that worked leaves `<slug>.done` holding its digest: while the digest is the same, the step is
+reported installed and not run again (an agent restart or a reload installs nothing twice). A
+failure is reported with the end of its log and never stops the other steps, nor the agent.
 
 Steps are the fleet's `SetupStep`s, statuses its `SetupItem`s, both through `AgentFleet`: the
 steps with the environment's profile, the statuses in its reports.

@@ -137,6 +137,7 @@ BASE_PACKAGES = (
     "python3-pip",
     "git",
     "openssh-sftp-server",  # the sandbox runs /usr/lib/openssh/sftp-server for sftp and scp
+    "openssh-client",  # `scp -O` runs the image's scp; git over ssh, ssh onwards
     "rsync",  # rsync over ssh runs it on this side
     "procps",
     "tmux",
@@ -145,7 +146,6 @@ BASE_PACKAGES = (
     "less",
     "iproute2",
     "curl",
-    "tini",
     "util-linux",  # setsid; Essential, named for the sandbox's sake
 )
 RUFF_VERSION = "0.17.6"
