@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from leeward.sandbox import images
+from leeward.sandbox import images, recipes
 from leeward.sandbox.images import IMAGES, Image, ImageError, Recipe
 
 
@@ -70,7 +70,7 @@ def test_the_digest_changes_with_a_package_or_a_command_and_only_with_them() -> 
 
 def test_a_new_format_changes_every_digest(monkeypatch: pytest.MonkeyPatch) -> None:
     before = {name: recipe.digest for name, recipe in IMAGES.items()}
-    monkeypatch.setattr(images, "FORMAT", images.FORMAT + 1)
+    monkeypatch.setattr(recipes, "FORMAT", recipes.FORMAT + 1)
     assert all(recipe.digest != before[name] for name, recipe in IMAGES.items())
 
 
@@ -137,7 +137,7 @@ def test_a_build_that_fails_halfway_leaves_nothing_and_the_next_one_succeeds(
 CRASHING_BUILD = """
 import os, sys
 from pathlib import Path
-from leeward.sandbox import images
+from leeward.sandbox import images, recipes
 
 def builder(recipe, rootfs, *, mirror, progress, log):
     (rootfs / "etc").mkdir(parents=True)
@@ -180,7 +180,7 @@ def test_concurrent_threads_build_once(tmp_path: Path) -> None:
 SLOW_BUILD = """
 import sys, time
 from pathlib import Path
-from leeward.sandbox import images
+from leeward.sandbox import images, recipes
 
 def builder(recipe, rootfs, *, mirror, progress, log):
     with open(sys.argv[2], "a") as count:
@@ -218,7 +218,7 @@ def test_prune_removes_old_versions_but_not_the_current_or_kept_ones(
         name: dataclasses.replace(recipe, packages=(*recipe.packages, "vim"))
         for name, recipe in IMAGES.items()
     }
-    monkeypatch.setattr(images, "IMAGES", old_recipes)
+    monkeypatch.setattr(recipes, "IMAGES", old_recipes)
     old_base = images.ensure("base", cache=tmp_path, builder=TreeBuilder())
     old_web = images.ensure("web", cache=tmp_path, builder=TreeBuilder())
     monkeypatch.undo()
@@ -422,7 +422,7 @@ def test_the_web_image_has_node_python_and_ruff() -> None:
     assert run_in(image, "node", "--version").startswith("v18.")
     assert run_in(image, "python3", "--version").startswith("Python 3.11")
     assert run_in(image, "ruff", "--version").strip() == f"ruff {images.RUFF_VERSION}"
-    assert not (image.rootfs / images.BUILD_CA.lstrip("/")).exists()
+    assert not (image.rootfs / recipes.BUILD_CA.lstrip("/")).exists()
 
 
 @pytest.mark.slow

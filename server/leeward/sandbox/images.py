@@ -1,8 +1,9 @@
 """Images: the Debian root filesystems environments run on, built with mmdebstrap, cached once
 per machine and shared read-only by every sandbox of an image (bwrap --ro-bind ROOTFS /).
 
-A `Recipe` says what an image holds (a suite, packages, commands run on the finished tree); its
-`digest` (the recipe's canonical JSON and `FORMAT`) names the version. `ensure(name)` returns
+A `Recipe` (leeward.sandbox.recipes) says what an image holds; its `digest` names the version,
+and mmdebstrap builds it (leeward.sandbox.mmdebstrap). This module keeps the built versions, and
+re-exports both neighbours' names for its callers. `ensure(name)` returns
 the current version of an image, building it when it is missing: into a temporary directory
 next to the others, renamed into place only when complete, under a lock per image name so that
 concurrent builders (threads or processes) build once. Old versions stay where they are (a
@@ -22,209 +23,71 @@ See docs/images.md.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import dataclasses
 import fcntl
-import hashlib
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import tempfile
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Protocol
 
 from leeward.common.files import write_atomic
+from leeward.sandbox.mmdebstrap import (
+    DEFAULT_MIRROR,
+    HELD_LOCK,
+    MIRROR_ENV,
+    SECURITY_MIRROR_ENV,
+    build_rootfs,
+)
+from leeward.sandbox.recipes import (
+    DEFAULT_IMAGE,
+    FORMAT,
+    IMAGES,
+    RUFF_VERSION,
+    Hook,
+    ImageError,
+    Progress,
+    Recipe,
+    recipe,
+)
 
-FORMAT = 1
-"""Part of every digest: bump it when how an image is built changes in a way the digest does not
-see otherwise (mmdebstrap's options, the sources) so that every image is rebuilt. A recipe's
-packages and hooks, `DPKG_OPTIONS` and `FINISH_HOOK` are in the digest themselves."""
+__all__ = [
+    "CACHE_ENV",
+    "DEFAULT_IMAGE",
+    "DEFAULT_MIRROR",
+    "FORMAT",
+    "IMAGES",
+    "MIRROR_ENV",
+    "RUFF_VERSION",
+    "SECURITY_MIRROR_ENV",
+    "Builder",
+    "Hook",
+    "Image",
+    "ImageError",
+    "Progress",
+    "Recipe",
+    "build_rootfs",
+    "cache_dir",
+    "ensure",
+    "find",
+    "is_current",
+    "prune",
+    "recipe",
+    "versions",
+]
 
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
-MIRROR_ENV = "LEEWARD_DEBIAN_MIRROR"
-SECURITY_MIRROR_ENV = "LEEWARD_DEBIAN_SECURITY_MIRROR"
-"""Where `<suite>-security` comes from. Unset: next to the mirror when its URL ends in /debian
-(http://deb.debian.org/debian-security), else none. Set but empty: none."""
 CACHE_ENV = "LEEWARD_IMAGE_CACHE"
 ROOT_CACHE = Path("/var/cache/leeward/images")
-
-Progress = Callable[[str], None]
-
-_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
-_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]*")
 _IMAGE_DIR = re.compile(r"(?P<name>[a-z0-9][a-z0-9-]*)-(?P<short>[0-9a-f]{16})")
 _BUILD_PREFIX = ".build."
 _TRASH_PREFIX = ".trash."
-_STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_HELD_LOCK: contextvars.ContextVar[int] = contextvars.ContextVar("leeward_image_lock")
-"""The descriptor of the name lock this thread holds while it builds. mmdebstrap inherits it:
-if this process dies, the lock stays held until mmdebstrap (orphaned, still writing into the
-temporary tree) ends too, so the next builder never removes a tree that is being written."""
-
-
-class ImageError(Exception):
-    """An image could not be found, built or removed. `message` says what failed and what to
-    do; `details` (e.g. the last lines of mmdebstrap's output) follow it in `str(error)`."""
-
-    def __init__(self, message: str, *, details: str = "") -> None:
-        super().__init__(f"{message}\n{details}" if details else message)
-        self.message = message
-        self.details = details
-
-
-@dataclass(frozen=True)
-class Hook:
-    """A command run on the finished tree (mmdebstrap's --customize-hook, in `sh` with the root
-    filesystem as "$1"; `chroot "$1" ...` runs something inside it). `label` is for progress
-    ("customizing (pip install ruff)") and is not part of the digest."""
-
-    label: str
-    command: str
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """What an image holds: Debian's `suite` (its -updates and -security too) with the minbase
-    variant (the Essential packages and apt), `packages` and their dependencies (no
-    recommends), then the `customize` hooks in order."""
-
-    name: str
-    packages: tuple[str, ...]
-    customize: tuple[Hook, ...] = ()
-    suite: str = "bookworm"
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        if not _NAME.fullmatch(self.name):
-            raise ValueError(f"image name {self.name!r}: lowercase letters, digits and '-'")
-        for package in self.packages:
-            if not _PACKAGE.fullmatch(package):
-                raise ValueError(f"image {self.name}: {package!r} is not a Debian package name")
-        if not _NAME.fullmatch(self.suite):
-            raise ValueError(f"image {self.name}: {self.suite!r} is not a Debian suite")
-
-    def canonical(self) -> dict[str, Any]:
-        """What the digest is made of: everything that changes the tree, and nothing else (the
-        labels and description do not; the package order does not)."""
-        return {
-            "format": FORMAT,
-            "name": self.name,
-            "suite": self.suite,
-            "packages": sorted(set(self.packages)),
-            "customize": [hook.command for hook in self.customize],
-            "dpkg": list(DPKG_OPTIONS),
-            "finish": FINISH_HOOK,
-        }
-
-    @property
-    def digest(self) -> str:
-        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
-
-
-BASE_PACKAGES = (
-    "python3",
-    "python3-venv",
-    "python3-pip",
-    "git",
-    "openssh-sftp-server",  # the sandbox runs /usr/lib/openssh/sftp-server for sftp and scp
-    "openssh-client",  # `scp -O` runs the image's scp; git over ssh, ssh onwards
-    "rsync",  # rsync over ssh runs it on this side
-    "procps",
-    "tmux",
-    "bash",
-    "ca-certificates",
-    "less",
-    "iproute2",
-    "curl",
-    "util-linux",  # setsid; Essential, named for the sandbox's sake
-)
-RUFF_VERSION = "0.17.6"
-
-IMAGES: Mapping[str, Recipe] = MappingProxyType(
-    {
-        recipe.name: recipe
-        for recipe in (
-            Recipe(
-                name="base",
-                packages=BASE_PACKAGES,
-                description="Python 3, git, ssh's sftp-server, rsync, tmux, curl",
-            ),
-            Recipe(
-                name="web",
-                packages=(*BASE_PACKAGES, "nodejs"),
-                customize=(
-                    Hook(
-                        label="pip install ruff",
-                        command=(
-                            'chroot "$1" python3 -m pip install --break-system-packages'
-                            " --no-cache-dir --root-user-action=ignore --no-warn-script-location"
-                            f" ruff=={RUFF_VERSION}"
-                        ),
-                    ),
-                ),
-                description=f"base, Node.js (Debian's) and ruff {RUFF_VERSION} (PyPI's)",
-            ),
-            Recipe(
-                name="jupyter",
-                packages=(*BASE_PACKAGES, "jupyter-notebook", "python3-numpy"),
-                description="base, Jupyter Notebook and NumPy (Debian's)",
-            ),
-        )
-    }
-)
-DEFAULT_IMAGE = "base"
-
-DPKG_OPTIONS = (
-    "path-exclude=/usr/share/man/*",
-    "path-exclude=/usr/share/info/*",
-    "path-exclude=/usr/share/locale/*",
-    "path-include=/usr/share/locale/locale.alias",
-    "path-exclude=/usr/share/doc/*",
-    "path-include=/usr/share/doc/*/copyright",
-)
-"""No manuals, translations or documentation (there is no `man` in an image), the licences
-kept. dpkg keeps these rules in the image (/etc/dpkg/dpkg.cfg.d/99mmdebstrap)."""
-
-BUILD_CA = "/tmp/leeward-build-ca.crt"  # noqa: S108 (the tree's /tmp, emptied after the build)
-"""Inside the tree while the hooks run: a copy of the certificates the building machine trusts,
-and what `CA_VARIABLES` name. A machine whose egress re-signs TLS (as this project's test
-machines' does) can then `pip install` in a hook; the copy is removed with /tmp's contents."""
-CA_VARIABLES = (
-    "PIP_CERT",
-    "SSL_CERT_FILE",
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-    "GIT_SSL_CAINFO",
-    "NODE_EXTRA_CA_CERTS",
-)
-
-FINISH_HOOK = (
-    f'set -e\nrm -f "$1{BUILD_CA}"\n'
-    + r"""
-: > "$1/etc/resolv.conf"
-echo localhost > "$1/etc/hostname"
-chmod 644 "$1/etc/resolv.conf" "$1/etc/hostname"
-if [ ! -e "$1/etc/hosts" ]; then
-  printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$1/etc/hosts"
-fi
-mkdir -p "$1/home"
-rm -rf "$1/root/.cache"
-rm -f "$1"/var/cache/debconf/*-old "$1"/var/lib/dpkg/*-old
-"""
-)
-"""The last hook of every image. mmdebstrap copies the host's /etc/resolv.conf and /etc/hostname
-in: they become placeholders (empty; "localhost"), and /etc/hosts (minbase has none) a generic
-one, so that the sandbox has files to bind its own over on a read-only root."""
 
 
 @dataclass(frozen=True)
@@ -254,15 +117,6 @@ def cache_dir() -> Path:
     if os.geteuid() == 0:
         return ROOT_CACHE
     return Path.home() / ".cache" / "leeward" / "images"
-
-
-def recipe(name: str) -> Recipe:
-    """The recipe called `name`; `ImageError` naming the known ones if there is none."""
-    try:
-        return IMAGES[name]
-    except KeyError:
-        known = ", ".join(IMAGES)
-        raise ImageError(f"there is no image called {name!r}: the images are {known}") from None
 
 
 def find(name: str, *, cache: Path | None = None) -> Image | None:
@@ -379,190 +233,6 @@ def _build(recipe: Recipe, root: Path, mirror: str, say: Progress, builder: Buil
     return Image(name=recipe.name, digest=digest, rootfs=final / "rootfs", size_bytes=size)
 
 
-def sources(suite: str, mirror: str) -> list[str]:
-    """The apt sources of an image: the suite and its -updates from `mirror`, -security from
-    $LEEWARD_DEBIAN_SECURITY_MIRROR or next to a mirror whose URL ends in /debian."""
-    if not mirror or any(c.isspace() for c in mirror):
-        raise ImageError(f"the Debian mirror {mirror!r} is not a URL: set {MIRROR_ENV} to one")
-    lines = [f"deb {mirror} {suite} main", f"deb {mirror} {suite}-updates main"]
-    security = os.environ.get(SECURITY_MIRROR_ENV)
-    if security is None and mirror.rstrip("/").endswith("/debian"):
-        security = mirror.rstrip("/") + "-security"
-    if security:
-        lines.append(f"deb {security} {suite}-security main")
-    return lines
-
-
-def build_rootfs(
-    recipe: Recipe, rootfs: Path, *, mirror: str, progress: Progress, log: Path
-) -> None:
-    """The builder: mmdebstrap in unshare mode (for root, only its own mount, pid and ipc
-    namespaces, so that nothing it mounts outlives it; for others, a user namespace too, which
-    needs /etc/subuid and /etc/subgid entries), its output read as it comes."""
-    executable = shutil.which("mmdebstrap")
-    if executable is None:
-        raise ImageError(
-            "mmdebstrap is not installed: apt-get install mmdebstrap (scripts/setup does it)"
-        )
-    env = _build_env()
-    prepare = []
-    if host_ca := _host_ca_bundle():
-        prepare = [f'--customize-hook=cp {shlex.quote(host_ca)} "$1{BUILD_CA}"']
-        env.update(dict.fromkeys(CA_VARIABLES, BUILD_CA))
-    argv = [
-        executable,
-        "--verbose",
-        "--mode=unshare",
-        "--variant=minbase",
-        "--format=directory",
-        f"--include={','.join(recipe.packages)}",
-        '--aptopt=Acquire::Languages "none"',
-        *(f"--dpkgopt={option}" for option in DPKG_OPTIONS),
-        *prepare,
-        *(f"--customize-hook={hook.command}" for hook in recipe.customize),
-        f"--customize-hook={FINISH_HOOK}",
-        recipe.suite,
-        str(rootfs),
-        *sources(recipe.suite, mirror),
-    ]
-    progress(f"building from {mirror} with mmdebstrap")
-    stages = _Stages(recipe, progress, prepared=bool(prepare))
-    tail: deque[str] = deque(maxlen=25)
-    errors: list[str] = []
-    with log.open("w", encoding="utf-8") as out:
-        out.write(f"$ {' '.join(argv)}\n")
-        with subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            text=True,
-            errors="replace",
-            bufsize=1,
-            pass_fds=[fd] if (fd := _HELD_LOCK.get(None)) is not None else [],
-        ) as process:
-            try:
-                assert process.stdout is not None
-                for line in process.stdout:
-                    out.write(line)
-                    text = line.rstrip()
-                    tail.append(text)
-                    if text.startswith("E: ") and len(errors) < 10:
-                        errors.append(text)
-                    stages.feed(text)
-                returncode = process.wait()
-            except BaseException:
-                _stop(process)
-                raise
-    if returncode != 0:
-        shown = "\n".join([line for line in errors if line not in tail] + list(tail))
-        raise ImageError(
-            f"building image {recipe.name} failed (mmdebstrap exited with {returncode}): "
-            f"{_advice(recipe, mirror, shown)}; its whole output is in {log}",
-            details=shown,
-        )
-
-
-class _Stages:
-    """Short progress lines from mmdebstrap's verbose output: its "I:" lines and apt's counts."""
-
-    _COUNT = re.compile(r"\d+ upgraded, (\d+) newly installed")
-    _SIZE = re.compile(r"Need to get (?:\S+ \S+/)?(\S+ \S+) of archives")
-
-    def __init__(self, recipe: Recipe, progress: Progress, *, prepared: bool) -> None:
-        labels = [hook.label for hook in recipe.customize]
-        self._labels = ["preparing"] * prepared + labels + ["finishing"]
-        self._hooks = 0
-        self._say = progress
-        self._count = "some"
-        self._phase = "start"
-
-    def feed(self, line: str) -> None:
-        if line.startswith("I: running apt-get update"):
-            self._say("resolving packages")
-        elif line.startswith("I: downloading packages"):
-            self._phase = "essential"
-        elif line.startswith("I: installing essential packages"):
-            self._say("installing the essential packages")
-        elif line.startswith("I: installing remaining packages"):
-            self._phase = "remaining"
-        elif line.startswith("I: running --customize-hook"):
-            label = self._labels[min(self._hooks, len(self._labels) - 1)]
-            self._hooks += 1
-            if label == "finishing":
-                self._say(label)
-            elif label != "preparing":
-                self._say(f"customizing ({label})")
-        elif line.startswith("I: cleaning package lists"):
-            self._say("cleaning up")
-        elif match := self._COUNT.match(line):
-            self._count = match[1]
-        elif match := self._SIZE.match(line):
-            if self._phase == "essential":
-                self._say(f"downloading {self._count} essential packages ({match[1]})")
-            else:
-                self._say(f"downloading and installing {self._count} more packages ({match[1]})")
-
-
-def _advice(recipe: Recipe, mirror: str, output: str) -> str:
-    """What to do, from what mmdebstrap said."""
-    missing = re.findall(
-        r"Unable to locate package (\S+)|Package '?(\S+?)'? has no installation", output
-    )
-    if missing:
-        names = ", ".join(sorted({a or b for a, b in missing}))
-        return f"{names} not in Debian {recipe.suite}: fix the recipe in leeward/sandbox/images.py"
-    if re.search(
-        r"Could not resolve|Temporary failure resolving|Failed to fetch|Unable to connect|"
-        r"Connection failed|Could not connect",
-        output,
-    ):
-        return f"is the mirror {mirror} reachable? set {MIRROR_ENV} to one that is"
-    if os.geteuid() != 0 and re.search(r"subuid|subgid|newuidmap|unshare|namespace", output):
-        user = os.environ.get("USER", "you")
-        return (
-            "mmdebstrap --mode=unshare needs unprivileged user namespaces and /etc/subuid and "
-            f"/etc/subgid entries for {user} (usermod --add-subuids 100000-165535 "
-            f"--add-subgids 100000-165535 {user}); or build the images as root"
-        )
-    if "No space left" in output:
-        return "the disk is full: free some space (see docs/images.md on pruning old images)"
-    return "see the lines below"
-
-
-def _host_ca_bundle() -> str | None:
-    """The certificates this machine trusts ($SSL_CERT_FILE, else Debian's bundle), if any."""
-    for candidate in (os.environ.get("SSL_CERT_FILE"), "/etc/ssl/certs/ca-certificates.crt"):
-        if candidate and os.path.isfile(candidate) and os.access(candidate, os.R_OK):
-            return candidate
-    return None
-
-
-def _build_env() -> dict[str, str]:
-    """mmdebstrap's environment: a standard PATH (the hooks' `chroot "$1" pip` must find the
-    image's, not a virtualenv's), the C locale (its output is parsed), and any proxy."""
-    env = {"PATH": _STANDARD_PATH, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
-    for key in ("HOME", "USER", "LOGNAME", "SOURCE_DATE_EPOCH", "PIP_INDEX_URL"):
-        if key in os.environ:
-            env[key] = os.environ[key]
-    for key in ("http_proxy", "https_proxy", "no_proxy"):
-        for variant in (key, key.upper()):
-            if variant in os.environ:
-                env[variant] = os.environ[variant]
-    return env
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    """End an interrupted mmdebstrap: SIGTERM (it unmounts and cleans up), then SIGKILL."""
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 # The cache.
 
 
@@ -623,11 +293,11 @@ def _lock(root: Path, name: str, say: Progress | None, *, wait: bool = True) -> 
             if say is not None:
                 say("waiting for the build another process started")
             fcntl.flock(fd, fcntl.LOCK_EX)
-        token = _HELD_LOCK.set(fd)
+        token = HELD_LOCK.set(fd)
         try:
             yield True
         finally:
-            _HELD_LOCK.reset(token)
+            HELD_LOCK.reset(token)
     finally:
         os.close(fd)
 
