@@ -14,7 +14,6 @@ import pytest
 from leeward.providers.local import LocalProvider
 from leeward.sandbox import images
 from leeward.sandbox.sandbox import STATE_FILE, probe
-
 from tests.conftest import until
 
 from .kit import Fleet, Kit
