@@ -310,6 +310,24 @@ async def run_ssh(
     return proc.returncode, out.decode(), err.decode()
 
 
+ECHO_SERVER = """
+import socket, sys
+server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+while True:
+    conn, _ = server.accept()
+    while data := conn.recv(65536):
+        conn.sendall(data)
+    conn.close()
+"""
+
+
+def echo_inside(port: int) -> str:
+    """A shell command that leaves an echo server on the environment's own 127.0.0.1:`port`
+    (in its sandbox's network: the host's loopback is not the environment's), for `ssh -L`."""
+    code = ECHO_SERVER.encode().hex()
+    return f"nohup python3 -c 'exec(bytes.fromhex(\"{code}\"))' {port} >/dev/null 2>&1 </dev/null &"
+
+
 _TRUE = object()
 
 

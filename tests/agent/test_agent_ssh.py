@@ -19,7 +19,7 @@ import pytest
 
 from leeward.providers.base import EnvironmentSpec
 from leeward.providers.local import LocalProvider
-from tests.conftest import until
+from tests.conftest import echo_inside, free_port, until
 
 from .kit import SSH, Fleet, Kit
 
@@ -207,14 +207,10 @@ async def test_rsync(alice: SSH, tmp_path: Path, env: EnvironmentSpec) -> None:
 
 
 async def test_local_port_forwarding(alice: SSH) -> None:
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(echo, "127.0.0.1", 0)
-    echo_port = server.sockets[0].getsockname()[1]
+    # The service listens on the environment's own loopback (its sandbox's network).
+    echo_port = free_port()
+    started = await alice.run("ssh", "box", echo_inside(echo_port))
+    assert started.returncode == 0, started.stderr
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         local_port = s.getsockname()[1]
@@ -253,5 +249,3 @@ async def test_local_port_forwarding(alice: SSH) -> None:
     finally:
         ssh.terminate()
         await ssh.wait()
-        server.close()
-        await server.wait_closed()

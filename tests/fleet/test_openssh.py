@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from leeward.fleet.store.models import EnvironmentRow
-from tests.conftest import free_port, run_ssh, ssh_access, until
+from tests.conftest import echo_inside, free_port, run_ssh, ssh_access, until
 
 
 async def tool(*argv: str, stdin: bytes | None = None, timeout: float = 60) -> str:
@@ -78,14 +78,10 @@ async def test_openssh_tools_work_with_the_generated_config(
         await tool("rsync", "-a", "-e", rsh, "tools:tree/", f"{mirror}/")
         assert (mirror / "sub" / "b.txt").read_text() == "beta\n"
 
-        # ssh -L to a TCP service on the environment's side (here: this machine's loopback).
-        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            writer.write(await reader.readline())
-            await writer.drain()
-            writer.close()
-
-        service = await asyncio.start_server(echo, "127.0.0.1", 0)
-        service_port = service.sockets[0].getsockname()[1]
+        # ssh -L to a TCP service on the environment's side (its own loopback).
+        service_port = free_port()
+        code, _, err = await run_ssh(paths, "tools", echo_inside(service_port))
+        assert code == 0, err
         local_port = free_port()
         forward = await asyncio.create_subprocess_exec(
             "ssh",
@@ -105,25 +101,28 @@ async def test_openssh_tools_work_with_the_generated_config(
         finally:
             forward.terminate()
             await forward.wait()
-            service.close()
-            await service.wait_closed()
 
 
 async def through_forward(port: int, message: bytes, timeout: float = 20.0) -> bytes:
-    """Connect to the forwarded port once ssh listens on it (polling, with a deadline)."""
+    """`message` through the forwarded port, and the first line back, once both ends are up:
+    ssh listening here, and the service there (a connection the far end refused closes at
+    once, empty: ask again, until the deadline)."""
 
-    async def listening() -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    async def answered() -> bytes | None:
         try:
-            return await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError:
             return None
+        try:
+            writer.write(message)
+            await writer.drain()
+            return await asyncio.wait_for(reader.readline(), timeout) or None
+        except (OSError, TimeoutError):
+            return None
+        finally:
+            writer.close()
 
-    reader, writer = await until(listening, f"ssh listened on {port}", timeout=timeout)
-    writer.write(message)
-    await writer.drain()
-    data = await asyncio.wait_for(reader.readline(), timeout)
-    writer.close()
-    return data
+    return bytes(await until(answered, f"an answer through port {port}", timeout=timeout))
 
 
 async def test_a_claim_retires_the_warm_containers_agent_token(

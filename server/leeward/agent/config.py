@@ -44,6 +44,9 @@ class SandboxConfig(BaseModel):
     cpus: float | None = Field(default=None, gt=0)
     memory_bytes: int | None = Field(default=None, gt=0)
     pids: int | None = Field(default=None, gt=0)
+    own_network: bool = Field(
+        default=False, description="A network of its own (slirp4netns); False: the host's."
+    )
 
 
 class AgentConfig(BaseModel):

@@ -9,17 +9,20 @@ itself reaches the home for its own file work (the profile sync, setup files and
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import pwd
 import struct
 import sys
 import termios
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from leeward.sandbox.sandbox import SFTP_SERVER, Running, leader
+from leeward.common.threads import in_thread
+from leeward.sandbox.sandbox import SFTP_SERVER, Running, connect_inside, leader
 
 # Runs in the child between fork and the shell (Direct only): a new session whose controlling
 # terminal is the PTY on fd 0, so job control, Ctrl-C and SIGHUP on hangup work as under sshd.
@@ -30,6 +33,8 @@ _LOGIN_TTY = (
     "os.execv(sys.argv[1],sys.argv[2:])"
 )
 _TIOCGPTN = 0x80045430
+FORWARD_SECONDS = 10.0
+"""How long a forwarded connection may take to connect inside the sandbox."""
 
 
 class Place(Protocol):
@@ -66,6 +71,11 @@ class Place(Protocol):
 
     def signal_target(self, pid: int) -> int:
         """The process to signal for a session started as `pid`."""
+        ...
+
+    def forward(self, host: str, port: int) -> bool | Awaitable[Any]:
+        """A direct-tcpip request (`ssh -L`, Remote-SSH): True for asyncssh to connect from
+        the agent's network, or a coroutine that connects from the environment's own."""
         ...
 
 
@@ -115,6 +125,9 @@ class Direct:
     def signal_target(self, pid: int) -> int:
         return pid
 
+    def forward(self, host: str, port: int) -> bool | Awaitable[Any]:
+        return True
+
 
 @dataclass
 class Sandboxed:
@@ -152,6 +165,26 @@ class Sandboxed:
 
     def signal_target(self, pid: int) -> int:
         return leader(pid)
+
+    def forward(self, host: str, port: int) -> bool | Awaitable[Any]:
+        if not self.running.net:
+            return True  # the host's network is the sandbox's
+        return self._forward_inside(host, port)
+
+    async def _forward_inside(self, host: str, port: int) -> Any:
+        """What asyncssh's own forward does, from the sandbox's network: `localhost` is the
+        environment's, as on a VM."""
+        import asyncssh
+        from asyncssh.forward import SSHForwarder
+
+        loop = asyncio.get_running_loop()
+        try:
+            sock = await in_thread(connect_inside, self.running.pid, host, port, FORWARD_SECONDS)
+            sock.setblocking(False)
+            _, peer = await loop.create_connection(SSHForwarder, sock=sock)
+        except OSError as exc:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from None
+        return SSHForwarder(peer)
 
     def sftp_server(self) -> list[str]:
         return self.argv([SFTP_SERVER])

@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 import asyncssh
 
 from leeward.agent.place import Place, Sandboxed, set_window
+from leeward.agent.sftp import HomeSFTP, SubsystemProcess
 
 log = logging.getLogger("leeward.agent.ssh")
 
@@ -372,42 +373,8 @@ def _signal(popen: subprocess.Popen[bytes], place: Place, name: str) -> None:
             os.kill(place.signal_target(popen.pid), sig)
 
 
-class HomeSFTP(asyncssh.SFTPServer):
-    """SFTP with paths relative to the agent's working directory, the home. Ending reports exit
-    status 0 as sftp-server does under sshd: scp in SFTP mode fails on a session without one."""
-
-    def exit(self) -> None:
-        with contextlib.suppress(Exception):
-            self.channel.exit(0)
-
-
 def _describe(process: asyncssh.SSHServerProcess[bytes]) -> str:
     return repr(process.command[:200]) if process.command else "login shell"
-
-
-class _SubsystemProcess(asyncssh.SSHServerProcess[bytes]):
-    """A session whose "sftp" subsystem is a process like any other (the image's sftp-server,
-    run in the sandbox by `Sessions`), not asyncssh's own SFTP server, which would act on the
-    host's files as the agent. asyncssh keeps "sftp" for its server, so this overrides its two
-    decisions: whether the subsystem may start, and how it starts."""
-
-    def subsystem_requested(self, subsystem: str) -> bool:
-        return subsystem == "sftp"
-
-    def session_started(self) -> None:
-        chan = self._chan
-        if chan is None or chan.get_subsystem() != "sftp":
-            super().session_started()
-            return
-        from asyncssh.constants import EXTENDED_DATA_STDERR
-
-        stdin = asyncssh.SSHReader[bytes](self, chan)
-        stdout = asyncssh.SSHWriter[bytes](self, chan)
-        stderr = asyncssh.SSHWriter[bytes](self, chan, EXTENDED_DATA_STDERR)
-        assert self._session_factory is not None and self._conn is not None
-        handler = self._session_factory(stdin, stdout, stderr)
-        if handler is not None and not isinstance(handler, bool):
-            self._conn.create_task(handler, stdin.logger)
 
 
 class Connection(asyncssh.SSHServer):
@@ -419,10 +386,12 @@ class Connection(asyncssh.SSHServer):
         *,
         relayed: bool = False,
         sessions: Sessions | None = None,
+        login: Callable[[], Login] | None = None,
     ) -> None:
         self._registry = registry
         self.relayed = relayed
         self._sessions = sessions
+        self._login = login
         self._conn: asyncssh.SSHServerConnection | None = None
         self._trust = registry.trust()
         self.authenticated = False
@@ -450,7 +419,7 @@ class Connection(asyncssh.SSHServer):
         # Asked only when the options carry no process factory: in a sandbox (see _options).
         if self._sessions is None:
             return False
-        return _SubsystemProcess(self._sessions, None, 0, False)
+        return SubsystemProcess(self._sessions, None, 0, False)
 
     def kbdint_auth_supported(self) -> bool:
         return False
@@ -472,10 +441,13 @@ class Connection(asyncssh.SSHServer):
 
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
-    ) -> bool:
-        # direct-tcpip (ssh -L, Remote-SSH): asyncssh opens the connection from here.
+    ) -> bool | Awaitable[Any]:
+        # direct-tcpip (ssh -L, Remote-SSH): from the environment's network (its sandbox's, or
+        # the host's, where asyncssh opens the connection itself).
         log.info("forwarding to %s:%d", dest_host, dest_port)
-        return True
+        if self._login is None:
+            return True
+        return self._login().place.forward(dest_host, dest_port)
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
         return False
@@ -552,10 +524,10 @@ def _options(
     sessions = Sessions(login)
     return {
         # In a sandbox, the image's sftp-server runs inside it (a session like any other, which
-        # the connection makes: see _SubsystemProcess); on the host, asyncssh's SFTP server,
+        # the connection makes: see SubsystemProcess); on the host, asyncssh's SFTP server,
         # rooted at the home.
         "server_factory": lambda: Connection(
-            registry, relayed=relayed, sessions=sessions if sftp_inside else None
+            registry, relayed=relayed, sessions=sessions if sftp_inside else None, login=login
         ),
         "server_host_keys": keys,
         "process_factory": None if sftp_inside else sessions,

@@ -188,6 +188,7 @@ class LocalProvider:
             cpus=float(hardware.cpus) if hardware.cpus else None,
             memory_bytes=hardware.memory_gib * GIB if hardware.memory_gib else None,
             pids=PIDS_MAX,
+            own_network=self.support.network,
         )
 
     def image(self, name: str) -> images.Image:

@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -67,6 +68,9 @@ class SandboxSpec:
     state_dir: Path
     """Root's directory for the environment (sandbox.json, sandbox.log); never inside."""
     limits: Limits = field(default_factory=Limits)
+    own_network: bool = False
+    """A network namespace of its own, reaching out through slirp4netns (`NETWORK`); False: the
+    host's network, loopback services included."""
 
     @property
     def inside_home(self) -> str:
@@ -84,6 +88,8 @@ class Running:
     owner: str
     procs: tuple[str, ...] = ()
     """The `cgroup.procs` files a joining process writes itself into."""
+    net: bool = False
+    """It has a network namespace of its own (joined too)."""
 
     def alive(self) -> bool:
         return _identity(self.pid) == (self.started, self.uid)
@@ -104,6 +110,7 @@ class Running:
             "--ipc",
             "--uts",
             "--cgroup",
+            *(["--net"] if self.net else []),
             f"--setuid={self.uid}",
             f"--setgid={self.uid}",
             "--",
@@ -162,6 +169,8 @@ class Support:
     ok: bool
     reason: str
     cgroups: Cgroups
+    network: bool = False
+    """Each sandbox can have a network of its own (slirp4netns is installed)."""
 
     def describe(self) -> str:
         if not self.ok:
@@ -172,7 +181,12 @@ class Support:
             if missing
             else f"cpu, memory and process limits through cgroup v{self.cgroups.version}"
         )
-        return f"bubblewrap sandboxes, a host uid per owner; {limits}"
+        network = (
+            "a network of their own (slirp4netns), the host's loopback out of reach"
+            if self.network
+            else "the host's network, its loopback services included (install slirp4netns)"
+        )
+        return f"bubblewrap sandboxes, a host uid per owner, {network}; {limits}"
 
 
 def probe(rootfs: Path | None = None) -> Support:
@@ -212,7 +226,7 @@ def probe(rootfs: Path | None = None) -> Support:
             "namespaces allowed? sysctl kernel.unprivileged_userns_clone=1)",
             cgroups,
         )
-    return Support(True, "", cgroups)
+    return Support(True, "", cgroups, network=shutil.which("slirp4netns") is not None)
 
 
 # -- start, find, stop --------------------------------------------------------------------
@@ -280,7 +294,12 @@ def start(spec: SandboxSpec, cgroups: Cgroups) -> Running:
         if (spec.rootfs / target.lstrip("/")).is_file():
             bwrap += ["--ro-bind-data", str(fd), target]
     resolver = spec.rootfs / "etc/resolv.conf"
-    if Path("/etc/resolv.conf").is_file() and resolver.is_file() and not resolver.is_symlink():
+    if spec.own_network:
+        bwrap += ["--unshare-net"]
+        fds["resolver"] = _data_fd(f"nameserver {SLIRP_DNS}\n")  # slirp4netns's forwarder
+        if resolver.is_file():
+            bwrap += ["--ro-bind-data", str(fds["resolver"]), "/etc/resolv.conf"]
+    elif Path("/etc/resolv.conf").is_file() and resolver.is_file() and not resolver.is_symlink():
         bwrap += ["--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf"]  # the host's, as by DHCP
     bwrap += [
         "--chdir", spec.inside_home,
@@ -328,7 +347,14 @@ def start(spec: SandboxSpec, cgroups: Cgroups) -> Running:
         uid=spec.uid,
         owner=spec.owner,
         procs=tuple(map(str, procs)),
+        net=spec.own_network,
     )
+    if spec.own_network:
+        try:
+            _start_network(pid, procs, log_path)
+        except SandboxError:
+            stop(spec.state_dir, cgroups, spec.environment_id)
+            raise
     write_atomic(spec.state_dir / STATE_FILE, json.dumps(asdict(running)), mode=0o600)
     log.info("environment %s: sandbox started (pid %d, uid %d)", spec.environment_id, pid, spec.uid)
     return running
@@ -428,6 +454,52 @@ def _read_info(fd: int) -> dict[str, int] | None:
     return None
 
 
+SLIRP_DNS = "10.0.2.3"
+NETWORK = (
+    "slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback",
+    "--enable-sandbox", "--enable-seccomp", "--netns-type=path",
+)  # fmt: skip
+"""The sandbox's way out: slirp4netns gives its network namespace an interface (10.0.2.100, the
+gateway 10.0.2.2, DNS at 10.0.2.3) and carries its connections out as ordinary sockets of the
+host, as rootless containers do. `--disable-host-loopback`: the gateway does not lead to the
+host's 127.0.0.1 (the fleet, a database that trusts loopback); other environments' loopback
+addresses are not routed out at all. It runs in the environment's groups (its memory is the
+environment's; a stop kills it with the rest), with its own sandbox and seccomp filter."""
+
+
+def _start_network(pid: int, procs: list[Path], log_path: Path) -> None:
+    ready_r, ready_w = os.pipe()
+    argv = [*NETWORK, "--ready-fd", str(ready_w), f"/proc/{pid}/ns/net", "tap0"]
+    try:
+        with open(log_path, "ab") as log_file:
+            subprocess.run(
+                ["/bin/sh", "-c", '"$@" </dev/null >&2 &', "sh", *joining(procs, argv)],
+                pass_fds=(ready_w,),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                env={"PATH": _CLEAN_PATH},
+                cwd="/",
+                start_new_session=True,
+                timeout=START_SECONDS,
+                check=True,
+            )
+    except (OSError, subprocess.SubprocessError) as exc:
+        os.close(ready_r)
+        raise SandboxError(f"cannot start the sandbox's network (slirp4netns): {exc}") from None
+    finally:
+        os.close(ready_w)
+    try:
+        import select
+
+        ready, _, _ = select.select([ready_r], [], [], START_SECONDS)
+        answer = os.read(ready_r, 1) if ready else b""
+    finally:
+        os.close(ready_r)
+    if answer != b"1":
+        raise SandboxError(f"the sandbox's network did not come up: {_tail(log_path)}")
+
+
 def _wait_ready(pid: int) -> tuple[int, int] | None:
     """PID 1's identity once the sandbox is set up: bubblewrap starts its command (our `sleep`)
     only after its last namespace and mount, so a join before that would find it half made."""
@@ -451,6 +523,36 @@ def _tail(path: Path) -> str:
     except OSError:
         return "(no log)"
     return " / ".join(lines[-3:]) or "(nothing in its log)"
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def connect_inside(pid: int, host: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to `host`:`port` made from inside the network namespace of `pid` (a
+    sandbox's PID 1): its own loopback, its own way out. Blocking; call it in a thread. The
+    thread goes back to its own network namespace before this returns."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        os.close(own)
+        raise
+    try:
+        if libc.setns(target, _CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "cannot enter the sandbox's network")
+        try:
+            return socket.create_connection((host, port), timeout=timeout)
+        finally:
+            if libc.setns(own, _CLONE_NEWNET) != 0:  # a thread left inside would stay there
+                os.abort()
+    finally:
+        os.close(target)
+        os.close(own)
 
 
 def leader(pid: int) -> int:
