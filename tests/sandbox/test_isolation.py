@@ -144,10 +144,14 @@ async def test_from_inside_nothing_of_the_fleet_the_host_or_another_environment(
                 assert code != 0, f"{host}:{port} is reachable from inside"
 
         # Writes: the home and /tmp only.
-        for target in ("/usr/x", "/etc/x", "/x", "/home/x", "/var/tmp/x", "/opt/x"):
+        for target in ("/usr/x", "/etc/x", "/x", "/home/x", "/var/tmp/x", "/dev/x", "/run/x"):
             code, _, _ = await run_ssh(alice_ssh, "aa", f"touch {target}")
             assert code != 0, f"{target} was writable"
-        await ok(alice_ssh, "aa", "touch /tmp/x ~/x")
+        await ok(alice_ssh, "aa", "touch /tmp/x ~/x /dev/shm/x")
+        # Nothing inside holds a descriptor of a host file (a traced process could write to it).
+        held = await ok(alice_ssh, "aa", "readlink /proc/[0-9]*/fd/* 2>/dev/null; true")
+        paths = {link for link in held.split() if link.startswith("/")}
+        assert paths <= {"/dev/null", "/dev/pts/0", "/dev/pts/1", "/dev/pts/2", "/dev/ptmx"}, paths
 
         # What the host sees: her processes run as her uid, none as root, inside her limits.
         await ok(alice_ssh, "aa", "nohup sleep 7342 >/dev/null 2>&1 &")

@@ -283,8 +283,8 @@ def start(spec: SandboxSpec, cgroups: Cgroups) -> Running:
         "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
         "--hostname", spec.hostname,
         "--ro-bind", f"{_STAGE}/root", "/",
-        "--proc", "/proc", "--dev", "/dev",
-        "--tmpfs", "/dev/shm", "--tmpfs", "/tmp", "--tmpfs", "/run",  # noqa: S108 - its own
+        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/run",
+        "--tmpfs", "/dev/shm", "--tmpfs", "/tmp",  # noqa: S108 - its own
         "--tmpfs", "/home", "--bind", f"{_STAGE}/home", spec.inside_home, "--remount-ro", "/home",
         "--ro-bind-data", str(passwd), "/etc/passwd",
         "--ro-bind-data", str(group), "/etc/group",
@@ -302,6 +302,7 @@ def start(spec: SandboxSpec, cgroups: Cgroups) -> Running:
     elif Path("/etc/resolv.conf").is_file() and resolver.is_file() and not resolver.is_symlink():
         bwrap += ["--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf"]  # the host's, as by DHCP
     bwrap += [
+        "--remount-ro", "/dev", "--remount-ro", "/run",  # writable: the home, /tmp, /dev/shm
         "--chdir", spec.inside_home,
         "--clearenv", "--setenv", "HOME", spec.inside_home, "--setenv", "PATH", _CLEAN_PATH,
         "--info-fd", str(info_w),
@@ -310,37 +311,44 @@ def start(spec: SandboxSpec, cgroups: Cgroups) -> Running:
     staged = ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", _STAGING]
     argv = joining(procs, [*staged, "sh", str(spec.rootfs), str(spec.home), *bwrap])
     log_path = spec.state_dir / "sandbox.log"
+    # bubblewrap's output goes to a pipe that is read here until the sandbox is up, then closed:
+    # what runs inside (its PID 1, its `sleep`) keeps its descriptors for good, and the owner may
+    # trace those processes; a descriptor of a host file there would be a way to write to it.
+    out_r, out_w = os.pipe()
     try:
-        with open(log_path, "ab") as log_file:
-            # A shell that starts it in the background and exits: the sandbox is nobody's child
-            # here (init reaps it), so it outlives the agent and leaves no zombie.
-            subprocess.run(
-                ["/bin/sh", "-c", '"$@" </dev/null >&2 &', "sh", *argv],
-                pass_fds=(info_w, *fds.values()),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=log_file,
-                env={"PATH": _CLEAN_PATH},
-                cwd="/",  # nothing of the starter's, not even its directory, shows inside
-                start_new_session=True,
-                timeout=START_SECONDS,
-                check=True,
-            )
+        # A shell that starts it in the background and exits: the sandbox is nobody's child
+        # here (init reaps it), so it outlives the agent and leaves no zombie.
+        subprocess.run(
+            ["/bin/sh", "-c", '"$@" </dev/null &', "sh", *argv],
+            pass_fds=(info_w, *fds.values()),
+            stdin=subprocess.DEVNULL,
+            stdout=out_w,
+            stderr=out_w,
+            env={"PATH": _CLEAN_PATH},
+            cwd="/",  # nothing of the starter's, not even its directory, shows inside
+            start_new_session=True,
+            timeout=START_SECONDS,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError) as exc:
+        os.close(out_r)
         raise SandboxError(f"cannot start the sandbox: {exc}") from None
     finally:
-        for fd in (info_w, *fds.values()):
+        for fd in (info_w, out_w, *fds.values()):
             os.close(fd)
     try:
-        info = _read_info(info_r)
+        try:
+            info = _read_info(info_r)
+        finally:
+            os.close(info_r)
+        identity = _wait_ready(int(info["child-pid"])) if info is not None else None
     finally:
-        os.close(info_r)
+        said = _drain(out_r, log_path)
     if info is None:
-        raise SandboxError(f"the sandbox did not start: {_tail(log_path)}")
+        raise SandboxError(f"the sandbox did not start: {said or '(it said nothing)'}")
     pid = int(info["child-pid"])
-    identity = _wait_ready(pid)
     if identity is None or identity[1] != spec.uid:
-        raise SandboxError(f"the sandbox exited at once: {_tail(log_path)}")
+        raise SandboxError(f"the sandbox exited at once: {said or '(it said nothing)'}")
     running = Running(
         pid=pid,
         started=identity[0],
@@ -498,6 +506,21 @@ def _start_network(pid: int, procs: list[Path], log_path: Path) -> None:
         os.close(ready_r)
     if answer != b"1":
         raise SandboxError(f"the sandbox's network did not come up: {_tail(log_path)}")
+
+
+def _drain(fd: int, log_path: Path, limit: int = 65536) -> str:
+    """What bubblewrap wrote so far (at most `limit` bytes), appended to the sandbox's log; the
+    pipe is closed: anything written to it later goes nowhere."""
+    os.set_blocking(fd, False)
+    data = b""
+    with contextlib.suppress(OSError):
+        while len(data) < limit and (chunk := os.read(fd, limit - len(data))):
+            data += chunk
+    os.close(fd)
+    if data:
+        with contextlib.suppress(OSError), open(log_path, "ab") as log_file:
+            log_file.write(data)
+    return " / ".join(data.decode(errors="replace").strip().splitlines()[-3:])
 
 
 def _wait_ready(pid: int) -> tuple[int, int] | None:
