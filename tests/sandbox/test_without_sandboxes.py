@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from leeward.fleet.config import ConfigError
+from leeward.sandbox.cgroups import Cgroups
 from tests.conftest import run_ssh, small_config, ssh_access
 
 
@@ -35,3 +39,18 @@ async def test_a_second_user_is_refused_with_the_reason(start_fleet, sqlite_url,
             "POST", "/v1/environments", {"kind": "devserver", "flavor": "tiny", "name": "two"}
         )
         assert status == 202, body
+
+
+async def test_sandboxes_on_where_there_can_be_none_stops_the_fleet_with_the_reason(
+    start_fleet, sqlite_url, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # The machine is the boundary: one that cannot make sandboxes (not root, say).
+    from leeward.sandbox import sandbox
+
+    cannot = sandbox.Support(False, "the host is not running as root", Cgroups(None))
+    monkeypatch.setattr(sandbox, "probe", lambda rootfs=None: cannot)
+    config = small_config(tmp_path, sqlite_url, regions=1)
+    config.provider.sandboxes = "on"
+    with pytest.raises(ConfigError, match=r"sandboxes are required .* not running as root"):
+        async with start_fleet(config):
+            pass

@@ -23,7 +23,7 @@ from leeward.common.clock import Clock, SystemClock
 from leeward.fleet.api import ROUTES
 from leeward.fleet.api.routing import add_routes
 from leeward.fleet.ca import CertificateAuthority
-from leeward.fleet.config import FleetConfig
+from leeward.fleet.config import ConfigError, FleetConfig
 from leeward.fleet.create import CreateQueue
 from leeward.fleet.dns import dns_context
 from leeward.fleet.errors import (
@@ -41,7 +41,7 @@ from leeward.fleet.runtime import Fleet
 from leeward.fleet.state import CREATES, FLEET, METRICS, STREAMS, OpenStreams
 from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import AuthorityRow, HostRow, RegionRow
-from leeward.providers.base import Provider
+from leeward.providers.base import Provider, ProviderError
 from leeward_protocol.fleet import HostState
 
 log = logging.getLogger(__name__)
@@ -225,12 +225,18 @@ def create_app(
                 from leeward.providers.local import LocalProvider
 
                 assert config.provider.data_dir is not None
-                chosen = LocalProvider(
-                    config.provider.data_dir,
-                    stop_agents_on_exit=config.provider.stop_agents_on_exit,
-                    sandboxes=config.provider.sandboxes,
-                    image_cache=config.provider.image_cache,
-                )
+                try:
+                    chosen = LocalProvider(
+                        config.provider.data_dir,
+                        stop_agents_on_exit=config.provider.stop_agents_on_exit,
+                        sandboxes=config.provider.sandboxes,
+                        image_cache=config.provider.image_cache,
+                    )
+                except ProviderError as exc:  # sandboxes = "on" where there can be none
+                    raise ConfigError(
+                        f"{exc}. Fix that, or set `sandboxes` under [provider] to \"auto\" "
+                        "(one user only without sandboxes: docs/operator.md)."
+                    ) from None
             fleet = Fleet(config, store, chosen, authority, clock)
             fleet.observers.append(app[METRICS].observe_allocation)
             app[FLEET] = fleet
