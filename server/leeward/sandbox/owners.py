@@ -114,11 +114,6 @@ def as_owner_executor(uid: int, gid: int, *, workers: int = 4) -> ThreadPoolExec
     )
 
 
-def fs_uid() -> int:
-    """The calling thread's filesystem uid."""
-    return int(_libc.setfsuid(-1))
-
-
 VIEW = Path("/run/leeward-agent")
 """Where an agent sees its environment's home, in a mount namespace of its own."""
 _CLONE_NEWNS = 0x00020000
