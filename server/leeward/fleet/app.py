@@ -234,7 +234,7 @@ def create_app(
                     )
                 except ProviderError as exc:  # sandboxes = "on" where there can be none
                     raise ConfigError(
-                        f"{exc}. Fix that, or set `sandboxes` under [provider] to \"auto\" "
+                        f'{exc}. Fix that, or set `sandboxes` under [provider] to "auto" '
                         "(one user only without sandboxes: docs/operator.md)."
                     ) from None
             fleet = Fleet(config, store, chosen, authority, clock)
