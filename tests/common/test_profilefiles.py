@@ -102,6 +102,32 @@ def test_scan_refuses_what_only_the_file_system_shows(tmp_path: Path) -> None:
     assert "1 GiB" in next(r.reason for r in refused if r.code == "too-large")
 
 
+def test_absolute_links_under_the_homes_own_path_lead_into_the_home(tmp_path: Path) -> None:
+    # In a sandbox the home is /home/alice inside and elsewhere on the host: a dotfile linked
+    # the way its owner sees it stays in the home; one that climbs out does not.
+    home = tmp_path / "home"
+    (home / "dotfiles" / "git").mkdir(parents=True)
+    (home / "dotfiles" / "bashrc").write_text("alias gs='git status'\n")
+    (home / "dotfiles" / "git" / "config").write_text("[user]\n\tname = Alice\n")
+    (home / ".bashrc").symlink_to("/home/alice/dotfiles/bashrc")
+    (home / ".config").mkdir()
+    (home / ".config" / "git").symlink_to("/home/alice/dotfiles/git")
+    (home / ".profile").symlink_to("/home/alice/../../etc/passwd")
+    (home / ".inputrc").symlink_to("/etc/inputrc")
+    tracked = [".bashrc", ".config", ".profile", ".inputrc"]
+
+    found, refused = scan(home, tracked, LIMITS, alias="/home/alice")
+    assert {f.path: f.data for f in found} == {".bashrc": b"alias gs='git status'\n"}
+    assert codes(refused) == {".profile": "symlink", ".inputrc": "symlink"}
+    # .config/git, a link to a directory, is not followed (as any symlinked directory), but it
+    # is not refused as outside the home either.
+    assert ".config/git" not in codes(refused)
+
+    # Without the alias (the home seen at its own path) the same links lead out of it.
+    _, refused = scan(home, tracked, LIMITS)
+    assert {".bashrc", ".config/git", ".profile", ".inputrc"} <= set(codes(refused))
+
+
 def test_too_many_new_files_are_refused_together() -> None:
     def f(path: str, size: int = 10) -> LocalFile:
         return LocalFile(path, "0" * 64, size, 0o644, None, b"")  # type: ignore[arg-type]

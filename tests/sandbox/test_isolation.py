@@ -268,6 +268,21 @@ async def test_openssh_tools_land_in_the_home_and_installs_stay_in_their_environ
             forward.terminate()
             await forward.wait()
 
+        # A dotfile linked the way its owner sees it (/home/alice/...) reaches the profile.
+        await ok(
+            paths,
+            "one",
+            "mkdir -p dotfiles && printf '[user]\\n\\tname = Alice\\n' > dotfiles/gitconfig"
+            " && ln -s /home/alice/dotfiles/gitconfig .gitconfig",
+        )
+
+        async def linked_in_profile() -> bool:
+            status, body = await f.api.call("GET", "/v1/profile")
+            assert status == 200, body
+            return ".gitconfig" in {entry["path"] for entry in body["files"]}
+
+        await until(linked_in_profile, "the linked .gitconfig in the profile", timeout=30)
+
         # One image, two environments: an install in one is not in the other.
         install = (
             f"python3 -m pip install -q --user --break-system-packages --no-index {wheel.name}"

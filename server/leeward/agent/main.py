@@ -149,9 +149,14 @@ class Agent:
         # Imported with the first owner: warm agents do not pay for the profile models.
         from leeward.agent.sync.profilesync import ProfileSync
 
-        home = self.keeper.current().home  # in a sandbox: the owner's view of it
+        place = self.keeper.current()  # in a sandbox: the owner's view of the home
         self.sync = ProfileSync(
-            home, self.fleet, owner=owner, name=self.config.name, files=self.keeper.files
+            place.home,
+            self.fleet,
+            owner=owner,
+            name=self.config.name,
+            files=self.keeper.files,
+            alias=place.login_home if place.sandboxed else None,
         )
         await self.sync.begin(within=10.0)
         self.sync.start()

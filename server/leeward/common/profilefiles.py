@@ -247,7 +247,26 @@ def over_limits(
     return kept, refused
 
 
-def read_file(home: Path, path: str, limits: Limits) -> tuple[LocalFile | None, Refusal | None]:
+def link_target(home: Path, link: Path, alias: str | None = None) -> Path:
+    """Where the symbolic link `link` leads, resolved. `alias` is the home's own path where the
+    environment sees it (`/home/OWNER` in a sandbox, the home being elsewhere on the host): an
+    absolute target under it is in the home, as it is for the environment's programs."""
+    path = link
+    if alias is not None:
+        for _ in range(40):  # the kernel's own limit on a chain of links
+            if not path.is_symlink():
+                break
+            target = os.readlink(path)
+            if target == alias or target.startswith(alias.rstrip("/") + "/"):
+                path = home / target[len(alias) :].lstrip("/")
+            else:
+                path = path.parent / target  # relative: from the link's directory
+    return Path(os.path.realpath(path))
+
+
+def read_file(
+    home: Path, path: str, limits: Limits, alias: str | None = None
+) -> tuple[LocalFile | None, Refusal | None]:
     """One regular file (or a symlink to one inside the home) as a profile candidate."""
     full = home / path
     try:
@@ -255,7 +274,7 @@ def read_file(home: Path, path: str, limits: Limits) -> tuple[LocalFile | None, 
     except FileNotFoundError:
         return None, None
     if stat.S_ISLNK(info.st_mode):
-        target = Path(os.path.realpath(full))
+        target = link_target(home, full, alias)
         if not target.is_relative_to(home.resolve()):
             return None, refusal(
                 path,
@@ -308,6 +327,7 @@ def scan(
     *,
     allow_secrets: Iterable[str] = (),
     allow_binary: Iterable[str] = (),
+    alias: str | None = None,
 ) -> tuple[list[LocalFile], list[Refusal]]:
     """Every file under the tracked paths (files or directories, relative to `home`) that a
     profile may hold, and a refusal for each that it may not. Count and total size are not
@@ -316,7 +336,7 @@ def scan(
     files: dict[str, LocalFile] = {}
     refused: list[Refusal] = []
     seen = 0
-    for path in _walk(home, tracked, refused):
+    for path in _walk(home, tracked, refused, alias):
         seen += 1
         if seen > SCAN_CAP:
             refused.append(
@@ -330,7 +350,7 @@ def scan(
             break
         if path in files or check_path(path) is not None:
             continue
-        found, refused_one = read_file(home, path, limits)
+        found, refused_one = read_file(home, path, limits, alias)
         if refused_one is not None:
             refused.append(refused_one)
         if found is None:
@@ -345,7 +365,9 @@ def scan(
     return sorted(files.values(), key=lambda f: f.path), refused
 
 
-def _walk(home: Path, tracked: Iterable[str], refused: list[Refusal]) -> Iterator[str]:
+def _walk(
+    home: Path, tracked: Iterable[str], refused: list[Refusal], alias: str | None = None
+) -> Iterator[str]:
     """Relative paths of the entries under the tracked paths; directories are not followed
     through symlinks (a symlinked directory out of the home is refused)."""
     root = home.resolve()
@@ -354,7 +376,7 @@ def _walk(home: Path, tracked: Iterable[str], refused: list[Refusal]) -> Iterato
             continue
         full = home / top
         if full.is_symlink() and full.is_dir():
-            target = Path(os.path.realpath(full))
+            target = link_target(home, full, alias)
             if not target.is_relative_to(root):
                 refused.append(
                     refusal(
@@ -375,7 +397,7 @@ def _walk(home: Path, tracked: Iterable[str], refused: list[Refusal]) -> Iterato
                 sub = Path(directory) / name
                 if sub.is_symlink():
                     dirnames.remove(name)
-                    target = Path(os.path.realpath(sub))
+                    target = link_target(home, sub, alias)
                     if not target.is_relative_to(root):
                         refused.append(
                             refusal(

@@ -68,9 +68,13 @@ class ProfileSync:
         name: str,
         clock: Clock | None = None,
         files: Executor | None = None,
+        alias: str | None = None,
     ) -> None:
         self.home = home
         self.files = files
+        self.alias = alias
+        """The home's path as the environment sees it (`/home/OWNER` in a sandbox): absolute
+        symbolic links under it lead into the home."""
         """Where file work on the home runs (the owner's threads in a sandboxed environment)."""
         self.fleet = fleet
         self.name = name
@@ -300,6 +304,7 @@ class ProfileSync:
             limits,
             allow_secrets=self.allow_secrets,
             allow_binary=self.allow_binary,
+            alias=self.alias,
         )
         synced = self.state.synced
         present = {f.path for f in found} | {r.path for r in refused}
