@@ -25,9 +25,10 @@ from leeward.sandbox.images import IMAGES, Image, ImageError, Recipe
 class TreeBuilder:
     """A builder that makes a small tree (or fails after half of it), counting its builds."""
 
-    def __init__(self, *, fail: bool = False, seconds: float = 0.0) -> None:
+    def __init__(self, *, fail: bool = False, hold: threading.Event | None = None) -> None:
         self.fail = fail
-        self.seconds = seconds
+        self.hold = hold
+        """Set: the build goes on. Until then it is under way (other builders can pile up)."""
         self.builds = 0
         self._count = threading.Lock()
 
@@ -45,7 +46,8 @@ class TreeBuilder:
         (rootfs / "usr" / "bin").mkdir(parents=True)
         (rootfs / "usr" / "bin" / "python3").write_text("#!/bin/sh\n")
         progress("installing")
-        time.sleep(self.seconds)
+        if self.hold is not None:
+            assert self.hold.wait(30), "the test never let the build finish"
         if self.fail:
             raise ImageError("the mirror went away halfway")
         (rootfs / "home").mkdir()
@@ -163,15 +165,24 @@ def test_a_crashed_build_leaves_only_a_temporary_directory_the_next_build_remove
 
 
 def test_concurrent_threads_build_once(tmp_path: Path) -> None:
-    builder = TreeBuilder(seconds=0.3)
+    hold = threading.Event()
+    builder = TreeBuilder(hold=hold)
     results: list[Image] = []
+    said: list[str] = []
 
     def build() -> None:
-        results.append(images.ensure("jupyter", cache=tmp_path, builder=builder))
+        image = images.ensure("jupyter", cache=tmp_path, builder=builder, progress=said.append)
+        results.append(image)
 
     threads = [threading.Thread(target=build) for _ in range(4)]
     for thread in threads:
         thread.start()
+    # The build is held until the three others wait for it: they all meet it under way.
+    deadline = time.monotonic() + 30
+    while sum("waiting for the build" in line for line in said) < 3:
+        assert time.monotonic() < deadline, f"the others never waited: {said}"
+        time.sleep(0.01)
+    hold.set()
     for thread in threads:
         thread.join()
     assert builder.builds == 1 and len(results) == 4 and len(set(results)) == 1
@@ -185,25 +196,42 @@ from leeward.sandbox import images, recipes
 def builder(recipe, rootfs, *, mirror, progress, log):
     with open(sys.argv[2], "a") as count:
         count.write("built\\n")
-    time.sleep(1.0)
+    deadline = time.monotonic() + 30  # held until the test lets it go (file `go`)
+    while not Path(sys.argv[3]).exists():
+        assert time.monotonic() < deadline, "the test never let the build finish"
+        time.sleep(0.01)
     (rootfs / "home").mkdir(parents=True)
 
 lines = []
-image = images.ensure("web", cache=Path(sys.argv[1]), builder=builder, progress=lines.append)
+
+def say(line):
+    lines.append(line)
+    with open(sys.argv[4], "a") as said:
+        said.write(line + "\\n")
+
+image = images.ensure("web", cache=Path(sys.argv[1]), builder=builder, progress=say)
 print(image.rootfs, "waited" if any("waiting" in line for line in lines) else "")
 """
 
 
 def test_concurrent_processes_build_once_the_others_wait(tmp_path: Path) -> None:
     cache, count = tmp_path / "images", tmp_path / "builds"
+    go, said = tmp_path / "go", tmp_path / "said"
+    said.touch()
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", SLOW_BUILD, str(cache), str(count)],
+            [sys.executable, "-c", SLOW_BUILD, str(cache), str(count), str(go), str(said)],
             stdout=subprocess.PIPE,
             text=True,
         )
         for _ in range(3)
     ]
+    # The build is held until the two others wait for it.
+    deadline = time.monotonic() + 30
+    while said.read_text().count("waiting for the build") < 2:
+        assert time.monotonic() < deadline, f"the others never waited: {said.read_text()}"
+        time.sleep(0.01)
+    go.touch()
     outputs = [p.communicate(timeout=60)[0].split() for p in processes]
     assert all(p.returncode == 0 for p in processes)
     assert count.read_text() == "built\n"
@@ -268,8 +296,8 @@ Need to get 20.1 MB/63.4 MB of archives.
 def fake_mmdebstrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An `mmdebstrap` that records its arguments in argv.json next to it, prints a transcript
     like the real one's (a customize-hook line for each hook) and makes the target directory;
-    it fails like the real one when a file `fail` is next to it, and takes 3 s (once) when a
-    file `slow` is."""
+    it fails like the real one when a file `fail` is next to it, and (once) when a file `slow`
+    is, it removes it and waits for a file `go` (30 s at most) before it goes on."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     script = bin_dir / "mmdebstrap"
@@ -293,7 +321,9 @@ def fake_mmdebstrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             positional = [a for a in args if not a.startswith("--")]
             if os.path.exists(here + "/slow"):  # once
                 os.unlink(here + "/slow")
-                time.sleep(3)
+                deadline = time.monotonic() + 30
+                while not os.path.exists(here + "/go") and time.monotonic() < deadline:
+                    time.sleep(0.01)
             os.mkdir(positional[1])
             """
         )
@@ -478,7 +508,19 @@ def test_a_builder_killed_mid_build_holds_the_lock_until_its_mmdebstrap_ends(
     killed.wait()
     assert [p.name.startswith(".build.base.") for p in cache.iterdir() if p.is_dir()] == [True]
 
+    # The orphaned mmdebstrap is held (until `go`): the next builder must wait for it.
     lines: list[str] = []
-    image = images.ensure("base", cache=cache, progress=lines.append)
+    done: list[Image] = []
+    waiter = threading.Thread(
+        target=lambda: done.append(images.ensure("base", cache=cache, progress=lines.append))
+    )
+    waiter.start()
+    deadline = time.monotonic() + 30
+    while not lines:
+        assert time.monotonic() < deadline, "the next builder said nothing"
+        time.sleep(0.01)
     assert lines[0] == "image base: waiting for the build another process started"
+    (fake_mmdebstrap / "go").touch()
+    waiter.join(60)
+    image = done[0]
     assert entries(cache) == [image.rootfs.parent.name]
