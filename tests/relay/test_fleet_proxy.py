@@ -44,10 +44,8 @@ async def test_the_proxy_finds_the_environment_through_the_fleet_or_its_cache(
         paths.ssh_config.write_text(config)
         sessions = home / "xdg-state" / "leeward" / "sessions"
 
-        async def ssh(
-            command: str, stdin: bytes, host: str = "relayed"
-        ) -> tuple[int, bytes, bytes]:
-            proc = await asyncio.create_subprocess_exec(
+        async def started(command: str, host: str = "relayed") -> asyncio.subprocess.Process:
+            return await asyncio.create_subprocess_exec(
                 "ssh",
                 "-F",
                 str(paths.ssh_config),
@@ -60,6 +58,11 @@ async def test_the_proxy_finds_the_environment_through_the_fleet_or_its_cache(
                 stderr=subprocess.PIPE,
                 env={**os.environ, **xdg},
             )
+
+        async def ssh(
+            command: str, stdin: bytes, host: str = "relayed"
+        ) -> tuple[int, bytes, bytes]:
+            proc = await started(command, host)
             out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
             assert proc.returncode is not None
             return proc.returncode, out, err
@@ -67,19 +70,7 @@ async def test_the_proxy_finds_the_environment_through_the_fleet_or_its_cache(
         async def session() -> tuple[asyncio.subprocess.Process, str]:
             """An ssh session that stays open (until its stdin closes): the proxy's status
             file is on this side, out of the environment's sight."""
-            proc = await asyncio.create_subprocess_exec(
-                "ssh",
-                "-F",
-                str(paths.ssh_config),
-                "-o",
-                "BatchMode=yes",
-                "relayed",
-                "echo $LEEWARD_ENVIRONMENT; cat >/dev/null",
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env={**os.environ, **xdg},
-            )
+            proc = await started("echo $LEEWARD_ENVIRONMENT; cat >/dev/null")
             assert proc.stdout is not None
             line = await asyncio.wait_for(proc.stdout.readline(), 60)
             return proc, line.decode().strip()

@@ -54,3 +54,21 @@ async def test_sandboxes_on_where_there_can_be_none_stops_the_fleet_with_the_rea
     with pytest.raises(ConfigError, match=r"sandboxes are required .* not running as root"):
         async with start_fleet(config):
             pass
+
+
+def test_limits_and_a_network_the_machine_cannot_give_are_said_once_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A machine with sandboxes but no writable cgroup controller and no slirp4netns.
+    from leeward.providers.local import LocalProvider
+    from leeward.sandbox import sandbox
+
+    partial = sandbox.Support(True, "", Cgroups(None), network=False)
+    monkeypatch.setattr(sandbox, "probe", lambda rootfs=None: partial)
+    with caplog.at_level("INFO", logger="leeward.providers.local"):
+        provider = LocalProvider(tmp_path / "environments")
+    said = [r for r in caplog.records if r.name == "leeward.providers.local"]
+    assert len(said) == 1 and said[0].levelname == "WARNING"
+    assert "limits not enforced here: cpu, memory, pids" in said[0].getMessage()
+    assert "the host's network, its loopback services included" in said[0].getMessage()
+    assert provider.isolates_owners and provider.isolation == partial.describe()

@@ -84,10 +84,6 @@ class Keeper:
                 log.error("cannot start the sandbox again: %s", exc)
         return self._place
 
-    @property
-    def running(self) -> sandbox.Running | None:
-        return self._running
-
     def status(self) -> dict[str, object] | None:
         if self._running is None or self._config.sandbox is None:
             return None

@@ -190,5 +190,17 @@ class Sandboxed:
         return self.argv([SFTP_SERVER])
 
 
+def login_environment(place: Place) -> dict[str, str]:
+    """What every process of the environment starts with: who it is, its home, shell and PATH
+    (sessions add the client's, setup steps the locale)."""
+    return {
+        "HOME": place.login_home,
+        "USER": place.user,
+        "LOGNAME": place.user,
+        "SHELL": place.shell,
+        "PATH": place.path(),
+    }
+
+
 def set_window(fd: int, rows: int, cols: int, px_w: int = 0, px_h: int = 0) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, px_w, px_h))

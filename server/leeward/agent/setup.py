@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from leeward.agent.place import login_environment
 from leeward.common.backoff import NO_JITTER, Backoff, worth_telling
 from leeward.common.errors import FleetError
 from leeward.common.files import write_atomic
@@ -456,11 +457,7 @@ class Setup:
         else:
             place = self._place()
             env = {
-                "HOME": place.login_home,
-                "USER": place.user,
-                "LOGNAME": place.user,
-                "SHELL": place.shell,
-                "PATH": place.path(),
+                **login_environment(place),
                 **{k: v for k, v in os.environ.items() if k in ("LANG", "TZ")},
                 **ours,
             }

@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncssh
 
-from leeward.agent.place import Place, Sandboxed, set_window
+from leeward.agent.place import Place, Sandboxed, login_environment, set_window
 from leeward.agent.sftp import HomeSFTP, SubsystemProcess
 
 log = logging.getLogger("leeward.agent.ssh")
@@ -59,13 +59,8 @@ class Login:
         return self.place.shell
 
     def environment(self, process: asyncssh.SSHServerProcess[bytes]) -> dict[str, str]:
-        place = self.place
         env = {
-            "HOME": place.login_home,
-            "USER": place.user,
-            "LOGNAME": place.user,
-            "SHELL": place.shell,
-            "PATH": place.path(),
+            **login_environment(self.place),
             "LEEWARD_ENVIRONMENT_ID": self.environment_id,
             "LEEWARD_ENVIRONMENT": self.fqdn,
         }

@@ -14,7 +14,6 @@ writes is the owner's.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import fcntl
 import importlib
 import json
@@ -83,7 +82,8 @@ def _exists(uid: int) -> bool:
     return True
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)
+"""The C library this process already has (no `find_library`, which runs ldconfig)."""
 
 
 PRELOADED = ("tempfile", "encodings.idna", "encodings.utf_8")

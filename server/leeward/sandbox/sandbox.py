@@ -21,6 +21,7 @@ owner's uid), which the agent reads when it starts again and checks against /pro
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import json
 import logging
@@ -316,20 +317,7 @@ def start(spec: SandboxSpec, cgroups: Cgroups) -> Running:
     # trace those processes; a descriptor of a host file there would be a way to write to it.
     out_r, out_w = os.pipe()
     try:
-        # A shell that starts it in the background and exits: the sandbox is nobody's child
-        # here (init reaps it), so it outlives the agent and leaves no zombie.
-        subprocess.run(
-            ["/bin/sh", "-c", '"$@" </dev/null &', "sh", *argv],
-            pass_fds=(info_w, *fds.values()),
-            stdin=subprocess.DEVNULL,
-            stdout=out_w,
-            stderr=out_w,
-            env={"PATH": _CLEAN_PATH},
-            cwd="/",  # nothing of the starter's, not even its directory, shows inside
-            start_new_session=True,
-            timeout=START_SECONDS,
-            check=True,
-        )
+        _detach(argv, (info_w, *fds.values()), out_w)
     except (OSError, subprocess.SubprocessError) as exc:
         os.close(out_r)
         raise SandboxError(f"cannot start the sandbox: {exc}") from None
@@ -480,18 +468,7 @@ def _start_network(pid: int, procs: list[Path], log_path: Path) -> None:
     argv = [*NETWORK, "--ready-fd", str(ready_w), f"/proc/{pid}/ns/net", "tap0"]
     try:
         with open(log_path, "ab") as log_file:
-            subprocess.run(
-                ["/bin/sh", "-c", '"$@" </dev/null >&2 &', "sh", *joining(procs, argv)],
-                pass_fds=(ready_w,),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=log_file,
-                env={"PATH": _CLEAN_PATH},
-                cwd="/",
-                start_new_session=True,
-                timeout=START_SECONDS,
-                check=True,
-            )
+            _detach(joining(procs, argv), (ready_w,), log_file.fileno())
     except (OSError, subprocess.SubprocessError) as exc:
         os.close(ready_r)
         raise SandboxError(f"cannot start the sandbox's network (slirp4netns): {exc}") from None
@@ -506,6 +483,24 @@ def _start_network(pid: int, procs: list[Path], log_path: Path) -> None:
         os.close(ready_r)
     if answer != b"1":
         raise SandboxError(f"the sandbox's network did not come up: {_tail(log_path)}")
+
+
+def _detach(argv: list[str], pass_fds: tuple[int, ...], output: int) -> None:
+    """Start `argv` through a shell that puts it in the background and exits: it is nobody's
+    child here (init reaps it), so it outlives its starter (the agent) and leaves no zombie. A
+    clean environment and `/` as its directory: nothing of the starter's shows inside."""
+    subprocess.run(
+        ["/bin/sh", "-c", '"$@" </dev/null &', "sh", *argv],
+        pass_fds=pass_fds,
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=output,
+        env={"PATH": _CLEAN_PATH},
+        cwd="/",
+        start_new_session=True,
+        timeout=START_SECONDS,
+        check=True,
+    )
 
 
 def _drain(fd: int, log_path: Path, limit: int = 65536) -> str:
@@ -549,16 +544,13 @@ def _tail(path: Path) -> str:
 
 
 _CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)  # this process's own C library: loaded already
 
 
 def connect_inside(pid: int, host: str, port: int, timeout: float) -> socket.socket:
     """A TCP connection to `host`:`port` made from inside the network namespace of `pid` (a
     sandbox's PID 1): its own loopback, its own way out. Blocking; call it in a thread. The
     thread goes back to its own network namespace before this returns."""
-    import ctypes
-    import ctypes.util
-
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -566,12 +558,12 @@ def connect_inside(pid: int, host: str, port: int, timeout: float) -> socket.soc
         os.close(own)
         raise
     try:
-        if libc.setns(target, _CLONE_NEWNET) != 0:
+        if _libc.setns(target, _CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), "cannot enter the sandbox's network")
         try:
             return socket.create_connection((host, port), timeout=timeout)
         finally:
-            if libc.setns(own, _CLONE_NEWNET) != 0:  # a thread left inside would stay there
+            if _libc.setns(own, _CLONE_NEWNET) != 0:  # a thread left inside would stay there
                 os.abort()
     finally:
         os.close(target)
