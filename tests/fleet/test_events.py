@@ -11,6 +11,9 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from leeward.client.api import FleetClient
+from leeward.common.clock import SystemClock
+from leeward.fleet.events import EventLog
+from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import EventRow
 from leeward_protocol.fleet import EventType, FleetEvent
 from tests.conftest import small_config
@@ -183,3 +186,21 @@ async def test_concurrent_changes_reach_the_stream_without_gaps(
         assert [e.id for e in streamed[1:]] == [e.id for e in logged]
         for env_id in ids:
             assert states_of(logged, env_id) == LIFE
+
+
+async def test_the_sequencer_stops_when_a_commit_and_the_close_arrive_together(tmp_path):
+    """A commit's wake-up and the close's cancel in the same turn of the loop: on Python 3.11,
+    `asyncio.wait_for` handed back the wake-up and swallowed the cancel, so the sequencer went
+    round again and the fleet's close waited for it for ever (a CI run hung 300 s so)."""
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'events.db'}")
+    try:
+        for _ in range(20):
+            log = EventLog(store, "test.", SystemClock(), poll_seconds=30.0)
+            log.start()
+            await asyncio.sleep(0)  # the sequencer is waiting for a commit
+            for callback in store.committed:
+                callback()  # a commit, then at once the close (which cancels the sequencer)
+            async with asyncio.timeout(5):
+                await log.close()
+    finally:
+        await store.close()

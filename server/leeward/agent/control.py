@@ -47,7 +47,8 @@ def _remove_stale(path: Path) -> None:
 
 async def _alive(path: Path) -> bool:
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 2.0)
+        async with asyncio.timeout(2.0):
+            _, writer = await asyncio.open_unix_connection(str(path))
     except (OSError, TimeoutError):
         return False
     writer.close()

@@ -50,7 +50,8 @@ async def http_get_json(url: str, path: str, token: str | None, seconds: float) 
             body = _unchunk(body)
         return status, json.loads(body) if body else None
 
-    return await asyncio.wait_for(go(), seconds)
+    async with asyncio.timeout(seconds):
+        return await go()
 
 
 def _unchunk(body: bytes) -> bytes:
@@ -129,6 +130,8 @@ async def dns_lookup(server: str, name: str, seconds: float = DNS_TIMEOUT) -> li
     )
     try:
         transport.sendto(query)
-        return _dns_addresses(await asyncio.wait_for(protocol.reply, seconds), qid)
+        async with asyncio.timeout(seconds):
+            reply = await protocol.reply
+        return _dns_addresses(reply, qid)
     finally:
         transport.close()

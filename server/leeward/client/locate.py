@@ -457,8 +457,8 @@ def host_certificate_verifier(known_hosts: Path, *, timeout: float = 5.0) -> Ver
             )
         where = f"{target.address}:{target.ssh_port}"
         try:
-            conn = await asyncio.wait_for(
-                asyncssh.connect(
+            async with asyncio.timeout(timeout):
+                conn = await asyncssh.connect(
                     target.address,
                     target.ssh_port,
                     known_hosts=str(known_hosts),
@@ -470,9 +470,7 @@ def host_certificate_verifier(known_hosts: Path, *, timeout: float = 5.0) -> Ver
                     kbdint_auth=False,
                     gss_auth=False,
                     config=None,
-                ),
-                timeout,
-            )
+                )
         except asyncssh.PermissionDenied:
             return  # the key exchange, and so the host certificate, passed; no login was asked
         except (asyncssh.HostKeyNotVerifiable, asyncssh.KeyExchangeFailed) as exc:

@@ -210,7 +210,8 @@ async def serve(protocol: JsonRPCProtocol, stream: BinaryIO) -> None:
     while True:
         stall = FRAME_STALL_SECONDS if intake.frames.partial else None
         try:
-            data = await asyncio.wait_for(chunks.get(), stall)
+            async with asyncio.timeout(stall):
+                data = await chunks.get()
         except TimeoutError:
             intake.take(intake.frames.give_up())
             continue

@@ -151,7 +151,8 @@ class FleetLink:
 
     async def wait_changed(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._changed.wait()
 
     async def find(self, ref: str) -> Environment:
         """The environment with this id or name, from the fleet (it is authoritative)."""

@@ -331,7 +331,8 @@ class Daemon:
             stderr=asyncio.subprocess.PIPE,
         )
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), SSH_PROBE_TIMEOUT)
+            async with asyncio.timeout(SSH_PROBE_TIMEOUT):
+                out, err = await proc.communicate()
         except TimeoutError:
             proc.kill()
             await proc.wait()

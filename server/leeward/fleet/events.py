@@ -80,9 +80,10 @@ class EventLog:
         return self._closed
 
     async def _run(self) -> None:
-        while True:
+        while not self._closed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._committed.wait(), self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._committed.wait()
             self._committed.clear()
             try:
                 if self.store.dialect == "postgresql":
@@ -111,7 +112,8 @@ class EventLog:
         if self._closed:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._numbered.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._numbered.wait()
 
     # -- reading ---------------------------------------------------------------------------------
 

@@ -230,7 +230,8 @@ class ProfileStore:
             if current > after or left <= 0 or self._closing.is_set():
                 return current
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), min(left, every))
+                async with asyncio.timeout(min(left, every)):
+                    await event.wait()
 
     # -- writing ---------------------------------------------------------------------------------
 

@@ -262,7 +262,8 @@ class Endpoint:
     async def _read(self, reader: asyncio.StreamReader) -> None:
         while True:
             try:
-                kind, payload = await asyncio.wait_for(read_frame(reader), self._dead_after)
+                async with asyncio.timeout(self._dead_after):
+                    kind, payload = await read_frame(reader)
             except TimeoutError:
                 raise LinkSilent(self._dead_after) from None
             self.heard = True

@@ -163,7 +163,8 @@ class ProfileSync:
         self._dirty.set()  # a scan at once: edits made while the agent was down
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), RESCAN_SECONDS)
+                async with asyncio.timeout(RESCAN_SECONDS):
+                    await self._dirty.wait()
             await self._settle()
             if self._watch is not None:
                 await in_thread(self._watch.refresh, executor=self.files)
