@@ -196,7 +196,7 @@ async def test_installed_steps_are_not_run_again_on_reload_or_agent_restart(
         os.kill(pid, signal.SIGTERM)
         await until(lambda: gone(pid), "the agent stops")
         second_failure = by_name(env)["failing"].started_at
-        await recover(f.fleet)
+        await recover(f.fleet, at_start=True)
         env = await environment_when(f.api, env.id, tried_again(second_failure), "after restart")
         assert int((agent_dir / "agent.pid").read_text()) != pid
         assert env.state == "running"

@@ -244,8 +244,13 @@ def create_app(
             fleet.events.start()
             if provider is None:
                 fleet.region_probes = await stack.enter_async_context(region_gateways(config))
-            await recover(fleet)
+            await recover(fleet, at_start=True)
             if background:
+                fleet.start_loop(
+                    config.lease_seconds / 2,
+                    functools.partial(recover, fleet),
+                    "recovery of work no replica holds",
+                )
                 fleet.start_loop(
                     config.pool_interval_seconds,
                     functools.partial(refill_pools, fleet),

@@ -194,6 +194,14 @@ class FleetConfig(_Strict):
         description="How long a live migration leaves an environment's network dark.",
     )
     pool_interval_seconds: float = Field(default=2.0, gt=0)
+    lease_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description="How long a replica's hold on an environment's work or on a loop lasts "
+        "unless renewed (every third of it): how soon another replica takes over the work of "
+        "one that died. Replicas' clocks must agree to well within it (NTP).",
+    )
     reaper_interval_seconds: float = Field(default=30.0, gt=0)
     event_retention_hours: float = Field(
         default=168.0, gt=0, description="How long the event stream can be resumed from."

@@ -48,6 +48,9 @@ _Placed = tuple[EnvironmentRow, Identity | None, str]
 """A placement: the row, the identity to start it with (None for a replay), and how it was
 made: "cold" (placed, to be started), "warm" (claimed from a pool) or "replay"."""
 
+_Leased = tuple[EnvironmentRow, Identity | None, str, str | None]
+"""A committed placement, and the ticket of its lease (None for a replay)."""
+
 
 @dataclass
 class Outcome:
@@ -223,23 +226,23 @@ async def _place_queued(queue: CreateQueue) -> None:
 
 
 def _follow_up(
-    fleet: Fleet, row: EnvironmentRow, identity: Identity | None, source: str
+    fleet: Fleet, row: EnvironmentRow, identity: Identity | None, source: str, ticket: str | None
 ) -> _Answer:
     """Start what a committed placement needs next, whoever is still waiting for it."""
     if source == "cold":
-        assert identity is not None
-        fleet.spawn(row.id, provision(fleet, row.id, identity, placed=row))
+        assert identity is not None and ticket is not None
+        fleet.spawn(row.id, provision(fleet, row.id, identity, placed=row), granted=ticket)
         return _Answer(row, source)
     if source == "warm":
-        assert identity is not None
-        handover = fleet.start_task(hand_over(fleet, row, identity), f"handover:{row.id}")
+        assert identity is not None and ticket is not None
+        handover = fleet.start_task(hand_over(fleet, row, identity, ticket), f"handover:{row.id}")
         return _Answer(row, source, handover)
     return _Answer(row, source)
 
 
 async def _place_batch(
     fleet: Fleet, batch: list[_Ask]
-) -> list[tuple[_Ask, _Placed | BaseException]]:
+) -> list[tuple[_Ask, _Leased | BaseException]]:
     now = fleet.clock.now()
     backoff = Backoff(base=0.01, cap=0.05)  # jittered: the other transaction may retry too
     for attempt in range(1, _TRANSIENT_ATTEMPTS + 1):
@@ -253,6 +256,16 @@ async def _place_batch(
                     except FleetError as exc:
                         results.append((ask, exc))
                 await work.flush(session)
+                # Leased to this replica in the transaction that makes (or claims) them: no
+                # other replica's recovery ever takes their start for an orphan's.
+                tickets = await fleet.leases.grant(
+                    session,
+                    (
+                        f"env:{placed[0].id}"
+                        for _, placed in results
+                        if not isinstance(placed, BaseException) and placed[2] != "replay"
+                    ),
+                )
         except Exception as exc:
             # PostgreSQL chose this transaction as a deadlock's victim (the hosts it locks
             # against a group commit's row locks); it was rolled back whole: run it again.
@@ -261,7 +274,10 @@ async def _place_batch(
             log.warning("placement batch rolled back (%s); again", type(exc.__cause__).__name__)
             await asyncio.sleep(backoff.next())
             continue
-        return results
+        return [
+            (ask, p if isinstance(p, BaseException) else (*p, tickets.get(f"env:{p[0].id}")))
+            for ask, p in results
+        ]
     raise AssertionError("unreachable")  # pragma: no cover
 
 

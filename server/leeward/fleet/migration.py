@@ -110,6 +110,17 @@ async def _move(fleet: Fleet, env_id: str, source: str, target: str) -> None:
     )
 
 
+async def finish_move(fleet: Fleet, env_id: str) -> None:
+    """Finish a move whose replica stopped in the middle of it (the row still says
+    migrating): ask the host again (a move to where it already is only costs a blackout)."""
+    async with fleet.store.read() as session:
+        row = await session.get(EnvironmentRow, env_id)
+    if row is None or row.state != EnvironmentState.MIGRATING or not row.migrating_from:
+        return
+    assert row.host is not None
+    await _move(fleet, env_id, row.migrating_from, row.host)
+
+
 # ---------------------------------------------------------------------------- drains
 
 

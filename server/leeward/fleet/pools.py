@@ -101,6 +101,8 @@ async def refill_pools(fleet: Fleet) -> int:
             )
             placed.append((row, identity))
         await batch.flush(session)
+        tickets = await fleet.leases.grant(session, (f"env:{row.id}" for row, _ in placed))
     for row, identity in placed:
-        fleet.spawn(row.id, provision(fleet, row.id, identity, placed=row))
+        work = provision(fleet, row.id, identity, placed=row)
+        fleet.spawn(row.id, work, granted=tickets[f"env:{row.id}"])
     return len(placed)

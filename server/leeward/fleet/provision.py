@@ -131,8 +131,16 @@ async def provision(
         log.info("environment %s was deleted while starting", env_id)
 
 
-async def hand_over(fleet: Fleet, row: EnvironmentRow, identity: Identity) -> Environment:
-    """Hand a claimed warm container to its tenant with the identity issued at the claim."""
+async def hand_over(
+    fleet: Fleet, row: EnvironmentRow, identity: Identity, ticket: str
+) -> Environment:
+    """Hand a claimed warm container to its tenant with the identity issued at the claim,
+    under the lease granted with the claim (`ticket`)."""
+    async with fleet.leases.holding(f"env:{row.id}", ticket):
+        return await _hand_over(fleet, row, identity)
+
+
+async def _hand_over(fleet: Fleet, row: EnvironmentRow, identity: Identity) -> Environment:
     await fleet.url_known.wait()
     try:
         await fleet.provider.assign(agent_spec(fleet, row, identity))

@@ -9,12 +9,16 @@ agents, recovery), as plain async functions.
 Every state change is a short write transaction (creates that arrive together share one, and
 so do small updates); the slow parts (starting an agent) happen between transactions, and a
 restart picks them up where they were.
+
+Several replicas may serve one PostgreSQL: an environment's work and each loop run under a
+lease (leeward.fleet.leases), so that one replica at a time does them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -24,6 +28,7 @@ from leeward.fleet.auth import TokenVerifier
 from leeward.fleet.ca import CertificateAuthority
 from leeward.fleet.config import FleetConfig
 from leeward.fleet.events import EventLog
+from leeward.fleet.leases import Leases
 from leeward.fleet.profiles import ProfileStore
 from leeward.fleet.store.db import Store
 from leeward.providers.base import Provider
@@ -50,6 +55,7 @@ class Fleet:
         self.tokens = TokenVerifier(store, clock)
         self.profiles = ProfileStore(store, config, clock)
         self.events = EventLog(store, config.zone, clock, poll_seconds=config.event_poll_seconds)
+        self.leases = Leases(store, clock, config.lease_seconds)
         self.public_url: str | None = config.public_url
         self.url_known = asyncio.Event()
         if self.public_url:
@@ -78,12 +84,33 @@ class Fleet:
 
     # ------------------------------------------------------------------ per-environment work
 
-    def spawn(self, key: str, work: Awaitable[None]) -> None:
-        """Run per-environment work in the background, one task per environment at a time."""
+    def spawn(
+        self,
+        key: str,
+        work: Awaitable[None],
+        *,
+        granted: str | None = None,
+        takeover: bool = False,
+    ) -> None:
+        """Run per-environment work in the background, one task per environment at a time in
+        this replica, and under its lease across replicas (`key` is an environment's id, or a
+        name with a colon such as "drain:HOST").
+
+        The work waits for the lease if another replica holds it (a delete here while a start
+        there finishes). `granted`: the ticket of the lease granted in the transaction that
+        made the environment. `takeover` (recovery): only if nobody holds it, this replica included;
+        otherwise the work is dropped, since its holder is doing it."""
+        lease = key if ":" in key else f"env:{key}"
 
         async def run() -> None:
             try:
-                await work
+                ticket = granted or await self._take(lease, takeover)
+                if ticket is None:
+                    if inspect.iscoroutine(work):
+                        work.close()
+                    return
+                async with self.leases.holding(lease, ticket):
+                    await work
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -99,6 +126,19 @@ class Fleet:
             self._background.add(previous)
             previous.add_done_callback(self._background.discard)
         self._tasks[key] = task
+
+    async def _take(self, lease: str, takeover: bool) -> str | None:
+        """Take `lease` (its ticket): at once for a takeover (None if anyone holds it), else
+        as soon as its holder lets it go or it expires."""
+        if takeover:
+            return await self.leases.take(lease, if_mine=False)
+        waited = False
+        while (ticket := await self.leases.take(lease)) is None:
+            if not waited:
+                log.info("%s is another replica's for now; waiting for it", lease)
+                waited = True
+            await self.clock.sleep(min(1.0, self.leases.seconds / 3))
+        return ticket
 
     def at_work(self, key: str) -> asyncio.Task[None] | None:
         """The task at work on `key` (an environment's id, or "drain:HOST"), if there is one."""
@@ -126,12 +166,16 @@ class Fleet:
             log.info("%s ended with %s", task.get_name(), failure)
 
     def start_loop(self, seconds: float, work: Callable[[], Awaitable[object]], name: str) -> None:
-        """Run `work` every `seconds` until the fleet closes; a failure is logged, not fatal."""
+        """Run `work` every `seconds` until the fleet closes, in one replica at a time (under
+        the loop's lease); a failure is logged, not fatal."""
+        lease = f"loop:{name}"
 
         async def loop() -> None:
             while not self._closing:
                 try:
-                    await work()
+                    if (ticket := await self.leases.take(lease)) is not None:
+                        async with self.leases.holding(lease, ticket):
+                            await work()
                 except asyncio.CancelledError:
                     raise
                 except Exception:

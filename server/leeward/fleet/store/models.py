@@ -239,3 +239,16 @@ class ProfileFileRow(Base):
     modified_at: Mapped[datetime] = mapped_column(Timestamp)
     source: Mapped[str] = mapped_column(String(64))
     changed_in: Mapped[int] = mapped_column(Integer, doc="The version that last changed it.")
+
+
+class LeaseRow(Base):
+    """Which fleet replica holds a piece of work (an environment's start, delete or move; a
+    loop), until when. Another replica takes it only once `until` has passed
+    (leeward.fleet.leases)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    ticket: Mapped[str] = mapped_column(String(160), doc="This hold's: renewals name it.")
+    until: Mapped[datetime] = mapped_column(Timestamp, index=True)
