@@ -1,0 +1,1 @@
+"""What runs on a host of the fleet, and, for the local fleet, the network its hosts share."""
