@@ -386,7 +386,8 @@ class Fabric:
         command = ["ip", *(("-n", netns) if netns else ()), *args]
         child = await asyncio.create_subprocess_exec(*command, stdin=PIPE, stdout=PIPE, stderr=PIPE)
         try:
-            out, error = await asyncio.wait_for(child.communicate(stdin.encode()), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                out, error = await child.communicate(stdin.encode())
         except TimeoutError:
             child.kill()
             await child.wait()
