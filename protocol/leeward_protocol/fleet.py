@@ -154,6 +154,12 @@ class Host(Resource):
     capacity: Hardware
     used: Hardware
     environments: int = Field(ge=0, description="Live environments placed on it.")
+    reachable: bool | None = Field(
+        default=None,
+        description="Whether its host agent was heard within the heartbeat window; null where "
+        "the fleet starts environments itself.",
+    )
+    last_seen: datetime | None = Field(default=None, description="Its agent's last heartbeat.")
 
 
 class HostList(Resource):
@@ -447,6 +453,20 @@ class CreateToken(Request):
     user: str
     hours: Hours | None = Field(default=None, description="Validity; no expiry when absent.")
     description: str = ""
+
+
+class CreateHostToken(Request):
+    hours: Hours | None = Field(default=None, description="Validity; no expiry when absent.")
+
+
+class HostTokenIssued(Resource):
+    """What a host agent's host.toml needs to join the fleet: shown once."""
+
+    host: str
+    token: str = Field(description="The secret; the fleet keeps only its hash.")
+    expires_at: datetime | None = None
+    fleet_key: str = Field(description="The fleet's public command key, which the host pins.")
+    fleet_url: str
 
 
 class Token(Resource):

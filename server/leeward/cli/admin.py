@@ -25,11 +25,35 @@ def host_list(json_: JsonOption = False) -> None:
         return
     out = console.out()
     for h in result.hosts:
+        heard = {None: "", True: "  reachable", False: "  UNREACHABLE"}[h.reachable]
         out.print(
             f"{h.name:<16} {h.region:<12} {h.state.value:<14} "
             f"{h.used.cpus}/{h.capacity.cpus} CPU  {h.used.memory_gib}/{h.capacity.memory_gib} GiB"
-            f"  {h.environments} environments"
+            f"  {h.environments} environments{heard}"
         )
+
+
+def host_token(
+    host: Annotated[str, typer.Argument(help="The host whose agent joins the fleet.")],
+    hours: Annotated[
+        int | None, typer.Option("--hours", min=1, help="Validity; no expiry when left out.")
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Issue HOST's agent its token (the previous one stops working) and print the lines of
+    its host.toml that join it to this fleet. Shown once."""
+    issued = session.with_fleet(lambda fleet: fleet.host_token(host, hours))
+    if json_:
+        console.print_json(issued)
+        return
+    out = console.out()
+    out.print(f"# host.toml of {issued.host} (docs/operator.md); keep the token secret (0600)")
+    out.print(f'name = "{issued.host}"')
+    out.print(f'fleet_url = "{issued.fleet_url}"')
+    out.print(f'fleet_key = "{issued.fleet_key}"')
+    out.print(f"# put this in the token_file, alone, mode 0600: {issued.token}")
+    if issued.expires_at is not None:
+        out.print(f"# the token expires at {issued.expires_at.isoformat()}")
 
 
 def host_drain(

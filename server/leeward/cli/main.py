@@ -40,7 +40,10 @@ token_app = typer.Typer(help="Tokens, straight from the fleet's database.", no_a
 admin_app = typer.Typer(
     help="Operate the fleet (admins): hosts, environments, DNS.", no_args_is_help=True
 )
-host_app = typer.Typer(help="Hosts: drain one for maintenance, put it back.", no_args_is_help=True)
+host_app = typer.Typer(
+    help="Hosts: drain one for maintenance, put it back, issue its agent a token.",
+    no_args_is_help=True,
+)
 env_admin_app = typer.Typer(help="Any user's environments: migrate.", no_args_is_help=True)
 dns_app = typer.Typer(
     help="The zone's DNS server: stop and start it for exercises.", no_args_is_help=True
@@ -116,6 +119,7 @@ token_app.command("create")(operators.token_create)
 host_app.command("list")(admin.host_list)
 host_app.command("drain")(admin.host_drain)
 host_app.command("activate")(admin.host_activate)
+host_app.command("token")(admin.host_token)
 env_admin_app.command("migrate")(admin.env_migrate)
 dns_app.command("status")(admin.dns_status)
 dns_app.command("stop")(admin.dns_stop)

@@ -24,6 +24,7 @@ from leeward_protocol.fleet import (
     CertificateRequest,
     CreateContainer,
     CreateDevserver,
+    CreateHostToken,
     CreateToken,
     CreateUser,
     DnsStatus,
@@ -34,6 +35,7 @@ from leeward_protocol.fleet import (
     Health,
     Host,
     HostList,
+    HostTokenIssued,
     MigrateEnvironment,
     SSHAuthorities,
     StopDns,
@@ -200,6 +202,14 @@ class FleetClient:
 
     async def activate_host(self, name: str) -> Host:
         return await self._call("POST", f"/v1/admin/hosts/{_segment(name)}/activate", Host)
+
+    async def host_token(self, name: str, hours: int | None = None) -> HostTokenIssued:
+        return await self._call(
+            "POST",
+            f"/v1/admin/hosts/{_segment(name)}/token",
+            HostTokenIssued,
+            body=CreateHostToken(hours=hours).wire(),
+        )
 
     async def migrate(self, ref: str, host: str | None = None) -> Environment:
         body = MigrateEnvironment(host=host)

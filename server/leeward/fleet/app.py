@@ -20,6 +20,8 @@ from aiohttp import web
 from sqlalchemy import select
 
 from leeward.common.clock import Clock, SystemClock
+from leeward.common.hostauth import CommandSigner
+from leeward.fleet import hostlink
 from leeward.fleet.api import ROUTES
 from leeward.fleet.api.routing import add_routes
 from leeward.fleet.ca import CertificateAuthority
@@ -33,6 +35,8 @@ from leeward.fleet.errors import (
     NotFound,
     TooLarge,
 )
+from leeward.fleet.hostapi import HostsProvider
+from leeward.fleet.hostlink import load_command_key
 from leeward.fleet.lifecycle import sweep
 from leeward.fleet.metrics import Metrics
 from leeward.fleet.pools import refill_pools
@@ -100,9 +104,11 @@ async def errors_and_metrics(
         metrics.latency.labels(route).observe(time.perf_counter() - started)
 
 
-async def sync_topology(store: Store, config: FleetConfig) -> None:
+async def sync_topology(store: Store, config: FleetConfig, *, hosted: bool = False) -> None:
     """Make the store's regions and hosts match the config. Host state is operational and is
-    kept; a host that left the config is decommissioned (its environments stay listed)."""
+    kept; a host that left the config is decommissioned (its environments stay listed). With
+    host agents (`hosted`), a host is unreachable until its agent is heard from; without, the
+    fleet starts environments itself and reachability does not apply."""
     async with store.write() as session:
         for region in config.regions:
             row = await session.get(RegionRow, region.name)
@@ -139,6 +145,10 @@ async def sync_topology(store: Store, config: FleetConfig) -> None:
         for host_row in (await session.execute(select(HostRow))).scalars():
             if host_row.name not in configured:
                 host_row.state = HostState.DECOMMISSIONED.value
+            if not hosted:
+                host_row.reachable = None
+            elif host_row.reachable is None:
+                host_row.reachable = False
 
 
 async def load_authority(store: Store, now: datetime) -> CertificateAuthority:
@@ -219,8 +229,14 @@ def create_app(
         stack = contextlib.AsyncExitStack()
         try:
             await store.migrate()
-            await sync_topology(store, config)
+            hosted = provider is None and config.provider.kind == "hosts"
+            await sync_topology(store, config, hosted=hosted)
             authority = await load_authority(store, clock.now())
+            if hosted:
+                signer = CommandSigner(await load_command_key(store))
+                hosts = HostsProvider(store, signer, clock)
+                await hosts.refresh()
+                chosen = hosts
             if chosen is None:
                 from leeward.providers.local import LocalProvider
 
@@ -261,6 +277,12 @@ def create_app(
                     functools.partial(sweep, fleet),
                     "expiry and deletion sweep",
                 )
+                if hosted:
+                    fleet.start_loop(
+                        config.heartbeat_seconds,
+                        functools.partial(hostlink.watch, fleet),
+                        "host reachability",
+                    )
             yield
         finally:
             if fleet is not None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from leeward.fleet.config import FleetConfig
-from leeward.fleet.placement import host_usage
+from leeward.fleet.placement import host_usage, usable
 from leeward.fleet.store.db import Store
-from leeward_protocol.fleet import Catalog, Hardware, HostState, LifespanPolicy, Region
+from leeward_protocol.fleet import Catalog, Hardware, LifespanPolicy, Region
 
 
 async def current_catalog(store: Store, config: FleetConfig, probes: dict[str, str]) -> Catalog:
@@ -19,7 +19,7 @@ async def current_catalog(store: Store, config: FleetConfig, probes: dict[str, s
     regions = []
     for region in config.regions:
         hosts = [h for h in usage if h.region == region.name]
-        active = [h for h in hosts if h.state is HostState.ACTIVE]
+        active = [h for h in hosts if usable(h)]
         regions.append(
             Region(
                 name=region.name,

@@ -74,7 +74,12 @@ class LifetimeConfig(_Strict):
 
 
 class ProviderConfig(_Strict):
-    kind: Literal["local"] = "local"
+    kind: Literal["local", "hosts"] = Field(
+        default="local",
+        description="'hosts': the fleet asks each host's agent (`leeward host serve`) over the "
+        "host API, signed with its command key; 'local': the fleet starts environments on its "
+        "own machine itself (one process: a laptop, tests).",
+    )
     data_dir: Path | None = Field(
         default=None, description="Environments' homes and agent state; next to the config file."
     )

@@ -61,6 +61,8 @@ async def migrate(fleet: Fleet, who: Principal, ref: str, host: str | None = Non
                 )
             if target.state is not HostState.ACTIVE:
                 raise Conflict(f"Host {host} is {target.state}; move {row.name} elsewhere.")
+            if target.reachable is False:
+                raise Conflict(f"Host {host} is unreachable; move {row.name} elsewhere.")
             if not need.fits_in(target.free):
                 raise NoCapacity(f"Host {host} has no room for {row.name}.", field="host")
         source = row.host

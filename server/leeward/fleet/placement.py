@@ -41,6 +41,9 @@ class HostUsage:
     capacity: Hardware
     used: Hardware
     environments: int
+    reachable: bool | None = None
+    """Whether its host agent is heard from; None where the fleet starts environments itself."""
+    last_seen: datetime | None = None
 
     @property
     def free(self) -> Hardware:
@@ -79,6 +82,8 @@ def _usage_query() -> Select[Any]:
             func.coalesce(used.c.memory_gib, 0),
             func.coalesce(used.c.gpus, 0),
             func.coalesce(used.c.n, 0),
+            _hosts.c.reachable,
+            _hosts.c.last_seen_at,
         )
         .select_from(_hosts.outerjoin(used, used.c.host == _hosts.c.name))
         .order_by(_hosts.c.name)
@@ -116,6 +121,8 @@ async def host_usage(session: AsyncSession, *, lock: bool = False) -> list[HostU
             capacity=Hardware(cpus=cpus, memory_gib=memory_gib, gpus=gpus),
             used=Hardware(cpus=int(used_cpus), memory_gib=int(used_mem), gpus=int(used_gpus)),
             environments=int(count),
+            reachable=reachable,
+            last_seen=last_seen,
         )
         for (
             name,
@@ -128,14 +135,21 @@ async def host_usage(session: AsyncSession, *, lock: bool = False) -> list[HostU
             used_mem,
             used_gpus,
             count,
+            reachable,
+            last_seen,
         ) in rows
     ]
+
+
+def usable(host: HostUsage) -> bool:
+    """Whether new environments may go to `host`: active, and its agent heard from."""
+    return host.state is HostState.ACTIVE and host.reachable is not False
 
 
 def choose_host(hosts: list[HostUsage], need: Hardware) -> HostUsage | None:
     """The active host where `need` fits with the most room left: spread, don't pack, so a
     neighbour's burst hurts less and a host drain moves fewer environments."""
-    fitting = [h for h in hosts if h.state is HostState.ACTIVE and need.fits_in(h.free)]
+    fitting = [h for h in hosts if usable(h) and need.fits_in(h.free)]
     if not fitting:
         return None
     return max(fitting, key=lambda h: (h.free.memory_gib, h.free.cpus, h.free.gpus, h.name))
@@ -268,11 +282,7 @@ def regions_in_order(
 
     # The region with the most free room that fits first.
     def room(region: str) -> tuple[int, int]:
-        free = [
-            h.free
-            for h in usage
-            if h.region == region and h.state is HostState.ACTIVE and need.fits_in(h.free)
-        ]
+        free = [h.free for h in usage if h.region == region and usable(h) and need.fits_in(h.free)]
         return (len(free), sum(f.memory_gib for f in free))
 
     names = [r.name for r in config.regions]
@@ -282,12 +292,21 @@ def regions_in_order(
 def no_capacity(usage: list[HostUsage], asked: str | None, need: Hardware) -> NoCapacity:
     """The refusal when no host fits `need`: which other regions have room, if any."""
     with_room = sorted(
-        {
-            h.region
-            for h in usage
-            if h.state is HostState.ACTIVE and need.fits_in(h.free) and h.region != asked
-        }
+        {h.region for h in usage if usable(h) and need.fits_in(h.free) and h.region != asked}
     )
+    cut_off = [
+        h.name
+        for h in usage
+        if h.state is HostState.ACTIVE and h.reachable is False and need.fits_in(h.free)
+        if asked is None or h.region == asked
+    ]
+    if cut_off and not with_room:
+        return NoCapacity(
+            f"The hosts that have room ({', '.join(cut_off)}) are unreachable: their host "
+            "agents are not heard from. Try again later; an operator can see them with "
+            "`leeward admin host list`.",
+            regions_with_room=[],
+        )
     if asked is None:
         return NoCapacity(
             "No region has room for this environment now; try a smaller flavor or later.",

@@ -14,7 +14,7 @@ from leeward.fleet.placement import Batch, NewEnvironment, place
 from leeward.fleet.provision import issue_identity, provision
 from leeward.fleet.resources import new_name
 from leeward.fleet.runtime import Fleet
-from leeward.fleet.store.models import EnvironmentRow
+from leeward.fleet.store.models import EnvironmentRow, HostRow
 from leeward.providers.base import Identity
 from leeward_protocol.fleet import CreateContainer, EnvironmentKind, EnvironmentState, Hardware
 
@@ -35,6 +35,8 @@ async def claim_warm(
             EnvironmentRow.state == EnvironmentState.WARM.value,
             EnvironmentRow.profile == request.profile,
             EnvironmentRow.owner.is_(None),
+            # Not on a host its fleet cannot ask now: the hand-over would fail.
+            EnvironmentRow.host.not_in(select(HostRow.name).where(HostRow.reachable.is_(False))),
         )
         .order_by(EnvironmentRow.created_at)
         .limit(1)

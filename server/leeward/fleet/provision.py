@@ -17,7 +17,7 @@ from leeward.fleet.errors import Unavailable
 from leeward.fleet.resources import fqdn, to_resource, update_environment
 from leeward.fleet.runtime import Fleet
 from leeward.fleet.store.models import EnvironmentRow
-from leeward.providers.base import EnvironmentSpec, Identity, ProviderError
+from leeward.providers.base import EnvironmentSpec, HostUnreachable, Identity, ProviderError
 from leeward_protocol.fleet import Environment, EnvironmentKind, EnvironmentState, Hardware
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,18 @@ async def provision(
     try:
         spec = agent_spec(fleet, row, identity)
         await (fleet.provider.assign(spec) if adopt else fleet.provider.start(spec))
+    except HostUnreachable as exc:
+        # Not a failure of the environment: it stays provisioning, and the recovery loop asks
+        # again once the host is back.
+        log.warning("environment %s waits for its host: %s", env_id, exc)
+        await update_environment(
+            fleet.store,
+            fleet.clock,
+            env_id,
+            expect=provisioning,
+            status_message=f"waiting for its host: {exc}",
+        )
+        return
     except ProviderError as exc:
         log.warning("environment %s failed to start: %s", env_id, exc)
         await fail(fleet, env_id, f"Its agent did not start: {exc}")

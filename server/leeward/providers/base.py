@@ -58,13 +58,24 @@ class ProviderError(Exception):
     """The provider could not do what was asked; the message says what and why."""
 
 
+class HostUnreachable(ProviderError):
+    """The environment's host cannot be asked now (its agent is down, or the network to it
+    is): what was asked may be asked again later, and nothing should be marked failed for it."""
+
+
 class Provider(Protocol):
     name: str
-    isolates_owners: bool
-    """Whether one owner's environments are kept from another's (sandboxes, a uid per owner).
-    A fleet whose provider cannot serves one user only."""
-    isolation: str
-    """What isolation its environments get, in a sentence (for the operator and refusals)."""
+
+    @property
+    def isolates_owners(self) -> bool:
+        """Whether one owner's environments are kept from another's (sandboxes, a uid per
+        owner). A fleet whose provider cannot serves one user only."""
+        ...
+
+    @property
+    def isolation(self) -> str:
+        """What isolation its environments get, in a sentence (for the operator and refusals)."""
+        ...
 
     async def start(self, spec: EnvironmentSpec) -> None:
         """Create the environment and return once its SSH server accepts connections.

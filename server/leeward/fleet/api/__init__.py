@@ -5,7 +5,7 @@ both built from `ROUTES`, so the document cannot drift from the code."""
 
 from __future__ import annotations
 
-from leeward.fleet.api import admin, agents, environments, profiles, public
+from leeward.fleet.api import admin, agents, environments, hostside, profiles, public
 from leeward.fleet.api.routing import Route
 
 ROUTES: tuple[Route, ...] = (
@@ -14,4 +14,5 @@ ROUTES: tuple[Route, ...] = (
     *admin.routes,
     *profiles.routes,
     *agents.routes,
+    *hostside.routes,
 )

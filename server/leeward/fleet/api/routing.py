@@ -20,6 +20,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from leeward.common.validation import first_fault
 from leeward.fleet.auth import Principal
 from leeward.fleet.errors import BadRequest, Forbidden, Invalid, TooLarge, Unauthorized
+from leeward.fleet.hostlink import authenticate_host
 from leeward.fleet.state import FLEET
 from leeward_protocol.base import Params
 from leeward_protocol.fleet import Role
@@ -38,7 +39,7 @@ class Route:
     request: Any = None
     response: type[BaseModel] | None = None
     status: int = 200
-    auth: str = "user"  # "none", "user", "admin", "agent"
+    auth: str = "user"  # "none", "user", "admin", "agent", "host"
     query: type[Params] | None = None
     headers: type[Params] | None = None
     path_params: type[Params] | None = None
@@ -208,6 +209,14 @@ def _guarded(route: Route) -> Handler:
             request[PRINCIPAL] = who
         if route.path_params is not None:
             _params(dict(request.match_info), route.path_params, "path")
+        if route.auth == "host":
+            fleet = request.app[FLEET]
+            await authenticate_host(
+                fleet.store,
+                request.headers.get("Authorization"),
+                request.match_info["name"],
+                fleet.clock.now(),
+            )
         return await route.handler(request)
 
     return handler

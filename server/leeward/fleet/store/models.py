@@ -89,6 +89,9 @@ class AuthorityRow(Base):
     host_ca_key: Mapped[str] = mapped_column(Text)
     user_ca_key: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
+    command_key: Mapped[str | None] = mapped_column(
+        Text, nullable=True, doc="Ed25519 PEM: signs the fleet's commands to host agents."
+    )
 
 
 class HostRow(Base):
@@ -102,6 +105,23 @@ class HostRow(Base):
     cpus: Mapped[int] = mapped_column(Integer)
     memory_gib: Mapped[int] = mapped_column(Integer)
     gpus: Mapped[int] = mapped_column(Integer)
+    token_digest: Mapped[str | None] = mapped_column(
+        String(64), unique=True, nullable=True, doc="SHA-256 of its host agent's token."
+    )
+    token_expires_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    url: Mapped[str | None] = mapped_column(
+        Text, nullable=True, doc="Where its host agent said the fleet reaches it."
+    )
+    last_seen_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    reachable: Mapped[bool | None] = mapped_column(
+        Boolean,
+        nullable=True,
+        doc="Whether its host agent was heard within the heartbeat window; NULL where the "
+        "fleet starts environments itself (the in-process provider).",
+    )
+    report: Mapped[str | None] = mapped_column(
+        Text, nullable=True, doc="JSON HostStatus, as its host agent last sent it."
+    )
 
 
 class RegionRow(Base):

@@ -1,0 +1,232 @@
+"""The fleet's side of the host API: a `Provider` whose every act is a signed command to the
+environment's host agent (`leeward host serve`), over HTTP on the network. The fleet never
+touches an environment's processes or files itself; it asks the host it placed it on.
+
+Where each host is comes from its heartbeats (kept in the store, so every replica knows); a
+host that is not reachable is not asked: `HostUnreachable`, which leaves the environment as it
+was, to be asked again (recovery) rather than failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from sqlalchemy import select
+
+from leeward.common.clock import Clock
+from leeward.common.hostauth import CommandSigner
+from leeward.fleet.store.db import Store
+from leeward.fleet.store.models import EnvironmentRow, HostRow
+from leeward.providers.base import EnvironmentSpec, HostUnreachable, ProviderError
+from leeward_protocol.host import (
+    HostEnvironment,
+    HostIdentity,
+    HostStatus,
+    MigrateIn,
+    RunningAnswer,
+    RunningQuery,
+)
+
+log = logging.getLogger(__name__)
+
+START_SECONDS = 900.0
+"""A start may build the environment's image first (minutes on a fresh host)."""
+COMMAND_SECONDS = 60.0
+
+
+@dataclass
+class _Known:
+    url: str | None
+    reachable: bool | None
+    isolates_owners: bool | None
+    isolation: str
+
+
+class HostsProvider:
+    name = "hosts"
+
+    def __init__(self, store: Store, signer: CommandSigner, clock: Clock) -> None:
+        self._store = store
+        self._signer = signer
+        self._clock = clock
+        self._http: aiohttp.ClientSession | None = None
+        self._known: dict[str, _Known] = {}
+
+    # -- what the hosts are ------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """What the store knows of every host (other replicas hear heartbeats too)."""
+        async with self._store.read() as session:
+            rows = (await session.execute(select(HostRow))).scalars().all()
+        known = {}
+        for row in rows:
+            report = json.loads(row.report) if row.report else {}
+            known[row.name] = _Known(
+                row.url,
+                row.reachable,
+                report.get("isolatesOwners"),
+                str(report.get("isolation", "")),
+            )
+        self._known = known
+
+    def heard(self, name: str, status: HostStatus) -> None:
+        """A heartbeat this replica answered: use it at once."""
+        self._known[name] = _Known(status.url, True, status.isolates_owners, status.isolation)
+
+    @property
+    def isolates_owners(self) -> bool:
+        """Only when every host that reported keeps owners apart (and one did): an environment
+        may land on any of them."""
+        reports = [k.isolates_owners for k in self._known.values() if k.isolates_owners is not None]
+        return bool(reports) and all(reports)
+
+    @property
+    def isolation(self) -> str:
+        said = sorted({k.isolation for k in self._known.values() if k.isolation})
+        return "; ".join(said) or "not known yet: no host agent has reported"
+
+    # -- the Provider interface --------------------------------------------------------------
+
+    async def start(self, spec: EnvironmentSpec) -> None:
+        await self._command(
+            spec.host, "PUT", f"/v1/environments/{spec.id}", _wire(spec), START_SECONDS
+        )
+
+    async def assign(self, spec: EnvironmentSpec) -> None:
+        path = f"/v1/environments/{spec.id}/assign"
+        await self._command(spec.host, "POST", path, _wire(spec), START_SECONDS)
+
+    async def stop(self, environment_id: str) -> None:
+        host, _ = await self._placement(environment_id)
+        await self._command(host, "DELETE", f"/v1/environments/{environment_id}", None)
+
+    async def migrate(self, environment_id: str, host: str, blackout_seconds: float) -> None:
+        current, leaving = await self._placement(environment_id)
+        source = leaving or current
+        body = MigrateIn(source=source, blackout_seconds=blackout_seconds).wire()
+        path = f"/v1/environments/{environment_id}/migrate"
+        await self._command(host, "POST", path, body, blackout_seconds + COMMAND_SECONDS)
+
+    async def running(self, environment_ids: list[str]) -> set[str]:
+        """Asked of each host that has some of them; those on a host that cannot be asked are
+        not known to be up."""
+        async with self._store.read() as session:
+            rows = await session.execute(
+                select(EnvironmentRow.id, EnvironmentRow.host).where(
+                    EnvironmentRow.id.in_(environment_ids)
+                )
+            )
+            by_host: dict[str, list[str]] = {}
+            for env_id, host in rows.all():
+                if host is not None:
+                    by_host.setdefault(host, []).append(env_id)
+        up: set[str] = set()
+        for host, ids in by_host.items():
+            try:
+                answer = await self._command(
+                    host, "POST", "/v1/running", RunningQuery(ids=ids).wire()
+                )
+            except HostUnreachable as exc:
+                log.warning("%s; its environments count as not known to be up", exc)
+                continue
+            up.update(RunningAnswer.model_validate(answer).running)
+        return up
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    # -- asking a host -----------------------------------------------------------------------
+
+    async def _placement(self, environment_id: str) -> tuple[str, str | None]:
+        async with self._store.read() as session:
+            row = await session.get(EnvironmentRow, environment_id)
+        if row is None or row.host is None:
+            raise ProviderError(f"environment {environment_id} is on no host")
+        return row.host, row.migrating_from
+
+    async def _url(self, host: str) -> str:
+        known = self._known.get(host)
+        if known is None or known.url is None or known.reachable is not True:
+            await self.refresh()
+            known = self._known.get(host)
+        if known is None:
+            raise ProviderError(f"host {host} is not one of this fleet's")
+        if known.url is None:
+            raise HostUnreachable(
+                f"host {host} has not registered: start `leeward host serve` on it "
+                "(docs/operator.md)"
+            )
+        if known.reachable is not True:
+            raise HostUnreachable(f"host {host} is unreachable (its agent is not heard from)")
+        return known.url
+
+    async def _command(
+        self,
+        host: str,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        seconds: float = COMMAND_SECONDS,
+    ) -> Any:
+        url = await self._url(host)
+        data = b"" if body is None else json.dumps(body).encode()
+        headers = self._signer.headers(method, path, host, data, self._clock.now().timestamp())
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        try:
+            async with self._http.request(
+                method,
+                url + path,
+                data=data,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=seconds, connect=5.0),
+            ) as response:
+                text = await response.text()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            if self._known.get(host) is not None:
+                self._known[host].reachable = False  # ask the store again next time
+            raise HostUnreachable(
+                f"host {host} did not answer at {url}: {type(exc).__name__} {exc}".strip()
+            ) from None
+        try:
+            answer = json.loads(text) if text else None
+        except ValueError:
+            answer = None
+        if response.status >= 400:
+            message = text[:500]
+            if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+                message = str(answer["error"].get("message", message))
+            raise ProviderError(f"host {host} refused ({response.status}): {message}")
+        return answer
+
+
+def _wire(spec: EnvironmentSpec) -> dict[str, Any]:
+    identity = spec.identity
+    return HostEnvironment(
+        id=spec.id,
+        name=spec.name,
+        fqdn=spec.fqdn,
+        kind=spec.kind,
+        region=spec.region,
+        host=spec.host,
+        address=spec.address,
+        ssh_port=spec.ssh_port,
+        hardware=spec.hardware,
+        user_ca=spec.user_ca,
+        fleet_url=spec.fleet_url,
+        heartbeat_seconds=spec.heartbeat_seconds,
+        identity=HostIdentity(
+            owner=identity.owner,
+            host_key=identity.host_key,
+            host_certificate=identity.host_certificate,
+            agent_token=identity.agent_token,
+        ),
+        image=spec.image,
+    ).wire()
