@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from leeward.cli.embedded_hosts import EmbeddedHosts
 from leeward.cli.errors import CliError
 from leeward.client.paths import Paths
 from leeward.common.processes import listens_on, pid_alive
@@ -44,6 +45,10 @@ class EmbeddedFleet:
     def pid_path(self) -> Path:
         return self.directory / "fleet.pid"
 
+    @property
+    def hosts(self) -> EmbeddedHosts:
+        return EmbeddedHosts(self.directory / "hosts", self.config_path)
+
     # -- config --------------------------------------------------------------------------------
 
     def ensure_config(self, port: int | None) -> bool:
@@ -55,6 +60,7 @@ class EmbeddedFleet:
             from leeward.fleet.config import default_config, dump_config
 
             config = default_config()
+            config.provider.kind = "hosts"  # one `leeward host serve` per host (embedded_hosts)
             config.provider.stop_agents_on_exit = True
             config.dns.port = free_dns_port(config.dns.listen_host)
             if port is not None:

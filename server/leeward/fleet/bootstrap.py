@@ -5,6 +5,7 @@ from __future__ import annotations
 from leeward.common.clock import SystemClock
 from leeward.fleet import auth
 from leeward.fleet.config import FleetConfig
+from leeward.fleet.hostlink import HostToken, issue_host_token
 from leeward.fleet.store.db import Store
 from leeward_protocol.fleet import Role
 
@@ -29,5 +30,18 @@ async def issue_token(
                 session, user, now, hours=hours, description=description
             )
         return secret
+    finally:
+        await store.close()
+
+
+async def issue_host_tokens(config: FleetConfig, hosts: list[str]) -> dict[str, HostToken]:
+    """New tokens for `hosts`' agents, with the fleet's public command key (the embedded fleet
+    of `leeward up` joins its own hosts so). The fleet must have started once (its CA exists)."""
+    assert config.database is not None, "load_config() fills in the database"
+    store = Store(config.database)
+    try:
+        await store.migrate()
+        now = SystemClock().now()
+        return {name: await issue_host_token(store, name, now) for name in hosts}
     finally:
         await store.close()
