@@ -49,9 +49,9 @@ class HostAgent:
 
     def start(self) -> None:
         with (self.directory / "host.log").open("ab") as log:
+            config = str(self.directory / "host.toml")
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "leeward.cli", "host", "serve", "--config"]
-                + [str(self.directory / "host.toml")],
+                [sys.executable, "-m", "leeward.cli", "host", "serve", "--config", config],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -80,9 +80,7 @@ async def test_environments_live_through_host_agents(start_fleet, tmp_path, sqli
     config = small_config(tmp_path, sqlite_url, regions=1, hosts=2)
     config.provider.kind = "hosts"
     assert config.provider.data_dir is not None
-    agents = {
-        name: HostAgent(tmp_path / "hosts" / name, name) for name in ("north-h1", "north-h2")
-    }
+    agents = {name: HostAgent(tmp_path / "hosts" / name, name) for name in ("north-h1", "north-h2")}
     async with start_fleet(config) as f:
         try:
             for name, agent in agents.items():

@@ -1,1 +1,1 @@
-"""What runs on a host of the fleet, and, for the local fleet, the network its hosts share."""
+"""What runs on every host of the fleet: `leeward host serve`, the host agent."""

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from leeward.common import netns
-from leeward.host.network import UPLINK, Fabric
+from leeward.providers.fabric import UPLINK, Fabric
 
 PROBE = Fabric.probe()
 pytestmark = pytest.mark.skipif(not PROBE[0], reason=f"no network namespaces: {PROBE[1]}")
