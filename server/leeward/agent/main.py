@@ -33,6 +33,7 @@ from leeward.agent.ssh import (
     listen,
     serve_relayed,
 )
+from leeward.common.netns import current, enter
 from leeward.relay.agent import RelayServer, RelaySettings
 from leeward.relay.handshake import HostIdentity
 from leeward.relay.stream import MIB
@@ -190,12 +191,7 @@ class Agent:
             return await self._blackout(seconds)
 
     async def _blackout(self, seconds: float) -> dict[str, object]:
-        if self._acceptor is not None:
-            self._acceptor.close()  # type: ignore[attr-defined]
-            await self._acceptor.wait_closed()  # type: ignore[attr-defined]
-            self._acceptor = None
-        if self.relay is not None:
-            await self.relay.close_listener()
+        await self._close_listeners()
         direct = self.registry.reset_direct()
         links = self.relay.reset_links() if self.relay is not None else 0
         log.info(
@@ -205,6 +201,31 @@ class Agent:
         await self._listen()
         log.info("blackout over: listening again")
         return {"ok": True, "resetSSH": direct, "resetRelayLinks": links}
+
+    async def attach(self, netns: Path) -> dict[str, object]:
+        """The environment now lives on another host (a live migration in the local fleet's
+        network namespaces): listen there. The listeners move; the connections made on the old
+        host stay where they were, and the network resets them (their packets now reach the new
+        host, which knows nothing of them); relay sessions resume on the new host. Sockets made
+        from now on (heartbeats included) are made there too."""
+        async with self._reload_lock:
+            await self._close_listeners()
+            try:
+                enter(netns)
+            except OSError as exc:
+                await self._listen()  # still where it was: keep serving there
+                return {"ok": False, "error": f"cannot enter {netns}: {exc.strerror or exc}"}
+            await self._listen()
+            log.info("listening on host network %s (%s)", netns, current())
+            return {"ok": True, "network": current()}
+
+    async def _close_listeners(self) -> None:
+        if self._acceptor is not None:
+            self._acceptor.close()  # type: ignore[attr-defined]
+            await self._acceptor.wait_closed()  # type: ignore[attr-defined]
+            self._acceptor = None
+        if self.relay is not None:
+            await self.relay.close_listener()
 
     async def _on_control(self, message: dict[str, object]) -> dict[str, object]:
         op = message.get("op")
@@ -229,9 +250,14 @@ class Agent:
             if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
                 return {"ok": False, "error": "blackout needs 'seconds', a number >= 0"}
             return await self.blackout(float(seconds))
+        if op == "attach":
+            netns = message.get("netns")
+            if not isinstance(netns, str) or not netns.startswith("/"):
+                return {"ok": False, "error": "attach needs 'netns', an absolute path"}
+            return await self.attach(Path(netns))
         return {
             "ok": False,
-            "error": f"unknown op {op!r}; expected 'status', 'reload' or 'blackout'",
+            "error": f"unknown op {op!r}; expected 'status', 'reload', 'blackout' or 'attach'",
         }
 
     async def reload(self) -> None:

@@ -56,3 +56,19 @@ def current(pid: int | str = "self") -> str:
 def of(netns: Path) -> str:
     """The identifier `current` gives for the namespace at `netns` (/run/netns/NAME)."""
     return f"net:[{os.stat(netns).st_ino}]"
+
+
+def enter(netns: Path) -> None:
+    """Move the calling thread into the network namespace at `netns`, for good: every socket it
+    makes from now on is made there (an agent whose environment moved to another host calls it
+    on its event loop's thread, then listens again). Threads started later by this one are born
+    there too; those that exist already stay where they are."""
+    target = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(target, CLONE_NEWNET) != 0:
+            error = ctypes.get_errno()
+            raise OSError(
+                error, f"cannot enter this network namespace: {os.strerror(error)}", netns
+            )
+    finally:
+        os.close(target)

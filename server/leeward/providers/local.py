@@ -68,8 +68,12 @@ class LocalProvider:
         runtime_dir: Path | None = None,
         sandboxes: Sandboxes = "auto",
         image_cache: Path | None = None,
+        netns: Path | None = None,
     ) -> None:
+        """`netns`: the network namespace agents are started in (a host of the local fleet's
+        fabric, leeward.providers.fabric); None: this process's own."""
         self._data_dir = data_dir.resolve()
+        self.netns = netns
         self._image_cache = image_cache
         self.owners_file = self._data_dir.parent / "owners.json"
         self.support = _support(sandboxes)
@@ -145,6 +149,22 @@ class LocalProvider:
                 within=blackout_seconds + 20.0,
                 late="did not come back after its blackout",
                 refused="refused the migration",
+            )
+
+    async def attach(self, environment_id: str, netns: Path) -> None:
+        """Have the environment's agent listen in `netns` from now on (its environment moved
+        to that host of the fabric); its processes, sandbox and sessions carry on."""
+        async with self._lock(environment_id):
+            config = self._read_config(environment_id)
+            if config is None or await self._live_pid(environment_id) is None:
+                raise ProviderError(f"environment {environment_id}: its agent is not running")
+            await _ask_agent(
+                environment_id,
+                config,
+                {"op": "attach", "netns": str(netns)},
+                within=20.0,
+                late="did not listen on its new host in time",
+                refused="could not move to its new host",
             )
 
     async def running(self, environment_ids: list[str]) -> set[str]:
@@ -296,7 +316,9 @@ class LocalProvider:
         # cancelled (the fleet stopping) while the thread runs, the agent starts anyway: wait
         # for the pid to be recorded, so that stop() and close() can find it.
         try:
-            pid = await to_thread_to_the_end(_run_agent, directory, config_path, ready_w)
+            pid = await to_thread_to_the_end(
+                _run_agent, directory, config_path, ready_w, self.netns
+            )
         except asyncio.CancelledError:
             os.close(ready_r)
             raise
@@ -389,8 +411,10 @@ _DETACH = '"$@" </dev/null >&2 & echo $!'
 the fleet (init reaps it), so it outlives the fleet and leaves no zombie or process handle."""
 
 
-def _run_agent(directory: Path, config_path: Path, ready_w: int) -> int:
+def _run_agent(directory: Path, config_path: Path, ready_w: int, netns: Path | None) -> int:
     argv = [sys.executable, "-m", "leeward.agent", "--config", str(config_path)]
+    if netns is not None:  # nsenter enters it and execs the agent: the same pid
+        argv = ["nsenter", f"--net={netns}", "--", *argv]
     with open(directory / "agent.log", "ab") as log_file:
         launcher = subprocess.run(
             ["/bin/sh", "-c", _DETACH, "sh", *argv, "--ready-fd", str(ready_w)],
