@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic.config import JsonDict
 
-from leeward_protocol.base import Hours, Integral, Params, Request, Resource, Whole
+from leeward_protocol.base import MAX_WHOLE, Hours, Integral, Params, Request, Resource, Whole
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
 """Names of environments, regions, hosts, flavors, profiles and users: DNS labels, 2 to 32 chars."""
@@ -110,9 +110,9 @@ class Role(StrEnum):
 class Hardware(Resource):
     """An amount of compute: what a flavor or profile needs, what a host has or has free."""
 
-    cpus: int = Field(ge=0, description="Virtual CPUs.")
-    memory_gib: int = Field(ge=0, description="Memory in GiB.")
-    gpus: int = Field(default=0, ge=0, description="GPU slots.")
+    cpus: int = Field(ge=0, le=MAX_WHOLE, description="Virtual CPUs.")
+    memory_gib: int = Field(ge=0, le=MAX_WHOLE, description="Memory in GiB.")
+    gpus: int = Field(default=0, ge=0, le=MAX_WHOLE, description="GPU slots.")
 
     def fits_in(self, other: Hardware) -> bool:
         return (
@@ -164,6 +164,17 @@ class Host(Resource):
 
 class HostList(Resource):
     hosts: list[Host]
+
+
+class RegionPath(Params):
+    name: str = Field(description="A region's name.", json_schema_extra=NAMED)
+
+
+class RegionLinks(Resource):
+    """`POST /v1/admin/regions/{name}/cut` and `/restore`: the region's links now."""
+
+    region: str
+    cut: bool = Field(description="Whether its links are cut (its environments unreachable).")
 
 
 class Region(Resource):

@@ -18,6 +18,7 @@ export type ProtocolModel =
   | CreateContainer
   | CreateDevserver
   | CreateEnvironment
+  | CreateHostToken
   | CreateParams
   | CreateToken
   | CreateUser
@@ -57,6 +58,7 @@ export type ProtocolModel =
   | Host
   | HostList
   | HostState
+  | HostTokenIssued
   | Lifespan
   | LifespanChoice
   | LifespanPolicy
@@ -72,6 +74,7 @@ export type ProtocolModel =
   | Refusal
   | Region
   | RegionChoice
+  | RegionLinks
   | RestoreProfile
   | Role
   | SSHAuthorities
@@ -631,6 +634,12 @@ export interface CreateDevserver {
    */
   region?: string | null;
 }
+export interface CreateHostToken {
+  /**
+   * Validity; no expiry when absent.
+   */
+  hours?: number | null;
+}
 export interface CreateParams {
   request: CreateDevserver | CreateContainer;
   /**
@@ -915,13 +924,37 @@ export interface Host {
    * Live environments placed on it.
    */
   environments: number;
+  /**
+   * Its agent's last heartbeat.
+   */
+  lastSeen: string | null;
   name: string;
+  /**
+   * Whether its host agent was heard within the heartbeat window; null where the fleet starts environments itself.
+   */
+  reachable: boolean | null;
   region: string;
   state: HostState;
   used: Hardware;
 }
 export interface HostList {
   hosts: Host[];
+}
+/**
+ * What a host agent's host.toml needs to join the fleet: shown once.
+ */
+export interface HostTokenIssued {
+  expiresAt: string | null;
+  /**
+   * The fleet's public command key, which the host pins.
+   */
+  fleetKey: string;
+  fleetUrl: string;
+  host: string;
+  /**
+   * The secret; the fleet keeps only its hash.
+   */
+  token: string;
 }
 export interface MigrateEnvironment {
   /**
@@ -971,6 +1004,16 @@ export interface ProfileWait {
    * The latest version (may equal `after` on a timeout).
    */
   version: number;
+}
+/**
+ * `POST /v1/admin/regions/{name}/cut` and `/restore`: the region's links now.
+ */
+export interface RegionLinks {
+  /**
+   * Whether its links are cut (its environments unreachable).
+   */
+  cut: boolean;
+  region: string;
 }
 export interface RestoreProfile {
   /**

@@ -33,6 +33,21 @@ def host_list(json_: JsonOption = False) -> None:
         )
 
 
+def region_cut(region: Annotated[str, typer.Argument(help="The region.")]) -> None:
+    """Cut every link of REGION's hosts (a storm, for exercises): its environments are
+    unreachable until `leeward admin region restore`; nothing inside them is told."""
+    session.with_fleet(lambda fleet: fleet.region_links(region, cut=True))
+    console.out().print(
+        f"Region {region}'s links are cut: `leeward admin region restore {region}`."
+    )
+
+
+def region_restore(region: Annotated[str, typer.Argument(help="The region.")]) -> None:
+    """Restore REGION's links and the routes to its environments."""
+    session.with_fleet(lambda fleet: fleet.region_links(region, cut=False))
+    console.out().print(f"Region {region}'s links are restored.")
+
+
 def host_token(
     host: Annotated[str, typer.Argument(help="The host whose agent joins the fleet.")],
     hours: Annotated[

@@ -40,6 +40,10 @@ token_app = typer.Typer(help="Tokens, straight from the fleet's database.", no_a
 admin_app = typer.Typer(
     help="Operate the fleet (admins): hosts, environments, DNS.", no_args_is_help=True
 )
+region_app = typer.Typer(
+    help="Regions' network: cut a region's links for an exercise, restore them.",
+    no_args_is_help=True,
+)
 host_app = typer.Typer(
     help="Hosts: drain one for maintenance, put it back, issue its agent a token.",
     no_args_is_help=True,
@@ -59,6 +63,7 @@ app.add_typer(create_app, name="create")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(admin_app, name="admin")
 admin_app.add_typer(host_app, name="host")
+admin_app.add_typer(region_app, name="region")
 admin_app.add_typer(env_admin_app, name="env")
 admin_app.add_typer(dns_app, name="dns")
 fleet_app.add_typer(token_app, name="token")
@@ -120,6 +125,8 @@ host_app.command("list")(admin.host_list)
 host_app.command("drain")(admin.host_drain)
 host_app.command("activate")(admin.host_activate)
 host_app.command("token")(admin.host_token)
+region_app.command("cut")(admin.region_cut)
+region_app.command("restore")(admin.region_restore)
 env_admin_app.command("migrate")(admin.env_migrate)
 dns_app.command("status")(admin.dns_status)
 dns_app.command("stop")(admin.dns_stop)

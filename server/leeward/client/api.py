@@ -37,6 +37,7 @@ from leeward_protocol.fleet import (
     HostList,
     HostTokenIssued,
     MigrateEnvironment,
+    RegionLinks,
     SSHAuthorities,
     StopDns,
     Token,
@@ -202,6 +203,10 @@ class FleetClient:
 
     async def activate_host(self, name: str) -> Host:
         return await self._call("POST", f"/v1/admin/hosts/{_segment(name)}/activate", Host)
+
+    async def region_links(self, name: str, *, cut: bool) -> RegionLinks:
+        action = "cut" if cut else "restore"
+        return await self._call("POST", f"/v1/admin/regions/{_segment(name)}/{action}", RegionLinks)
 
     async def host_token(self, name: str, hours: int | None = None) -> HostTokenIssued:
         return await self._call(

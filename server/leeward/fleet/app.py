@@ -39,6 +39,7 @@ from leeward.fleet.hostapi import HostsProvider
 from leeward.fleet.hostlink import load_command_key
 from leeward.fleet.lifecycle import sweep
 from leeward.fleet.metrics import Metrics
+from leeward.fleet.network import ensure_fabric
 from leeward.fleet.pools import refill_pools
 from leeward.fleet.recovery import recover
 from leeward.fleet.runtime import Fleet
@@ -228,6 +229,7 @@ def create_app(
         fleet: Fleet | None = None
         stack = contextlib.AsyncExitStack()
         try:
+            fabric = await ensure_fabric(config) if config.network.kind == "namespaces" else None
             await store.migrate()
             hosted = provider is None and config.provider.kind == "hosts"
             await sync_topology(store, config, hosted=hosted)
@@ -254,6 +256,7 @@ def create_app(
                         "(one user only without sandboxes: docs/operator.md)."
                     ) from None
             fleet = Fleet(config, store, chosen, authority, clock)
+            fleet.fabric = fabric
             fleet.observers.append(app[METRICS].observe_allocation)
             app[FLEET] = fleet
             app[CREATES] = CreateQueue(fleet)

@@ -103,6 +103,27 @@ class ProviderConfig(_Strict):
     )
 
 
+class NetworkConfig(_Strict):
+    """Where environments' addresses live. 'loopback': addresses on this machine's loopback
+    (no root needed; network faults are only modelled). 'namespaces': the local fleet's fabric
+    (leeward.providers.fabric; root and `ip netns`): every host a network namespace, every
+    environment's address routed to its host, so moves and region cuts are real at the network
+    layer. Region networks must then be outside 127.0.0.0/8 (198.18.0.0/15 is the benchmarking
+    range, never routed on the internet)."""
+
+    kind: Literal["loopback", "namespaces"] = "loopback"
+    prefix: str = Field(
+        default="lw",
+        pattern=r"^[a-z][a-z0-9]{0,7}$",
+        description="Names of the fabric's namespaces and links: PREFIX-HOST, PREFIXrN.",
+    )
+    transit: ipaddress.IPv4Network = Field(
+        default=ipaddress.IPv4Network("198.19.0.0/16"),
+        description="Links between the hosts and the network; the fleet listens on its first "
+        "address, which every host reaches.",
+    )
+
+
 class AuthConfig(_Strict):
     user_certificate_hours: int = Field(default=16, ge=1, le=16)
 
@@ -218,6 +239,7 @@ class FleetConfig(_Strict):
     )
     lifetimes: LifetimeConfig = Field(default_factory=LifetimeConfig)
     provider: ProviderConfig = Field(default_factory=ProviderConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     dns: DnsConfig = Field(default_factory=DnsConfig)
     regions: list[RegionConfig] = Field(min_length=1)
@@ -257,6 +279,18 @@ class FleetConfig(_Strict):
             for b in nets[i + 1 :]:
                 if a.overlaps(b):
                     raise ValueError(f"region networks {a} and {b} overlap")
+            if self.network.kind == "namespaces":
+                if a.overlaps(ipaddress.IPv4Network("127.0.0.0/8")):
+                    raise ValueError(
+                        f"region {self.regions[i].name}: network {a} is loopback, which the "
+                        "kernel does not route to a host's namespace; with network.kind = "
+                        '"namespaces" use a range such as 198.18.1.0/24'
+                    )
+                if a.overlaps(self.network.transit):
+                    raise ValueError(
+                        f"region {self.regions[i].name}: network {a} overlaps the network's "
+                        f"transit range {self.network.transit}"
+                    )
         return self
 
     def region(self, name: str) -> RegionConfig | None:

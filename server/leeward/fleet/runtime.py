@@ -32,6 +32,7 @@ from leeward.fleet.leases import Leases
 from leeward.fleet.profiles import ProfileStore
 from leeward.fleet.store.db import Store
 from leeward.providers.base import Provider
+from leeward.providers.fabric import Fabric
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class Fleet:
         self.observers: list[Callable[[str, float], None]] = []
         """Told of every allocation: its source ("warm" or "cold") and how long it took."""
         self.region_probes: dict[str, str] = {}
+        self.fabric: Fabric | None = None
+        """The local fleet's network namespaces, when its network is made of them."""
         """Region -> HOST:PORT of its gateway, which clients time to measure their RTT."""
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()

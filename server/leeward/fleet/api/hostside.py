@@ -1,15 +1,22 @@
 """The routes of host agents (bearer: the host's own token, which speaks for that host only):
 the heartbeat that registers a host and keeps it reachable, and the records of its own
-environments. And the admin's route that issues a host its token."""
+environments. And the admins' routes of hosts and the network: a host's token, a region's links
+cut and restored."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from leeward.fleet import hostlink
+from leeward.fleet import hostlink, network
 from leeward.fleet.api.routing import RouteTable, parse, parse_optional, reply
 from leeward.fleet.state import FLEET
-from leeward_protocol.fleet import CreateHostToken, HostPath, HostTokenIssued
+from leeward_protocol.fleet import (
+    CreateHostToken,
+    HostPath,
+    HostTokenIssued,
+    RegionLinks,
+    RegionPath,
+)
 from leeward_protocol.host import HostAck, HostRecords, HostStatus
 
 routes = RouteTable()
@@ -72,3 +79,35 @@ async def issue_host_token(request: web.Request) -> web.Response:
         ),
         201,
     )
+
+
+@routes.route(
+    "POST",
+    "/v1/admin/regions/{name}/cut",
+    "Cut every link of the region's hosts (a storm, for exercises): its environments are "
+    "unreachable at the network layer, and nothing inside them is told. 409 where the fleet's "
+    "network is loopback addresses.",
+    response=RegionLinks,
+    auth="admin",
+    path_params=RegionPath,
+    body_required=False,
+)
+async def cut_region(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    await network.cut_region(request.app[FLEET], name)
+    return reply(RegionLinks(region=name, cut=True))
+
+
+@routes.route(
+    "POST",
+    "/v1/admin/regions/{name}/restore",
+    "Restore the region's links and every route to its environments.",
+    response=RegionLinks,
+    auth="admin",
+    path_params=RegionPath,
+    body_required=False,
+)
+async def restore_region(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    await network.cut_region(request.app[FLEET], name, restore=True)
+    return reply(RegionLinks(region=name, cut=False))
