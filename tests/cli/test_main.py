@@ -52,6 +52,8 @@ COMMANDS = [
     "admin.dns.status",
     "admin.dns.stop",
     "admin.dns.start",
+    "host",
+    "host.serve",
     "profile",
     "profile.show",
     "profile.history",

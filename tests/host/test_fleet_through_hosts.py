@@ -148,10 +148,14 @@ async def test_environments_live_through_host_agents(start_fleet, tmp_path, sqli
             # Three missed heartbeats, then the fleet's next look (one heartbeat period).
             window = 4 * config.heartbeat_seconds
             await until(unreachable, f"{other} marked unreachable", timeout=window + 5)
-            status, refused = await f.admin.call(
-                "POST", f"/v1/admin/environments/{env['id']}/migrate", {"host": other}
+            # Nothing new goes to a host nobody answers for.
+            status, second = await f.api.call(
+                "POST", "/v1/environments", {"kind": "devserver", "flavor": "tiny"}
             )
-            assert status == 409, refused
+            assert status == 202 and second["host"] != other, second
+            await f.api.wait_state(second["id"], {"running"})
+            status, _ = await f.api.call("DELETE", f"/v1/environments/{second['id']}")
+            await f.api.wait_state(second["id"], {"deleted"})
             code, out, err = await run_ssh(ssh, "box", "cat ~/shell")
             assert code == 0, f"still reachable over ssh without its host agent: {err}"
 

@@ -19,6 +19,7 @@ from leeward.cli import (
     connect,
     embedded_commands,
     environments,
+    host,
     identity,
     image,
     operators,
@@ -39,6 +40,10 @@ fleet_app = typer.Typer(help="Run the fleet backend (operators).", no_args_is_he
 token_app = typer.Typer(help="Tokens, straight from the fleet's database.", no_args_is_help=True)
 admin_app = typer.Typer(
     help="Operate the fleet (admins): hosts, environments, DNS.", no_args_is_help=True
+)
+host_agent_app = typer.Typer(
+    help="This machine's host agent, for the platform team: `leeward host serve`.",
+    no_args_is_help=True,
 )
 region_app = typer.Typer(
     help="Regions' network: cut a region's links for an exercise, restore them.",
@@ -63,6 +68,7 @@ app.add_typer(create_app, name="create")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(admin_app, name="admin")
 admin_app.add_typer(host_app, name="host")
+app.add_typer(host_agent_app, name="host")
 admin_app.add_typer(region_app, name="region")
 admin_app.add_typer(env_admin_app, name="env")
 admin_app.add_typer(dns_app, name="dns")
@@ -119,6 +125,7 @@ create_app.command("devserver")(environments.create_devserver)
 create_app.command("container")(environments.create_container)
 
 fleet_app.command("serve")(operators.fleet_serve)
+host_agent_app.command("serve")(host.host_serve)
 token_app.command("create")(operators.token_create)
 
 host_app.command("list")(admin.host_list)

@@ -151,6 +151,11 @@ class LocalProvider:
                 refused="refused the migration",
             )
 
+    def address_of(self, environment_id: str) -> str | None:
+        """The address its agent was started on; None for an environment not on this disk."""
+        config = self._read_config(environment_id)
+        return config.listen_address if config is not None else None
+
     async def attach(self, environment_id: str, netns: Path) -> None:
         """Have the environment's agent listen in `netns` from now on (its environment moved
         to that host of the fabric); its processes, sandbox and sessions carry on."""
