@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from leeward.common.processes import pid_alive
 from leeward.fleet.config import FleetConfig, HostConfig, RegionConfig, dump_config
 from leeward_protocol.fleet import ContainerProfile, Flavor, FlavorKind, Hardware
 from tests.conftest import free_port, until
@@ -46,7 +47,8 @@ def small_fleet(sandbox: Sandbox) -> FleetConfig:
             "listen_port": free_port(),
             "heartbeat_seconds": 1.0,
             "pool_interval_seconds": 0.5,
-            "provider": {"ssh_port": free_port(), "stop_agents_on_exit": True},
+            # What `leeward up` writes: a host agent per host, which the fleet asks.
+            "provider": {"kind": "hosts", "ssh_port": free_port(), "stop_agents_on_exit": True},
             "regions": [
                 RegionConfig(
                     name="north",
@@ -97,6 +99,7 @@ def test_a_devserver_from_up_to_down(fleet_sandbox: tuple[Sandbox, FleetConfig])
     up = sandbox.run("up", check=True)
     assert f"Started the embedded fleet at {url}" in up.stdout
     assert "Signed in as" in up.stdout
+    assert "Started 2 host agent(s): north-h1, south-h1" in up.stdout, up.stdout
     again = sandbox.run("up", check=True)
     assert "already running" in again.stdout
 
@@ -221,8 +224,10 @@ def test_a_devserver_from_up_to_down(fleet_sandbox: tuple[Sandbox, FleetConfig])
     assert wrong.returncode == 1
     assert "did not accept this token" in wrong.stderr
 
+    host_pid = int((paths.embedded_dir / "hosts" / "north-h1" / "host.pid").read_text())
     down = sandbox.run("down", check=True)
     assert "Stopped the embedded fleet." in down.stdout
+    assert not pid_alive(host_pid), "down stops the host agents too"
     assert "not running" in sandbox.run("down", check=True).stdout
     restarted = sandbox.run("up", check=True)
     assert "as before" in restarted.stdout  # bob's stored token still works; no new one

@@ -42,7 +42,7 @@ def up(
     url = embedded.url()
     if running is not None and healthy(url) and (user := _signed_in_as(paths, url)):
         out.print(f"The embedded fleet is already running at {url}; you are signed in as {user}.")
-        _start_hosts(paths, embedded, url)
+        _start_hosts(embedded, url)
         return
     if running is None:
         if port_in_use(url):
@@ -62,21 +62,19 @@ def up(
         token = asyncio.run(_issue_admin_token(embedded.config_path, getpass.getuser()))
         who = asyncio.run(session.sign_in(paths, url, token))
         out.print(f"Signed in as [bold]{who.user}[/] ({who.role.value}).")
-    _start_hosts(paths, embedded, url)
+    _start_hosts(embedded, url)
     _remember_embedded_dns(paths, embedded, url)
     out.print("Next: `leeward create devserver --name mybox`, then `leeward ssh mybox`.")
 
 
-def _start_hosts(paths: Paths, embedded: EmbeddedFleet, url: str) -> None:
+def _start_hosts(embedded: EmbeddedFleet, url: str) -> None:
     """Start the host agents that do not run, and wait until the fleet hears every one."""
-    from leeward.client.credentials import load_credentials
-
     hosts = embedded.hosts
     if not hosts.names():
         return
     with console.err().status("Starting the host agents…"):
         started = hosts.start(url)
-        hosts.wait_reachable(url, load_credentials(paths.credentials).token)
+        hosts.wait_reachable()
     if started:
         console.out().print(
             f"Started {len(started)} host agent(s): {', '.join(started)} "

@@ -115,18 +115,16 @@ class EmbeddedHosts:
             (directory / "host.pid").write_text(f"{process.pid}\n")
         return missing
 
-    def wait_reachable(self, url: str, token: str, seconds: float = 60.0) -> None:
-        """Until the fleet hears every host agent (or say which did not join, and why)."""
-        from leeward.client.api import FleetClient
+    def wait_reachable(self, seconds: float = 60.0) -> None:
+        """Until the fleet hears every host agent (or say which did not join, and why). Read
+        from the fleet's store: whoever is signed in, admin or not, may run `leeward up`."""
+        from leeward.fleet.bootstrap import reachable_hosts
 
-        async def reachable() -> set[str]:
-            async with FleetClient(url, token, timeout=5) as fleet:
-                return {h.name for h in (await fleet.hosts()).hosts if h.reachable}
-
+        config = self._config()
         wanted = set(self.names())
         deadline = time.monotonic() + seconds
         while True:
-            heard = asyncio.run(reachable())
+            heard = asyncio.run(reachable_hosts(config))
             if wanted <= heard:
                 return
             dead = [name for name in sorted(wanted - heard) if self.pid(name) is None]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
+
 from leeward.common.clock import SystemClock
 from leeward.fleet import auth
 from leeward.fleet.config import FleetConfig
 from leeward.fleet.hostlink import HostToken, issue_host_token
 from leeward.fleet.store.db import Store
+from leeward.fleet.store.models import HostRow
 from leeward_protocol.fleet import Role
 
 
@@ -43,5 +46,17 @@ async def issue_host_tokens(config: FleetConfig, hosts: list[str]) -> dict[str, 
         await store.migrate()
         now = SystemClock().now()
         return {name: await issue_host_token(store, name, now) for name in hosts}
+    finally:
+        await store.close()
+
+
+async def reachable_hosts(config: FleetConfig) -> set[str]:
+    """The hosts whose agents the fleet hears now, read from its store."""
+    assert config.database is not None, "load_config() fills in the database"
+    store = Store(config.database)
+    try:
+        async with store.read() as session:
+            rows = await session.execute(select(HostRow.name).where(HostRow.reachable.is_(True)))
+            return {name for (name,) in rows.all()}
     finally:
         await store.close()
