@@ -47,6 +47,10 @@ class SandboxConfig(BaseModel):
     own_network: bool = Field(
         default=False, description="A network of its own (slirp4netns); False: the host's."
     )
+    egress: Path | None = Field(
+        default=None,
+        description="The network namespace its way out (slirp4netns) runs in; None: the agent's.",
+    )
 
 
 class AgentConfig(BaseModel):

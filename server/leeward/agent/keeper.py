@@ -58,6 +58,7 @@ class Keeper:
             state_dir=self._state_dir,
             limits=Limits(cpus=box.cpus, memory_bytes=box.memory_bytes, pids=box.pids),
             own_network=box.own_network,
+            egress=box.egress,
         )
         same_owner = self._spec is not None and (self._spec.owner, self._spec.uid) == (
             spec.owner,

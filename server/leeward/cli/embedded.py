@@ -14,11 +14,15 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from leeward.cli.embedded_hosts import EmbeddedHosts
 from leeward.cli.errors import CliError
 from leeward.client.paths import Paths
 from leeward.common.processes import listens_on, pid_alive
+
+if TYPE_CHECKING:
+    from leeward.fleet.config import FleetConfig
 
 START_SECONDS = 60.0
 STOP_SECONDS = 30.0
@@ -62,6 +66,7 @@ class EmbeddedFleet:
             config = default_config()
             config.provider.kind = "hosts"  # one `leeward host serve` per host (embedded_hosts)
             config.provider.stop_agents_on_exit = True
+            _on_namespaces_if_possible(config)
             config.dns.port = free_dns_port(config.dns.listen_host)
             if port is not None:
                 config.listen_port = port
@@ -227,6 +232,27 @@ class EmbeddedFleet:
         except FileNotFoundError:
             return "(no log)"
         return "\n".join("  " + line for line in text.splitlines()[-lines:])
+
+
+def _on_namespaces_if_possible(config: FleetConfig) -> None:
+    """Where the machine can (root, `ip netns`), every host a network namespace and every
+    region a range routed to them (198.18.0.0/15, never routed on the internet); otherwise
+    loopback addresses, said once here."""
+    import ipaddress
+
+    from leeward.providers.fabric import Fabric
+
+    ok, why = Fabric.probe()
+    if not ok:
+        print(
+            f"leeward up: environments get loopback addresses ({why}); live migrations and "
+            "region cuts are then modelled by the agents, not made in the network.",
+            file=sys.stderr,
+        )
+        return
+    config.network.kind = "namespaces"
+    for index, region in enumerate(config.regions):
+        region.network = ipaddress.IPv4Network(f"198.18.{16 * (index + 1)}.0/20")
 
 
 def healthy(url: str, timeout: float = 1.0) -> bool:

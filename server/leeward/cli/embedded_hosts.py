@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from leeward.fleet.config import FleetConfig
 
 STOP_SECONDS = 20.0
+HOST_PORT = 7070
+"""A host agent's port in its own namespace (each host has its own addresses)."""
 POLL_SECONDS = 0.1
 
 
@@ -74,12 +76,19 @@ class EmbeddedHosts:
 
         from leeward.common.files import write_private
         from leeward.fleet.bootstrap import issue_host_tokens
+        from leeward.providers.fabric import Fabric
 
         config = self._config()
         missing = [name for name in self.names() if self.pid(name) is None]
         if not missing:
             return []
         tokens = asyncio.run(issue_host_tokens(config, missing))
+        indices = {h.name: i for i, h in enumerate(h for r in config.regions for h in r.hosts)}
+        fleet_url = url
+        if config.network.kind == "namespaces":  # from inside the hosts' namespaces
+            port = url.rsplit(":", 1)[1]
+            address = Fabric(config.network.prefix, config.network.transit).fleet_address
+            fleet_url = f"http://{address}:{port}"
         assert config.provider.data_dir is not None
         for name in missing:
             directory = self._dir(name)
@@ -88,7 +97,7 @@ class EmbeddedHosts:
             write_private(token_file, tokens[name].token + "\n", mode=0o600)
             host = {
                 "name": name,
-                "fleet_url": url,
+                "fleet_url": fleet_url,
                 "token_file": str(token_file),
                 "fleet_key": tokens[name].fleet_key,
                 "listen_host": "127.0.0.1",
@@ -99,6 +108,14 @@ class EmbeddedHosts:
             }
             if config.provider.image_cache is not None:
                 host["image_cache"] = str(config.provider.image_cache)
+            if config.network.kind == "namespaces":
+                # In its own namespace, on its end of its link, where the fleet reaches it.
+                fabric = Fabric(config.network.prefix, config.network.transit)
+                host["netns"] = str(fabric.namespace(name))
+                host["fabric_prefix"] = config.network.prefix
+                host["fabric_transit"] = str(config.network.transit)
+                host["listen_host"] = str(fabric.transit_of(indices[name])[1].ip)
+                host["listen_port"] = HOST_PORT
             write_private(directory / "host.toml", tomli_w.dumps(host), mode=0o644)
             command = [sys.executable, "-m", "leeward.cli", "host", "serve", "--config"]
             with (directory / "host.log").open("ab") as log:

@@ -68,7 +68,19 @@ async def running_fleet(
         host, port = runner.addresses[0][:2]
         url = f"http://{host}:{port}"
         fleet = app[FLEET]
-        fleet.set_public_url(config.public_url or url)
+        agents_url = url
+        if fleet.fabric is not None:
+            # Hosts and environments' agents, in their namespaces, reach the fleet on the
+            # fabric's address; this machine's clients keep the loopback one, which never
+            # leaves it whatever becomes of the fabric.
+            address = str(fleet.fabric.fleet_address)
+            inner = web.TCPSite(runner, address, port, reuse_address=True)
+            try:
+                await inner.start()
+            except OSError as exc:
+                raise cannot_listen(address, port, exc) from None
+            agents_url = f"http://{address}:{port}"
+        fleet.set_public_url(config.public_url or agents_url)
         yield url, fleet
     finally:
         await runner.cleanup()

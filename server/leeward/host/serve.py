@@ -121,6 +121,7 @@ async def serve(config: HostAgentConfig, clock: Clock | None = None) -> None:
         sandboxes=config.sandboxes,
         image_cache=config.image_cache,
         netns=config.netns,
+        egress=fabric.world if fabric is not None else None,
     )
     agent = HostAgent(config, provider, fabric, lambda: clock.now().timestamp())
     runner = web.AppRunner(agent.app(), access_log=None, handle_signals=False)

@@ -99,10 +99,20 @@ class Fabric:
             raise ValueError(f"no host {index} in the transit network {self.transit}")
         return IPv4Interface(f"{base + 1}/30"), IPv4Interface(f"{base + 2}/30")
 
+    @property
+    def world(self) -> Path:
+        """A name for the root namespace itself (the machine's own network, which leads out):
+        where environments' sandboxes reach the outside from (slirp4netns runs there), wherever
+        their host's namespace is."""
+        return NETNS_DIR / f"{self.prefix}_world"
+
     async def start(self) -> None:
-        """The fleet's address on its link, and the transit network covered as unreachable."""
+        """The fleet's address on its link, the transit network covered as unreachable, and
+        the root namespace named `world`. Called in the root namespace."""
         device = self._fleet_device
         async with self._lock:
+            if not self.world.exists():
+                await self._ip(f"netns attach {self.world.name} {os.getpid()}")
             if not await self._json("link", "show", "dev", device, missing_ok=True):
                 for kind in _FLEET_KINDS:
                     if (await self._run("link", "add", "name", device, "type", kind))[0] == 0:
@@ -244,6 +254,7 @@ class Fabric:
             networks = {*self._networks, *(await self.regions()).values(), self.transit}
             commands = [f"link delete dev {link.device}" for link in await self._links()]
             commands += [f"netns delete {name}" for name in self._names()]
+            commands += [f"netns delete {self.world.name}"] if self.world.exists() else []
             commands += [f"route delete unreachable {network}" for network in networks]
             await self._ip(*commands, f"link delete dev {self._fleet_device}", check=False)
             left = await self.leftovers()
@@ -257,6 +268,7 @@ class Fabric:
         routes = [r["dst"] for r in await self._json("route", "show", "type", "unreachable")]
         mine = {str(network) for network in {*self._networks, self.transit}}
         left = [f"namespace {n}" for n in self._names()] + [f"link {n}" for n in links]
+        left += [f"namespace {self.world.name}"] if self.world.exists() else []
         return left + [f"route unreachable {dst}" for dst in routes if dst in mine]
 
     @staticmethod

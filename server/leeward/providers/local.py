@@ -69,11 +69,14 @@ class LocalProvider:
         sandboxes: Sandboxes = "auto",
         image_cache: Path | None = None,
         netns: Path | None = None,
+        egress: Path | None = None,
     ) -> None:
         """`netns`: the network namespace agents are started in (a host of the local fleet's
-        fabric, leeward.providers.fabric); None: this process's own."""
+        fabric, leeward.providers.fabric); None: this process's own. `egress`: the namespace
+        their sandboxes reach the outside from (the fabric's `world`)."""
         self._data_dir = data_dir.resolve()
         self.netns = netns
+        self.egress = egress
         self._image_cache = image_cache
         self.owners_file = self._data_dir.parent / "owners.json"
         self.support = _support(sandboxes)
@@ -214,6 +217,7 @@ class LocalProvider:
             memory_bytes=hardware.memory_gib * GIB if hardware.memory_gib else None,
             pids=PIDS_MAX,
             own_network=self.support.network,
+            egress=self.egress,
         )
 
     def image(self, name: str) -> images.Image:

@@ -72,6 +72,9 @@ class SandboxSpec:
     own_network: bool = False
     """A network namespace of its own, reaching out through slirp4netns (`NETWORK`); False: the
     host's network, loopback services included."""
+    egress: Path | None = None
+    """The network namespace slirp4netns runs in, whose way out the sandbox's connections take;
+    None: the caller's."""
 
     @property
     def inside_home(self) -> str:
@@ -347,7 +350,7 @@ def start(spec: SandboxSpec, cgroups: Cgroups) -> Running:
     )
     if spec.own_network:
         try:
-            _start_network(pid, procs, log_path)
+            _start_network(pid, procs, log_path, spec.egress)
         except SandboxError:
             stop(spec.state_dir, cgroups, spec.environment_id)
             raise
@@ -463,9 +466,11 @@ addresses are not routed out at all. It runs in the environment's groups (its me
 environment's; a stop kills it with the rest), with its own sandbox and seccomp filter."""
 
 
-def _start_network(pid: int, procs: list[Path], log_path: Path) -> None:
+def _start_network(pid: int, procs: list[Path], log_path: Path, egress: Path | None) -> None:
     ready_r, ready_w = os.pipe()
     argv = [*NETWORK, "--ready-fd", str(ready_w), f"/proc/{pid}/ns/net", "tap0"]
+    if egress is not None:
+        argv = ["nsenter", f"--net={egress}", "--", *argv]
     try:
         with open(log_path, "ab") as log_file:
             _detach(joining(procs, argv), (ready_w,), log_file.fileno())
