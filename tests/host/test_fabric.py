@@ -28,7 +28,7 @@ PROBE = Fabric.probe()
 pytestmark = pytest.mark.skipif(not PROBE[0], reason=f"no network namespaces: {PROBE[1]}")
 
 REGIONS = IPv4Network("198.18.0.0/16")
-TRANSITS = IPv4Network("198.19.128.0/17")  # away from the local fleet's own 198.19.0.0/16 hosts
+TRANSITS = IPv4Network("198.19.128.0/17")  # away from the local fleet's own 198.19.0.0/20
 SIOCGSKNS = 0x894C  # linux/sockios.h: a socket's network namespace, as a descriptor
 WAIT = 5.0  # every wait for something that should happen is bounded by this
 

@@ -27,7 +27,7 @@ class HostAgent:
         self.directory, self.name = directory, name
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def configure(self, fleet_url: str, issued: dict, data_dir: Path) -> None:
+    def configure(self, fleet_url: str, issued: dict, data_dir: Path, **more: object) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         token = self.directory / "token"
         token.write_text(issued["token"] + "\n")
@@ -43,6 +43,7 @@ class HostAgent:
                     "listen_port": 0,
                     "data_dir": str(data_dir),
                     "stop_environments_on_exit": True,
+                    **more,
                 }
             )
         )

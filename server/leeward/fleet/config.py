@@ -118,7 +118,7 @@ class NetworkConfig(_Strict):
         description="Names of the fabric's namespaces and links: PREFIX-HOST, PREFIXrN.",
     )
     transit: ipaddress.IPv4Network = Field(
-        default=ipaddress.IPv4Network("198.19.0.0/16"),
+        default=ipaddress.IPv4Network("198.19.0.0/20"),
         description="Links between the hosts and the network; the fleet listens on its first "
         "address, which every host reaches.",
     )

@@ -39,7 +39,7 @@ from typing import Any
 
 NETNS_DIR = Path("/run/netns")
 UPLINK = "uplink"
-DEFAULT_TRANSIT = IPv4Network("198.19.0.0/16")  # RFC 2544 benchmarking space, never routed
+DEFAULT_TRANSIT = IPv4Network("198.19.0.0/20")  # RFC 2544 benchmarking space, never routed
 IP_SECONDS = 10.0
 _PREFIX = re.compile(r"[a-z][a-z0-9]{0,7}")  # no "-": prefix "a" must not own "a-b"'s hosts
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
