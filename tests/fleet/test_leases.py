@@ -103,3 +103,30 @@ async def until_renewed(leases: Leases, name: str) -> None:
             if row is not None and row.until - leases.clock.now() >= timedelta(seconds=29):
                 return
             await asyncio.sleep(0.01)
+
+
+async def test_newer_work_of_the_same_replica_takes_the_lease_without_stopping_the_older(store):
+    """A delete after a start, in one replica: the delete takes the lease (it waits for the
+    start itself, in that replica); the start is not stopped as if another replica had won."""
+    clock = ManualClock()
+    a = Leases(store, clock, 30.0, holder="a")
+    first = await a.take("env:x")
+    assert first is not None
+    finished = asyncio.Event()
+
+    async def start() -> None:
+        async with a.holding("env:x", first):
+            await finished.wait()
+
+    task = asyncio.create_task(start())
+    await asyncio.sleep(0)  # the start holds it, and its renewer waits on the clock
+    renewer = next(t for t in asyncio.all_tasks() if t.get_name() == "lease:env:x")
+    second = await a.take("env:x")  # the delete
+    assert second is not None and second != first
+    clock.advance(10)  # the start's renewal finds the lease its replica's, under another hold
+    async with asyncio.timeout(10):
+        await renewer  # ... and stops renewing
+    assert not task.done(), "the start goes on"
+    finished.set()
+    await task  # ends normally, and its release leaves the delete's hold alone
+    assert await a.renew("env:x", second)

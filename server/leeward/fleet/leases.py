@@ -158,6 +158,10 @@ class Leases:
                     log.warning("renewing lease %s failed; trying again", name, exc_info=True)
                     continue
                 if not held:
+                    if (await self.holders([name])).get(name) == self.holder:
+                        # Newer work of this replica's took it over (a delete after a start):
+                        # that work waits for this one; only the lease goes to it.
+                        return
                     log.error("lease %s was taken by another replica; stopping its work", name)
                     lost = True
                     task.cancel()
