@@ -46,6 +46,8 @@ class NoAgents:
     """Places nothing anywhere: for measuring the allocator alone (`--provider none`)."""
 
     name = "none"
+    isolates_owners = True  # the one user the benchmark runs as is alone anyway
+    isolation = "none: no environment is started (the allocator alone)"
 
     async def start(self, spec: EnvironmentSpec) -> None:
         return None
