@@ -53,6 +53,12 @@ class Namespaced:
         """Move `box` live to the other host, through the fleet; its new host once it runs."""
         _, now = await self.f.api.call("GET", f"/v1/environments/{self.env['id']}")
         target = NAMES[1] if now["host"] == NAMES[0] else NAMES[0]
+
+        async def heard() -> bool:  # a loaded machine delays heartbeats; a cut stops them
+            _, body = await self.f.admin.call("GET", "/v1/admin/hosts")
+            return any(h["name"] == target and h["reachable"] for h in body["hosts"])
+
+        await until(heard, f"{target} reachable", timeout=60)
         status, body = await self.f.admin.call(
             "POST", f"/v1/admin/environments/{self.env['id']}/migrate", {"host": target}
         )

@@ -164,6 +164,13 @@ async def test_environments_live_through_host_agents(start_fleet, tmp_path, sqli
             await until(all_reachable, f"{other} back", timeout=30)
             assert pid_alive(agent_pid), "a host agent's restart adopts, not restarts"
 
+            # The other host agent stops (stop_environments_on_exit): it powers off its own
+            # environments, not this one, though both hosts share the machine's disk.
+            bystander = agents[env["host"]]
+            bystander.stop()
+            assert bystander.proc is not None and bystander.proc.returncode == 0
+            assert pid_alive(agent_pid), "another host's stop leaves this environment alone"
+
             # Deleted through the host agent that came back: its agent stops, its disk goes.
             status, _ = await f.api.call("DELETE", f"/v1/environments/{env['id']}")
             assert status == 202

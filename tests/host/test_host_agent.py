@@ -90,6 +90,9 @@ async def test_only_the_fleets_signed_commands_are_obeyed(host: Host):
         "another key": await host.call("GET", "/v1/host", signer=other),
         "another host": await host.call("GET", "/v1/host", host="north-h2"),
         "old": await host.call("GET", "/v1/host", at=time.time() - 120),
+        # Within the window, but signed before this host agent started (its memory of nonces
+        # begins then: a replay of a command from before a restart).
+        "before its start": await host.call("GET", "/v1/host", at=time.time() - 5),
         "tampered": await host.call(
             "POST", "/v1/running", {"ids": ["a"]}, tamper=b'{"ids": ["b"]}'
         ),
@@ -102,6 +105,7 @@ async def test_only_the_fleets_signed_commands_are_obeyed(host: Host):
     assert "not this host's fleet's" in reasons["another key"][1]
     assert "north-h2" in reasons["another host"][1]
     assert "clocks" in reasons["old"][1]
+    assert "before this host agent started" in reasons["before its start"][1]
     assert "not this host's fleet's" in reasons["tampered"][1]
 
     # A replay of a command seen before: the same headers again.

@@ -94,10 +94,20 @@ class CommandSigner:
 class CommandVerifier:
     """The host's side: is this request a command of our fleet, for us, now, and new?"""
 
-    def __init__(self, fleet_key: str, host: str, now: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        fleet_key: str,
+        host: str,
+        now: Callable[[], float],
+        *,
+        not_before: float | None = None,
+    ) -> None:
+        """`not_before`: commands signed earlier are refused (the host's start: the nonces it
+        saw before a restart are forgotten, so their commands must not be taken again)."""
         self._key = load_public(fleet_key)
         self.host = host
         self._now = now
+        self._not_before = not_before
         self._seen: dict[str, float] = {}
 
     def verify(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> None:
@@ -117,6 +127,8 @@ class CommandVerifier:
                 f"the command was signed {now - sent:+.0f} s from now (more than {WINDOW:g} s): "
                 "a replay, or the fleet's and this host's clocks disagree (run NTP)"
             )
+        if self._not_before is not None and sent < self._not_before:
+            raise HostAuthError("the command was signed before this host agent started")
         if not 16 <= len(nonce) <= 64 or nonce in self._seen:
             raise HostAuthError("this command's nonce was seen before (a replay)")
         try:

@@ -76,7 +76,9 @@ class HostAgent:
         self.name = config.name
         self.provider = provider
         self.fabric = fabric
-        self.verifier = CommandVerifier(config.fleet_key, config.name, now)
+        # Commands signed before this process started are refused: its memory of nonces
+        # starts empty, and a replay from before a restart must not pass for new.
+        self.verifier = CommandVerifier(config.fleet_key, config.name, now, not_before=now())
         self.url = ""
         """Where the fleet reaches this API (set once it listens)."""
 
@@ -181,8 +183,8 @@ class HostAgent:
     # -- what the host is --------------------------------------------------------------------
 
     async def status(self) -> HostStatus:
-        mine = await asyncio.to_thread(self._mine)
-        up = await self.provider.running(mine) if mine else set()
+        mine = await asyncio.to_thread(self.mine)
+        up = await self.provider.alive(mine) if mine else set()
         return HostStatus(
             url=self.url,
             version=__version__,
@@ -193,7 +195,7 @@ class HostAgent:
             network="namespaces" if self.fabric is not None else "loopback",
         )
 
-    def _mine(self) -> list[str]:
+    def mine(self) -> list[str]:
         """The environments on this machine's disk that are on this host."""
         found = []
         directory = self.config.data_dir

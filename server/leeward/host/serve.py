@@ -88,7 +88,9 @@ class Heartbeats:
         while True:
             wait = await self.once()
             if wait < 0:
-                wait = backoff.next()
+                # Never longer than a heartbeat: the fleet hears the host again within one
+                # interval of coming back (after a region's links are restored, say).
+                wait = min(backoff.next(), self.interval)
             else:
                 backoff.reset()
             await self.clock.sleep(wait)
@@ -117,7 +119,6 @@ async def serve(config: HostAgentConfig, clock: Clock | None = None) -> None:
         fabric = Fabric(config.fabric_prefix, transit)
     provider = LocalProvider(
         config.data_dir,
-        stop_agents_on_exit=config.stop_environments_on_exit,
         sandboxes=config.sandboxes,
         image_cache=config.image_cache,
         netns=config.netns,
@@ -164,6 +165,8 @@ async def serve(config: HostAgentConfig, clock: Clock | None = None) -> None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await beats
         log.info("host %s stopping", config.name)
+        if config.stop_environments_on_exit:  # its own; other hosts may share this disk
+            await provider.power_off(await asyncio.to_thread(agent.mine))
     finally:
         await runner.cleanup()
         await provider.close()

@@ -175,6 +175,11 @@ class LocalProvider:
                 refused="could not move to its new host",
             )
 
+    async def alive(self, environment_ids: list[str]) -> set[str]:
+        """Which of these have their agent process alive (no question asked of the agent:
+        cheap enough for every heartbeat, whatever load the agents are under)."""
+        return {i for i in environment_ids if await self._live_pid(i) is not None}
+
     async def running(self, environment_ids: list[str]) -> set[str]:
         ids = list(dict.fromkeys(environment_ids))
         alive = await asyncio.gather(*(self._answers(i) for i in ids))
@@ -183,11 +188,14 @@ class LocalProvider:
     async def close(self) -> None:
         if not self._stop_agents_on_exit:
             return
-        # The machine powers off: agents stop, their disks stay for the next start.
         ids = [p.name for p in self._data_dir.iterdir()] if self._data_dir.is_dir() else []
-        for environment_id in ids:
-            if not _ID_RE.match(environment_id):
-                continue
+        await self.power_off([i for i in ids if _ID_RE.match(i)])
+
+    async def power_off(self, environment_ids: list[str]) -> None:
+        """The machine powers off, for these environments: agents and sandboxes stop, their
+        disks stay for the next start. (A host agent of `leeward up` powers off its own, not
+        the other hosts' that share this disk.)"""
+        for environment_id in environment_ids:
             async with self._lock(environment_id):
                 pid = await self._live_pid(environment_id)
                 if pid is not None:
