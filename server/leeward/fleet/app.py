@@ -257,6 +257,8 @@ def create_app(
                     ) from None
             fleet = Fleet(config, store, chosen, authority, clock)
             fleet.fabric = fabric
+            if hosted:
+                fleet.start_task(hosts.keep_fresh(config.heartbeat_seconds), "host directory")
             fleet.observers.append(app[METRICS].observe_allocation)
             app[FLEET] = fleet
             app[CREATES] = CreateQueue(fleet)

@@ -73,6 +73,16 @@ class HostsProvider:
             )
         self._known = known
 
+    async def keep_fresh(self, seconds: float) -> None:
+        """Read the hosts again every `seconds`, in every replica: heartbeats reach one
+        replica each (a load balancer picks), and every replica places and asks hosts."""
+        while True:
+            await self._clock.sleep(seconds)
+            try:
+                await self.refresh()
+            except Exception:  # the store is down for a moment: the next round reads it
+                log.warning("reading the hosts failed; trying again", exc_info=True)
+
     def heard(self, name: str, status: HostStatus) -> None:
         """A heartbeat this replica answered: use it at once."""
         self._known[name] = _Known(status.url, True, status.isolates_owners, status.isolation)

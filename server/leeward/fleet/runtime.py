@@ -64,9 +64,9 @@ class Fleet:
         self.observers: list[Callable[[str, float], None]] = []
         """Told of every allocation: its source ("warm" or "cold") and how long it took."""
         self.region_probes: dict[str, str] = {}
+        """Region -> HOST:PORT of its gateway, which clients time to measure their RTT."""
         self.fabric: Fabric | None = None
         """The local fleet's network namespaces, when its network is made of them."""
-        """Region -> HOST:PORT of its gateway, which clients time to measure their RTT."""
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
