@@ -126,7 +126,11 @@ async def test_two_replicas_started_together_start_each_environment_once(
             now = {r.id: r.state for r in await rows(store)}
             return all(now[i] == "running" for i in made_ids)
 
-        await until(settled, "replica b finishes a's starts", timeout=120)
+        try:
+            await until(settled, "replica b finishes a's starts", timeout=120)
+        except AssertionError as exc:
+            now = [(r.name, r.state, r.status_message) for r in await rows(store)]
+            raise AssertionError(f"{exc}: {now}\n{replicas.logs()}") from None
         live = {r.id for r in await rows(store) if r.state in ("running", "warm")}
         agents = agents_of(data_dir)
         assert sorted(agents) == sorted(live), (agents, live)

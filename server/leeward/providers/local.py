@@ -21,12 +21,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Literal, TypeVar
 
 from leeward.agent import control
 from leeward.agent.config import AgentConfig, SandboxConfig
-from leeward.common.files import write_atomic
 from leeward.common.threads import to_thread_to_the_end
 from leeward.providers.base import EnvironmentSpec, ProviderError
 from leeward.sandbox import images
@@ -376,6 +376,7 @@ class LocalProvider:
 
     async def _reload(self, environment_id: str, config: AgentConfig) -> None:
         directory = self._dir(environment_id)
+        await self._until_answering(environment_id)
         await asyncio.to_thread(config.write, directory / "agent.json")
         await _ask_agent(
             environment_id,
@@ -385,6 +386,16 @@ class LocalProvider:
             late="did not confirm the reload in 20 s",
             refused="refused the new config",
         )
+
+    async def _until_answering(self, environment_id: str) -> None:
+        """An agent alive but still starting (a start that another process began, then died:
+        a fleet replica, a host agent) is waited for until it answers on its control socket,
+        up to the start timeout; one that dies meanwhile is left to the caller's question."""
+        deadline = time.monotonic() + self._start_timeout
+        while not await self._answers(environment_id):
+            if await self._live_pid(environment_id) is None or time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.05)  # one step of a poll with a deadline
 
     async def _terminate(self, environment_id: str, pid: int) -> None:
         """SIGTERM, wait up to the deadline, then SIGKILL."""
@@ -423,9 +434,12 @@ async def _wait_gone(pid: int, within: float) -> bool:
     return True
 
 
-_DETACH = '"$@" </dev/null >&2 & echo $!'
+_DETACH = '"$@" </dev/null >&2 & echo $! >agent.pid.$$ && mv -f agent.pid.$$ agent.pid && echo $!'
 """The agent is started by a shell that exits at once: the agent is then nobody's child in
-the fleet (init reaps it), so it outlives the fleet and leaves no zombie or process handle."""
+the fleet (init reaps it), so it outlives the fleet and leaves no zombie or process handle. The
+shell records its pid itself (atomically, in the environment's directory), in its own session:
+a start cut short by the death of whoever asked for it still leaves an agent that the next
+start finds, rather than an orphan holding its address."""
 
 
 def _run_agent(directory: Path, config_path: Path, ready_w: int, netns: Path | None) -> int:
@@ -444,9 +458,7 @@ def _run_agent(directory: Path, config_path: Path, ready_w: int, netns: Path | N
             timeout=10,
             check=True,
         )
-    pid = int(launcher.stdout.split()[-1])
-    write_atomic(directory / "agent.pid", f"{pid}\n")
-    return pid
+    return int(launcher.stdout.split()[-1])
 
 
 async def _ask_agent(
