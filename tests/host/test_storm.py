@@ -2,7 +2,7 @@
 through `leeward proxy`, each a `cat` echoing what it is sent, while the devserver is moved
 `MOVES` times each way between its region's two hosts and, in the middle, the region's links are
 cut for `CUT` seconds and restored. No session ends; each gets back every byte it sent, in
-order; while the region is cut, the proxies say they are resuming (the status bar's
+order; while the region is cut, `leeward status` shows them resuming (the status bar's
 "reconnecting"). Short here; scripts/chaos (LEEWARD_FULL) runs 100 sessions, 10 moves each way
 and a 10 s cut, and prints its figures."""
 
@@ -21,6 +21,7 @@ import pytest
 from leeward.providers.fabric import Fabric
 from tests.conftest import until
 from tests.host.namespaced import Namespaced, namespaced_fleet
+from tests.relay.conftest import LEEWARD
 
 PROBE = Fabric.probe()
 FULL = bool(os.environ.get("LEEWARD_FULL"))
@@ -65,6 +66,22 @@ class Echo:
             return await proc.wait()
 
 
+async def leeward_status(n: Namespaced) -> list[str]:
+    """The sessions' states as `leeward status` shows them (the daemon reads the same files
+    for the status bar, where `resuming` reads "reconnecting")."""
+    proc = await asyncio.create_subprocess_exec(
+        LEEWARD,
+        "status",
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **n.xdg},
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return [session["state"] for session in json.loads(out)]
+
+
 def states(sessions: Path) -> list[str]:
     found = []
     for path in sessions.glob("*.json"):
@@ -94,9 +111,11 @@ async def test_sessions_ride_through_migrations_and_a_region_cut(
             if i == MOVES:  # the storm, in the middle
                 status, body = await n.f.admin.call("POST", "/v1/admin/regions/north/cut")
                 assert status == 200, body
-                await until(
-                    lambda: "resuming" in states(n.sessions), "the proxies resuming", timeout=30
-                )
+
+                async def resuming() -> bool:
+                    return "resuming" in await leeward_status(n)
+
+                await until(resuming, "`leeward status` showing sessions resuming", timeout=30)
                 await asyncio.sleep(CUT)  # the storm lasts; nothing to poll for
                 status, body = await n.f.admin.call("POST", "/v1/admin/regions/north/restore")
                 assert status == 200, body
