@@ -5,6 +5,8 @@ starts, the other finishes them, with no agent orphaned and no environment stuck
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 from pathlib import Path
 
@@ -142,4 +144,10 @@ async def test_two_replicas_started_together_start_each_environment_once(
     finally:
         replicas.stop()
         await LocalProvider(data_dir, stop_agents_on_exit=True).close()
+        # And whatever no pid file names, should a start have been cut short unrecorded: the
+        # test leaves no agent behind even when it fails.
+        for pids in agents_of(data_dir).values():
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         await store.close()
