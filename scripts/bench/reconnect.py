@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,9 @@ async def blackout(sock: Path, seconds: float) -> float:
     return time.monotonic()
 
 
-async def reconnects(ssh: SSH, sock: Path, drops: int) -> dict[str, Any]:
+async def reconnects(ssh: SSH, drops: int, drop: Callable[[], Awaitable[float]]) -> dict[str, Any]:
+    """A `cat` through the proxy, `drops` times cut by `drop` (which returns the moment the
+    path is back); the time from then to the next echoed line, each time."""
     proc = await asyncio.create_subprocess_exec(
         *ssh.argv("ssh", "box", "cat"),
         stdin=subprocess.PIPE,
@@ -95,35 +98,41 @@ async def reconnects(ssh: SSH, sock: Path, drops: int) -> dict[str, Any]:
             n += 1
             await asyncio.sleep(0.002)
 
+    echoed: list[int] = []
+
     async def read() -> None:
         assert proc.stdout is not None
-        while await proc.stdout.readline():
+        while line := await proc.stdout.readline():
             arrivals.append(time.monotonic())
+            echoed.append(int(line))
             flowing.set()
 
     writer, reader = asyncio.create_task(write()), asyncio.create_task(read())
-    await asyncio.wait_for(flowing.wait(), 30)
+    async with asyncio.timeout(30):
+        await flowing.wait()
     latencies = []
     for _ in range(drops):
         await asyncio.sleep(0.15)
-        restored = await blackout(sock, 0.2)
+        restored = await drop()
         deadline = restored + 30
         while not any(a >= restored for a in arrivals[-200:]):
             assert proc.returncode is None, "ssh exited"
             assert time.monotonic() < deadline, "no byte came through after a drop"
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0.0005)
         first = next(a for a in arrivals[-200:] if a >= restored)
         latencies.append((first - restored) * 1000)
     stop.set()
     await writer
     proc.stdin.close()
-    await asyncio.wait_for(proc.wait(), 30)
+    async with asyncio.timeout(30):
+        await proc.wait()
     reader.cancel()
     return {
         "drops": len(latencies),
         "p50_ms": round(pct(latencies, 50), 1),
         "p99_ms": round(pct(latencies, 99), 1),
         "max_ms": round(max(latencies), 1),
+        "in_order_no_loss": echoed == list(range(len(echoed))),
         "ssh_exit": proc.returncode,
     }
 
@@ -229,7 +238,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     }
     try:
         ssh = through_proxy(kit, spec)
-        results["reconnect"] = await reconnects(ssh, sock, args.drops)
+        results["reconnect"] = await reconnects(ssh, args.drops, lambda: blackout(sock, 0.2))
         results["proxy_start"] = await proxy_start(spec, kit, args.starts)
         source = tmp / "payload.bin"
         with source.open("wb") as f:

@@ -18,11 +18,9 @@ import json
 import os
 import platform
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
@@ -31,9 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 
-from allocate import pct  # noqa: E402
-from reconnect import blackout, through_proxy  # noqa: E402
-from tests.agent.kit import SSH, Fleet, Kit  # noqa: E402
+from reconnect import blackout, reconnects, through_proxy  # noqa: E402
+from tests.agent.kit import Fleet, Kit  # noqa: E402
 
 from leeward.agent.config import AgentConfig  # noqa: E402
 from leeward.fleet.ca import CertificateAuthority  # noqa: E402
@@ -42,69 +39,6 @@ from leeward.providers.local import LocalProvider  # noqa: E402
 
 REGION = IPv4Network("198.18.250.0/24")
 TRANSIT = IPv4Network("198.19.250.0/24")
-
-
-async def stream(ssh: SSH, drops: int, drop: Callable[[], Awaitable[float]]) -> dict[str, Any]:
-    """A `cat` through the proxy, `drops` times cut by `drop` (which returns the moment the
-    path is back); the time from then to the next echoed line, each time."""
-    proc = await asyncio.create_subprocess_exec(
-        *ssh.argv("ssh", "box", "cat"),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    arrivals: list[float] = []
-    sent: list[int] = []
-    stop, flowing = asyncio.Event(), asyncio.Event()
-
-    async def write() -> None:
-        assert proc.stdin is not None
-        n = 0
-        while not stop.is_set():
-            proc.stdin.write(f"{n:015d}\n".encode())
-            await proc.stdin.drain()
-            sent.append(n)
-            n += 1
-            await asyncio.sleep(0.002)
-
-    echoed: list[int] = []
-
-    async def read() -> None:
-        assert proc.stdout is not None
-        while line := await proc.stdout.readline():
-            arrivals.append(time.monotonic())
-            echoed.append(int(line))
-            flowing.set()
-
-    writer, reader = asyncio.create_task(write()), asyncio.create_task(read())
-    async with asyncio.timeout(30):
-        await flowing.wait()
-    latencies = []
-    for _ in range(drops):
-        await asyncio.sleep(0.15)
-        restored = await drop()
-        deadline = restored + 30
-        while not any(a >= restored for a in arrivals[-200:]):
-            assert proc.returncode is None, "ssh exited"
-            assert time.monotonic() < deadline, "no byte came through after a drop"
-            await asyncio.sleep(0.0005)
-        first = next(a for a in arrivals[-200:] if a >= restored)
-        latencies.append((first - restored) * 1000)
-    stop.set()
-    await writer
-    proc.stdin.close()
-    async with asyncio.timeout(30):
-        await proc.wait()
-    reader.cancel()
-    return {
-        "drops": len(latencies),
-        "p50_ms": round(pct(latencies, 50), 1),
-        "p99_ms": round(pct(latencies, 99), 1),
-        "max_ms": round(max(latencies), 1),
-        "in_order_no_loss": echoed == list(range(len(echoed))),
-        "ssh_exit": proc.returncode,
-    }
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -142,8 +76,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         await provider.start(spec)
         sock = AgentConfig.load(tmp / "envs" / spec.id / "agent.json").control_socket
         ssh = through_proxy(kit, spec)
-        results["route_move"] = await stream(ssh, args.moves, move)
-        results["agent_blackout"] = await stream(
+        results["route_move"] = await reconnects(ssh, args.moves, move)
+        results["agent_blackout"] = await reconnects(
             ssh, args.moves, lambda: blackout(sock, args.blackout)
         )
     finally:

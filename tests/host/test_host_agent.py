@@ -19,7 +19,6 @@ from aiohttp import web
 
 from leeward.common.hostauth import CommandSigner, new_command_key, public_text
 from leeward.fleet.ca import CertificateAuthority
-from leeward.fleet.hostapi import _wire
 from leeward.host.agent import HostAgent
 from leeward.host.config import HostAgentConfig
 from leeward.providers.local import LocalProvider
@@ -123,20 +122,22 @@ async def test_starts_are_idempotent_and_bodies_are_checked(host: Host, tmp_path
     fleet = Fleet(ca=CertificateAuthority.generate(), tmp=tmp_path)
     spec = fleet.spec(host=HOST)
     path = f"/v1/environments/{spec.id}"
-    answers = await asyncio.gather(*(host.call("PUT", path, _wire(spec)) for _ in range(2)))
+    answers = await asyncio.gather(
+        *(host.call("PUT", path, spec.to_wire().wire()) for _ in range(2))
+    )
     assert [status for status, _ in answers] == [200, 200], answers
     pid = int((tmp_path / "envs" / spec.id / "agent.pid").read_text())
-    assert (await host.call("PUT", path, _wire(spec)))[0] == 200
+    assert (await host.call("PUT", path, spec.to_wire().wire()))[0] == 200
     assert int((tmp_path / "envs" / spec.id / "agent.pid").read_text()) == pid, "started once"
     status, running = await host.call("POST", "/v1/running", {"ids": [spec.id, "e-nothere"]})
     assert (status, running) == (200, {"running": [spec.id]})
     status, body = await host.call("GET", "/v1/host")
     assert body["environments"] == [spec.id], body
 
-    bad = {**_wire(spec), "sshPort": 0}
+    bad = {**spec.to_wire().wire(), "sshPort": 0}
     status, body = await host.call("PUT", path, bad)
     assert status == 422 and body["error"]["field"] == "sshPort", body
-    status, body = await host.call("PUT", "/v1/environments/e-other", _wire(spec))
+    status, body = await host.call("PUT", "/v1/environments/e-other", spec.to_wire().wire())
     assert status == 422 and body["error"]["field"] == "id", body
     status, body = await host.call(
         "POST", "/v1/environments/e-nothere/migrate", {"source": "north-h2", "blackoutSeconds": 0}

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from leeward.cli.embedded_hosts import EmbeddedHosts
 from leeward.cli.errors import CliError
 from leeward.client.paths import Paths
-from leeward.common.processes import listens_on, pid_alive
+from leeward.common.processes import listens_on, pid_alive, runs_with
 
 if TYPE_CHECKING:
     from leeward.fleet.config import FleetConfig
@@ -131,7 +131,7 @@ class EmbeddedFleet:
             pid = int(self.pid_path.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        return pid if _is_fleet(pid, self.config_path) else None
+        return pid if runs_with(pid, self.config_path) else None
 
     def start(self) -> int:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -309,14 +309,3 @@ def port_in_use(url: str) -> bool:
             return True
     except OSError:
         return False
-
-
-def _is_fleet(pid: int, config_path: Path) -> bool:
-    """Alive and, where /proc tells, really our fleet (not a process that reused the pid)."""
-    if not pid_alive(pid):
-        return False
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return True
-    return str(config_path).encode() in argv

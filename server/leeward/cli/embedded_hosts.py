@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from leeward.cli.errors import CliError
-from leeward.common.processes import pid_alive
+from leeward.common.processes import pid_alive, runs_with
 
 if TYPE_CHECKING:
     from leeward.fleet.config import FleetConfig
@@ -62,13 +62,7 @@ class EmbeddedHosts:
             pid = int((self._dir(name) / "host.pid").read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        if not pid_alive(pid):
-            return None
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return pid
-        return pid if str(self._dir(name) / "host.toml").encode() in argv else None
+        return pid if runs_with(pid, self._dir(name) / "host.toml") else None
 
     def start(self, url: str) -> list[str]:
         """Start the agents that do not run (each with a new token); returns their names."""

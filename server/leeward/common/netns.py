@@ -26,23 +26,13 @@ def socket_in(
     Blocking in principle (a thread is the safe place for it); in practice it does not wait."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        target = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        os.close(own)
-        raise
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            error = ctypes.get_errno()
-            raise OSError(
-                error, f"cannot enter this network namespace: {os.strerror(error)}", netns
-            )
+        enter(netns)
         try:
             return socket.socket(family, type)
         finally:
             if _libc.setns(own, CLONE_NEWNET) != 0:
                 os.abort()
     finally:
-        os.close(target)
         os.close(own)
 
 

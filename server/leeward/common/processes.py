@@ -24,6 +24,18 @@ def pid_alive(pid: int) -> bool:
         return True  # no /proc (macOS): the signal said it exists
 
 
+def runs_with(pid: int, argument: Path) -> bool:
+    """Alive and, where /proc tells, started with `argument` on its command line (its config
+    file): ours, not a process that reused the pid."""
+    if not pid_alive(pid):
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True
+    return str(argument).encode() in argv
+
+
 TCP_LISTEN = "0A"
 """The `st` of a listening socket in /proc/net/tcp (the kernel's TCP_LISTEN, in hex)."""
 

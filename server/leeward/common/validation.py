@@ -5,9 +5,12 @@ is wrong with it. The fleet's API, the daemon, the CLI and the config loaders al
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 UNION_TAGS = frozenset({"devserver", "container"})
@@ -97,3 +100,21 @@ def first_fault(exc: ValidationError) -> Fault:
 def sentence(exc: ValidationError, whole: str = "") -> str:
     """The first fault as one sentence (see `Fault.sentence`)."""
     return first_fault(exc).sentence(whole)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_toml(path: Path, model: type[M], error: type[Exception], *, missing: str = "") -> M:
+    """A TOML file read into `model`; `error` with one sentence that names the file and what is
+    wrong (no such file, plus `missing`; not TOML; the first field at fault)."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{path}: no such file{missing}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise error(f"{path}: {sentence(exc, '(top level)')}") from None

@@ -7,13 +7,12 @@ config file names only what differs. `default_config()` is what `leeward up` wri
 from __future__ import annotations
 
 import ipaddress
-import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from leeward.common.validation import sentence
+from leeward.common.validation import load_toml
 from leeward_protocol.fleet import (
     NAME_PATTERN,
     ContainerProfile,
@@ -311,16 +310,8 @@ class ConfigError(Exception):
 
 
 def load_config(path: Path) -> FleetConfig:
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file; write one or run `leeward up`") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    try:
-        config = FleetConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {sentence(exc, '(top level)')}") from None
+    missing = "; write one or run `leeward up`"
+    config = load_toml(path, FleetConfig, ConfigError, missing=missing)
     base = path.resolve().parent
     if config.provider.data_dir is None:
         config.provider.data_dir = base / "environments"

@@ -23,8 +23,6 @@ from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import EnvironmentRow, HostRow
 from leeward.providers.base import EnvironmentSpec, HostUnreachable, ProviderError
 from leeward_protocol.host import (
-    HostEnvironment,
-    HostIdentity,
     HostStatus,
     MigrateIn,
     RunningAnswer,
@@ -103,12 +101,12 @@ class HostsProvider:
 
     async def start(self, spec: EnvironmentSpec) -> None:
         await self._command(
-            spec.host, "PUT", f"/v1/environments/{spec.id}", _wire(spec), START_SECONDS
+            spec.host, "PUT", f"/v1/environments/{spec.id}", spec.to_wire().wire(), START_SECONDS
         )
 
     async def assign(self, spec: EnvironmentSpec) -> None:
         path = f"/v1/environments/{spec.id}/assign"
-        await self._command(spec.host, "POST", path, _wire(spec), START_SECONDS)
+        await self._command(spec.host, "POST", path, spec.to_wire().wire(), START_SECONDS)
 
     async def stop(self, environment_id: str) -> None:
         host, _ = await self._placement(environment_id)
@@ -215,28 +213,3 @@ class HostsProvider:
                 message = str(answer["error"].get("message", message))
             raise ProviderError(f"host {host} refused ({response.status}): {message}")
         return answer
-
-
-def _wire(spec: EnvironmentSpec) -> dict[str, Any]:
-    identity = spec.identity
-    return HostEnvironment(
-        id=spec.id,
-        name=spec.name,
-        fqdn=spec.fqdn,
-        kind=spec.kind,
-        region=spec.region,
-        host=spec.host,
-        address=spec.address,
-        ssh_port=spec.ssh_port,
-        hardware=spec.hardware,
-        user_ca=spec.user_ca,
-        fleet_url=spec.fleet_url,
-        heartbeat_seconds=spec.heartbeat_seconds,
-        identity=HostIdentity(
-            owner=identity.owner,
-            host_key=identity.host_key,
-            host_certificate=identity.host_certificate,
-            agent_token=identity.agent_token,
-        ),
-        image=spec.image,
-    ).wire()

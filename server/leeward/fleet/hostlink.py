@@ -19,13 +19,13 @@ from sqlalchemy import select, update
 
 from leeward.common.hostauth import new_command_key, public_text
 from leeward.fleet.auth import digest, new_secret
-from leeward.fleet.errors import Conflict, Forbidden, NotFound, Unauthorized
+from leeward.fleet.errors import Forbidden, Unauthorized
 from leeward.fleet.hostapi import HostsProvider
+from leeward.fleet.hosts import in_service
 from leeward.fleet.placement import LIVE
 from leeward.fleet.runtime import Fleet
 from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import AuthorityRow, EnvironmentRow, HostRow
-from leeward_protocol.fleet import HostState
 from leeward_protocol.host import HostAck, HostRecord, HostRecords, HostStatus
 
 log = logging.getLogger(__name__)
@@ -61,11 +61,7 @@ async def issue_host_token(
     key = await load_command_key(store)
     secret = new_secret(HOST_TOKEN_PREFIX)
     async with store.write() as session:
-        row = await session.get(HostRow, name)
-        if row is None:
-            raise NotFound(f"No host {name!r}: `leeward admin host list` shows them.")
-        if row.state == HostState.DECOMMISSIONED:
-            raise Conflict(f"Host {name} is decommissioned (not in the config any more).")
+        row = await in_service(session, name)
         row.token_digest = digest(secret)
         row.token_expires_at = now + timedelta(hours=hours) if hours else None
         expires = row.token_expires_at

@@ -3,6 +3,8 @@ draining, maintenance; decommissioned when it left the config)."""
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from leeward.fleet.errors import Conflict, NotFound
 from leeward.fleet.placement import HostUsage, host_usage
 from leeward.fleet.store.db import Store
@@ -15,11 +17,16 @@ async def list_hosts(store: Store) -> list[HostUsage]:
         return await host_usage(session)
 
 
+async def in_service(session: AsyncSession, name: str) -> HostRow:
+    """Host `name`, to act on: 404 if there is none, 409 if it left the config."""
+    row = await session.get(HostRow, name)
+    if row is None:
+        raise NotFound(f"No host {name!r}: `leeward admin host list` shows them.")
+    if row.state == HostState.DECOMMISSIONED:
+        raise Conflict(f"Host {name} is decommissioned (not in the config any more).")
+    return row
+
+
 async def set_host_state(store: Store, name: str, state: HostState) -> None:
     async with store.write() as session:
-        row = await session.get(HostRow, name)
-        if row is None:
-            raise NotFound(f"No host {name!r}: `leeward admin host list` shows them.")
-        if row.state == HostState.DECOMMISSIONED:
-            raise Conflict(f"Host {name} is decommissioned (not in the config any more).")
-        row.state = state.value
+        (await in_service(session, name)).state = state.value

@@ -31,7 +31,7 @@ from leeward.common.files import write_atomic
 from leeward.common.hostauth import CommandVerifier, HostAuthError
 from leeward.common.validation import first_fault
 from leeward.host.config import HostAgentConfig
-from leeward.providers.base import EnvironmentSpec, Identity, ProviderError
+from leeward.providers.base import EnvironmentSpec, ProviderError
 from leeward.providers.fabric import Fabric, FabricError
 from leeward.providers.local import LocalProvider
 from leeward_protocol.fleet import Hardware
@@ -221,25 +221,7 @@ class HostAgent:
             raise Refused(422, "invalid", "the body's id is not the path's", "id")
         if wire.host != self.name:
             raise Refused(422, "invalid", f"this is host {self.name}, not {wire.host}", "host")
-        identity = wire.identity
-        return EnvironmentSpec(
-            id=wire.id,
-            name=wire.name,
-            fqdn=wire.fqdn,
-            kind=wire.kind,
-            region=wire.region,
-            host=wire.host,
-            address=wire.address,
-            ssh_port=wire.ssh_port,
-            hardware=wire.hardware,
-            user_ca=wire.user_ca,
-            fleet_url=wire.fleet_url,
-            heartbeat_seconds=wire.heartbeat_seconds,
-            identity=Identity(
-                identity.owner, identity.host_key, identity.host_certificate, identity.agent_token
-            ),
-            image=wire.image,
-        )
+        return EnvironmentSpec.from_wire(wire)
 
 
 def _parse(request: web.Request, model: type[M]) -> M:

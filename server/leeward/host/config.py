@@ -4,14 +4,13 @@ key it pins, where its API listens, and where environments live on this machine.
 from __future__ import annotations
 
 import stat
-import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from leeward.common.hostauth import load_public
-from leeward.common.validation import sentence
+from leeward.common.validation import load_toml
 
 
 class HostConfigError(Exception):
@@ -69,16 +68,7 @@ class HostAgentConfig(BaseModel):
 
 
 def load_host_config(path: Path) -> HostAgentConfig:
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise HostConfigError(f"{path}: no such file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise HostConfigError(f"{path}: not valid TOML: {exc}") from None
-    try:
-        config = HostAgentConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise HostConfigError(f"{path}: {sentence(exc, '(top level)')}") from None
+    config = load_toml(path, HostAgentConfig, HostConfigError)
     try:
         load_public(config.fleet_key)
     except ValueError as exc:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from leeward_protocol.fleet import EnvironmentKind, Hardware
+from leeward_protocol.host import HostEnvironment, HostIdentity
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,16 @@ class EnvironmentSpec:
     def relay_port(self) -> int:
         """The resumable relay's port: the one after the SSH port (as `Environment.relayPort`)."""
         return self.ssh_port + 1
+
+    def to_wire(self) -> HostEnvironment:
+        """As the host API carries it (the fields are the same, by name)."""
+        fields = {**vars(self), "identity": HostIdentity(**vars(self.identity))}
+        return HostEnvironment(**fields)
+
+    @classmethod
+    def from_wire(cls, wire: HostEnvironment) -> EnvironmentSpec:
+        fields = {name: getattr(wire, name) for name in HostEnvironment.model_fields}
+        return cls(**{**fields, "identity": Identity(**wire.identity.model_dump())})
 
 
 class ProviderError(Exception):
