@@ -29,8 +29,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import Api, make_user, run_ssh, small_config, ssh_access  # noqa: E402
-from tests.host.test_fleet_through_hosts import HostAgent  # noqa: E402
+from tests.conftest import Api, make_user, run_ssh, small_config, ssh_access, until  # noqa: E402
+from tests.host.kit import HostAgent, join  # noqa: E402
 
 from leeward.fleet.main import running_fleet  # noqa: E402
 from leeward_protocol.fleet import Role  # noqa: E402
@@ -43,31 +43,18 @@ async def fleet(kind: str, tmp: Path, http: aiohttp.ClientSession) -> AsyncItera
     config.provider.kind = kind  # type: ignore[assignment]
     config.provider.stop_agents_on_exit = True
     assert config.provider.data_dir is not None
-    agents: list[HostAgent] = []
+    agents: dict[str, HostAgent] = {}
     async with running_fleet(config) as (url, running):
         try:
             user = Api(url, http, await make_user(running, "alice"))
             admin = Api(url, http, await make_user(running, "root-admin", Role.ADMIN))
             if kind == "hosts":
-                for region in config.regions:
-                    for host in region.hosts:
-                        _, issued = await admin.call(
-                            "POST", f"/v1/admin/hosts/{host.name}/token", {}
-                        )
-                        agent = HostAgent(directory / "hosts" / host.name, host.name)
-                        agent.configure(url, issued, config.provider.data_dir)
-                        agent.start()
-                        agents.append(agent)
-                deadline = time.monotonic() + 30
-                while True:
-                    _, body = await admin.call("GET", "/v1/admin/hosts")
-                    if all(h["reachable"] for h in body["hosts"]):
-                        break
-                    assert time.monotonic() < deadline, "the host agents did not join"
-                    await asyncio.sleep(0.1)
+                names = [host.name for region in config.regions for host in region.hosts]
+                agents = {name: HostAgent(directory / "hosts" / name, name) for name in names}
+                await join(admin, url, agents, config.provider.data_dir)
             yield user, directory
         finally:
-            for agent in agents:
+            for agent in agents.values():
                 agent.stop()
 
 
@@ -80,11 +67,12 @@ async def create_to_ssh(api: Api, home: Path, n: int) -> float:
     assert status == 202, env
     await api.wait_state(env["id"], {"running"}, timeout=120)
     paths = await ssh_access(api, home, "alice")
-    while True:
+
+    async def answers() -> bool:
         code, _, _ = await run_ssh(paths, name, "true", timeout=30)
-        if code == 0:
-            break
-        await asyncio.sleep(0.01)
+        return code == 0
+
+    await until(answers, f"{name} answers ssh", timeout=60)
     elapsed = time.perf_counter() - started
     await api.call("DELETE", f"/v1/environments/{env['id']}")
     await api.wait_state(env["id"], {"deleted"}, timeout=60)

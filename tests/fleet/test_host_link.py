@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from leeward.fleet import hostlink
 from leeward.fleet.store.models import HostRow
 from leeward_protocol.host import HostStatus
-from tests.conftest import small_config
+from tests.conftest import small_config, until
 
 STATUS = HostStatus(url="http://127.0.0.1:9", isolation="test", isolates_owners=True).wire()
 
@@ -58,6 +58,18 @@ async def test_host_tokens_heartbeats_and_records(start_fleet, tmp_path, databas
 
         hosts = {h["name"]: h for h in (await f.admin.call("GET", "/v1/admin/hosts"))[1]["hosts"]}
         assert hosts["north-h1"]["reachable"] is True and hosts["north-h1"]["lastSeen"]
+
+        # Placed on a host heard from, whose API does not answer (nothing listens where it
+        # said): the environment waits for its host, provisioning; it is not failed.
+        status, waiting = await f.api.call("POST", "/v1/environments", tiny)
+        assert status == 202, waiting
+
+        async def waits() -> bool:
+            _, now = await f.api.call("GET", f"/v1/environments/{waiting['id']}")
+            assert now["state"] == "provisioning", now
+            return "waiting for its host" in now["statusMessage"]
+
+        await until(waits, "the start waiting for its host", timeout=30)
 
         # Records: a host reads its own, never another host's.
         async with http.get(

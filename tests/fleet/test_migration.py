@@ -286,3 +286,33 @@ async def test_ssh_through_the_proxy_rides_through_live_migrations_and_resets(
         assert before == after, "the same remote shell from start to end"
         assert moved == migrations
         await f.api.call("DELETE", f"/v1/environments/{env['id']}")
+
+
+async def test_a_move_left_half_done_by_a_replica_that_died_is_finished(
+    start_fleet, sqlite_url, tmp_path
+):
+    """The row says migrating (its replica died mid-move, its lease ran out): recovery asks the
+    host again, and the environment is running on the host it was moving to."""
+    from sqlalchemy import update
+
+    from leeward.fleet.recovery import recover
+    from leeward.fleet.store.models import EnvironmentRow
+
+    config = small_config(tmp_path, sqlite_url, regions=1, hosts=2)
+    async with start_fleet(config, background=False) as f:
+        status, env = await f.api.call(
+            "POST", "/v1/environments", {"kind": "devserver", "flavor": "tiny", "name": "box"}
+        )
+        assert status == 202, env
+        env = await f.api.wait_state(env["id"], {"running"})
+        other = "north-h2" if env["host"] == "north-h1" else "north-h1"
+        async with f.fleet.store.write() as session:
+            await session.execute(
+                update(EnvironmentRow)
+                .where(EnvironmentRow.id == env["id"])
+                .values(state="migrating", host=other, migrating_from=env["host"])
+            )
+        assert await recover(f.fleet) == 1
+        moved = await f.api.wait_state(env["id"], {"running"})
+        assert (moved["host"], moved["migratingFrom"]) == (other, None), moved
+        assert "migrated from" in moved["statusMessage"], moved

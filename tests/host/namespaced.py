@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leeward.client.credentials import Credentials, store_credentials
 from leeward.providers.fabric import Fabric
-from tests.conftest import RunningFleet, small_config, ssh_access, until
-from tests.host.test_fabric import REGIONS, TRANSITS, free_network
-from tests.host.test_fleet_through_hosts import HostAgent, hosts
-from tests.relay.conftest import LEEWARD
+from tests.conftest import RunningFleet, small_config, until
+from tests.host.conftest import REGIONS, TRANSITS, free_network
+from tests.host.kit import HostAgent, join
+from tests.relay.conftest import proxied
 
 NAMES = ["north-h1", "north-h2"]
 
@@ -92,27 +91,19 @@ async def namespaced_fleet(
         async with start_fleet(config) as f:
             port = f.url.rsplit(":")[-1]
             assert f.fleet.public_url == f"http://{fabric.fleet_address}:{port}"
-            for index, (name, agent) in enumerate(agents.items()):
-                status, issued = await f.admin.call("POST", f"/v1/admin/hosts/{name}/token", {})
-                assert status == 201, issued
-                agent.configure(
-                    f.fleet.public_url or "",
-                    issued,
-                    config.provider.data_dir,
-                    netns=str(fabric.namespace(name)),
-                    fabric_prefix=config.network.prefix,
-                    fabric_transit=str(config.network.transit),
-                    listen_host=str(fabric.transit_of(index)[1].ip),
-                    listen_port=7070,
-                )
-                agent.start()
-
-            async def joined() -> bool:
-                for agent in agents.values():
-                    assert agent.proc is not None and agent.proc.poll() is None, agent.log()
-                return all(h["reachable"] for h in (await hosts(f.admin)).values())
-
-            await until(joined, "both host agents joined from their namespaces", timeout=30)
+            await join(
+                f.admin,
+                f.fleet.public_url or "",
+                agents,
+                config.provider.data_dir,
+                lambda index, name: {  # in its namespace, on its end of its link
+                    "netns": str(fabric.namespace(name)),
+                    "fabric_prefix": config.network.prefix,
+                    "fabric_transit": str(config.network.transit),
+                    "listen_host": str(fabric.transit_of(index)[1].ip),
+                    "listen_port": 7070,
+                },
+            )
             status, env = await f.api.call(
                 "POST", "/v1/environments", {"kind": "devserver", "flavor": "tiny", "name": "box"}
             )
@@ -121,21 +112,7 @@ async def namespaced_fleet(
             assert await fabric.routed_to(env["address"]) == env["host"]
 
             home = tmp_path / "client"
-            paths = await ssh_access(f.api, home, "alice")
-            xdg = {
-                "HOME": str(home),
-                "XDG_CONFIG_HOME": str(home / "xdg-config"),
-                "XDG_STATE_HOME": str(home / "xdg-state"),
-            }
-            store_credentials(
-                home / "xdg-config" / "leeward" / "credentials.toml",
-                Credentials(fleet=f.url, token=f.api.token or ""),
-            )
-            proxy = f"{LEEWARD} proxy %n --known-hosts {paths.known_hosts}"
-            text = paths.ssh_config.read_text()
-            paths.ssh_config.write_text(
-                text.replace("Host box ", f"Host box \n    ProxyCommand {proxy}\nHost box ")
-            )
+            paths, xdg = await proxied(f.url, f.api, home, "box")
             yield Namespaced(
                 f, fabric, env, paths.ssh_config, xdg, home / "xdg-state" / "leeward" / "sessions"
             )

@@ -9,13 +9,11 @@ import errno
 import fcntl
 import json
 import os
-import random
 import secrets
 import socket
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -23,46 +21,17 @@ import pytest
 
 from leeward.common import netns
 from leeward.providers.fabric import UPLINK, Fabric
+from tests.host.conftest import REGIONS, free_network, routed_networks
 
 PROBE = Fabric.probe()
 pytestmark = pytest.mark.skipif(not PROBE[0], reason=f"no network namespaces: {PROBE[1]}")
 
-REGIONS = IPv4Network("198.18.0.0/16")
-TRANSITS = IPv4Network("198.19.128.0/17")  # away from the local fleet's own 198.19.0.0/20
 SIOCGSKNS = 0x894C  # linux/sockios.h: a socket's network namespace, as a descriptor
 WAIT = 5.0  # every wait for something that should happen is bounded by this
 
 
 def ip(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=WAIT)
-
-
-def routed_networks() -> list[IPv4Network]:
-    routes = json.loads(ip("-json", "route", "show", "table", "all").stdout)
-    found = []
-    for route in routes:
-        dst = route.get("dst", "")
-        if dst and dst != "default" and ":" not in dst:
-            found.append(IPv4Network(dst, strict=False))
-    return found
-
-
-def free_network(pool: IPv4Network, taken: list[IPv4Network] | None = None) -> IPv4Network:
-    """A random /24 of `pool` that no route of this machine (nor `taken`) overlaps."""
-    used = routed_networks() + (taken or [])
-    candidates = list(pool.subnets(new_prefix=24))
-    random.shuffle(candidates)
-    return next(n for n in candidates if not any(n.overlaps(u) for u in used))
-
-
-@pytest.fixture
-async def fabric() -> AsyncIterator[Fabric]:
-    made = Fabric(f"lt{secrets.token_hex(2)[:3]}", transit=free_network(TRANSITS))
-    try:
-        await made.start()
-        yield made
-    finally:
-        await made.teardown()
 
 
 async def region(fabric: Fabric, name: str) -> IPv4Network:

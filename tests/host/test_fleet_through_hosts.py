@@ -10,71 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
-
-import tomli_w
 
 from leeward.common.processes import pid_alive
-from tests.conftest import Api, run_ssh, small_config, ssh_access, until
-
-
-class HostAgent:
-    """One `leeward host serve`, as an operator runs it."""
-
-    def __init__(self, directory: Path, name: str) -> None:
-        self.directory, self.name = directory, name
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def configure(self, fleet_url: str, issued: dict, data_dir: Path, **more: object) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        token = self.directory / "token"
-        token.write_text(issued["token"] + "\n")
-        token.chmod(0o600)
-        (self.directory / "host.toml").write_text(
-            tomli_w.dumps(
-                {
-                    "name": self.name,
-                    "fleet_url": fleet_url,
-                    "token_file": str(token),
-                    "fleet_key": issued["fleetKey"],
-                    "listen_host": "127.0.0.1",
-                    "listen_port": 0,
-                    "data_dir": str(data_dir),
-                    "stop_environments_on_exit": True,
-                    **more,
-                }
-            )
-        )
-
-    def start(self) -> None:
-        with (self.directory / "host.log").open("ab") as log:
-            config = str(self.directory / "host.toml")
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "leeward.cli", "host", "serve", "--config", config],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def log(self) -> str:
-        return (self.directory / "host.log").read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-async def hosts(admin: Api) -> dict[str, dict]:
-    status, body = await admin.call("GET", "/v1/admin/hosts")
-    assert status == 200, body
-    return {h["name"]: h for h in body["hosts"]}
+from tests.conftest import run_ssh, small_config, ssh_access, until
+from tests.host.kit import HostAgent, hosts, join
 
 
 async def test_environments_live_through_host_agents(start_fleet, tmp_path, sqlite_url):
@@ -84,18 +23,7 @@ async def test_environments_live_through_host_agents(start_fleet, tmp_path, sqli
     agents = {name: HostAgent(tmp_path / "hosts" / name, name) for name in ("north-h1", "north-h2")}
     async with start_fleet(config) as f:
         try:
-            for name, agent in agents.items():
-                status, issued = await f.admin.call("POST", f"/v1/admin/hosts/{name}/token", {})
-                assert status == 201, issued
-                agent.configure(f.url, issued, config.provider.data_dir)
-                agent.start()
-
-            async def all_reachable() -> bool:
-                for agent in agents.values():
-                    assert agent.proc is not None and agent.proc.poll() is None, agent.log()
-                return all(h["reachable"] for h in (await hosts(f.admin)).values())
-
-            await until(all_reachable, "both host agents joined", timeout=30)
+            await join(f.admin, f.url, agents, config.provider.data_dir)
 
             status, env = await f.api.call(
                 "POST", "/v1/environments", {"kind": "devserver", "flavor": "tiny", "name": "box"}
@@ -161,7 +89,12 @@ async def test_environments_live_through_host_agents(start_fleet, tmp_path, sqli
             assert code == 0, f"still reachable over ssh without its host agent: {err}"
 
             victim.start()
-            await until(all_reachable, f"{other} back", timeout=30)
+
+            async def back() -> bool:
+                assert victim.proc is not None and victim.proc.poll() is None, victim.log()
+                return (await hosts(f.admin))[other]["reachable"] is True
+
+            await until(back, f"{other} back", timeout=30)
             assert pid_alive(agent_pid), "a host agent's restart adopts, not restarts"
 
             # The other host agent stops (stop_environments_on_exit): it powers off its own

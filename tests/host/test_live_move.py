@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import secrets
 import socket
-from collections.abc import AsyncIterator
 from ipaddress import IPv4Network
 from pathlib import Path
 
@@ -22,20 +20,10 @@ from leeward.fleet.ca import CertificateAuthority
 from leeward.providers.fabric import Fabric
 from leeward.providers.local import LocalProvider
 from tests.agent.kit import Fleet, Kit
-from tests.host.test_fabric import REGIONS, TRANSITS, free_network
+from tests.host.conftest import REGIONS, free_network
 
 PROBE = Fabric.probe()
 pytestmark = pytest.mark.skipif(not PROBE[0], reason=f"no network namespaces: {PROBE[1]}")
-
-
-@pytest.fixture
-async def fabric() -> AsyncIterator[Fabric]:
-    made = Fabric(f"lm{secrets.token_hex(2)[:3]}", transit=free_network(TRANSITS))
-    try:
-        await made.start()
-        yield made
-    finally:
-        await made.teardown()
 
 
 def connect(address: str, port: int) -> socket.socket:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from leeward.providers.fabric import Fabric
+from tests.conftest import until
 from tests.host.namespaced import namespaced_fleet
 
 PROBE = Fabric.probe()
@@ -34,6 +35,7 @@ async def test_a_session_streams_through_live_migrations_that_move_its_route(
         shell = (await session.stdout.readline()).strip()
         assert shell.isdigit(), shell
         sent = hashlib.sha256()
+        sent_bytes = [0]
         streaming, done = asyncio.Event(), asyncio.Event()
 
         async def feed() -> None:
@@ -42,9 +44,10 @@ async def test_a_session_streams_through_live_migrations_that_move_its_route(
                 chunk = os.urandom(64 * 1024)
                 session.stdin.write(chunk)
                 sent.update(chunk)
+                sent_bytes[0] += len(chunk)
                 await session.stdin.drain()
                 streaming.set()
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # pacing a stream (64 KiB every 10 ms), not a wait
             session.stdin.close()
 
         feeder = asyncio.create_task(feed())
@@ -58,7 +61,10 @@ async def test_a_session_streams_through_live_migrations_that_move_its_route(
 
         for _ in range(MIGRATIONS):
             await n.migrate()
-            await asyncio.sleep(0.2)  # a little streaming between moves
+            moved_at = sent_bytes[0]
+            await until(  # a little streaming between moves
+                lambda at=moved_at: sent_bytes[0] >= at + 256 * 1024, "streaming again", timeout=30
+            )
         done.set()
         await feeder
         async with asyncio.timeout(60):

@@ -13,7 +13,7 @@ import pytest
 from leeward.common import netns
 from leeward.providers.fabric import Fabric
 from tests.conftest import small_config
-from tests.host.test_fabric import REGIONS, TRANSITS, free_network
+from tests.host.conftest import REGIONS, TRANSITS, free_network
 
 PROBE = Fabric.probe()
 

@@ -59,7 +59,7 @@ class Echo:
             self.sent.update(chunk)
             self.sent_bytes += len(chunk)
             await proc.stdin.drain()
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # pacing a stream (4 KiB every 50 ms), not a wait
         proc.stdin.close()
         async with asyncio.timeout(120):
             await reader
@@ -115,8 +115,14 @@ async def test_sessions_ride_through_migrations_and_a_region_cut(
                 async def resuming() -> bool:
                     return "resuming" in await leeward_status(n)
 
+                cut_at = time.monotonic()
                 await until(resuming, "`leeward status` showing sessions resuming", timeout=30)
-                await asyncio.sleep(CUT)  # the storm lasts; nothing to poll for
+
+                async def storm_over(cut_at: float = cut_at) -> bool:  # no session ends meanwhile
+                    assert all(e.proc and e.proc.returncode is None for e in echoes), "ended"
+                    return time.monotonic() - cut_at >= CUT
+
+                await until(storm_over, f"a {CUT:g} s cut", timeout=CUT + 30)
                 status, body = await n.f.admin.call("POST", "/v1/admin/regions/north/restore")
                 assert status == 200, body
                 restored = time.monotonic()

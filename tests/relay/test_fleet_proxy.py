@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from leeward.client.credentials import Credentials, store_credentials
-from tests.conftest import ssh_access, until
+from tests.conftest import until
 
-from .conftest import LEEWARD
+from .conftest import proxied
 
 
 async def test_the_proxy_finds_the_environment_through_the_fleet_or_its_cache(
@@ -27,21 +27,7 @@ async def test_the_proxy_finds_the_environment_through_the_fleet_or_its_cache(
         assert status == 202
         await f.api.wait_state(env["id"], {"running"})
         home = tmp_path / "client"
-        paths = await ssh_access(f.api, home, "alice")
-        xdg = {
-            "HOME": str(home),
-            "XDG_CONFIG_HOME": str(home / "xdg-config"),
-            "XDG_STATE_HOME": str(home / "xdg-state"),
-        }
-        store_credentials(
-            home / "xdg-config" / "leeward" / "credentials.toml",
-            Credentials(fleet=f.url, token=f.api.token or ""),
-        )
-        proxy = f"{LEEWARD} proxy %n --known-hosts {paths.known_hosts}"
-        config = paths.ssh_config.read_text().replace(
-            "Host relayed ", f"Host relayed \n    ProxyCommand {proxy}\nHost relayed "
-        )
-        paths.ssh_config.write_text(config)
+        paths, xdg = await proxied(f.url, f.api, home, "relayed")
         sessions = home / "xdg-state" / "leeward" / "sessions"
 
         async def started(command: str, host: str = "relayed") -> asyncio.subprocess.Process:
