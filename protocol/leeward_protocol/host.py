@@ -9,6 +9,12 @@ The fleet commands a host (signed with the fleet's command key: leeward.common.h
 - `POST /v1/environments/{id}/migrate` (`MigrateIn`), to the host it moves to: take it live
   from `source` (same region, same address).
 - `DELETE /v1/environments/{id}`: stop it and wipe its disk. Idempotent.
+- `POST /v1/environments/{id}/backup` (`BackupOrder` -> NDJSON: `BackupProgress` lines, then
+  one `BackupOutcome`): back its home up with restic into the repository the order names.
+- `POST /v1/environments/{id}/restore` (`RestoreOrder` -> `RestoreResult`), before its first
+  start: its home restored from a snapshot. Idempotent: a home already there is kept.
+- `POST /v1/environments/{id}/restore-paths` (`RestorePathsOrder` -> `RestoreResult`): some paths
+  of a snapshot written into its running home, by its owner, inside it.
 - `POST /v1/running` (`RunningQuery` -> `RunningAnswer`): which of these are up.
 - `GET /v1/host` (`HostStatus`): what the host is and has.
 
@@ -29,6 +35,7 @@ from pydantic import Field
 
 from leeward_protocol.base import Request, Resource
 from leeward_protocol.fleet import EnvironmentKind, Hardware, Name
+from leeward_protocol.userconfig import HomePath
 
 
 class HostIdentity(Request):
@@ -105,3 +112,71 @@ class HostRecord(Resource):
 
 class HostRecords(Resource):
     environments: list[HostRecord]
+
+
+class BackupRepository(Request):
+    """A devserver's restic repository, as the fleet hands it to the host that backs it up or
+    restores from it (for that one run: the host keeps no key)."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    location: str = Field(min_length=1, max_length=4096, description="restic's --repo.")
+    password: str = Field(min_length=16, max_length=1024)
+
+
+class BackupOrder(Request):
+    repository: BackupRepository
+    host: str = Field(max_length=128, description="restic's --host for the snapshot.")
+    tags: list[str] = Field(default_factory=list, max_length=16)
+    excludes: list[str] = Field(default_factory=list, max_length=1000)
+    parent: str | None = Field(default=None, max_length=64)
+
+
+class BackupProgress(Resource):
+    percent: float
+    files_done: int
+    bytes_done: int
+    total_files: int
+    total_bytes: int
+
+
+class BackupResult(Resource):
+    snapshot: str
+    files_new: int
+    files_changed: int
+    files_unmodified: int
+    total_files: int
+    total_bytes: int
+    data_added: int
+    seconds: float
+    warnings: list[str] = Field(default_factory=list)
+
+
+class BackupOutcome(Resource):
+    """The last line of a backup's answer: its result, or why it failed."""
+
+    result: BackupResult | None = None
+    error: str | None = None
+
+
+class RestoreOrder(Request):
+    repository: BackupRepository
+    snapshot: str = Field(pattern=r"^[0-9a-f]{8,64}$")
+    owner: str | None = Field(default=None, max_length=64, description="Whose the files are.")
+
+
+class RestorePathsOrder(Request):
+    repository: BackupRepository
+    snapshot: str = Field(pattern=r"^[0-9a-f]{8,64}$")
+    owner: str | None = Field(default=None, max_length=64)
+    paths: list[HomePath] = Field(min_length=1, max_length=64)
+    folder: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="Written under `~/.leeward-restore/FOLDER/` (relative to the home).",
+    )
+
+
+class RestoreResult(Resource):
+    files: int
+    bytes: int
+    seconds: float
+    destination: str = Field(default="", description="Where the paths went, in the home.")

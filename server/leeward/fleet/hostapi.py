@@ -9,8 +9,10 @@ was, to be asked again (recovery) rather than failed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +25,15 @@ from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import EnvironmentRow, HostRow
 from leeward.providers.base import EnvironmentSpec, HostUnreachable, ProviderError
 from leeward_protocol.host import (
+    BackupOrder,
+    BackupOutcome,
+    BackupProgress,
+    BackupResult,
     HostStatus,
     MigrateIn,
+    RestoreOrder,
+    RestorePathsOrder,
+    RestoreResult,
     RunningAnswer,
     RunningQuery,
 )
@@ -34,6 +43,9 @@ log = logging.getLogger(__name__)
 START_SECONDS = 900.0
 """A start may build the environment's image first (minutes on a fresh host)."""
 COMMAND_SECONDS = 60.0
+RESTORE_SECONDS = 6 * 3600.0
+"""A restore writes a whole home: hours for a very big one."""
+BACKUP_SILENCE = 300.0
 
 
 @dataclass
@@ -144,6 +156,44 @@ class HostsProvider:
             up.update(RunningAnswer.model_validate(answer).running)
         return up
 
+    async def backup(
+        self,
+        environment_id: str,
+        order: BackupOrder,
+        on_progress: Callable[[BackupProgress], None] | None = None,
+    ) -> BackupResult:
+        host, _ = await self._placement(environment_id)
+        path = f"/v1/environments/{environment_id}/backup"
+        # No limit on the whole (a first backup of a big home takes long); restic's progress
+        # lines come every second, so a host silent for BACKUP_SILENCE is gone.
+        timeout = aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=BACKUP_SILENCE)
+        outcome: BackupOutcome | None = None
+        async with self._request(host, "POST", path, order.wire(), timeout) as response:
+            async for line in response.content:
+                fields = json.loads(line)
+                if "percent" in fields:
+                    if on_progress is not None:
+                        on_progress(BackupProgress.model_validate(fields))
+                else:
+                    outcome = BackupOutcome.model_validate(fields)
+        if outcome is None:
+            raise HostUnreachable(f"host {host} stopped answering during the backup")
+        if outcome.result is None:
+            raise ProviderError(outcome.error or f"host {host}: the backup failed")
+        return outcome.result
+
+    async def restore(self, environment_id: str, order: RestoreOrder) -> RestoreResult:
+        host, _ = await self._placement(environment_id)
+        path = f"/v1/environments/{environment_id}/restore"
+        answer = await self._command(host, "POST", path, order.wire(), RESTORE_SECONDS)
+        return RestoreResult.model_validate(answer)
+
+    async def restore_paths(self, environment_id: str, order: RestorePathsOrder) -> RestoreResult:
+        host, _ = await self._placement(environment_id)
+        path = f"/v1/environments/{environment_id}/restore-paths"
+        answer = await self._command(host, "POST", path, order.wire(), RESTORE_SECONDS)
+        return RestoreResult.model_validate(answer)
+
     async def close(self) -> None:
         if self._http is not None:
             await self._http.close()
@@ -181,6 +231,26 @@ class HostsProvider:
         body: dict[str, Any] | None,
         seconds: float = COMMAND_SECONDS,
     ) -> Any:
+        timeout = aiohttp.ClientTimeout(total=seconds, connect=5.0)
+        async with self._request(host, method, path, body, timeout) as response:
+            text = await response.text()
+        try:
+            return json.loads(text) if text else None
+        except ValueError:
+            return None
+
+    @contextlib.asynccontextmanager
+    async def _request(
+        self,
+        host: str,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        limits: aiohttp.ClientTimeout,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A signed command's response, once its status says it was done (ProviderError with
+        the host's sentence otherwise); HostUnreachable if the host did not answer (or
+        stopped answering while the caller read)."""
         url = await self._url(host)
         data = b"" if body is None else json.dumps(body).encode()
         headers = self._signer.headers(method, path, host, data, self._clock.now().timestamp())
@@ -190,26 +260,26 @@ class HostsProvider:
             self._http = aiohttp.ClientSession()
         try:
             async with self._http.request(
-                method,
-                url + path,
-                data=data,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=seconds, connect=5.0),
+                method, url + path, data=data, headers=headers, timeout=limits
             ) as response:
-                text = await response.text()
+                if response.status >= 400:
+                    text = await response.text()
+                    raise ProviderError(f"host {host} refused ({response.status}): {_said(text)}")
+                yield response
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             if self._known.get(host) is not None:
                 self._known[host].reachable = False  # ask the store again next time
             raise HostUnreachable(
                 f"host {host} did not answer at {url}: {type(exc).__name__} {exc}".strip()
             ) from None
-        try:
-            answer = json.loads(text) if text else None
-        except ValueError:
-            answer = None
-        if response.status >= 400:
-            message = text[:500]
-            if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
-                message = str(answer["error"].get("message", message))
-            raise ProviderError(f"host {host} refused ({response.status}): {message}")
-        return answer
+
+
+def _said(text: str) -> str:
+    """The sentence of a host's refusal (its error body's message), or its first 500 chars."""
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        return text[:500]
+    if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+        return str(answer["error"].get("message", text[:500]))
+    return text[:500]

@@ -36,9 +36,14 @@ from leeward.providers.fabric import Fabric, FabricError
 from leeward.providers.local import LocalProvider
 from leeward_protocol.fleet import Hardware
 from leeward_protocol.host import (
+    BackupOrder,
+    BackupOutcome,
+    BackupProgress,
     HostEnvironment,
     HostStatus,
     MigrateIn,
+    RestoreOrder,
+    RestorePathsOrder,
     RunningAnswer,
     RunningQuery,
 )
@@ -90,6 +95,9 @@ class HostAgent:
         app.router.add_post("/v1/environments/{id}/assign", self._assign)
         app.router.add_post("/v1/environments/{id}/migrate", self._migrate)
         app.router.add_delete("/v1/environments/{id}", self._stop)
+        app.router.add_post("/v1/environments/{id}/backup", self._backup)
+        app.router.add_post("/v1/environments/{id}/restore", self._restore)
+        app.router.add_post("/v1/environments/{id}/restore-paths", self._restore_paths)
         app.router.add_post("/v1/running", self._running)
         return app
 
@@ -174,6 +182,49 @@ class HostAgent:
         if self.fabric is not None and address is not None:
             await self.fabric.detach(address)
         return web.json_response({"ok": True})
+
+    async def _backup(self, request: web.Request) -> web.StreamResponse:
+        """A backup's answer is a stream of lines: its progress as restic reports it, then
+        its outcome (so that a long backup is seen to be alive, and a failure still has its
+        sentence once the status is sent)."""
+        env_id = self._id(request)
+        order = _parse(request, BackupOrder)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        lines: asyncio.Queue[bytes] = asyncio.Queue()
+
+        def progress(p: BackupProgress) -> None:
+            lines.put_nowait(json.dumps(p.wire()).encode() + b"\n")
+
+        work = asyncio.ensure_future(self.provider.backup(env_id, order, progress))
+        try:
+            while not work.done():
+                waiter = asyncio.ensure_future(lines.get())
+                await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if waiter.done():
+                    await response.write(waiter.result())
+                else:
+                    waiter.cancel()
+            try:
+                outcome = BackupOutcome(result=work.result())
+            except ProviderError as exc:
+                outcome = BackupOutcome(error=str(exc))
+        finally:
+            if not work.done():  # the fleet went away: restic stops with it
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+        await response.write(json.dumps(outcome.wire()).encode() + b"\n")
+        await response.write_eof()
+        return response
+
+    async def _restore(self, request: web.Request) -> web.Response:
+        result = await self.provider.restore(self._id(request), _parse(request, RestoreOrder))
+        return web.json_response(result.wire())
+
+    async def _restore_paths(self, request: web.Request) -> web.Response:
+        order = _parse(request, RestorePathsOrder)
+        result = await self.provider.restore_paths(self._id(request), order)
+        return web.json_response(result.wire())
 
     async def _running(self, request: web.Request) -> web.Response:
         query = _parse(request, RunningQuery)

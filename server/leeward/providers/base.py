@@ -8,11 +8,21 @@ local details cross it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from leeward_protocol.fleet import EnvironmentKind, Hardware
-from leeward_protocol.host import HostEnvironment, HostIdentity
+from leeward_protocol.host import (
+    BackupOrder,
+    BackupProgress,
+    BackupResult,
+    HostEnvironment,
+    HostIdentity,
+    RestoreOrder,
+    RestorePathsOrder,
+    RestoreResult,
+)
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,26 @@ class Provider(Protocol):
 
     async def running(self, environment_ids: list[str]) -> set[str]:
         """Which of these environments are up now (after a fleet restart, for example)."""
+        ...
+
+    async def backup(
+        self,
+        environment_id: str,
+        order: BackupOrder,
+        on_progress: Callable[[BackupProgress], None] | None = None,
+    ) -> BackupResult:
+        """Back the environment's home up (leeward.providers.restic) into the order's
+        repository, where the home is; HostUnreachable if its host cannot be asked."""
+        ...
+
+    async def restore(self, environment_id: str, order: RestoreOrder) -> RestoreResult:
+        """Before its first start: make the environment's home from a snapshot, complete or not
+        at all. Idempotent: a home already there (restored by an earlier try) is kept."""
+        ...
+
+    async def restore_paths(self, environment_id: str, order: RestorePathsOrder) -> RestoreResult:
+        """Write some paths of a snapshot into the running environment's home, as its owner,
+        under `~/.leeward-restore/FOLDER/` (nothing of the home is overwritten)."""
         ...
 
     async def close(self) -> None:

@@ -22,17 +22,27 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, TypeVar
 
 from leeward.agent import control
 from leeward.agent.config import AgentConfig, SandboxConfig
 from leeward.common.threads import to_thread_to_the_end
+from leeward.providers import homes
 from leeward.providers.base import EnvironmentSpec, ProviderError
 from leeward.sandbox import images
 from leeward.sandbox import sandbox as sandboxes
 from leeward.sandbox.cgroups import Cgroups
 from leeward.sandbox.owners import OwnerError, host_uid
+from leeward_protocol.host import (
+    BackupOrder,
+    BackupProgress,
+    BackupResult,
+    RestoreOrder,
+    RestorePathsOrder,
+    RestoreResult,
+)
 
 log = logging.getLogger("leeward.providers.local")
 
@@ -201,6 +211,34 @@ class LocalProvider:
                 if pid is not None:
                     await self._terminate(environment_id, pid)
                 await to_thread_to_the_end(self._stop_sandbox, environment_id)
+
+    # -- backups (leeward.providers.homes) -------------------------------------------------
+
+    async def backup(
+        self,
+        environment_id: str,
+        order: BackupOrder,
+        on_progress: Callable[[BackupProgress], None] | None = None,
+    ) -> BackupResult:
+        return await homes.backup(self._dir(environment_id), order, self._caches(), on_progress)
+
+    async def restore(self, environment_id: str, order: RestoreOrder) -> RestoreResult:
+        async with self._lock(environment_id):
+            return await homes.restore(
+                self._dir(environment_id),
+                order,
+                self._caches(),
+                self.owners_file,
+                self.support.ok,
+            )
+
+    async def restore_paths(self, environment_id: str, order: RestorePathsOrder) -> RestoreResult:
+        return await homes.restore_paths(
+            self._dir(environment_id), order, self._caches(), self.owners_file, self.support.ok
+        )
+
+    def _caches(self) -> Path:
+        return homes.cache_root_of(self._data_dir)
 
     # -- sandboxes -------------------------------------------------------------------------
 

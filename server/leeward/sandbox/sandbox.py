@@ -238,14 +238,20 @@ def probe(rootfs: Path | None = None) -> Support:
 
 def find(spec: SandboxSpec) -> Running | None:
     """The environment's sandbox, if it runs and is the one recorded for this owner."""
+    running = recorded(spec.state_dir)
+    if running is None or running.uid != spec.uid or running.owner != spec.owner:
+        return None
+    return running
+
+
+def recorded(state_dir: Path) -> Running | None:
+    """The sandbox recorded in `state_dir`, if it runs."""
     try:
-        raw = json.loads((spec.state_dir / STATE_FILE).read_text())
+        raw = json.loads((state_dir / STATE_FILE).read_text())
         running = Running(**{**raw, "procs": tuple(raw.get("procs", ()))})
     except (OSError, ValueError, TypeError):
         return None
-    if running.uid != spec.uid or running.owner != spec.owner or not running.alive():
-        return None
-    return running
+    return running if running.alive() else None
 
 
 def ensure(spec: SandboxSpec, cgroups: Cgroups) -> Running:
