@@ -90,9 +90,15 @@ class Lifespan(StrEnum):
 
 
 class HostState(StrEnum):
+    """active: takes new environments; draining: its environments move live, then
+    maintenance; decommissioning: being emptied before a deadline (`leeward admin host
+    decommission`), then retired, for good; decommissioned: it left the fleet's config."""
+
     ACTIVE = "active"
     DRAINING = "draining"
     MAINTENANCE = "maintenance"
+    DECOMMISSIONING = "decommissioning"
+    RETIRED = "retired"
     DECOMMISSIONED = "decommissioned"
 
 
@@ -280,6 +286,20 @@ class SyncStatus(Resource):
     error: str = Field(default="", description="Why the last sync failed; empty when it worked.")
 
 
+class BackupStatus(Resource):
+    """A devserver's backups at a glance (in `Environment.backup`;
+    leeward_protocol.backup has the rest)."""
+
+    last_success_at: datetime | None = None
+    last_backup: Whole | None = Field(default=None, description="The last successful backup.")
+    interval_minutes: Whole = Field(description="How often it is backed up.")
+    running: bool = False
+    overdue: bool = Field(
+        default=False, description="No successful backup in two intervals: look at `message`."
+    )
+    message: str = Field(default="", description="The last failure, if the last run failed.")
+
+
 class Environment(Resource):
     """A devserver or an on-demand container."""
 
@@ -318,6 +338,12 @@ class Environment(Resource):
         default_factory=list, description="Features, one-offs and dotfiles, with their status."
     )
     sync: SyncStatus | None = Field(default=None, description="Its profile sync; None: not yet.")
+    backup: BackupStatus | None = Field(
+        default=None, description="Devservers: their backups at a glance; None: not backed up."
+    )
+    moved_to: str | None = Field(
+        default=None, description="Once moved (`leeward move`): the devserver that took its place."
+    )
 
 
 class EnvironmentList(Resource):

@@ -12,6 +12,9 @@ their line. Example:
     [dotfiles]
     git = "https://git.example.com/ada/dotfiles.git"
 
+    [backup]
+    exclude = ["*.log", "/datasets"]
+
     [[one_offs]]
     run = "git config --global pull.rebase true"
 
@@ -93,6 +96,24 @@ class Dotfiles(_Strict):
         return self
 
 
+BackupPattern = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=256,
+        pattern=r"^[^\x00\r\n]+$",
+        description="A restic pattern: a name anywhere (`*.log`), or a path from the home "
+        "(`/data/raw`).",
+    ),
+]
+
+
+class BackupSettings(_Strict):
+    """What of the home its backups leave out, besides caches and build outputs."""
+
+    exclude: list[BackupPattern] = Field(default_factory=list, max_length=200)
+
+
 class UserConfig(_Strict):
     default_region: Name | None = Field(
         default=None, description="Where new environments go; default: the nearest region."
@@ -113,6 +134,7 @@ class UserConfig(_Strict):
         description="Files (glob patterns under the home) stored even though they look like "
         "private keys or tokens. Everything else that looks like one is refused.",
     )
+    backup: BackupSettings = Field(default_factory=BackupSettings)
     allow_binary: list[HomePath] = Field(
         default_factory=list,
         description="Files (glob patterns under the home) stored even though they are not text.",

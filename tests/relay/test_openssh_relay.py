@@ -199,6 +199,6 @@ async def test_an_agent_restart_ends_ssh_with_the_proxys_one_line(
     assert out == b""
     lines = [line for line in err.decode().splitlines() if line.startswith("leeward proxy")]
     assert lines == [
-        "leeward proxy: box: the environment's agent restarted: the session cannot be "
-        "resumed; reconnect"
+        "leeward proxy: box: the environment's agent restarted, or the environment moved to a "
+        "new devserver (`leeward show box` says which): the session cannot be resumed; reconnect"
     ], err.decode()

@@ -15,6 +15,7 @@ import typer
 
 from leeward.cli import (
     admin,
+    backup,
     catalog,
     connect,
     embedded_commands,
@@ -50,7 +51,7 @@ region_app = typer.Typer(
     no_args_is_help=True,
 )
 host_app = typer.Typer(
-    help="Hosts: drain one for maintenance, put it back, issue its agent a token.",
+    help="Hosts: drain one for maintenance, put it back, decommission it, issue its agent a token.",
     no_args_is_help=True,
 )
 env_admin_app = typer.Typer(help="Any user's environments: migrate.", no_args_is_help=True)
@@ -78,7 +79,12 @@ image_app = typer.Typer(
     help="The Debian images environments run on, in this machine's cache (operators).",
     no_args_is_help=True,
 )
+backup_app = typer.Typer(
+    help="Your devservers' backups: take one now, list, look inside, restore, schedule.",
+    no_args_is_help=True,
+)
 app.add_typer(features_app, name="features")
+app.add_typer(backup_app, name="backup")
 app.add_typer(image_app, name="image")
 
 
@@ -101,6 +107,7 @@ app.command("list")(environments.list_environments)
 app.command("show")(environments.show)
 app.command("delete")(environments.delete)
 app.command("extend")(environments.extend)
+app.command("move")(backup.move)
 app.command("config-ssh")(connect.config_ssh)
 # After ENV, the remote command's words are its own, not options of `leeward ssh`.
 app.command("ssh", context_settings={"allow_interspersed_args": False})(connect.ssh)
@@ -132,6 +139,13 @@ host_app.command("list")(admin.host_list)
 host_app.command("drain")(admin.host_drain)
 host_app.command("activate")(admin.host_activate)
 host_app.command("token")(admin.host_token)
+host_app.command("show")(backup.host_show)
+host_app.command("decommission")(backup.host_decommission)
+backup_app.command("now")(backup.backup_now)
+backup_app.command("list")(backup.backup_list)
+backup_app.command("show")(backup.backup_show)
+backup_app.command("restore")(backup.backup_restore)
+backup_app.command("schedule")(backup.backup_schedule)
 region_app.command("cut")(admin.region_cut)
 region_app.command("restore")(admin.region_restore)
 env_admin_app.command("migrate")(admin.env_migrate)

@@ -28,11 +28,22 @@ async def create_and_wait(
     *,
     deadline_seconds: float = READY_SECONDS,
 ) -> Environment:
-    what = request.kind.value
     key = str(uuid.uuid4())
+    env = await fleet.create(request, idempotency_key=key)
+    return await follow_until_ready(fleet, env, console, deadline_seconds=deadline_seconds)
+
+
+async def follow_until_ready(
+    fleet: FleetClient,
+    env: Environment,
+    console: Console,
+    *,
+    deadline_seconds: float = READY_SECONDS,
+) -> Environment:
+    """Show a new environment's stages live until it is running; CliError if it failed."""
+    what = env.kind.value
     started = time.monotonic()
     with console.status(f"Creating a {what}…") as status:
-        env = await fleet.create(request, idempotency_key=key)
         seen: list[str] = []
 
         def stage(env: Environment) -> None:

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from leeward_protocol.fleet import (
+    BackupStatus,
     Catalog,
     Environment,
     EnvironmentState,
@@ -102,6 +103,7 @@ def environment(console: Console, env: Environment) -> None:
         ("expires", when(env.expires_at)),
         ("created", when(env.created_at)),
         ("last seen", when(env.last_seen_at) if env.last_seen_at else ""),
+        ("moved to", env.moved_to or ""),
     ]
     table = Table(box=None, show_header=False)
     table.add_column(style="bold")
@@ -110,10 +112,25 @@ def environment(console: Console, env: Environment) -> None:
         if value:
             table.add_row(key, value)
     console.print(table)
+    if env.backup is not None:
+        console.print(f"[bold]backups[/]  {backup_status(env.backup)}")
     if env.setup:
         setup(console, env.setup)
     if env.sync is not None:
         sync(console, env.sync)
+
+
+def backup_status(status: BackupStatus) -> str:
+    """`leeward show`'s line: when it was last backed up, and what is wrong if anything."""
+    last = when(status.last_success_at) if status.last_success_at else "never"
+    line = f"last {last}, every {status.interval_minutes} min"
+    if status.running:
+        line += "; one running now"
+    if status.overdue:
+        line += " [bold red]— overdue[/]"
+    if status.message:
+        line += f" (last failure: {status.message})"
+    return line
 
 
 def setup(console: Console, items: Sequence[SetupItem]) -> None:

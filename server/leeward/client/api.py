@@ -18,7 +18,20 @@ from pydantic import BaseModel, ValidationError
 
 from leeward.common.backoff import Backoff
 from leeward.common.errors import FleetError
+from leeward_protocol.backup import (
+    Backup,
+    BackupDetail,
+    BackupList,
+    BackupSchedule,
+    DecommissionHost,
+    HostDetail,
+    Move,
+    MoveRequest,
+    Restore,
+    RestoreRequest,
+)
 from leeward_protocol.fleet import (
+    BackupStatus,
     Catalog,
     Certificate,
     CertificateRequest,
@@ -268,6 +281,42 @@ class FleetClient:
         return await self._call("POST", "/v1/profile/restore", Profile, body=request.wire())
 
     # -- plumbing ------------------------------------------------------------------------------
+
+    # -- backups, restores and moves (leeward_protocol.backup) ------------------------------
+
+    async def backups(self, ref: str) -> BackupList:
+        return await self._call("GET", f"/v1/environments/{_segment(ref)}/backups", BackupList)
+
+    async def backup_now(self, ref: str) -> Backup:
+        return await self._call("POST", f"/v1/environments/{_segment(ref)}/backups", Backup)
+
+    async def backup(self, ref: str, backup: int, path: str = "") -> BackupDetail:
+        query = f"?path={_segment(path)}" if path else ""
+        url = f"/v1/environments/{_segment(ref)}/backups/{backup}{query}"
+        return await self._call("GET", url, BackupDetail)
+
+    async def backup_schedule(self, ref: str, minutes: int | None) -> BackupStatus:
+        body = BackupSchedule(interval_minutes=minutes).model_dump(mode="json", by_alias=True)
+        url = f"/v1/environments/{_segment(ref)}/backup-schedule"
+        return await self._call("PUT", url, BackupStatus, body=body)
+
+    async def restore(self, ref: str, request: RestoreRequest) -> Restore:
+        url = f"/v1/environments/{_segment(ref)}/restore"
+        return await self._call("POST", url, Restore, body=request.wire())
+
+    async def move(self, ref: str, request: MoveRequest) -> Move:
+        url = f"/v1/environments/{_segment(ref)}/move"
+        return await self._call("POST", url, Move, body=request.wire())
+
+    async def move_status(self, move_id: str) -> Move:
+        return await self._call("GET", f"/v1/moves/{_segment(move_id)}", Move)
+
+    async def host(self, name: str) -> HostDetail:
+        return await self._call("GET", f"/v1/admin/hosts/{_segment(name)}", HostDetail)
+
+    async def decommission_host(self, name: str, request: DecommissionHost) -> HostDetail:
+        url = f"/v1/admin/hosts/{_segment(name)}/decommission"
+        return await self._call("POST", url, HostDetail, body=request.wire())
 
     async def _raw(self, method: str, path: str) -> bytes:
         if self._session is None:

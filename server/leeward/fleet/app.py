@@ -24,9 +24,11 @@ from leeward.common.hostauth import CommandSigner
 from leeward.fleet import hostlink
 from leeward.fleet.api import ROUTES
 from leeward.fleet.api.routing import add_routes
+from leeward.fleet.backups import scheduled
 from leeward.fleet.ca import CertificateAuthority
 from leeward.fleet.config import ConfigError, FleetConfig
 from leeward.fleet.create import CreateQueue
+from leeward.fleet.decommission import decommissions
 from leeward.fleet.dns import dns_context
 from leeward.fleet.errors import (
     FleetError,
@@ -281,6 +283,16 @@ def create_app(
                     config.reaper_interval_seconds,
                     functools.partial(sweep, fleet),
                     "expiry and deletion sweep",
+                )
+                fleet.start_loop(
+                    config.backup.check_seconds,
+                    functools.partial(scheduled, fleet),
+                    "backup schedule",
+                )
+                fleet.start_loop(
+                    config.backup.check_seconds,
+                    functools.partial(decommissions, fleet),
+                    "decommissions",
                 )
                 if hosted:
                     fleet.start_loop(

@@ -198,6 +198,49 @@ class SetupConfig(_Strict):
     one_off_timeout_seconds: float = Field(default=600.0, gt=0)
 
 
+class RetentionConfig(_Strict):
+    """Which snapshots of a devserver's home are kept (restic's `forget --keep-*`)."""
+
+    keep_last: int = Field(default=3, ge=1)
+    keep_hourly: int = Field(default=24, ge=0)
+    keep_daily: int = Field(default=7, ge=0)
+    keep_weekly: int = Field(default=4, ge=0)
+
+
+class BackupConfig(_Strict):
+    """Devservers' homes backed up with restic (docs/operator.md, "Backups")."""
+
+    enabled: bool = Field(default=True, description="Scheduled backups (on request ones too).")
+    store: str | None = Field(
+        default=None,
+        description="Where repositories live, one per devserver under it: a directory the "
+        "fleet owns outside every host (default: `backups/` beside the environments' "
+        "directory), or any location restic speaks (`sftp:host:/path`, `s3:...`, `rest:...`); "
+        "hosts reach it with restic themselves.",
+    )
+    interval_minutes: int = Field(
+        default=60, ge=1, le=7 * 24 * 60, description="Each devserver's schedule by default."
+    )
+    check_seconds: float = Field(
+        default=30.0, gt=0, description="How often the scheduler looks for backups due."
+    )
+    parallel: int = Field(default=2, ge=1, le=64, description="Backups run at once, fleet-wide.")
+    prune_hours: float = Field(
+        default=24.0, gt=0, description="How often each repository is pruned (after a backup)."
+    )
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    keep_deleted_days: float = Field(
+        default=14.0,
+        ge=0,
+        description="How long a deleted devserver's backups are kept (to restore it elsewhere).",
+    )
+    excludes: list[str] = Field(
+        default_factory=list,
+        description="Patterns never backed up, besides caches and build outputs "
+        "(leeward.providers.restic.DEFAULT_EXCLUDES) and each user's own.",
+    )
+
+
 class FleetConfig(_Strict):
     zone: str = "leeward.test"
     listen_host: str = "127.0.0.1"
@@ -247,6 +290,7 @@ class FleetConfig(_Strict):
     profile_store: ProfileStoreConfig = Field(default_factory=ProfileStoreConfig)
     features: list[FeatureConfig] = Field(default_factory=list)
     setup: SetupConfig = Field(default_factory=SetupConfig)
+    backup: BackupConfig = Field(default_factory=BackupConfig)
 
     @field_validator("zone")
     @classmethod
@@ -304,6 +348,14 @@ class FleetConfig(_Strict):
     def feature(self, name: str) -> FeatureConfig | None:
         return next((f for f in self.features if f.name == name), None)
 
+    @property
+    def backup_store(self) -> str:
+        """Where the devservers' repositories are (`backup.store`, or its default)."""
+        if self.backup.store is not None:
+            return self.backup.store.rstrip("/")
+        assert self.provider.data_dir is not None
+        return str(self.provider.data_dir.parent / "backups")
+
 
 class ConfigError(Exception):
     """The config file is missing or invalid; the message says where and what."""
@@ -319,6 +371,9 @@ def load_config(path: Path) -> FleetConfig:
         config.provider.data_dir = base / config.provider.data_dir
     if config.database is None:
         config.database = f"sqlite+aiosqlite:///{base / 'fleet.db'}"
+    store = config.backup.store
+    if store is not None and ":" not in store.split("/")[0] and not Path(store).is_absolute():
+        config.backup.store = str(base / store)
     return config
 
 

@@ -82,6 +82,17 @@ class _Ask:
     key: str | None
     digest: str
     future: asyncio.Future[_Answer]
+    restore: Restoring | None = None
+
+
+@dataclass(frozen=True)
+class Restoring:
+    """A devserver made from a backup (leeward.fleet.moves): its home is restored from
+    `backup` before its agent first starts; `repository` is the one it is backed up to from
+    then on (a move hands the old one's over; None: a repository of its own)."""
+
+    backup: int
+    repository: str | None = None
 
 
 @dataclass
@@ -152,6 +163,7 @@ async def create(
     who: Principal,
     request: CreateDevserver | CreateContainer,
     idempotency_key: str | None = None,
+    restore: Restoring | None = None,
 ) -> Outcome:
     """Create an environment: claimed from a warm pool (ready when this returns) or placed
     on a host (its agent starts in the background).
@@ -165,7 +177,8 @@ async def create(
     started = fleet.clock.monotonic()
     loop = asyncio.get_running_loop()
     for attempt in range(3):
-        ask = _Ask(who, request, need, idempotency_key, request_digest, loop.create_future())
+        future = loop.create_future()
+        ask = _Ask(who, request, need, idempotency_key, request_digest, future, restore)
         queue.waiting.append(ask)
         if queue.placer is None or queue.placer.done():
             queue.placer = fleet.start_task(_place_queued(queue), "placement")
@@ -342,6 +355,10 @@ async def _create_in(
     identity, row.agent_token_digest = issue_identity(
         fleet.authority, fleet.config.zone, row, fleet.clock.now()
     )
+    if ask.restore is not None:
+        row.restore_from = ask.restore.backup
+        row.backup_repository = ask.restore.repository
+        row.status_message = f"restoring its home from backup {ask.restore.backup}"
     work.names.add(row.name)
     if key is not None:
         work.keys[(who.user, key)] = (ask.digest, row.id)

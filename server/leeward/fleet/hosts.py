@@ -24,6 +24,8 @@ async def in_service(session: AsyncSession, name: str) -> HostRow:
         raise NotFound(f"No host {name!r}: `leeward admin host list` shows them.")
     if row.state == HostState.DECOMMISSIONED:
         raise Conflict(f"Host {name} is decommissioned (not in the config any more).")
+    if row.state == HostState.RETIRED:
+        raise Conflict(f"Host {name} is retired (decommissioned by an operator).")
     return row
 
 

@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 
 from leeward.fleet.placement import host_usage
 from leeward.fleet.store.db import Store
-from leeward.fleet.store.models import EnvironmentRow
+from leeward.fleet.store.models import BackupRow, EnvironmentRow
+from leeward_protocol.fleet import BackupStatus, EnvironmentKind, EnvironmentState
 
 
 class Metrics:
@@ -64,6 +65,23 @@ class Metrics:
             registry=r,
         )
 
+        self.backup_last_success = Gauge(
+            "leeward_backup_last_success_timestamp_seconds",
+            "When each running devserver was last backed up successfully (Unix time).",
+            ["environment", "owner", "region"],
+            registry=r,
+        )
+        self.backup_overdue = Gauge(
+            "leeward_backup_overdue",
+            "1 for a running devserver without a successful backup in two of its intervals "
+            "(alert on it); 0 otherwise.",
+            ["environment", "owner", "region"],
+            registry=r,
+        )
+        self.backup_runs = Gauge(
+            "leeward_backup_runs", "Backup runs the store keeps, by state.", ["state"], registry=r
+        )
+
     def observe_allocation(self, source: str, seconds: float) -> None:
         self.allocations.labels(source).inc()
         self.allocation_latency.labels(source).observe(seconds)
@@ -81,6 +99,36 @@ class Metrics:
                 )
             ).all()
             usage = await host_usage(session)
+            devservers = (
+                await session.execute(
+                    select(
+                        EnvironmentRow.name,
+                        EnvironmentRow.owner,
+                        EnvironmentRow.region,
+                        EnvironmentRow.backup_at,
+                        EnvironmentRow.backup_status,
+                    ).where(
+                        EnvironmentRow.kind == EnvironmentKind.DEVSERVER.value,
+                        EnvironmentRow.state == EnvironmentState.RUNNING.value,
+                    )
+                )
+            ).all()
+            runs = (
+                await session.execute(
+                    select(BackupRow.state, func.count()).group_by(BackupRow.state)
+                )
+            ).all()
+        self.backup_last_success.clear()
+        self.backup_overdue.clear()
+        for name, owner, region, at, status in devservers:
+            labels = (name, owner or "", region)
+            if at is not None:
+                self.backup_last_success.labels(*labels).set(at.timestamp())
+            overdue = status is not None and BackupStatus.model_validate_json(status).overdue
+            self.backup_overdue.labels(*labels).set(1 if overdue else 0)
+        self.backup_runs.clear()
+        for state, n in runs:
+            self.backup_runs.labels(state).set(n)
         self.environments.clear()
         for region, kind, state, n in counts:
             self.environments.labels(region, kind, state).set(n)

@@ -12,6 +12,7 @@ import logging
 from datetime import datetime, timedelta
 
 from leeward.fleet.auth import digest, new_secret
+from leeward.fleet.backups import restore_home
 from leeward.fleet.ca import CertificateAuthority
 from leeward.fleet.errors import Unavailable
 from leeward.fleet.resources import fqdn, to_resource, update_environment
@@ -101,7 +102,12 @@ async def provision(
             agent_token_digest=token_digest,
         ):
             return
+    failing = "Its agent did not start"
     try:
+        if row.restore_from is not None and not adopt:
+            failing = f"Its home could not be restored from backup {row.restore_from}"
+            await restore_home(fleet, row)
+            failing = "Its agent did not start"
         spec = agent_spec(fleet, row, identity)
         await (fleet.provider.assign(spec) if adopt else fleet.provider.start(spec))
     except HostUnreachable as exc:
@@ -118,7 +124,7 @@ async def provision(
         return
     except ProviderError as exc:
         log.warning("environment %s failed to start: %s", env_id, exc)
-        await fail(fleet, env_id, f"Its agent did not start: {exc}")
+        await fail(fleet, env_id, f"{failing}: {exc}")
         return
     final = EnvironmentState.WARM if row.owner is None else EnvironmentState.RUNNING
     now = fleet.clock.now()

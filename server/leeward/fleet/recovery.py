@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from leeward.fleet.lifecycle import teardown
 from leeward.fleet.migration import finish_move
+from leeward.fleet.moves import resume_moves
 from leeward.fleet.placement import LIVE
 from leeward.fleet.provision import provision, restart_agent
 from leeward.fleet.runtime import Fleet
@@ -39,11 +40,12 @@ async def recover(fleet: Fleet, *, at_start: bool = False) -> int:
             .scalars()
             .all()
         )
+    moved = await resume_moves(fleet)
     rows = [r for r in rows if fleet.at_work(r.id) is None]
     held = await fleet.leases.holders(f"env:{r.id}" for r in rows)
     rows = [r for r in rows if f"env:{r.id}" not in held]
     if not rows:
-        return 0
+        return moved
     up = await fleet.provider.running([r.id for r in rows])
     taken = 0
     for row in rows:
@@ -65,4 +67,4 @@ async def recover(fleet: Fleet, *, at_start: bool = False) -> int:
         taken += 1
     if taken and not at_start:
         log.info("took over %d environment(s) whose work no replica held", taken)
-    return taken
+    return taken + moved

@@ -19,6 +19,7 @@ from leeward.common.clock import Clock
 from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import EnvironmentRow
 from leeward_protocol.fleet import (
+    BackupStatus,
     Environment,
     EnvironmentKind,
     EnvironmentState,
@@ -34,7 +35,10 @@ ENVIRONMENTS = cast(Table, EnvironmentRow.__table__)
 SETUP_ITEMS = TypeAdapter(list[SetupItem])
 """An environment's setup items, as its row keeps them (JSON)."""
 
-_DATETIMES = ("expires_at", "created_at", "updated_at", "ready_at", "last_seen_at", "deleted_at")
+_DATETIMES = (
+    *("expires_at", "created_at", "updated_at", "ready_at", "last_seen_at", "deleted_at"),
+    "backup_at",
+)
 
 
 def _random(n: int) -> str:
@@ -88,6 +92,8 @@ def to_resource(row: EnvironmentRow, zone: str) -> Environment:
         last_seen_at=row.last_seen_at,
         setup=SETUP_ITEMS.validate_json(row.setup) if row.setup else [],
         sync=SyncStatus.model_validate_json(row.sync) if row.sync else None,
+        backup=BackupStatus.model_validate_json(row.backup_status) if row.backup_status else None,
+        moved_to=row.moved_to,
     )
 
 

@@ -181,7 +181,9 @@ class Proxy:
             if exc.boot is not None and exc.boot != self.ticket.boot:
                 return RelayFailure(
                     "restarted",
-                    "the environment's agent restarted: the session cannot be resumed; reconnect",
+                    "the environment's agent restarted, or the environment moved to a new "
+                    f"devserver (`leeward show {self.name}` says which): the session cannot be "
+                    "resumed; reconnect",
                 )
             return RelayFailure(
                 "expired", "the agent no longer has this session (it expired); reconnect"

@@ -6,9 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -122,6 +124,9 @@ class HostRow(Base):
     report: Mapped[str | None] = mapped_column(
         Text, nullable=True, doc="JSON HostStatus, as its host agent last sent it."
     )
+    decommission_by: Mapped[datetime | None] = mapped_column(
+        Timestamp, nullable=True, doc="While decommissioning: when its last devserver must be off."
+    )
 
 
 class RegionRow(Base):
@@ -181,6 +186,24 @@ class EnvironmentRow(Base):
     )
     sync: Mapped[str | None] = mapped_column(
         Text, nullable=True, doc="JSON SyncStatus, as the agent last reported it."
+    )
+    backup_repository: Mapped[str | None] = mapped_column(
+        ForeignKey("backup_repositories.id"),
+        nullable=True,
+        index=True,
+        doc="Devservers: where its home is backed up (it follows the devserver through moves).",
+    )
+    restore_from: Mapped[int | None] = mapped_column(
+        Integer, nullable=True, doc="While provisioning: the backup its home is restored from."
+    )
+    moved_to: Mapped[str | None] = mapped_column(
+        String(32), nullable=True, doc="Once moved: the environment that took its place."
+    )
+    backup_at: Mapped[datetime | None] = mapped_column(
+        Timestamp, nullable=True, doc="When its last successful backup was taken."
+    )
+    backup_status: Mapped[str | None] = mapped_column(
+        Text, nullable=True, doc="JSON BackupStatus (leeward_protocol.backup), kept up to date."
     )
 
 
@@ -272,3 +295,77 @@ class LeaseRow(Base):
     holder: Mapped[str] = mapped_column(String(128))
     ticket: Mapped[str] = mapped_column(String(160), doc="This hold's: renewals name it.")
     until: Mapped[datetime] = mapped_column(Timestamp, index=True)
+
+
+class BackupRepositoryRow(Base):
+    """One devserver's restic repository (leeward.fleet.backups): its own key, held here, so
+    that no environment can read another's backups. It outlives its devserver (a restore after
+    a lost host starts from it) until the fleet's retention for deleted ones has passed."""
+
+    __tablename__ = "backup_repositories"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="RESTRICT"), index=True)
+    location: Mapped[str] = mapped_column(Text, doc="restic's --repo.")
+    password: Mapped[str] = mapped_column(Text, doc="Its key: restic needs it itself, so kept.")
+    interval_seconds: Mapped[int | None] = mapped_column(
+        Integer, nullable=True, doc="The owner's schedule for it; NULL: the fleet's default."
+    )
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    released_at: Mapped[datetime | None] = mapped_column(
+        Timestamp, nullable=True, doc="When the last devserver it served was deleted."
+    )
+    pruned_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+
+
+class BackupRow(Base):
+    """One backup run of a devserver's home, and the snapshot it made."""
+
+    __tablename__ = "backups"
+    __table_args__ = (Index("ix_backups_repository_state", "repository_id", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    repository_id: Mapped[str] = mapped_column(ForeignKey("backup_repositories.id"))
+    environment_id: Mapped[str] = mapped_column(String(32), index=True)
+    environment_name: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), doc="running, succeeded or failed.")
+    trigger: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text, default="")
+    snapshot: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    files_new: Mapped[int] = mapped_column(BigInteger, default=0)
+    files_changed: Mapped[int] = mapped_column(BigInteger, default=0)
+    files_unmodified: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_files: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    data_added: Mapped[int] = mapped_column(BigInteger, default=0)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    warnings: Mapped[str] = mapped_column(Text, default="[]", doc="JSON list of sentences.")
+    forgotten_at: Mapped[datetime | None] = mapped_column(
+        Timestamp, nullable=True, doc="When retention removed its snapshot."
+    )
+
+
+class MoveRow(Base):
+    """A cold move of a devserver (leeward.fleet.moves): a final backup, a new devserver of the
+    asked shape restored from it, the name handed over, the old one deleted. Each stage is
+    recorded, so that a fleet restart resumes it where it was."""
+
+    __tablename__ = "moves"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    environment_id: Mapped[str] = mapped_column(String(32), index=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    flavor: Mapped[str] = mapped_column(String(64))
+    region: Mapped[str] = mapped_column(String(64))
+    trigger: Mapped[str] = mapped_column(String(32), doc="user, or decommission:HOST.")
+    stage: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), index=True, doc="running, done or failed.")
+    message: Mapped[str] = mapped_column(Text, default="")
+    backup_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    target_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
