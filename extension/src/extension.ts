@@ -3,6 +3,7 @@ import * as vscode from 'vscode';
 
 import { registerCommands } from './commands';
 import type { CommandContext } from './commands/context';
+import { BackupLists } from './common/backups';
 import { Daemon } from './common/daemon';
 import { findDaemon } from './common/daemonPath';
 import { languageClientFactory } from './common/languageClient';
@@ -11,6 +12,7 @@ import { errorMessage } from './common/format';
 import { shownEnvironment, windowAlias } from './common/remote';
 import { daemonSettings, restartsDaemon, SECTION, userValue } from './common/settings';
 import { statusView } from './common/status';
+import { BackupsListRequest } from './protocol/methods';
 import { syncFromDaemon } from './common/sync';
 import { EnvironmentsTree } from './views/environmentsTree';
 import { SetupNoticeWatch, showNotices } from './views/setupNotices';
@@ -58,7 +60,10 @@ export function activate(context: vscode.ExtensionContext): void {
     now: () => new Date(),
   };
 
-  const tree = new EnvironmentsTree(store);
+  const backups = new BackupLists((environment) =>
+    running.request(BackupsListRequest, { environment }),
+  );
+  const tree = new EnvironmentsTree(store, undefined, backups);
   const notices = new SetupNoticeWatch();
   const view = vscode.window.createTreeView('leeward.environments', {
     treeDataProvider: tree,
@@ -114,6 +119,7 @@ export function activate(context: vscode.ExtensionContext): void {
   context.subscriptions.push(
     log,
     store,
+    backups,
     tree,
     view,
     statusBar,

@@ -4,7 +4,8 @@ Requests are `leeward/<noun>/<verb>`, notifications from the daemon `leeward/<to
 payload is one of the models below, camelCase on the wire. `METHODS` and `NOTIFICATIONS` name the
 model of each method's params and result; `scripts/gen-protocol` writes them, with the models'
 JSON Schema, into `protocol/schema/`, and the extension's TypeScript types are generated from
-there. Long work (create) reports LSP `$/progress`: its messages start with a `CreateStage`.
+there. Long work (create, backup now, move) reports LSP `$/progress`: a create's messages start
+with a `CreateStage`, a move's with a `MoveStage`.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
-from leeward_protocol.base import Request, Resource
+from leeward_protocol import backup as fleet_backup
+from leeward_protocol.backup import Backup, BackupDetail, BackupList, Move, Restore
+from leeward_protocol.base import MAX_WHOLE, Integral, Request, Resource
 from leeward_protocol.fleet import (
     ContainerProfile,
     CreateContainer,
@@ -27,7 +30,9 @@ from leeward_protocol.fleet import (
     Hardware,
     Lifespan,
     LifespanPolicy,
+    _check_name,
 )
+from leeward_protocol.userconfig import check_home_path, exactly_one
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -241,6 +246,65 @@ class Empty(_Asked):
     """No params."""
 
 
+# ---------------------------------------------------------------------------------- backups
+
+
+class BackupShowParams(_Asked):
+    environment: str = Field(min_length=1, description="A devserver's id or name.")
+    backup: Annotated[int, Field(ge=1, le=MAX_WHOLE), Integral] = Field(
+        description="A backup's id, from `leeward/backups/list`."
+    )
+    path: str = Field(
+        default="",
+        max_length=4096,
+        description="The directory in the snapshot to list, relative to the home; default: "
+        "the home itself.",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _in_home(cls, value: str) -> str:
+        return check_home_path(value) if value else value
+
+
+class BackupNowParams(_Asked):
+    environment: str = Field(min_length=1, description="A devserver's id or name.")
+    work_done_token: str | int | None = Field(
+        default=None,
+        description="LSP progress token: the backup's progress is reported on it until it ends.",
+    )
+
+
+# The fleet's request bodies, taken whole with the environment beside them. Their JSON Schema
+# says which fields must be present with the mark of `exactly_one` (the TypeScript generator
+# passes over it; a top-level `oneOf` or `anyOf` of `required` lists would make `X1 & X2` types).
+
+
+class RestoreParams(fleet_backup.RestoreRequest):
+    """A restore of one of the devserver's backups (`RestoreRequest`), into a new devserver or
+    some paths into itself."""
+
+    model_config = exactly_one("to", "paths")
+
+    environment: str = Field(min_length=1, description="The backed-up devserver's id or name.")
+
+
+class MoveParams(fleet_backup.MoveRequest):
+    """A cold move of a devserver to another flavor or region (`MoveRequest`): a flavor, a
+    region, or both."""
+
+    model_config = ConfigDict(json_schema_extra=None)
+
+    environment: str = Field(min_length=1, description="A devserver's id or name.")
+    work_done_token: str | int | None = Field(
+        default=None,
+        description="LSP progress token: each stage of the move is reported on it until it ends.",
+    )
+
+    # Each name's own refusal, at its field (MoveRequest checks them together, unplaced).
+    _names = field_validator("flavor", "region")(_check_name)
+
+
 # ---------------------------------------------------------------------------------- the methods
 
 
@@ -254,6 +318,11 @@ METHODS: dict[str, tuple[type[Request], type[Resource]]] = {
     "leeward/environments/extend": (ExtendParams, Environment),
     "leeward/environments/connect": (EnvironmentRef, ConnectResult),
     "leeward/health/list": (HealthQuery, HealthList),
+    "leeward/backups/list": (EnvironmentRef, BackupList),
+    "leeward/backups/show": (BackupShowParams, BackupDetail),
+    "leeward/backups/now": (BackupNowParams, Backup),
+    "leeward/backups/restore": (RestoreParams, Restore),
+    "leeward/environments/move": (MoveParams, Move),
 }
 """Requests the extension sends: method -> (params model, result model)."""
 

@@ -4,6 +4,7 @@ import * as vscode from 'vscode';
 
 import { errorMessage } from '../common/format';
 import { refresh, signIn } from './account';
+import { backUpNow, move, restorePath, restoreToNew } from './backups';
 import { connect, openTerminal } from './connect';
 import type { CommandContext } from './context';
 import { createEnvironment } from './create';
@@ -20,6 +21,10 @@ export const COMMANDS = {
   'leeward.restartDaemon': (ctx: CommandContext) => ctx.daemon.restart(),
   'leeward.signIn': (ctx: CommandContext) => signIn(ctx),
   'leeward.refresh': (ctx: CommandContext) => refresh(ctx),
+  'leeward.backUpNow': (ctx: CommandContext, arg?: unknown) => backUpNow(ctx, arg),
+  'leeward.restoreToNewDevserver': (ctx: CommandContext, arg?: unknown) => restoreToNew(ctx, arg),
+  'leeward.restorePath': (ctx: CommandContext, arg?: unknown) => restorePath(ctx, arg),
+  'leeward.move': (ctx: CommandContext, arg?: unknown) => move(ctx, arg),
 } satisfies Record<string, (ctx: CommandContext, arg?: unknown) => unknown>;
 
 export type CommandId = keyof typeof COMMANDS;

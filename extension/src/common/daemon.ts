@@ -21,7 +21,7 @@ import type {
   EnvironmentsResult,
   HealthRecord,
 } from '../protocol/generated';
-import type { DaemonApi } from './daemonApi';
+import type { DaemonApi, ProgressListener, WorkDone } from './daemonApi';
 import type { DaemonCommand } from './daemonPath';
 import { Emitter, type Disposable } from './events';
 import { errorMessage } from './format';
@@ -41,8 +41,9 @@ export interface DaemonClient {
   readonly isStopped: boolean;
   sendRequest<P, R>(type: RequestType<P, R, void>, params: P): Promise<R>;
   onNotification<P>(type: NotificationType<P>, handler: (params: P) => void): Disposable;
-  /** LSP `$/progress` on `token`: begin, reports and end, each with an optional message. */
-  onWorkDoneProgress(token: string, handler: (message: string | undefined) => void): Disposable;
+  /** LSP `$/progress` on `token`: begin, reports and end, each with an optional message (and
+   * begin and reports with an optional percentage). */
+  onWorkDoneProgress(token: string, handler: ProgressListener): Disposable;
   /** The client's own view; `stopped` when the daemon exits (the client does not restart it:
    * the Daemon does, within its budget). */
   onDidChangeState(listener: (state: 'starting' | 'running' | 'stopped') => void): Disposable;
@@ -117,20 +118,27 @@ export class Daemon implements DaemonApi, Disposable {
     return client.sendRequest(type, params);
   }
 
-  async create(
+  create(
     request: CreateDevserver | CreateContainer,
     onProgress: (message: string) => void,
   ): Promise<Environment> {
-    const client = await this.ready();
-    const token = `leeward-create-${randomUUID()}`;
-    const progress = client.onWorkDoneProgress(token, (message) => {
+    return this.withProgress(EnvironmentsCreateRequest, { request }, (message) => {
       if (message) onProgress(message);
     });
+  }
+
+  async withProgress<P extends WorkDone, R>(
+    type: RequestType<P, R, void>,
+    params: Omit<P, 'workDoneToken'>,
+    onProgress: ProgressListener,
+  ): Promise<R> {
+    const client = await this.ready();
+    const verb = type.method.slice(type.method.lastIndexOf('/') + 1);
+    const token = `leeward-${verb}-${randomUUID()}`;
+    const progress = client.onWorkDoneProgress(token, onProgress);
     try {
-      return await client.sendRequest(EnvironmentsCreateRequest, {
-        request,
-        workDoneToken: token,
-      });
+      // P is params plus the token: TypeScript cannot see that `Omit<P, K> & Pick<P, K>` is P.
+      return await client.sendRequest(type, { ...params, workDoneToken: token } as P);
     } finally {
       progress.dispose();
     }

@@ -1,5 +1,6 @@
-/** How the extension words the protocol's numbers and times: hardware, RTT, expiry. */
-import type { Environment, Hardware } from '../protocol/generated';
+/** How the extension words the protocol's numbers and times: hardware, RTT, expiry, sizes,
+ * backups. */
+import type { Backup, Environment, Hardware } from '../protocol/generated';
 
 /** `4 CPU · 16 GiB`, with `· 1 GPU` when there are GPUs. */
 export function hardwareLabel(hardware: Hardware): string {
@@ -44,4 +45,43 @@ export function errorMessage(error: unknown): string {
   if (error instanceof Error) return error.message;
   if (typeof error === 'string') return error;
   return String(error);
+}
+
+/** `512 B`, `48 KiB`, `5.3 MiB`, `1.2 GiB` (binary units, as `du -h` and restic count). */
+export function sizeLabel(bytes: number): string {
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  if (!Number.isFinite(bytes) || bytes < 1024) return `${Math.max(Math.round(bytes), 0)} B`;
+  let value = bytes;
+  let unit = 'B';
+  for (const next of units) {
+    if (value < 1024) break;
+    value /= 1024;
+    unit = next;
+  }
+  return `${value < 10 ? value.toFixed(1) : Math.round(value)} ${unit}`;
+}
+
+/** `45 min`, `2 h`, `1 h 30 min`, `3 days`: a whole number of minutes, roughly. */
+export function minutesLabel(minutes: number): string {
+  if (minutes < 60) return `${Math.round(minutes)} min`;
+  if (minutes < 48 * 60) {
+    const hours = Math.floor(minutes / 60);
+    const rest = Math.round(minutes % 60);
+    return rest === 0 ? `${hours} h` : `${hours} h ${rest} min`;
+  }
+  return `${Math.round(minutes / (24 * 60))} days`;
+}
+
+/** `1/1/2030, 11:29:50 AM · 5.3 MiB · 1,234 files`; a running one's percentage instead; a
+ * failed one's time alone. */
+export function backupLabel(backup: Backup): string {
+  const when = timeLabel(backup.startedAt);
+  switch (backup.state) {
+    case 'succeeded':
+      return `${when} · ${sizeLabel(backup.totalBytes)} · ${backup.totalFiles.toLocaleString()} files`;
+    case 'running':
+      return `${when} · ${Math.floor(backup.progress * 100)}%`;
+    case 'failed':
+      return when;
+  }
 }

@@ -58,7 +58,9 @@ export function languageClientFactory(log: vscode.LogOutputChannel): DaemonClien
       sendRequest: (type, params) => client.sendRequest(type, params as RequestParam<never>),
       onNotification: (type, handler) => client.onNotification(type, handler),
       onWorkDoneProgress: (token, handler) =>
-        client.onProgress(WorkDoneProgress.type, token, (value) => handler(value.message)),
+        client.onProgress(WorkDoneProgress.type, token, (value) =>
+          handler(value.message, value.kind === 'end' ? undefined : value.percentage),
+        ),
       onDidChangeState: (listener) =>
         client.onDidChangeState(({ newState }) =>
           listener(

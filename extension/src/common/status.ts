@@ -1,6 +1,6 @@
 /** What the status-bar item says: the shown environment's state and RTT, or the daemon's. */
-import type { DaemonStatus, Environment, HealthRecord } from '../protocol/generated';
-import { expiryLabel, rttLabel } from './format';
+import type { BackupStatus, DaemonStatus, Environment, HealthRecord } from '../protocol/generated';
+import { expiryLabel, minutesLabel, rttLabel, timeLabel } from './format';
 
 export type DaemonState = 'stopped' | 'starting' | 'running' | 'failed';
 
@@ -105,13 +105,29 @@ export function environmentTooltip(
   ];
   const reason = health?.reason || environment.statusMessage;
   if (reason) lines.push(`Reason: ${escape(reason)}`);
+  lines.push(...backupLines(environment.backup));
   if (health !== undefined && !health.fleetReachable) {
     lines.push('The fleet cannot be reached; this is the last known state.');
   }
   return lines.join('\n\n');
 }
 
+/** Markdown: when it was last backed up, and a warning when backups are overdue; nothing for
+ * what is not backed up (containers). */
+export function backupLines(backup: BackupStatus | null): string[] {
+  if (backup === null) return [];
+  const running = backup.running ? ' (one is running now)' : '';
+  const lines = [`Last backup: ${escape(timeLabel(backup.lastSuccessAt))}${running}`];
+  if (backup.overdue) {
+    const why = backup.message ? ` The last one failed: ${escape(backup.message)}` : '';
+    lines.push(
+      `**Backups are overdue**: none succeeded in ${minutesLabel(2 * backup.intervalMinutes)}.${why}`,
+    );
+  }
+  return lines;
+}
+
 /** Markdown special characters in text from the fleet shown as themselves. */
-function escape(text: string): string {
+export function escape(text: string): string {
   return text.replace(/[\\`*_{}[\]()#+\-.!|<>]/g, (c) => `\\${c}`);
 }

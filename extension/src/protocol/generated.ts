@@ -8,6 +8,16 @@ export type ProtocolModel =
   | AgentHeartbeat
   | AgentProfile
   | AgentReport
+  | Backup
+  | BackupDetail
+  | BackupEntry
+  | BackupList
+  | BackupNowParams
+  | BackupSettings
+  | BackupShowParams
+  | BackupState
+  | BackupStatus
+  | BackupTrigger
   | BlobRequest
   | Blobs
   | Catalog
@@ -63,6 +73,10 @@ export type ProtocolModel =
   | LifespanChoice
   | LifespanPolicy
   | MigrateEnvironment
+  | Move
+  | MoveParams
+  | MoveStage
+  | MoveState
   | OneOff
   | Profile
   | ProfileFile
@@ -75,7 +89,10 @@ export type ProtocolModel =
   | Region
   | RegionChoice
   | RegionLinks
+  | Restore
+  | RestoreParams
   | RestoreProfile
+  | RestoreTarget
   | Role
   | SSHAuthorities
   | SetupItem
@@ -94,6 +111,11 @@ export type ProtocolModel =
   | WhoAmI;
 export type SetupKind = 'feature' | 'one-off' | 'dotfiles';
 export type SetupState = 'pending' | 'installing' | 'installed' | 'failed';
+export type BackupState = 'running' | 'succeeded' | 'failed';
+/**
+ * Why a backup ran: the schedule, its owner's request, or before a risky operation.
+ */
+export type BackupTrigger = 'schedule' | 'request' | 'move' | 'decommission' | 'delete';
 export type FlavorKind = 'vm' | 'physical' | 'gpu';
 export type EnvironmentKind = 'devserver' | 'container';
 export type Lifespan = 'temporary' | 'permanent';
@@ -132,7 +154,21 @@ export type EventType = 'environment' | 'reset';
  * probes fail and the daemon keeps trying; unreachable: failed for longer than the grace.
  */
 export type HealthState = 'connecting' | 'healthy' | 'degraded' | 'reconnecting' | 'unreachable';
-export type HostState = 'active' | 'draining' | 'maintenance' | 'decommissioned';
+/**
+ * active: takes new environments; draining: its environments move live, then
+ * maintenance; decommissioning: being emptied before a deadline (`leeward admin host
+ * decommission`), then retired, for good; decommissioned: it left the fleet's config.
+ */
+export type HostState =
+  'active' | 'draining' | 'maintenance' | 'decommissioning' | 'retired' | 'decommissioned';
+/**
+ * backing-up: the final backup; creating: the new devserver placed and restored;
+ * starting: waiting for it to answer over SSH; handing-over: the name passes to it;
+ * deleting: the old one goes; done.
+ */
+export type MoveStage =
+  'backing-up' | 'creating' | 'starting' | 'handing-over' | 'deleting' | 'done';
+export type MoveState = 'running' | 'done' | 'failed';
 
 /**
  * What an environment's agent reports every few seconds.
@@ -187,6 +223,7 @@ export interface UserConfig {
    * Files (glob patterns under the home) stored even though they look like private keys or tokens. Everything else that looks like one is refused.
    */
   allow_secrets?: string[];
+  backup?: BackupSettings;
   /**
    * The devserver flavor.
    */
@@ -209,6 +246,17 @@ export interface UserConfig {
    * Paths under the home (besides the defaults) kept in the profile.
    */
   tracked_paths?: string[];
+}
+/**
+ * What of the home its backups leave out, besides caches and build outputs.
+ */
+export interface BackupSettings {
+  /**
+   * @maxItems 200
+   *
+   * Items: A restic pattern: a name anywhere (`*.log`), or a path from the home (`/data/raw`).
+   */
+  exclude?: string[];
 }
 /**
  * Where the engineer's dotfiles are: a directory on this machine, or a git repository.
@@ -386,6 +434,140 @@ export interface Refusal {
   path: string;
   reason: string;
 }
+/**
+ * One backup run of a devserver's home and, once it succeeded, its snapshot.
+ */
+export interface Backup {
+  /**
+   * Bytes this backup added to the store.
+   */
+  dataAdded: number;
+  /**
+   * The devserver's name when it was taken.
+   */
+  environment: string;
+  environmentId: string;
+  filesChanged: number;
+  filesNew: number;
+  filesUnmodified: number;
+  finishedAt: string | null;
+  /**
+   * What `leeward backup show ENV ID` and restores name.
+   */
+  id: number;
+  /**
+   * Why it failed, or what it could not read.
+   */
+  message: string;
+  /**
+   * While running: 0 to 1.
+   */
+  progress: number;
+  seconds: number;
+  /**
+   * restic's snapshot id (short form).
+   */
+  snapshot: string | null;
+  startedAt: string;
+  state: BackupState;
+  /**
+   * Their size, before deduplication.
+   */
+  totalBytes: number;
+  /**
+   * Files in the snapshot.
+   */
+  totalFiles: number;
+  trigger: BackupTrigger;
+  /**
+   * What could not be read; the snapshot exists without.
+   */
+  warnings: string[];
+}
+export interface BackupDetail {
+  backup: Backup;
+  entries: BackupEntry[];
+  /**
+   * The directory `entries` lists, relative to the home.
+   */
+  path: string;
+}
+/**
+ * A file, directory, link or other node in a snapshot.
+ */
+export interface BackupEntry {
+  mode: number;
+  modifiedAt: string;
+  /**
+   * Relative to the home.
+   */
+  path: string;
+  size: number;
+  /**
+   * A link's target (never followed).
+   */
+  target: string | null;
+  /**
+   * file, dir, symlink, fifo, socket, dev or chardev.
+   */
+  type: string;
+}
+export interface BackupList {
+  /**
+   * Newest first; forgotten snapshots are not listed.
+   */
+  backups: Backup[];
+  environment: string;
+  status: BackupStatus;
+}
+/**
+ * A devserver's backups at a glance (in `Environment.backup`;
+ * leeward_protocol.backup has the rest).
+ */
+export interface BackupStatus {
+  /**
+   * How often it is backed up.
+   */
+  intervalMinutes: number;
+  /**
+   * The last successful backup.
+   */
+  lastBackup: number | null;
+  lastSuccessAt: string | null;
+  /**
+   * The last failure, if the last run failed.
+   */
+  message: string;
+  /**
+   * No successful backup in two intervals: look at `message`.
+   */
+  overdue: boolean;
+  running: boolean;
+}
+export interface BackupNowParams {
+  /**
+   * A devserver's id or name.
+   */
+  environment: string;
+  /**
+   * LSP progress token: the backup's progress is reported on it until it ends.
+   */
+  workDoneToken?: string | number | null;
+}
+export interface BackupShowParams {
+  /**
+   * A backup's id, from `leeward/backups/list`.
+   */
+  backup: number;
+  /**
+   * A devserver's id or name.
+   */
+  environment: string;
+  /**
+   * The directory in the snapshot to list, relative to the home; default: the home itself.
+   */
+  path?: string;
+}
 export interface BlobRequest {
   /**
    * @maxItems 512
@@ -544,6 +726,10 @@ export interface Environment {
    * Stable address for the whole life.
    */
   address: string | null;
+  /**
+   * Devservers: their backups at a glance; None: not backed up.
+   */
+  backup: BackupStatus | null;
   createdAt: string;
   expiresAt: string | null;
   /**
@@ -570,6 +756,10 @@ export interface Environment {
    * While migrating: the host it is leaving (`host` is the new one).
    */
   migratingFrom: string | null;
+  /**
+   * Once moved (`leeward move`): the devserver that took its place.
+   */
+  movedTo: string | null;
   name: string;
   owner: string | null;
   /**
@@ -962,6 +1152,50 @@ export interface MigrateEnvironment {
    */
   host?: string | null;
 }
+export interface Move {
+  /**
+   * The final backup it restores from.
+   */
+  backup: number | null;
+  environment: string;
+  /**
+   * The devserver being moved.
+   */
+  environmentId: string;
+  finishedAt: string | null;
+  flavor: string;
+  id: string;
+  message: string;
+  region: string;
+  stage: MoveStage;
+  startedAt: string;
+  state: MoveState;
+  /**
+   * The new devserver, once created.
+   */
+  targetId: string | null;
+  /**
+   * `user`, or `decommission:HOST`.
+   */
+  trigger: string;
+  updatedAt: string;
+}
+/**
+ * A cold move of a devserver to another flavor or region (`MoveRequest`): a flavor, a
+ * region, or both.
+ */
+export interface MoveParams {
+  /**
+   * A devserver's id or name.
+   */
+  environment: string;
+  flavor?: string | null;
+  region?: string | null;
+  /**
+   * LSP progress token: each stage of the move is reported on it until it ends.
+   */
+  workDoneToken?: string | number | null;
+}
 export interface ProfileHistory {
   user: string;
   /**
@@ -1014,6 +1248,58 @@ export interface RegionLinks {
    */
   cut: boolean;
   region: string;
+}
+/**
+ * What a restore did or is doing.
+ */
+export interface Restore {
+  backup: Backup;
+  bytes: number;
+  /**
+   * For paths: where they were written, in the home.
+   */
+  destination: string | null;
+  /**
+   * Where it is restored: the new devserver, or itself.
+   */
+  environment: string;
+  environmentId: string;
+  files: number;
+}
+/**
+ * A restore of one of the devserver's backups (`RestoreRequest`), into a new devserver or
+ * some paths into itself.
+ */
+export interface RestoreParams {
+  /**
+   * A backup's id; default: the latest successful one.
+   */
+  backup?: number | null;
+  /**
+   * The backed-up devserver's id or name.
+   */
+  environment: string;
+  paths?: [string, ...string[]] | null;
+  to?: RestoreTarget | null;
+}
+/**
+ * A new devserver made from a backup: any flavor, in any region.
+ */
+export interface RestoreTarget {
+  /**
+   * A flavor from the catalog; default: the backed-up devserver's.
+   */
+  flavor?: string | null;
+  hours?: number | null;
+  lifespan?: Lifespan;
+  /**
+   * Its name; default: a new one.
+   */
+  name?: string | null;
+  /**
+   * Default: the region with the most room.
+   */
+  region?: string | null;
 }
 export interface RestoreProfile {
   /**

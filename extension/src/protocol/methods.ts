@@ -11,6 +11,26 @@ export const AccountSignInRequest = new RequestType<p.SignInParams, p.DaemonStat
   'leeward/account/signIn',
 );
 
+/** `leeward/backups/list`: EnvironmentRef → BackupList. */
+export const BackupsListRequest = new RequestType<p.EnvironmentRef, p.BackupList, void>(
+  'leeward/backups/list',
+);
+
+/** `leeward/backups/now`: BackupNowParams → Backup. */
+export const BackupsNowRequest = new RequestType<p.BackupNowParams, p.Backup, void>(
+  'leeward/backups/now',
+);
+
+/** `leeward/backups/restore`: RestoreParams → Restore. */
+export const BackupsRestoreRequest = new RequestType<p.RestoreParams, p.Restore, void>(
+  'leeward/backups/restore',
+);
+
+/** `leeward/backups/show`: BackupShowParams → BackupDetail. */
+export const BackupsShowRequest = new RequestType<p.BackupShowParams, p.BackupDetail, void>(
+  'leeward/backups/show',
+);
+
 /** `leeward/catalog/get`: Empty → DaemonCatalog. */
 export const CatalogGetRequest = new RequestType<p.Empty, p.DaemonCatalog, void>(
   'leeward/catalog/get',
@@ -39,6 +59,11 @@ export const EnvironmentsExtendRequest = new RequestType<p.ExtendParams, p.Envir
 /** `leeward/environments/list`: Empty → EnvironmentsResult. */
 export const EnvironmentsListRequest = new RequestType<p.Empty, p.EnvironmentsResult, void>(
   'leeward/environments/list',
+);
+
+/** `leeward/environments/move`: MoveParams → Move. */
+export const EnvironmentsMoveRequest = new RequestType<p.MoveParams, p.Move, void>(
+  'leeward/environments/move',
 );
 
 /** `leeward/health/list`: HealthQuery → HealthList. */

@@ -1,11 +1,24 @@
 /** The `leeward.environments` tree: one item per environment, with inline actions; under it,
- * its setup steps (features, one-offs, dotfiles) and its profile sync's conflicts and refusals. */
+ * its setup steps (features, one-offs, dotfiles), its profile sync's conflicts and refusals,
+ * and for a devserver its Backups (listed when expanded). */
 import * as vscode from 'vscode';
 
+import type { BackupLists } from '../common/backups';
 import type { EnvironmentStore } from '../common/environments';
-import { expiryLabel, timeLabel } from '../common/format';
-import { environmentTooltip } from '../common/status';
+import {
+  backupLabel,
+  errorMessage,
+  expiryLabel,
+  minutesLabel,
+  sizeLabel,
+  timeLabel,
+} from '../common/format';
+import { backupLines, environmentTooltip, escape } from '../common/status';
 import type {
+  Backup,
+  BackupList,
+  BackupState,
+  BackupStatus,
   Environment,
   HealthRecord,
   Refusal,
@@ -36,6 +49,9 @@ export function contextValue(environment: Environment): string {
   if (reachable) words.push('connect', 'terminal');
   if (environment.lifespan === 'temporary' && reachable) words.push('extend');
   if (environment.state !== 'deleting') words.push('delete');
+  if (environment.kind === 'devserver' && environment.state === 'running') {
+    words.push('backUpNow', 'move');
+  }
   return words.join(' ');
 }
 
@@ -101,11 +117,20 @@ export function environmentItem(
 export type EnvironmentDetail =
   | { readonly parent: Environment; readonly type: 'setup'; readonly setup: SetupItem }
   | { readonly parent: Environment; readonly type: 'conflict'; readonly conflict: SyncConflict }
-  | { readonly parent: Environment; readonly type: 'refused'; readonly refusal: Refusal };
+  | { readonly parent: Environment; readonly type: 'refused'; readonly refusal: Refusal }
+  | { readonly parent: Environment; readonly type: 'backups' }
+  | { readonly parent: Environment; readonly type: 'backup'; readonly backup: Backup }
+  | {
+      readonly parent: Environment;
+      readonly type: 'backupNote';
+      readonly text: string;
+      readonly failed: boolean;
+    };
 
 export type EnvironmentsNode = Environment | EnvironmentDetail;
 
-/** Setup steps in their order, then the sync's conflicts and refused files. */
+/** Setup steps in their order, then the sync's conflicts and refused files, then (devservers)
+ * the Backups node. */
 export function environmentDetails(environment: Environment): EnvironmentDetail[] {
   const parent = environment;
   return [
@@ -120,8 +145,70 @@ export function environmentDetails(environment: Environment): EnvironmentDetail[
       type: 'refused' as const,
       refusal,
     })),
+    ...(environment.kind === 'devserver' ? [{ parent, type: 'backups' as const }] : []),
   ];
 }
+
+/** The Backups node's children: its backups, newest first, or a line that says why none. */
+export function backupDetails(environment: Environment, list: BackupList): EnvironmentDetail[] {
+  const parent = environment;
+  if (list.backups.length === 0) {
+    const every = `it is backed up every ${minutesLabel(list.status.intervalMinutes)}`;
+    return [{ parent, type: 'backupNote', text: `No backups yet (${every})`, failed: false }];
+  }
+  return list.backups.map((backup) => ({ parent, type: 'backup' as const, backup }));
+}
+
+/** Markdown: everything the fleet says of one backup. */
+export function backupTooltip(backup: Backup): string {
+  const lines = [`**Backup ${backup.id}** of ${escape(backup.environment)} — ${backup.state}`];
+  lines.push(`Why: ${TRIGGERS[backup.trigger]}`);
+  const took = backup.finishedAt ? ` (${backup.seconds.toFixed(1)} s)` : '';
+  lines.push(`Started ${escape(timeLabel(backup.startedAt))}${took}`);
+  if (backup.state === 'succeeded') {
+    lines.push(
+      `${backup.totalFiles.toLocaleString()} files, ${sizeLabel(backup.totalBytes)}: ` +
+        `${backup.filesNew} new, ${backup.filesChanged} changed, ` +
+        `${backup.filesUnmodified} unchanged; ${sizeLabel(backup.dataAdded)} added to the store`,
+    );
+    if (backup.snapshot) lines.push(`Snapshot ${escape(backup.snapshot)}`);
+  }
+  if (backup.message)
+    lines.push(`${backup.state === 'failed' ? 'Failed: ' : ''}${escape(backup.message)}`);
+  if (backup.warnings.length > 0) {
+    const more = backup.warnings.length > 5 ? `\n\n…and ${backup.warnings.length - 5} more` : '';
+    lines.push(
+      `Not read:\n\n${backup.warnings
+        .slice(0, 5)
+        .map((w) => `- ${escape(w)}`)
+        .join('\n')}${more}`,
+    );
+  }
+  return lines.join('\n\n');
+}
+
+const TRIGGERS: Record<Backup['trigger'], string> = {
+  schedule: 'the schedule',
+  request: 'asked for',
+  move: 'before a move',
+  decommission: 'before its host was decommissioned',
+  delete: 'before it was deleted',
+};
+
+/** `last 1/1/2030, 11:30 AM`, `running…`, `none yet`; `overdue` first when it is. */
+export function backupsDescription(status: BackupStatus | null): string {
+  if (status === null) return '';
+  const parts = status.overdue ? ['overdue'] : [];
+  if (status.running) parts.push('running…');
+  else parts.push(status.lastSuccessAt ? `last ${timeLabel(status.lastSuccessAt)}` : 'none yet');
+  return parts.join(' · ');
+}
+
+const BACKUP_ICONS: Record<BackupState, [string, string | undefined]> = {
+  running: ['loading~spin', undefined],
+  succeeded: ['pass', 'testing.iconPassed'],
+  failed: ['error', 'errorForeground'],
+};
 
 const SETUP_ICONS: Record<SetupState, [string, string | undefined]> = {
   pending: ['circle-outline', undefined],
@@ -177,6 +264,41 @@ export function detailItem(detail: EnvironmentDetail): vscode.TreeItem {
       item.iconPath = icon('circle-slash', undefined);
       return item;
     }
+    case 'backups': {
+      const status = detail.parent.backup;
+      const item = new vscode.TreeItem('Backups', vscode.TreeItemCollapsibleState.Collapsed);
+      item.id = prefix;
+      item.description = backupsDescription(status);
+      const every = status ? [`Backed up every ${minutesLabel(status.intervalMinutes)}.`] : [];
+      item.tooltip = new vscode.MarkdownString(
+        [...backupLines(status), ...every].join('\n\n') || 'Not backed up yet.',
+      );
+      const running = detail.parent.state === 'running';
+      item.contextValue = running ? 'backups backUpNow' : 'backups';
+      item.iconPath = status?.overdue
+        ? icon('warning', 'list.warningForeground')
+        : icon(status?.running ? 'loading~spin' : 'archive', undefined);
+      return item;
+    }
+    case 'backup': {
+      const backup = detail.backup;
+      const item = new vscode.TreeItem(backupLabel(backup), none);
+      item.id = `${prefix}/${backup.id}`;
+      item.description = `${backup.trigger} · ${backup.state}`;
+      item.tooltip = new vscode.MarkdownString(backupTooltip(backup));
+      item.contextValue =
+        backup.state === 'succeeded' ? 'backup succeeded restorable' : `backup ${backup.state}`;
+      item.iconPath = icon(...BACKUP_ICONS[backup.state]);
+      return item;
+    }
+    case 'backupNote': {
+      const item = new vscode.TreeItem(detail.text, none);
+      item.id = prefix;
+      item.tooltip = detail.text;
+      item.contextValue = 'backupNote';
+      item.iconPath = detail.failed ? icon('error', 'errorForeground') : icon('info', undefined);
+      return item;
+    }
   }
 }
 
@@ -187,11 +309,15 @@ export class EnvironmentsTree
   readonly onDidChangeTreeData = this.changed.event;
   private readonly subscription: vscode.Disposable;
 
+  private readonly backupsChanged: vscode.Disposable | undefined;
+
   constructor(
     private readonly store: EnvironmentStore,
     private readonly now: () => Date = () => new Date(),
+    private readonly backups?: BackupLists,
   ) {
     this.subscription = store.onDidChange(() => this.changed.fire(undefined));
+    this.backupsChanged = backups?.onDidChange(() => this.changed.fire(undefined));
   }
 
   /** Redraws (the expiry labels age). */
@@ -204,9 +330,17 @@ export class EnvironmentsTree
     return environmentItem(node, this.store.healthOf(node), this.now());
   }
 
-  getChildren(parent?: EnvironmentsNode): EnvironmentsNode[] {
+  async getChildren(parent?: EnvironmentsNode): Promise<EnvironmentsNode[]> {
     if (parent === undefined) return this.store.environments;
-    return 'parent' in parent ? [] : environmentDetails(parent);
+    if (!('parent' in parent)) return environmentDetails(parent);
+    if (parent.type !== 'backups' || this.backups === undefined) return [];
+    const environment = parent.parent;
+    try {
+      return backupDetails(environment, await this.backups.list(environment));
+    } catch (error) {
+      const text = `Cannot list the backups: ${errorMessage(error)}`;
+      return [{ parent: environment, type: 'backupNote', text, failed: true }];
+    }
   }
 
   /** What the view says above its items: a stale list, or a fleet out of reach. */
@@ -225,6 +359,7 @@ export class EnvironmentsTree
 
   dispose(): void {
     this.subscription.dispose();
+    this.backupsChanged?.dispose();
     this.changed.dispose();
   }
 }

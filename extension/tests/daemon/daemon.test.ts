@@ -26,6 +26,9 @@ import type {
 } from '../../src/protocol/generated';
 import {
   AccountSignInRequest,
+  BackupsListRequest,
+  BackupsNowRequest,
+  BackupsShowRequest,
   CatalogGetRequest,
   EnvironmentsConnectRequest,
   EnvironmentsCreateRequest,
@@ -402,6 +405,35 @@ describe(
       });
       wire.expectShape(wire.environment, extended, 'leeward/environments/extend');
       assert.ok(Date.parse(extended.expiresAt ?? '') > Date.parse(box.expiresAt ?? ''));
+    });
+
+    test('backups: list, back up now with $/progress, show, each as the generated types', async () => {
+      const before = await daemon.connection.sendRequest(BackupsListRequest, {
+        environment: box.name,
+      });
+      wire.expectShape(wire.backupList, before, 'leeward/backups/list');
+      const token = 'extension-backup-1';
+      const backup = await daemon.connection.sendRequest(BackupsNowRequest, {
+        environment: box.name,
+        workDoneToken: token,
+      });
+      wire.expectShape(wire.backup, backup, 'leeward/backups/now');
+      assert.equal(backup.state, 'succeeded', backup.message);
+      const steps = daemon.progress.get(token) ?? [];
+      assert.equal(steps[0]?.kind, 'begin');
+      assert.equal(steps.at(-1)?.kind, 'end');
+      const after = await daemon.connection.sendRequest(BackupsListRequest, {
+        environment: box.name,
+      });
+      wire.expectShape(wire.backupList, after, 'leeward/backups/list');
+      assert.equal(after.backups[0]?.id, backup.id);
+      assert.ok(after.status.lastSuccessAt !== null);
+      const home = await daemon.connection.sendRequest(BackupsShowRequest, {
+        environment: box.name,
+        backup: backup.id,
+      });
+      wire.expectShape(wire.backupDetail, home, 'leeward/backups/show');
+      assert.equal(home.path, '');
     });
 
     test('errors are one sentence the extension shows as is', async () => {

@@ -5,6 +5,11 @@
 import assert from 'node:assert/strict';
 
 import type {
+  Backup,
+  BackupDetail,
+  BackupEntry,
+  BackupList,
+  BackupStatus,
   ConnectResult,
   ContainerProfile,
   DaemonCatalog,
@@ -151,6 +156,15 @@ const syncStatus = object<SyncStatus>({
   error: str,
 });
 
+const backupStatus = object<BackupStatus>({
+  lastSuccessAt: nullable(time),
+  lastBackup: nullable(num),
+  intervalMinutes: num,
+  running: bool,
+  overdue: bool,
+  message: str,
+});
+
 export const environment = object<Environment>({
   id: str,
   name: str,
@@ -176,6 +190,8 @@ export const environment = object<Environment>({
   lastSeenAt: nullable(time),
   setup: list(setupItem),
   sync: nullable(syncStatus),
+  backup: nullable(backupStatus),
+  movedTo: nullable(str),
 });
 
 export const environmentsResult = object<EnvironmentsResult>({
@@ -282,4 +298,46 @@ export const connectResult = object<ConnectResult>({
   remoteHome: str,
   certificateValidBefore: time,
   rttMs: num,
+});
+
+export const backup = object<Backup>({
+  id: num,
+  environment: str,
+  environmentId: str,
+  state: oneOf<Backup['state']>('running', 'succeeded', 'failed'),
+  trigger: oneOf<Backup['trigger']>('schedule', 'request', 'move', 'decommission', 'delete'),
+  message: str,
+  snapshot: nullable(str),
+  startedAt: time,
+  finishedAt: nullable(time),
+  progress: num,
+  filesNew: num,
+  filesChanged: num,
+  filesUnmodified: num,
+  totalFiles: num,
+  totalBytes: num,
+  dataAdded: num,
+  seconds: num,
+  warnings: list(str),
+});
+
+export const backupList = object<BackupList>({
+  environment: str,
+  status: backupStatus,
+  backups: list(backup),
+});
+
+const backupEntry = object<BackupEntry>({
+  path: str,
+  type: str,
+  size: num,
+  mode: num,
+  modifiedAt: time,
+  target: nullable(str),
+});
+
+export const backupDetail = object<BackupDetail>({
+  backup,
+  path: str,
+  entries: list(backupEntry),
 });

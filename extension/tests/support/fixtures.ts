@@ -1,11 +1,13 @@
 /** Protocol values for unit tests, typed by the generated models, and a fake daemon. */
 import type { RequestType } from 'vscode-jsonrpc';
 
-import type { DaemonApi } from '../../src/common/daemonApi';
+import type { DaemonApi, ProgressListener, WorkDone } from '../../src/common/daemonApi';
 import { EnvironmentStore, type Memento } from '../../src/common/environments';
 import type { DaemonState } from '../../src/common/status';
 import type { CommandContext } from '../../src/commands/context';
 import type {
+  Backup,
+  BackupStatus,
   CreateContainer,
   CreateDevserver,
   DaemonCatalog,
@@ -44,6 +46,44 @@ export function environment(overrides: Partial<Environment> = {}): Environment {
     lastSeenAt: '2030-01-01T11:59:58Z',
     setup: [],
     sync: null,
+    backup: null,
+    movedTo: null,
+    ...overrides,
+  };
+}
+
+export function backupStatus(overrides: Partial<BackupStatus> = {}): BackupStatus {
+  return {
+    lastSuccessAt: '2030-01-01T11:30:00Z',
+    lastBackup: 3,
+    intervalMinutes: 60,
+    running: false,
+    overdue: false,
+    message: '',
+    ...overrides,
+  };
+}
+
+export function backup(overrides: Partial<Backup> = {}): Backup {
+  return {
+    id: 3,
+    environment: 'box',
+    environmentId: 'e-box',
+    state: 'succeeded',
+    trigger: 'request',
+    message: '',
+    snapshot: '4f2a9c1e',
+    startedAt: '2030-01-01T11:29:50Z',
+    finishedAt: '2030-01-01T11:30:00Z',
+    progress: 1,
+    filesNew: 12,
+    filesChanged: 3,
+    filesUnmodified: 1219,
+    totalFiles: 1234,
+    totalBytes: 5 * 1024 * 1024 + 300 * 1024,
+    dataAdded: 48 * 1024,
+    seconds: 2.5,
+    warnings: [],
     ...overrides,
   };
 }
@@ -194,6 +234,21 @@ export class FakeDaemon implements DaemonApi {
     const handler = this.handlers['leeward/environments/create'];
     if (handler === undefined) throw new Error('no fake for leeward/environments/create');
     return Promise.resolve(handler({ request }) as Environment);
+  }
+
+  /** What `withProgress` reports before it answers: [message, percentage]. */
+  workProgress: [string, number | undefined][] = [];
+
+  async withProgress<P extends WorkDone, R>(
+    type: RequestType<P, R, void>,
+    params: Omit<P, 'workDoneToken'>,
+    onProgress: ProgressListener,
+  ): Promise<R> {
+    this.requests.push({ method: type.method, params });
+    const handler = this.handlers[type.method];
+    if (handler === undefined) throw new Error(`no fake for ${type.method}`);
+    for (const [message, percentage] of this.workProgress) onProgress(message, percentage);
+    return handler(params) as R;
   }
 
   restart(): Promise<void> {

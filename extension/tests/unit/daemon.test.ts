@@ -11,6 +11,7 @@ import {
   type DaemonLaunch,
   type DaemonProcessOptions,
 } from '../../src/common/daemon';
+import type { ProgressListener } from '../../src/common/daemonApi';
 import { Emitter } from '../../src/common/events';
 import type { DaemonState } from '../../src/common/status';
 import type { Environment, HealthRecord } from '../../src/protocol/generated';
@@ -25,7 +26,7 @@ class FakeClient implements DaemonClient {
   readonly sent: { method: string; params: unknown }[] = [];
   readonly answers = new Map<string, (params: unknown) => unknown>();
   private readonly handlers = new Map<string, (params: unknown) => void>();
-  private readonly progress = new Map<string, (message: string | undefined) => void>();
+  private readonly progress = new Map<string, ProgressListener>();
   private readonly states = new Emitter<'starting' | 'running' | 'stopped'>();
   private release!: (error?: Error) => void;
   readonly startGate = new Promise<void>((resolve, reject) => {
@@ -67,12 +68,12 @@ class FakeClient implements DaemonClient {
   notify(method: string, params: unknown): void {
     this.handlers.get(method)?.(params);
   }
-  onWorkDoneProgress(token: string, handler: (message: string | undefined) => void) {
+  onWorkDoneProgress(token: string, handler: ProgressListener) {
     this.progress.set(token, handler);
     return { dispose: () => this.progress.delete(token) };
   }
-  reportProgress(token: string, message: string | undefined): void {
-    this.progress.get(token)?.(message);
+  reportProgress(token: string, message: string | undefined, percentage?: number): void {
+    this.progress.get(token)?.(message, percentage);
   }
   get progressTokens(): string[] {
     return [...this.progress.keys()];

@@ -44,6 +44,10 @@ test('the commands, titled in one Leeward category', () => {
       'leeward.restartDaemon': titles['leeward.restartDaemon'],
       'leeward.signIn': titles['leeward.signIn'],
       'leeward.refresh': titles['leeward.refresh'],
+      'leeward.backUpNow': titles['leeward.backUpNow'],
+      'leeward.restoreToNewDevserver': titles['leeward.restoreToNewDevserver'],
+      'leeward.restorePath': titles['leeward.restorePath'],
+      'leeward.move': titles['leeward.move'],
     },
     {
       'leeward.createEnvironment': 'Create Environment',
@@ -55,6 +59,10 @@ test('the commands, titled in one Leeward category', () => {
       'leeward.restartDaemon': 'Restart Daemon',
       'leeward.signIn': 'Sign In',
       'leeward.refresh': 'Refresh',
+      'leeward.backUpNow': 'Back Up Now',
+      'leeward.restoreToNewDevserver': 'Restore into a New Devserver',
+      'leeward.restorePath': 'Restore a Path',
+      'leeward.move': 'Move Devserver',
     },
   );
   for (const command of manifest.contributes.commands) assert.equal(command.category, 'Leeward');
@@ -86,7 +94,34 @@ test('the view, its container, and inline actions for each item', () => {
     'leeward.openTerminal',
     'leeward.extend',
     'leeward.delete',
+    'leeward.backUpNow',
   ]);
+});
+
+test('backup actions show on the items they apply to, by their context words', () => {
+  const menus = manifest.contributes.menus['view/item/context'] ?? [];
+  const when = (command: string): string[] =>
+    menus.filter((m) => m.command === command).map((m) => m.when ?? '');
+  const shows = (command: string, contextValue: string): boolean =>
+    when(command).some((clause) =>
+      [...clause.matchAll(/viewItem =~ \/(.+?)\/(?= |$)/g)].every((m) =>
+        new RegExp(m[1] ?? '').test(contextValue),
+      ),
+    );
+  const devserver = 'environment devserver connect terminal delete backUpNow move';
+  const backups = 'backups backUpNow';
+  const backup = 'backup succeeded restorable';
+  assert.ok(shows('leeward.backUpNow', devserver));
+  assert.ok(shows('leeward.backUpNow', backups));
+  assert.ok(!shows('leeward.backUpNow', backup));
+  assert.ok(shows('leeward.move', devserver));
+  assert.ok(!shows('leeward.move', backups));
+  for (const restore of ['leeward.restoreToNewDevserver', 'leeward.restorePath']) {
+    assert.ok(shows(restore, backup));
+    assert.ok(!shows(restore, 'backup failed'));
+    assert.ok(!shows(restore, devserver));
+  }
+  assert.ok(!shows('leeward.showEnvironment', backup), 'a backup is not an environment');
 });
 
 test('the walkthrough: install, sign in, create, connect', () => {

@@ -68,7 +68,7 @@ const conflict = {
   at: '2030-01-01T11:30:00Z',
 };
 
-test('an environment with setup items or conflicts expands to them, in order', () => {
+test('an environment with setup items or conflicts expands to them, in order', async () => {
   const box = environment({
     setup: [item(), failed, item({ kind: 'one-off', name: 'one-off 1', state: 'installing' })],
     sync: sync({
@@ -79,10 +79,10 @@ test('an environment with setup items or conflicts expands to them, in order', (
   const store = new EnvironmentStore(new MemoryMemento());
   store.setList({ environments: [box], stale: false, fetchedAt: null, reason: '' });
   const tree = new EnvironmentsTree(store, () => NOW);
-  const [row] = tree.getChildren();
+  const [row] = await tree.getChildren();
   assert.ok(row);
   assert.equal(tree.getTreeItem(row).collapsibleState, stub.TreeItemCollapsibleState.Collapsed);
-  const children = tree.getChildren(row);
+  const children = await tree.getChildren(row);
   const items = children.map((child) => tree.getTreeItem(child));
   assert.deepEqual(
     items.map((i) => i.label),
@@ -92,11 +92,12 @@ test('an environment with setup items or conflicts expands to them, in order', (
       'one-off 1',
       'conflict: .bashrc → .bashrc.leeward-conflict-4',
       'not synced: .ssh/id_ed25519',
+      'Backups',
     ],
   );
   assert.deepEqual(
     items.map((i) => (i.iconPath as stub.ThemeIcon).id),
-    ['pass', 'error', 'loading~spin', 'git-merge', 'circle-slash'],
+    ['pass', 'error', 'loading~spin', 'git-merge', 'circle-slash', 'archive'],
   );
   const [installed, broken] = items;
   assert.equal(installed?.description, 'install script finished in 0.2 s');
@@ -107,11 +108,11 @@ test('an environment with setup items or conflicts expands to them, in order', (
   // Children have no environment menus and are leaves; ids are unique.
   for (const i of items) assert.doesNotMatch(i.contextValue ?? '', /\benvironment\b/);
   assert.equal(new Set(items.map((i) => i.id)).size, items.length);
-  for (const child of children) assert.deepEqual(tree.getChildren(child), []);
+  for (const child of children) assert.deepEqual(await tree.getChildren(child), []);
 });
 
-test('an environment with nothing under it does not expand', () => {
-  const plain = environment();
+test('a container with nothing under it does not expand (a devserver has its Backups)', () => {
+  const plain = environment({ kind: 'container', flavor: null, profile: 'web' });
   assert.deepEqual(environmentDetails(plain), []);
   assert.equal(
     environmentItem(plain, undefined, NOW).collapsibleState,

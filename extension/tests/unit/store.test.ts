@@ -37,7 +37,10 @@ test('the store shows live environments by name and drops the health of gone one
 test('tree items: kind · region · state · expiry, and the inline actions that apply', () => {
   const box = environment();
   assert.equal(environmentDescription(box, NOW), 'devserver · north · running · expires in 8 h');
-  assert.equal(contextValue(box), 'environment devserver connect terminal extend delete');
+  assert.equal(
+    contextValue(box),
+    'environment devserver connect terminal extend delete backUpNow move',
+  );
   const pet = environment({ lifespan: 'permanent', expiresAt: null });
   assert.equal(environmentDescription(pet, NOW), 'devserver · north · running · permanent');
   const lost = { ...health(box), state: 'unreachable' as const };
@@ -49,9 +52,11 @@ test('tree items: kind · region · state · expiry, and the inline actions that
     environmentDescription(box, NOW, { ...lost, state: 'healthy' }),
     'devserver · north · running · expires in 8 h',
   );
-  assert.equal(contextValue(pet), 'environment devserver connect terminal delete');
+  assert.equal(contextValue(pet), 'environment devserver connect terminal delete backUpNow move');
   const making = environment({ state: 'provisioning' });
   assert.equal(contextValue(making), 'environment devserver delete');
+  const web = environment({ kind: 'container', flavor: null, profile: 'web' });
+  assert.equal(contextValue(web), 'environment container connect terminal extend delete');
   assert.equal(iconId(making, undefined), 'loading~spin');
   assert.equal(iconId(box, health(box, { state: 'reconnecting' })), 'sync~spin');
   assert.equal(iconId(box, health(box, { state: 'degraded' })), 'warning');

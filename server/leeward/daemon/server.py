@@ -35,6 +35,7 @@ from pygls.protocol import (
 from leeward import __version__
 from leeward.client.paths import Paths
 from leeward.common.validation import sentence
+from leeward.daemon import backups
 from leeward.daemon.errors import DaemonError
 from leeward.daemon.intake import serve
 from leeward_protocol.base import Request, Resource
@@ -295,6 +296,11 @@ def build_server() -> LeewardServer:
         "leeward/environments/extend": extend,
         "leeward/environments/connect": connect,
         "leeward/health/list": health,
+        "leeward/backups/list": backups.list_backups,
+        "leeward/backups/show": backups.show_backup,
+        "leeward/backups/now": backups.back_up_now,
+        "leeward/backups/restore": backups.restore,
+        "leeward/environments/move": backups.move,
     }
     for method, work in table.items():
         handles(server, method, work)
