@@ -282,6 +282,10 @@ async def test_hostile_homes_and_other_peoples_backups(
             assert [e["path"] for e in body["entries"]] == ["hostetc"], "it followed the link"
 
         theirs = await backed_up(bob, "theirs")
+        # From inside: the backup store (every repository, bob's too) is not there to read.
+        store = config.backup_store
+        code, out, err = await run_ssh(paths, "mine", f"ls -a {store}; cat {store}/*/config")
+        assert code != 0 and "r-" not in out, (out, err)
         # Bob's backup named through alice's devserver, and bob's devserver itself: not found.
         status, body = await f.api.call("GET", f"/v1/environments/mine/backups/{theirs['id']}")
         assert status == 404 and "leeward backup list" in body["error"]["message"], body
