@@ -33,7 +33,7 @@ from leeward_protocol.fleet import Name
 
 def check_home_path(value: str) -> str:
     """A path relative to the home: no `..`, not absolute, `/`-separated, no empty parts."""
-    if not value or value.startswith(("/", "~")) or "\\" in value or "\x00" in value:
+    if not value or value.startswith(("/", "~")) or any(c in value for c in "\\\x00\r\n"):
         raise ValueError(f"{value!r} must be relative to the home, like `.config/nvim`")
     parts = value.rstrip("/").split("/")
     if any(part in ("", ".", "..") for part in parts):
@@ -41,7 +41,7 @@ def check_home_path(value: str) -> str:
     return value.rstrip("/")
 
 
-HOME_PATH_PATTERN = r"^(?![/~])(?![^\x00]*(?:^|/)\.{1,2}(?:/|$))(?![^\x00]*//+[^/])[^\x00\\]+$"
+HOME_PATH_PATTERN = r"^(?![/~])(?![^\x00]*(?:^|/)\.{1,2}(?:/|$))(?![^\x00]*//+[^/])[^\x00\\\r\n]+$"
 """`check_home_path` as a JSON Schema pattern; a test holds the two to agreeing."""
 
 HomePath = Annotated[
@@ -96,14 +96,25 @@ class Dotfiles(_Strict):
         return self
 
 
+def check_backup_pattern(value: str) -> str:
+    """An exclude pattern a backup can carry: one line, not blank at its ends, no `..`."""
+    body = value.removeprefix("!")
+    if len(value) > 256:
+        raise ValueError(f"{value[:40]!r}…: a pattern is at most 256 characters")
+    if not body or body != body.strip() or any(c in value for c in "\n\r\x00"):
+        raise ValueError(f"{value!r}: give one pattern per entry, without spaces at its ends")
+    if ".." in body.split("/"):
+        raise ValueError(f"{value!r}: `..` would leave the home")
+    return value
+
+
 BackupPattern = Annotated[
     str,
+    AfterValidator(check_backup_pattern),
     Field(
-        min_length=1,
-        max_length=256,
-        pattern=r"^[^\x00\r\n]+$",
-        description="A restic pattern: a name anywhere (`*.log`), or a path from the home "
-        "(`/data/raw`).",
+        description="A restic pattern: a name anywhere (`*.log`), a path from the home "
+        "(`/data/raw`), or `!` before one to keep what another leaves out.",
+        json_schema_extra={"pattern": r"^[^\x00\r\n]{1,256}$"},
     ),
 ]
 

@@ -5,7 +5,9 @@ both). Hypothesis draws strings near the edges: slashes, dots, whitespace, contr
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -90,3 +92,19 @@ def test_profile_path_pattern_on_the_known_edges():
     for value in EXAMPLES:
         matches = bool(re.fullmatch(PROFILE_PATH_PATTERN, value))
         assert matches == (check_path(value) is None), value
+
+
+def test_backup_excludes_are_what_a_backup_can_carry():
+    """config.toml's `[backup] exclude`: refused here what the backup engine would refuse
+    (leeward.providers.restic_run.exclude_line), so that one bad entry never fails backups."""
+    from leeward.providers.restic_run import exclude_line
+
+    good = ["*.log", "/datasets", "build/out", "!node_modules", "a b"]
+    assert UserConfig.model_validate({"backup": {"exclude": good}}).backup.exclude == good
+    for pattern in good:
+        exclude_line(Path("/srv/e/home"), pattern)
+    for bad in [" a", "a ", "!", "../x", "a/../b", "!..", "a\nb"]:
+        with pytest.raises(ValidationError):
+            UserConfig.model_validate({"backup": {"exclude": [bad]}})
+        with pytest.raises(ValueError, match="exclude pattern"):
+            exclude_line(Path("/srv/e/home"), bad)

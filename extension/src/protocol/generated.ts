@@ -254,7 +254,7 @@ export interface BackupSettings {
   /**
    * @maxItems 200
    *
-   * Items: A restic pattern: a name anywhere (`*.log`), or a path from the home (`/data/raw`).
+   * Items: A restic pattern: a name anywhere (`*.log`), a path from the home (`/data/raw`), or `!` before one to keep what another leaves out.
    */
   exclude?: string[];
 }
