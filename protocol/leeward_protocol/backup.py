@@ -248,7 +248,7 @@ class MoveRequest(Request):
 
 class Move(Resource):
     id: str
-    environment: str
+    environment: str = Field(description="The moved devserver's name (the new one takes it).")
     environment_id: str = Field(description="The devserver being moved.")
     flavor: str
     region: str

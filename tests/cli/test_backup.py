@@ -51,7 +51,14 @@ async def test_backups_and_moves_from_the_command_line(
         _, out, _ = await leeward("show", "box")
         assert "backups" in out and "every 60 min" in out, out
         _, out, _ = await leeward("backup", "show", "box", "1")
-        assert ".local" in out or "~" in out, out
+        assert "Backup 1 of box" in out, out
+        snapshot = listing["backups"][0]["snapshot"]
+        by_snapshot = json.loads((await leeward("backup", "show", "box", snapshot, "--json"))[1])
+        assert by_snapshot["backup"]["id"] == 1
+        code, _, err = await leeward("backup", "show", "box", "deadbeef", ok=False)
+        assert code != 0 and "no backup with snapshot deadbeef" in err, err
+        code, _, err = await leeward("backup", "show", "box", "one", ok=False)
+        assert code != 0 and "not a backup" in err, err
 
         _, out, _ = await leeward("backup", "schedule", "box", "--every", "30m")
         assert "every 30 minutes" in out, out

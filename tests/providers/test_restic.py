@@ -421,6 +421,11 @@ async def test_refusals(repo: Repository, tmp_path: Path, monkeypatch: pytest.Mo
     for attempt in (restic.init(wrong), restic.snapshots(wrong)):
         with pytest.raises(ResticError, match="does not open with this key"):
             await attempt
+    # Without the key check, a repository that is there is taken as it is; the backup that
+    # follows says the same.
+    await restic.init(wrong, check_key=False)
+    with pytest.raises(ResticError, match="does not open with this key"):
+        await restic.backup(wrong, home, host="h1", tags=[], excludes=[])
     for snapshot in ["deadbeef", "zz!", "--help", done.snapshot[:4]]:
         with pytest.raises(ResticError, match=f"no snapshot {snapshot!r}|no snapshot {snapshot} "):
             await restic.entries(repo, snapshot)

@@ -16,12 +16,28 @@ from leeward.cli.options import EnvArgument, JsonOption
 
 if TYPE_CHECKING:
     from leeward.client.api import FleetClient
-    from leeward_protocol.backup import Backup, Move
+    from leeward_protocol.backup import Backup, BackupDetail, Move
 
 POLL_SECONDS = 0.5
 WAIT_SECONDS = 6 * 3600.0
 
-BackupArgument = Annotated[int, typer.Argument(help="A backup's id from `leeward backup list`.")]
+BackupArgument = Annotated[
+    str, typer.Argument(help="A backup's id or its snapshot's, from `leeward backup list`.")
+]
+
+
+async def backup_id(fleet: FleetClient, env: str, given: str) -> int:
+    """A backup named by its id (`7`) or its restic snapshot's (`3f9a0c1e`, at least 8 hex
+    digits), among the devserver's own backups."""
+    if given.isdigit():
+        return int(given)
+    if len(given) >= 8 and all(c in "0123456789abcdef" for c in given.lower()):
+        listing = await fleet.backups(env)
+        for b in listing.backups:
+            if b.snapshot and (b.snapshot.startswith(given.lower()[:8])):
+                return b.id
+        raise CliError(f"{env} has no backup with snapshot {given}: `leeward backup list {env}`.")
+    raise CliError(f"{given!r} is not a backup: give its id or its snapshot's, from the list.")
 
 
 def backup_now(
@@ -87,7 +103,11 @@ def backup_show(
     json_: JsonOption = False,
 ) -> None:
     """One backup, and what it holds in a directory."""
-    detail = session.with_fleet(lambda fleet: fleet.backup(env, backup, path.strip("/")))
+
+    async def show(fleet: FleetClient) -> BackupDetail:
+        return await fleet.backup(env, await backup_id(fleet, env, backup), path.strip("/"))
+
+    detail = session.with_fleet(show)
     if json_:
         console.print_json(detail)
         return
@@ -99,7 +119,8 @@ def backup_show(
 def backup_restore(
     env: EnvArgument,
     backup: Annotated[
-        int | None, typer.Argument(help="A backup's id; the latest successful one if absent.")
+        str | None,
+        typer.Argument(help="A backup's id or snapshot; the latest successful one if absent."),
     ] = None,
     to: Annotated[
         str | None, typer.Option("--to", help="Into a new devserver of this name.")
@@ -121,7 +142,7 @@ def backup_restore(
         raise CliError("Give `--to NEW_NAME` (a new devserver) or `--path PATH` (into ENV).")
     if path and (flavor or region):
         raise CliError("--flavor and --region are for `--to`, a new devserver.")
-    fields: dict[str, object] = {"backup": backup}
+    fields: dict[str, object] = {}
     if to is not None:
         fields["to"] = {"name": to, "flavor": flavor, "region": region}
     else:
@@ -129,6 +150,8 @@ def backup_restore(
     request = _request(RestoreRequest, fields)
 
     async def run(fleet: FleetClient) -> object:
+        if backup is not None:
+            request.backup = await backup_id(fleet, env, backup)
         done = await fleet.restore(env, request)
         if request.to is None:
             return done

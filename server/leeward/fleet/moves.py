@@ -190,7 +190,7 @@ async def get_move(fleet: Fleet, who: Principal, move_id: str) -> Move:
         row = await session.get(MoveRow, move_id)
         if row is None or (row.owner != who.user and not who.is_admin):
             raise NotFound(f"No move {move_id!r}.")
-        env = await session.get(EnvironmentRow, row.target_id or row.environment_id)
+        env = await session.get(EnvironmentRow, row.environment_id)
         return to_move(row, env.name if env is not None else "")
 
 

@@ -61,7 +61,7 @@ async def backup(
             )
 
     repo = repository(order.repository, cache_root)
-    await restic.init(repo)
+    await restic.init(repo, check_key=False)
     summary = await restic.backup(
         repo,
         home,

@@ -130,10 +130,15 @@ class Retention:
     weekly: int = 4
 
 
-async def init(repository: Repository) -> None:
-    """Create the repository unless it exists; an existing one must open with this key."""
+async def init(repository: Repository, *, check_key: bool = True) -> None:
+    """Create the repository unless it exists; an existing one must open with this key.
+    `check_key=False`: a local repository that is there is taken as it is (opening it costs
+    restic over half a second of key derivation; the command that follows says as well that
+    the key does not open it)."""
     local = run.local_path(repository.location)
     exists = None if local is None else await asyncio.to_thread((local / "config").exists)
+    if exists and not check_key:
+        return
     if exists is not False:  # there, or perhaps there (another backend): does the key open it?
         outcome = await _restic(repository, ["cat", "config"])
         if outcome.code == 0:

@@ -93,19 +93,17 @@ async def set_schedule(request: web.Request) -> web.Response:
 @routes.route(
     "POST",
     "/v1/environments/{ref}/restore",
-    "Restore a backup: into a new devserver (`to`; 202, it is being made: follow it as any "
-    "new environment), or some `paths` into the running devserver itself (200, written under "
-    "`~/.leeward-restore/SNAPSHOT/`, nothing overwritten).",
+    "Restore a backup: into a new devserver (`to`: the answer names it while it is being made; "
+    "follow it as any new environment), or some `paths` into the running devserver itself "
+    "(written under `~/.leeward-restore/SNAPSHOT/`, nothing overwritten; done when answered).",
     request=RestoreRequest,
     response=Restore,
-    status=202,
     path_params=EnvironmentPath,
 )
 async def restore(request: web.Request) -> web.Response:
     body: RestoreRequest = await parse(request, RestoreRequest)
     fleet = request.app[FLEET]
-    done = await moves.restore(fleet, principal(request), request.match_info["ref"], body)
-    return reply(done, 202 if body.to is not None else 200)
+    return reply(await moves.restore(fleet, principal(request), request.match_info["ref"], body))
 
 
 @routes.route(
