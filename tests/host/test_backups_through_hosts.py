@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from leeward.fleet.store.models import BackupRepositoryRow, EnvironmentRow
 from leeward.providers import restic
 from tests.conftest import run_ssh, small_config, ssh_access, until
+from tests.fleet.test_backups import repository_of
 from tests.host.kit import HostAgent, hosts, join
 
 pytestmark = pytest.mark.slow
@@ -118,12 +118,3 @@ async def test_backup_and_restore_survive_a_host_agent_killed_in_the_middle(
         finally:
             for agent in agents.values():
                 agent.stop()
-
-
-async def repository_of(f: Any, env_id: str) -> BackupRepositoryRow:
-    async with f.fleet.store.read() as session:
-        row = await session.get(EnvironmentRow, env_id)
-        assert row is not None and row.backup_repository is not None
-        repo = await session.get(BackupRepositoryRow, row.backup_repository)
-        assert repo is not None
-        return repo

@@ -1157,6 +1157,9 @@ export interface Move {
    * The final backup it restores from.
    */
   backup: number | null;
+  /**
+   * The moved devserver's name (the new one takes it).
+   */
   environment: string;
   /**
    * The devserver being moved.

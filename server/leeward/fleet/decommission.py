@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from leeward.fleet import migration, moves
 from leeward.fleet.auth import Principal
@@ -45,17 +46,7 @@ async def decommission(fleet: Fleet, name: str, request: DecommissionHost) -> Ho
     async with fleet.store.write() as session:
         host = await in_service(session, name)
         host.state, host.decommission_by = HostState.DECOMMISSIONING.value, by
-        rows = (
-            (
-                await session.execute(
-                    select(EnvironmentRow).where(
-                        EnvironmentRow.host == name, EnvironmentRow.state.in_(LIVE)
-                    )
-                )
-            )
-            .scalars()
-            .all()
-        )
+        rows = await _living_on(session, name)
         reason = f" ({request.reason})" if request.reason else ""
         for env in rows:
             if env.owner is None:
@@ -81,17 +72,7 @@ async def detail(fleet: Fleet, name: str) -> HostDetail:
         if usage is None or host is None:
             await in_service(session, name)  # the 404 with its sentence
             raise Conflict(f"Host {name} is not in service.")
-        envs = (
-            (
-                await session.execute(
-                    select(EnvironmentRow)
-                    .where(EnvironmentRow.host == name, EnvironmentRow.state.in_(LIVE))
-                    .order_by(EnvironmentRow.created_at)
-                )
-            )
-            .scalars()
-            .all()
-        )
+        envs = await _living_on(session, name)
         made = (
             (
                 await session.execute(
@@ -121,6 +102,13 @@ async def detail(fleet: Fleet, name: str) -> HostDetail:
     )
 
 
+async def _living_on(session: AsyncSession, name: str) -> list[EnvironmentRow]:
+    query = select(EnvironmentRow).where(
+        EnvironmentRow.host == name, EnvironmentRow.state.in_(LIVE)
+    )
+    return list((await session.execute(query.order_by(EnvironmentRow.created_at))).scalars())
+
+
 async def decommissions(fleet: Fleet) -> None:
     """One round for every decommissioning host (the loop `decommissions`)."""
     async with fleet.store.read() as session:
@@ -145,17 +133,7 @@ async def _round(fleet: Fleet, name: str) -> None:
     async with fleet.store.read() as session:
         host = await session.get(HostRow, name)
         assert host is not None
-        rows = (
-            (
-                await session.execute(
-                    select(EnvironmentRow).where(
-                        EnvironmentRow.host == name, EnvironmentRow.state.in_(LIVE)
-                    )
-                )
-            )
-            .scalars()
-            .all()
-        )
+        rows = await _living_on(session, name)
         moving = set(
             (
                 await session.execute(
