@@ -50,7 +50,7 @@ async def test_backup_and_restore_survive_a_host_agent_killed_in_the_middle(
                 {"kind": "devserver", "flavor": "tiny", "name": "box", "region": "north"},
             )
             assert status == 202, env
-            await f.api.wait_state(env["id"], {"running"})
+            await f.api.wait_state(env["id"], {"running"}, 120)
             ssh = await ssh_access(f.api, tmp_path / "home", "alice")
             code, _, err = await run_ssh(
                 ssh, "box", f"echo hello > note && head -c {BIG} /dev/urandom > big", timeout=120
