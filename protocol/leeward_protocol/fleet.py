@@ -55,6 +55,8 @@ class EnvironmentState(StrEnum):
     provisioning: placed on a host, its agent starting and being certified;
     running: reachable over SSH; migrating: moving live to another host of its region (its
     network goes dark for a blackout; sessions through `leeward proxy` ride through it);
+    stopped: stopped for being idle, its home kept on its host (its next connection or
+    `leeward start` starts it again);
     deleting: being torn down; deleted: gone, capacity freed;
     failed: provisioning failed, capacity freed, the reason is in `statusMessage`.
     """
@@ -63,6 +65,7 @@ class EnvironmentState(StrEnum):
     PROVISIONING = "provisioning"
     RUNNING = "running"
     MIGRATING = "migrating"
+    STOPPED = "stopped"
     DELETING = "deleting"
     DELETED = "deleted"
     FAILED = "failed"
@@ -300,6 +303,22 @@ class BackupStatus(Resource):
     message: str = Field(default="", description="The last failure, if the last run failed.")
 
 
+class Activity(Resource):
+    """Why an environment is still up, and when it stops for being idle (`Environment.activity`)."""
+
+    active_at: datetime | None = Field(
+        default=None, description="The last time anything kept it alive."
+    )
+    kept_by: str = Field(
+        default="", description="What did: e.g. `2 SSH sessions`, `input 3 min ago`."
+    )
+    stops_at: datetime | None = Field(default=None, description="None: no idle stop applies.")
+    stopped_at: datetime | None = None
+    deletes_at: datetime | None = Field(
+        default=None, description="Stopped: when it is deleted for dormancy (with notice)."
+    )
+
+
 class Environment(Resource):
     """A devserver or an on-demand container."""
 
@@ -343,6 +362,9 @@ class Environment(Resource):
     )
     moved_to: str | None = Field(
         default=None, description="Once moved (`leeward move`): the devserver that took its place."
+    )
+    activity: Activity | None = Field(
+        default=None, description="What keeps it up, and when it stops for being idle."
     )
 
 

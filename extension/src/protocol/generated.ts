@@ -5,9 +5,15 @@
  * Any model of the protocol.
  */
 export type ProtocolModel =
+  | Action
+  | ActionKind
+  | ActionRequest
+  | Activity
   | AgentHeartbeat
   | AgentProfile
   | AgentReport
+  | Announcement
+  | AnnouncementList
   | Backup
   | BackupDetail
   | BackupEntry
@@ -35,9 +41,13 @@ export type ProtocolModel =
   | DaemonCatalog
   | DaemonSettings
   | DaemonStatus
+  | Delivery
+  | DeliveryState
+  | Dismiss
   | DnsMode
   | DnsStatus
   | Dotfiles
+  | EditAnnouncement
   | Empty
   | Environment
   | EnvironmentKind
@@ -77,7 +87,13 @@ export type ProtocolModel =
   | MoveParams
   | MoveStage
   | MoveState
+  | Notification
+  | NotificationKind
+  | NotificationList
   | OneOff
+  | PauseSink
+  | PostAnnouncement
+  | Preferences
   | Profile
   | ProfileFile
   | ProfileHistory
@@ -95,11 +111,18 @@ export type ProtocolModel =
   | RestoreTarget
   | Role
   | SSHAuthorities
+  | Scope
+  | SeenNotifications
+  | SetPreferences
   | SetupItem
   | SetupKind
   | SetupState
   | SetupStep
+  | Severity
   | SignInParams
+  | SinkList
+  | SinkName
+  | SinkStatus
   | StopDns
   | SyncConflict
   | SyncStatus
@@ -109,8 +132,13 @@ export type ProtocolModel =
   | User
   | UserConfig
   | WhoAmI;
+/**
+ * A Leeward action a user can take from an announcement or a notification.
+ */
+export type ActionKind = 'link' | 'extend' | 'move' | 'backup-now' | 'start';
 export type SetupKind = 'feature' | 'one-off' | 'dotfiles';
 export type SetupState = 'pending' | 'installing' | 'installed' | 'failed';
+export type Severity = 'info' | 'warning' | 'critical';
 export type BackupState = 'running' | 'succeeded' | 'failed';
 /**
  * Why a backup ran: the schedule, its owner's request, or before a risky operation.
@@ -126,11 +154,13 @@ export type Lifespan = 'temporary' | 'permanent';
  * provisioning: placed on a host, its agent starting and being certified;
  * running: reachable over SSH; migrating: moving live to another host of its region (its
  * network goes dark for a blackout; sessions through `leeward proxy` ride through it);
+ * stopped: stopped for being idle, its home kept on its host (its next connection or
+ * `leeward start` starts it again);
  * deleting: being torn down; deleted: gone, capacity freed;
  * failed: provisioning failed, capacity freed, the reason is in `statusMessage`.
  */
 export type EnvironmentState =
-  'warm' | 'provisioning' | 'running' | 'migrating' | 'deleting' | 'deleted' | 'failed';
+  'warm' | 'provisioning' | 'running' | 'migrating' | 'stopped' | 'deleting' | 'deleted' | 'failed';
 export type CreateEnvironment = CreateDevserver | CreateContainer;
 export type Role = 'user' | 'admin';
 /**
@@ -139,6 +169,8 @@ export type Role = 'user' | 'admin';
  * reached; `signedOut` without credentials or with a token the fleet refused.
  */
 export type FleetLinkState = 'connecting' | 'connected' | 'unreachable' | 'signedOut';
+export type SinkName = 'editor' | 'email' | 'chat' | 'tracker';
+export type DeliveryState = 'pending' | 'leased' | 'sent' | 'failed';
 /**
  * serving: answers; closed: nothing listens; black-hole: listens and never answers.
  */
@@ -169,7 +201,63 @@ export type HostState =
 export type MoveStage =
   'backing-up' | 'creating' | 'starting' | 'handing-over' | 'deleting' | 'done';
 export type MoveState = 'running' | 'done' | 'failed';
+export type NotificationKind =
+  | 'expiry'
+  | 'backup-failed'
+  | 'decommission'
+  | 'storm'
+  | 'share'
+  | 'setup-failed'
+  | 'idle-stop'
+  | 'dormant-delete';
 
+/**
+ * One button: a link (`url`), or a Leeward action on `environment`.
+ */
+export interface Action {
+  /**
+   * The same in a terminal, e.g. `leeward extend box --hours 24`.
+   */
+  command: string | null;
+  /**
+   * The environment it acts on.
+   */
+  environment: string | null;
+  kind: ActionKind;
+  label: string;
+  /**
+   * kind `link`: an http(s) URL.
+   */
+  url: string | null;
+}
+export interface ActionRequest {
+  environment?: string | null;
+  kind: ActionKind;
+  label: string;
+  url?: string | null;
+}
+/**
+ * Why an environment is still up, and when it stops for being idle (`Environment.activity`).
+ */
+export interface Activity {
+  /**
+   * The last time anything kept it alive.
+   */
+  activeAt: string | null;
+  /**
+   * Stopped: when it is deleted for dormancy (with notice).
+   */
+  deletesAt: string | null;
+  /**
+   * What did: e.g. `2 SSH sessions`, `input 3 min ago`.
+   */
+  keptBy: string;
+  stoppedAt: string | null;
+  /**
+   * None: no idle stop applies.
+   */
+  stopsAt: string | null;
+}
 /**
  * What an environment's agent reports every few seconds.
  */
@@ -433,6 +521,55 @@ export interface Refusal {
     | 'bad-content';
   path: string;
   reason: string;
+}
+export interface Announcement {
+  actions: Action[];
+  /**
+   * Between its start and its end, and not withdrawn.
+   */
+  active: boolean;
+  createdAt: string;
+  createdBy: string;
+  /**
+   * For the asking user: dismissed at this revision.
+   */
+  dismissed: boolean;
+  endsAt: string | null;
+  /**
+   * For the asking user: their environments it concerns.
+   */
+  environments: string[];
+  id: number;
+  /**
+   * Goes up when its text, severity or actions change.
+   */
+  revision: number;
+  scope: Scope;
+  severity: Severity;
+  /**
+   * `operator`, or the operation that posted it.
+   */
+  source: string;
+  startsAt: string;
+  /**
+   * Markdown. Clients render it inert: no HTML, no scripts.
+   */
+  text: string;
+  updatedAt: string;
+  withdrawnAt: string | null;
+}
+/**
+ * Who an announcement is for. Every list given must match; all empty: everyone.
+ */
+export interface Scope {
+  flavors: string[];
+  hosts: string[];
+  profiles: string[];
+  regions: string[];
+  users: string[];
+}
+export interface AnnouncementList {
+  announcements: Announcement[];
 }
 /**
  * One backup run of a devserver's home and, once it succeeded, its snapshot.
@@ -723,6 +860,10 @@ export interface ConnectResult {
  */
 export interface Environment {
   /**
+   * What keeps it up, and when it stops for being idle.
+   */
+  activity: Activity | null;
+  /**
    * Stable address for the whole life.
    */
   address: string | null;
@@ -939,6 +1080,23 @@ export interface DaemonStatus {
   user: string | null;
   version: string;
 }
+export interface Delivery {
+  attempts: number;
+  nextAttemptAt: string | null;
+  /**
+   * Why the last attempt failed, or why it ended.
+   */
+  reason: string;
+  sentAt: string | null;
+  sink: SinkName;
+  state: DeliveryState;
+}
+/**
+ * `POST /v1/announcements/{id}/dismiss`: dismissed at this revision.
+ */
+export interface Dismiss {
+  revision: number;
+}
 /**
  * `GET /v1/admin/dns`: whether the zone's DNS server answers, and where.
  */
@@ -949,6 +1107,23 @@ export interface DnsStatus {
   address: string | null;
   mode: DnsMode;
   zone: string;
+}
+/**
+ * `PATCH /v1/admin/announcements/{id}`: what is given changes; a change of text, severity
+ * or actions makes a new revision (shown again to those who dismissed it).
+ */
+export interface EditAnnouncement {
+  actions?:
+    | []
+    | [ActionRequest]
+    | [ActionRequest, ActionRequest]
+    | [ActionRequest, ActionRequest, ActionRequest]
+    | [ActionRequest, ActionRequest, ActionRequest, ActionRequest]
+    | [ActionRequest, ActionRequest, ActionRequest, ActionRequest, ActionRequest]
+    | null;
+  endsAt?: string | null;
+  severity?: Severity | null;
+  text?: string | null;
 }
 /**
  * No params.
@@ -1199,6 +1374,89 @@ export interface MoveParams {
    */
   workDoneToken?: string | number | null;
 }
+export interface Notification {
+  actions: Action[];
+  /**
+   * Markdown, from the kind's template.
+   */
+  body: string;
+  createdAt: string;
+  deliveries: Delivery[];
+  environment: string | null;
+  id: number;
+  kind: NotificationKind;
+  /**
+   * When the editor showed it.
+   */
+  seenAt: string | null;
+  title: string;
+  user: string;
+}
+export interface NotificationList {
+  notifications: Notification[];
+}
+/**
+ * `POST /v1/admin/sinks/{name}`: pause (deliveries wait) or resume.
+ */
+export interface PauseSink {
+  paused: boolean;
+  reason?: string;
+}
+/**
+ * `POST /v1/admin/announcements`.
+ */
+export interface PostAnnouncement {
+  /**
+   * @maxItems 5
+   */
+  actions?:
+    | []
+    | [ActionRequest]
+    | [ActionRequest, ActionRequest]
+    | [ActionRequest, ActionRequest, ActionRequest]
+    | [ActionRequest, ActionRequest, ActionRequest, ActionRequest]
+    | [ActionRequest, ActionRequest, ActionRequest, ActionRequest, ActionRequest];
+  /**
+   * Absent: until withdrawn.
+   */
+  endsAt?: string | null;
+  /**
+   * @maxItems 100
+   */
+  flavors?: string[];
+  /**
+   * @maxItems 100
+   */
+  hosts?: string[];
+  /**
+   * @maxItems 100
+   */
+  profiles?: string[];
+  /**
+   * @maxItems 100
+   */
+  regions?: string[];
+  severity?: Severity;
+  /**
+   * Absent: now.
+   */
+  startsAt?: string | null;
+  text: string;
+  /**
+   * @maxItems 100
+   */
+  users?: string[];
+}
+/**
+ * A user's choice of sinks per kind (absent kinds: the fleet's defaults).
+ */
+export interface Preferences {
+  email: string | null;
+  routes: {
+    [k: string]: SinkName[] | undefined;
+  };
+  user: string;
+}
 export interface ProfileHistory {
   user: string;
   /**
@@ -1325,9 +1583,40 @@ export interface SSHAuthorities {
   userCa: string;
   zone: string;
 }
+/**
+ * `POST /v1/notifications/seen`: the editor showed these.
+ */
+export interface SeenNotifications {
+  /**
+   * @minItems 1
+   * @maxItems 1000
+   */
+  ids: [number, ...number[]];
+}
+/**
+ * `PUT /v1/me/notifications`: only your own.
+ */
+export interface SetPreferences {
+  email?: string | null;
+  routes?: {
+    [k: string]: SinkName[] | undefined;
+  };
+}
 export interface SignInParams {
   fleetUrl: string;
   token: string;
+}
+export interface SinkList {
+  sinks: SinkStatus[];
+}
+export interface SinkStatus {
+  configured: boolean;
+  failed: number;
+  name: SinkName;
+  paused: boolean;
+  pausedBy: string | null;
+  pending: number;
+  reason: string;
 }
 export interface StopDns {
   /**

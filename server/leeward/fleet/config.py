@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from leeward.common.validation import load_toml
+from leeward.fleet.config_notify import IdleConfig, NotifyConfig
 from leeward_protocol.fleet import (
     NAME_PATTERN,
     ContainerProfile,
@@ -291,6 +292,8 @@ class FleetConfig(_Strict):
     features: list[FeatureConfig] = Field(default_factory=list)
     setup: SetupConfig = Field(default_factory=SetupConfig)
     backup: BackupConfig = Field(default_factory=BackupConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    idle: IdleConfig = Field(default_factory=IdleConfig)
 
     @field_validator("zone")
     @classmethod

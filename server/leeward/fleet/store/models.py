@@ -205,6 +205,19 @@ class EnvironmentRow(Base):
     backup_status: Mapped[str | None] = mapped_column(
         Text, nullable=True, doc="JSON BackupStatus (leeward_protocol.backup), kept up to date."
     )
+    active_at: Mapped[datetime | None] = mapped_column(
+        Timestamp, nullable=True, doc="The last time anything kept it alive (idle stop)."
+    )
+    kept_by: Mapped[str] = mapped_column(
+        Text, default="", doc="What last kept it alive, e.g. `2 SSH sessions`."
+    )
+    idle_stop_at: Mapped[datetime | None] = mapped_column(
+        Timestamp, nullable=True, index=True, doc="When it stops if nothing keeps it alive."
+    )
+    stopped_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    dormant_delete_at: Mapped[datetime | None] = mapped_column(
+        Timestamp, nullable=True, doc="Stopped: when it is deleted for dormancy."
+    )
 
 
 class IdempotencyRow(Base):
@@ -369,3 +382,107 @@ class MoveRow(Base):
     started_at: Mapped[datetime] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+
+
+class AnnouncementRow(Base):
+    """A banner an operator (or an operation) posts (leeward.fleet.announcements)."""
+
+    __tablename__ = "announcements"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    text: Mapped[str] = mapped_column(Text, doc="Markdown.")
+    severity: Mapped[str] = mapped_column(String(16))
+    scope: Mapped[str] = mapped_column(Text, doc="JSON Scope: lists of names; empty: everyone.")
+    starts_at: Mapped[datetime] = mapped_column(Timestamp, index=True)
+    ends_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    actions: Mapped[str] = mapped_column(Text, default="[]", doc="JSON list of Action.")
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    source: Mapped[str] = mapped_column(String(128), default="operator")
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+    withdrawn_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+
+
+class DismissalRow(Base):
+    """A user dismissed an announcement at a revision (a new revision shows it again)."""
+
+    __tablename__ = "announcement_dismissals"
+
+    user: Mapped[str] = mapped_column(
+        ForeignKey("users.name", ondelete="CASCADE"), primary_key=True
+    )
+    announcement_id: Mapped[int] = mapped_column(
+        ForeignKey("announcements.id", ondelete="CASCADE"), primary_key=True
+    )
+    revision: Mapped[int] = mapped_column(Integer)
+    dismissed_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class NotificationRow(Base):
+    """Something that concerns a person (leeward.fleet.notify), written in the transaction of
+    what caused it. `key` makes it once-only (e.g. one expiry warning per lead time)."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_user_id", "user", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text, doc="Markdown, rendered from the kind's template.")
+    environment: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    environment_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    actions: Mapped[str] = mapped_column(Text, default="[]", doc="JSON list of Action.")
+    data: Mapped[str] = mapped_column(Text, default="{}", doc="JSON: the template's values.")
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    seen_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+
+
+class DeliveryRow(Base):
+    """One notification to one sink: pending, leased (being sent by `leased_by` until
+    `leased_until`), then sent or failed with the reason."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("notification_id", "sink"),
+        Index("ix_deliveries_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    notification_id: Mapped[int] = mapped_column(ForeignKey("notifications.id", ondelete="CASCADE"))
+    sink: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    leased_until: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    leased_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class PreferencesRow(Base):
+    """A user's notification preferences: their email, and sinks per kind."""
+
+    __tablename__ = "notification_preferences"
+
+    user: Mapped[str] = mapped_column(
+        ForeignKey("users.name", ondelete="CASCADE"), primary_key=True
+    )
+    email: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    routes: Mapped[str] = mapped_column(Text, default="{}", doc="JSON: kind -> list of sinks.")
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class SinkRow(Base):
+    """An operator's pause of a sink (no row: not paused)."""
+
+    __tablename__ = "sinks"
+
+    name: Mapped[str] = mapped_column(String(16), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    paused_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
