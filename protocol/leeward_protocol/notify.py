@@ -209,6 +209,20 @@ class SeenNotifications(Request):
     ids: list[Whole] = Field(min_length=1, max_length=1000)
 
 
+class Inbox(Resource):
+    """`GET /v1/inbox?after=N&digest=D&waitSeconds=S`: what the editor shows a user, in one
+    answer. It waits up to `waitSeconds` (a long poll) while nothing is newer than `after` and
+    the digest is still `digest`, and answers early at a scheduled announcement's start or end."""
+
+    announcements: list[Announcement] = Field(
+        description="Active and concerning the user, dismissed ones included (flagged)."
+    )
+    notifications: list[Notification] = Field(
+        description="Not yet seen, newer than `after`, oldest first (at most 100)."
+    )
+    digest: str = Field(description="Changes when any of the above does: give it back to wait.")
+
+
 class Preferences(Resource):
     """A user's choice of sinks per kind (absent kinds: the fleet's defaults)."""
 
@@ -255,6 +269,7 @@ __all__ = [
     "DeliveryState",
     "Dismiss",
     "EditAnnouncement",
+    "Inbox",
     "Notification",
     "NotificationKind",
     "NotificationList",

@@ -79,6 +79,7 @@ export type ProtocolModel =
   | HostList
   | HostState
   | HostTokenIssued
+  | Inbox
   | Lifespan
   | LifespanChoice
   | LifespanPolicy
@@ -193,14 +194,6 @@ export type HealthState = 'connecting' | 'healthy' | 'degraded' | 'reconnecting'
  */
 export type HostState =
   'active' | 'draining' | 'maintenance' | 'decommissioning' | 'retired' | 'decommissioned';
-/**
- * backing-up: the final backup; creating: the new devserver placed and restored;
- * starting: waiting for it to answer over SSH; handing-over: the name passes to it;
- * deleting: the old one goes; done.
- */
-export type MoveStage =
-  'backing-up' | 'creating' | 'starting' | 'handing-over' | 'deleting' | 'done';
-export type MoveState = 'running' | 'done' | 'failed';
 export type NotificationKind =
   | 'expiry'
   | 'backup-failed'
@@ -210,6 +203,14 @@ export type NotificationKind =
   | 'setup-failed'
   | 'idle-stop'
   | 'dormant-delete';
+/**
+ * backing-up: the final backup; creating: the new devserver placed and restored;
+ * starting: waiting for it to answer over SSH; handing-over: the name passes to it;
+ * deleting: the old one goes; done.
+ */
+export type MoveStage =
+  'backing-up' | 'creating' | 'starting' | 'handing-over' | 'deleting' | 'done';
+export type MoveState = 'running' | 'done' | 'failed';
 
 /**
  * One button: a link (`url`), or a Leeward action on `environment`.
@@ -1321,6 +1322,43 @@ export interface HostTokenIssued {
    */
   token: string;
 }
+/**
+ * `GET /v1/inbox?after=N&digest=D&waitSeconds=S`: what the editor shows a user, in one
+ * answer. It waits up to `waitSeconds` (a long poll) while nothing is newer than `after` and
+ * the digest is still `digest`, and answers early at a scheduled announcement's start or end.
+ */
+export interface Inbox {
+  /**
+   * Active and concerning the user, dismissed ones included (flagged).
+   */
+  announcements: Announcement[];
+  /**
+   * Changes when any of the above does: give it back to wait.
+   */
+  digest: string;
+  /**
+   * Not yet seen, newer than `after`, oldest first (at most 100).
+   */
+  notifications: Notification[];
+}
+export interface Notification {
+  actions: Action[];
+  /**
+   * Markdown, from the kind's template.
+   */
+  body: string;
+  createdAt: string;
+  deliveries: Delivery[];
+  environment: string | null;
+  id: number;
+  kind: NotificationKind;
+  /**
+   * When the editor showed it.
+   */
+  seenAt: string | null;
+  title: string;
+  user: string;
+}
 export interface MigrateEnvironment {
   /**
    * The host to move to, in the same region; the one with most room if absent.
@@ -1373,24 +1411,6 @@ export interface MoveParams {
    * LSP progress token: each stage of the move is reported on it until it ends.
    */
   workDoneToken?: string | number | null;
-}
-export interface Notification {
-  actions: Action[];
-  /**
-   * Markdown, from the kind's template.
-   */
-  body: string;
-  createdAt: string;
-  deliveries: Delivery[];
-  environment: string | null;
-  id: number;
-  kind: NotificationKind;
-  /**
-   * When the editor showed it.
-   */
-  seenAt: string | null;
-  title: string;
-  user: string;
 }
 export interface NotificationList {
   notifications: Notification[];
