@@ -36,9 +36,6 @@ from leeward.providers import restic
 from leeward.providers.base import HostUnreachable, ProviderError
 from leeward_protocol.backup import (
     Backup,
-    BackupDetail,
-    BackupEntry,
-    BackupList,
     BackupState,
     BackupTrigger,
 )
@@ -49,8 +46,6 @@ log = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 2.0
 """How often a running backup's progress is written to the store."""
-SHOWN = 200
-"""The most backups a list shows (newest first)."""
 
 
 # ---------------------------------------------------------------------------- repositories
@@ -130,7 +125,7 @@ async def status_of(
     every = interval(fleet, repo)
     last_ok = last = None
     if repo is not None:
-        last_ok = await _latest(session, repo.id, BackupState.SUCCEEDED)
+        last_ok = await latest(session, repo.id, BackupState.SUCCEEDED)
         last = await _last_run(session, repo)
     now = fleet.clock.now()
     since = last_ok.finished_at if last_ok is not None else env.ready_at or env.created_at
@@ -146,7 +141,7 @@ async def status_of(
     )
 
 
-async def _latest(session: AsyncSession, repo_id: str, state: BackupState) -> BackupRow | None:
+async def latest(session: AsyncSession, repo_id: str, state: BackupState) -> BackupRow | None:
     return await session.scalar(
         select(BackupRow)
         .where(
@@ -172,117 +167,7 @@ async def refresh_status(fleet: Fleet, session: AsyncSession, env: EnvironmentRo
         env.updated_at = fleet.clock.now()
 
 
-async def find_backed_up(session: AsyncSession, who: Principal, ref: str) -> EnvironmentRow:
-    """A devserver whose backups `who` may see: a live one by id or name, or (the path after a
-    lost host) a deleted or failed one of theirs by id, or by the name it last had."""
-    try:
-        row = await find_environment(session, who, ref)
-    except NotFound:
-        query = select(EnvironmentRow).where(
-            EnvironmentRow.name == ref, EnvironmentRow.backup_repository.is_not(None)
-        )
-        if not who.is_admin:
-            query = query.where(EnvironmentRow.owner == who.user)
-        found = await session.scalar(query.order_by(EnvironmentRow.created_at.desc()).limit(1))
-        if found is None:
-            raise
-        row = found
-    if row.kind != EnvironmentKind.DEVSERVER:
-        raise Invalid(f"{row.name} is a container: only devservers are backed up.")
-    return row
-
-
-async def find_backup(
-    session: AsyncSession, env: EnvironmentRow, backup_id: int | None
-) -> BackupRow:
-    """One of the devserver's successful backups (the latest if None). Another devserver's
-    backup is not found here: each has its own repository."""
-    if env.backup_repository is None:
-        raise NotFound(f"{env.name} has no backups yet: `leeward backup now {env.name}` makes one.")
-    if backup_id is None:
-        row = await _latest(session, env.backup_repository, BackupState.SUCCEEDED)
-        if row is None:
-            raise NotFound(f"{env.name} has no successful backup yet.")
-        return row
-    row = await session.get(BackupRow, backup_id)
-    if row is None or row.repository_id != env.backup_repository or row.forgotten_at is not None:
-        raise NotFound(
-            f"{env.name} has no backup {backup_id}: `leeward backup list {env.name}` shows its "
-            "backups."
-        )
-    if row.state != BackupState.SUCCEEDED or row.snapshot is None:
-        raise Conflict(f"Backup {backup_id} of {env.name} is {row.state}: it has no snapshot.")
-    return row
-
-
-async def list_backups(fleet: Fleet, who: Principal, ref: str) -> BackupList:
-    async with fleet.store.read() as session:
-        env = await find_backed_up(session, who, ref)
-        repo = (
-            await session.get(BackupRepositoryRow, env.backup_repository)
-            if env.backup_repository
-            else None
-        )
-        rows: list[BackupRow] = []
-        if repo is not None:
-            rows = list(
-                (
-                    await session.execute(
-                        select(BackupRow)
-                        .where(BackupRow.repository_id == repo.id, BackupRow.forgotten_at.is_(None))
-                        .order_by(BackupRow.id.desc())
-                        .limit(SHOWN)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-        status = await status_of(fleet, session, env, repo)
-    return BackupList(environment=env.name, status=status, backups=[to_backup(r) for r in rows])
-
-
-async def show_backup(
-    fleet: Fleet, who: Principal, ref: str, backup_id: int, path: str
-) -> BackupDetail:
-    async with fleet.store.read() as session:
-        env = await find_backed_up(session, who, ref)
-        row = await find_backup(session, env, backup_id)
-        repo = await session.get(BackupRepositoryRow, row.repository_id)
-    assert repo is not None and row.snapshot is not None
-    try:
-        entries = await restic.entries(engine_repository(repo), row.snapshot, path)
-    except restic.ResticError as exc:
-        raise NotFound(
-            f"Backup {backup_id} of {env.name} has no directory {path!r}: {exc}"
-        ) from None
-    return BackupDetail(
-        backup=to_backup(row),
-        path=path,
-        entries=[
-            BackupEntry(
-                path=e.path,
-                type=e.type,
-                size=e.size,
-                mode=e.mode,
-                modified_at=e.mtime,
-                target=e.target,
-            )
-            for e in entries
-        ],
-    )
-
-
-async def set_schedule(fleet: Fleet, who: Principal, ref: str, minutes: int | None) -> BackupStatus:
-    async with fleet.store.write() as session:
-        env = await find_environment(session, who, ref)
-        _backed_up(env)
-        repo = await repository_of(fleet, session, env)
-        repo.interval_seconds = None if minutes is None else minutes * 60
-        await refresh_status(fleet, session, env)
-        return await status_of(fleet, session, env, repo)
-
-
-def _backed_up(env: EnvironmentRow) -> None:
+def check_backed_up(env: EnvironmentRow) -> None:
     if env.kind != EnvironmentKind.DEVSERVER:
         raise Invalid(f"{env.name} is a container: only devservers are backed up.")
 
@@ -336,11 +221,11 @@ async def _begin(
     fleet: Fleet, session: AsyncSession, env: EnvironmentRow, trigger: BackupTrigger
 ) -> tuple[BackupRow, bool]:
     """A new run's row (and True), or the run of the devserver's repository already going."""
-    _backed_up(env)
+    check_backed_up(env)
     if env.state != EnvironmentState.RUNNING:
         raise Conflict(f"{env.name} is {env.state}; only a running devserver is backed up.")
     repo = await repository_of(fleet, session, env)
-    running = await _latest(session, repo.id, BackupState.RUNNING)
+    running = await latest(session, repo.id, BackupState.RUNNING)
     if running is not None:
         return running, False
     now = fleet.clock.now()
@@ -387,7 +272,7 @@ async def _run(fleet: Fleet, backup_id: int) -> None:
             return
         repo = await session.get(BackupRepositoryRow, row.repository_id)
         env = await session.get(EnvironmentRow, row.environment_id)
-        parent = await _latest(session, row.repository_id, BackupState.SUCCEEDED)
+        parent = await latest(session, row.repository_id, BackupState.SUCCEEDED)
     assert repo is not None and env is not None
     order = BackupOrder(
         repository=wire(repo),

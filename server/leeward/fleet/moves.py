@@ -20,7 +20,7 @@ from typing import Any
 import asyncssh
 from sqlalchemy import select
 
-from leeward.fleet import backups
+from leeward.fleet import backup_views, backups
 from leeward.fleet.auth import Principal
 from leeward.fleet.create import CreateQueue, Restoring, create
 from leeward.fleet.errors import Conflict, FleetError, Invalid, NotFound, Unavailable
@@ -59,8 +59,8 @@ class MoveFailed(Exception):
 
 async def restore(fleet: Fleet, who: Principal, ref: str, request: RestoreRequest) -> Restore:
     async with fleet.store.read() as session:
-        env = await backups.find_backed_up(session, who, ref)
-        backup = await backups.find_backup(session, env, request.backup)
+        env = await backup_views.find_backed_up(session, who, ref)
+        backup = await backup_views.find_backup(session, env, request.backup)
         repo = await session.get(BackupRepositoryRow, backup.repository_id)
     assert repo is not None and backup.snapshot is not None
     if request.paths is not None:

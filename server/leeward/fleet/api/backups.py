@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from leeward.fleet import backups, decommission, moves
+from leeward.fleet import backup_views, backups, decommission, moves
 from leeward.fleet.api.routing import RouteTable, parse, principal, query, reply
 from leeward.fleet.state import FLEET
 from leeward_protocol.backup import (
@@ -39,7 +39,7 @@ routes = RouteTable()
 async def list_backups(request: web.Request) -> web.Response:
     fleet = request.app[FLEET]
     ref = request.match_info["ref"]
-    return reply(await backups.list_backups(fleet, principal(request), ref))
+    return reply(await backup_views.list_backups(fleet, principal(request), ref))
 
 
 @routes.route(
@@ -70,7 +70,9 @@ async def show_backup(request: web.Request) -> web.Response:
     fleet = request.app[FLEET]
     where = BackupRef.model_validate(dict(request.match_info))
     path = query(request, BackupFiles).path
-    detail = await backups.show_backup(fleet, principal(request), where.ref, where.backup, path)
+    detail = await backup_views.show_backup(
+        fleet, principal(request), where.ref, where.backup, path
+    )
     return reply(detail)
 
 
@@ -86,7 +88,7 @@ async def set_schedule(request: web.Request) -> web.Response:
     body: BackupSchedule = await parse(request, BackupSchedule)
     fleet = request.app[FLEET]
     ref = request.match_info["ref"]
-    status = await backups.set_schedule(fleet, principal(request), ref, body.interval_minutes)
+    status = await backup_views.set_schedule(fleet, principal(request), ref, body.interval_minutes)
     return reply(status)
 
 
