@@ -15,8 +15,9 @@ from sqlalchemy import func, select
 
 from leeward.fleet.placement import host_usage
 from leeward.fleet.store.db import Store
-from leeward.fleet.store.models import BackupRow, EnvironmentRow
+from leeward.fleet.store.models import BackupRow, DeliveryRow, EnvironmentRow
 from leeward_protocol.fleet import BackupStatus, EnvironmentKind, EnvironmentState
+from leeward_protocol.notify import DeliveryState, SinkName
 
 
 class Metrics:
@@ -81,6 +82,12 @@ class Metrics:
         self.backup_runs = Gauge(
             "leeward_backup_runs", "Backup runs the store keeps, by state.", ["state"], registry=r
         )
+        self.deliveries = Gauge(
+            "leeward_notification_deliveries",
+            "Notification deliveries not sent, by sink and state (pending, leased, failed).",
+            ["sink", "state"],
+            registry=r,
+        )
 
     def observe_allocation(self, source: str, seconds: float) -> None:
         self.allocations.labels(source).inc()
@@ -118,6 +125,13 @@ class Metrics:
                     select(BackupRow.state, func.count()).group_by(BackupRow.state)
                 )
             ).all()
+            deliveries = (
+                await session.execute(
+                    select(DeliveryRow.sink, DeliveryRow.state, func.count())
+                    .where(DeliveryRow.state != DeliveryState.SENT.value)
+                    .group_by(DeliveryRow.sink, DeliveryRow.state)
+                )
+            ).all()
         self.backup_last_success.clear()
         self.backup_overdue.clear()
         for name, owner, region, at, status in devservers:
@@ -129,6 +143,12 @@ class Metrics:
         self.backup_runs.clear()
         for state, n in runs:
             self.backup_runs.labels(state).set(n)
+        self.deliveries.clear()
+        for each in SinkName:
+            for waiting in (DeliveryState.PENDING, DeliveryState.LEASED, DeliveryState.FAILED):
+                self.deliveries.labels(each.value, waiting.value).set(0)
+        for sink_name, delivery_state, n in deliveries:
+            self.deliveries.labels(sink_name, delivery_state).set(n)
         self.environments.clear()
         for region, kind, state, n in counts:
             self.environments.labels(region, kind, state).set(n)
