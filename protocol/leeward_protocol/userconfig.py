@@ -15,6 +15,9 @@ their line. Example:
     [backup]
     exclude = ["*.log", "/datasets"]
 
+    [announcements]
+    ssh_banner = false
+
     [[one_offs]]
     run = "git config --global pull.rebase true"
 
@@ -125,6 +128,16 @@ class BackupSettings(_Strict):
     exclude: list[BackupPattern] = Field(default_factory=list, max_length=200)
 
 
+class AnnouncementSettings(_Strict):
+    """Where the fleet's announcements reach you, besides the editor and the CLI."""
+
+    ssh_banner: bool = Field(
+        default=True,
+        description="Print the announcements concerning an environment when you log in to it "
+        "over SSH (as a motd); `~/.hushlogin` in its home turns it off too.",
+    )
+
+
 class UserConfig(_Strict):
     default_region: Name | None = Field(
         default=None, description="Where new environments go; default: the nearest region."
@@ -146,6 +159,7 @@ class UserConfig(_Strict):
         "private keys or tokens. Everything else that looks like one is refused.",
     )
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    announcements: AnnouncementSettings = Field(default_factory=AnnouncementSettings)
     allow_binary: list[HomePath] = Field(
         default_factory=list,
         description="Files (glob patterns under the home) stored even though they are not text.",

@@ -43,12 +43,24 @@ def client(paths: Paths) -> FleetClient:
     return FleetClient(creds.fleet, creds.token)
 
 
-def with_fleet(work: Callable[[FleetClient], Awaitable[T]]) -> T:
-    """Run `work` with the signed-in user's fleet client, to the end, and return its result."""
+MACHINE_READABLE = False
+"""Set by `--json` (leeward.cli.options): no banner then, only what the fleet sent."""
+
+
+def with_fleet(work: Callable[[FleetClient], Awaitable[T]], *, banner: bool = True) -> T:
+    """Run `work` with the signed-in user's fleet client, to the end, and return its result.
+
+    `banner`: first, the one-line banner of a warning or critical announcement that concerns
+    the user (leeward.cli.banner: one short request beside `work`, never holding it
+    up for long); never with `--json`."""
 
     async def go() -> T:
         async with client(default_paths()) as fleet:
-            return await work(fleet)
+            if not banner or MACHINE_READABLE:
+                return await work(fleet)
+            from leeward.cli.banner import with_first_line
+
+            return await with_first_line(fleet, work(fleet))
 
     return asyncio.run(go())
 

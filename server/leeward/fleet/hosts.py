@@ -3,8 +3,11 @@ draining, maintenance; decommissioned when it left the config)."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from leeward.fleet import announcements
 from leeward.fleet.errors import Conflict, NotFound
 from leeward.fleet.placement import HostUsage, host_usage
 from leeward.fleet.store.db import Store
@@ -29,6 +32,10 @@ async def in_service(session: AsyncSession, name: str) -> HostRow:
     return row
 
 
-async def set_host_state(store: Store, name: str, state: HostState) -> None:
+async def set_host_state(store: Store, name: str, state: HostState, now: datetime) -> None:
     async with store.write() as session:
-        (await in_service(session, name)).state = state.value
+        row = await in_service(session, name)
+        if row.state == HostState.DECOMMISSIONING and state != HostState.DECOMMISSIONING:
+            # The decommission is cancelled: its banner goes (leeward.fleet.decommission).
+            await announcements.withdraw_source(session, now, f"decommission:{name}")
+        row.state = state.value

@@ -85,6 +85,8 @@ class ProfileSync:
         self.limits: Limits | None = None
         self.allow_secrets: list[str] = []
         self.allow_binary: list[str] = []
+        self.ssh_banner = True
+        """The owner's `[announcements] ssh_banner` (leeward.agent.banner)."""
         self.debounce = 0.25
         self._profile_sizes: dict[str, int] = {}
         self._fleet_refused: dict[str, tuple[str, Refusal]] = {}
@@ -232,6 +234,7 @@ class ProfileSync:
             config = profile.config
             self.allow_secrets = list(config.allow_secrets) if config else []
             self.allow_binary = list(config.allow_binary) if config else []
+            self.ssh_banner = config.announcements.ssh_banner if config else True
 
     async def _apply(self, profile: Profile) -> bool:
         """Bring the home to `profile` by the rule in `leeward.agent.sync`'s docstring; whether any

@@ -76,7 +76,8 @@ async def drain_host(request: web.Request) -> web.Response:
 )
 async def activate_host(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    await set_host_state(request.app[FLEET].store, name, HostState.ACTIVE)
+    fleet = request.app[FLEET]
+    await set_host_state(fleet.store, name, HostState.ACTIVE, fleet.clock.now())
     return reply(await _host(request, name))
 
 
