@@ -9,6 +9,8 @@ The fleet commands a host (signed with the fleet's command key: leeward.common.h
 - `POST /v1/environments/{id}/migrate` (`MigrateIn`), to the host it moves to: take it live
   from `source` (same region, same address).
 - `DELETE /v1/environments/{id}`: stop it and wipe its disk. Idempotent.
+- `POST /v1/environments/{id}/suspend`: stop its agent and sandbox and keep its disk (its home)
+  here, for a later `PUT` of the same spec (idle stop). Idempotent.
 - `POST /v1/environments/{id}/backup` (`BackupOrder` -> NDJSON: `BackupProgress` lines, then
   one `BackupOutcome`): back its home up with restic into the repository the order names.
 - `POST /v1/environments/{id}/restore` (`RestoreOrder` -> `RestoreResult`), before its first

@@ -11,6 +11,7 @@ from rich.console import Console
 from leeward.cli import render
 from leeward.cli.render import when
 from leeward_protocol.fleet import (
+    Activity,
     Environment,
     EnvironmentKind,
     EnvironmentState,
@@ -138,3 +139,31 @@ def test_features_table():
     assert text.splitlines()[0].split() == ["NAME", "KINDS", "DESCRIPTION"]
     assert text.splitlines()[1].split() == ["prompt", "devserver,", "container", "A", "prompt."]
     assert shown(lambda c: render.features(c, [])).strip() == "The fleet offers no features."
+
+
+def test_show_says_what_keeps_it_up_and_when_it_stops_and_list_marks_stopped_ones():
+    up = environment(
+        activity=Activity(
+            active_at=NOW - timedelta(minutes=2, seconds=5),
+            kept_by="2 SSH sessions",
+            stops_at=NOW + timedelta(minutes=57, seconds=55),
+        )
+    )
+    text = " ".join(shown(lambda c: render.environment(c, up)).split())
+    assert "kept up 2m ago by 2 SSH sessions" in text
+    assert "idle stop in 57m" in text
+
+    stopped = environment(
+        state=EnvironmentState.STOPPED,
+        activity=Activity(
+            active_at=NOW - timedelta(hours=5),
+            stopped_at=NOW - timedelta(hours=1, seconds=5),
+            deletes_at=NOW + timedelta(days=13, hours=23),
+        ),
+    )
+    text = " ".join(shown(lambda c: render.environment(c, stopped)).split())
+    assert "stopped 1h ago, for being idle: ssh or `leeward start` starts it" in text
+    assert "deleted in 13d 22h unless started (dormant)" in text
+    assert "idle stop" not in text
+    listed = shown(lambda c: render.environments(c, [up, stopped]))
+    assert "stopped (idle)" in listed

@@ -36,6 +36,7 @@ from leeward_protocol.fleet import (
 )
 
 if TYPE_CHECKING:
+    from leeward_protocol.notify import Announcement
     from leeward_protocol.profile import AgentProfile, ProfileUpload, UploadResult
 
 M = TypeVar("M", bound=BaseModel)
@@ -66,11 +67,25 @@ class AgentFleet:
     def __init__(self, endpoint: Callable[[], FleetEndpoint]) -> None:
         self._endpoint = endpoint
 
-    async def heartbeat(self, *, sessions: int, agent_version: str, within: float) -> HeartbeatAck:
-        """Alive, with `sessions` SSH connections open; the fleet's answer says how often."""
+    async def heartbeat(
+        self,
+        *,
+        sessions: int,
+        agent_version: str,
+        within: float,
+        editor_sessions: int = 0,
+        idle_seconds: float | None = None,
+    ) -> HeartbeatAck:
+        """Alive, with `sessions` SSH connections open (`editor_sessions` of them VS Code's)
+        and the last input `idle_seconds` ago: what keeps it from an idle stop. The fleet's
+        answer says how often."""
         end = self._endpoint()
         beat = AgentHeartbeat(
-            environment_id=end.environment_id, sessions=sessions, agent_version=agent_version
+            environment_id=end.environment_id,
+            sessions=sessions,
+            agent_version=agent_version,
+            editor_sessions=min(editor_sessions, sessions),
+            idle_seconds=None if idle_seconds is None else max(idle_seconds, 0.0),
         )
         url = _url(end, "/v1/agent/heartbeat")
         return parse(HeartbeatAck, await request_json("POST", url, end.token, beat.wire(), within))
@@ -118,6 +133,15 @@ class AgentFleet:
 
         answer = await self._profile_route("POST", "", upload.wire(), 2 * REQUEST_SECONDS)
         return parse(UploadResult, answer)
+
+    async def announcements(self, *, within: float) -> list[Announcement]:
+        """The announcements shown now that concern this environment (its login banner)."""
+        from leeward_protocol.notify import AnnouncementList
+
+        end = self._endpoint()
+        url = _url(end, "/v1/agent/announcements", environment=end.environment_id)
+        answer = await request_json("GET", url, end.token, None, within)
+        return parse(AnnouncementList, answer).announcements
 
     async def _profile_route(
         self, method: str, sub: str, body: object | None, within: float, **query: object

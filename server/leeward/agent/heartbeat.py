@@ -22,8 +22,9 @@ MAX_BACKOFF_SECONDS = 60.0
 
 
 class Heartbeat:
-    """The loop. Each beat reads the agent's live state: `sessions()`, and the fleet's URL and
-    token through `fleet`."""
+    """The loop. Each beat reads the agent's live state: `sessions()`, `activity()` (VS Code's
+    sessions among them, and seconds since the last input: what keeps the environment from an
+    idle stop), and the fleet's URL and token through `fleet`."""
 
     def __init__(
         self,
@@ -32,9 +33,11 @@ class Heartbeat:
         interval: Callable[[], float],
         *,
         agent_version: str,
+        activity: Callable[[], tuple[int, float | None]] = lambda: (0, None),
     ) -> None:
         self._fleet = fleet
         self._sessions = sessions
+        self._activity = activity
         self._agent_version = agent_version
         self._interval = interval
         self._adopted: float | None = None
@@ -55,8 +58,13 @@ class Heartbeat:
 
     async def beat_once(self) -> None:
         within = min(10.0, 2 * self.interval + 1)
+        editors, idle_seconds = self._activity()
         ack = await self._fleet.heartbeat(
-            sessions=self._sessions(), agent_version=self._agent_version, within=within
+            sessions=self._sessions(),
+            agent_version=self._agent_version,
+            within=within,
+            editor_sessions=editors,
+            idle_seconds=idle_seconds,
         )
         if 0 < ack.interval_seconds <= 3600:
             self._adopted = ack.interval_seconds

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from leeward import __version__
 from leeward.agent import control
+from leeward.agent.banner import Banner
 from leeward.agent.config import AgentConfig, AgentConfigError
 from leeward.agent.fleet import AgentFleet, FleetEndpoint
 from leeward.agent.heartbeat import Heartbeat
@@ -62,6 +63,10 @@ class Agent:
             lambda: self.registry.sessions,
             lambda: self.config.heartbeat_seconds,
             agent_version=__version__,
+            activity=lambda: (
+                self.registry.editor_sessions,
+                self.registry.last_input.idle_seconds,
+            ),
         )
         self._acceptor: object | None = None
         self._keys: list[tuple[object, object]] = []
@@ -70,6 +75,11 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
         self.sync: ProfileSync | None = None
+        self.banner = Banner(
+            self.fleet,
+            lambda: self.keeper.current().home,
+            lambda: self.sync.ssh_banner if self.sync is not None else True,
+        )
         # features and one-offs, once ready
         self.setup = Setup(
             lambda: self.config,
@@ -81,7 +91,7 @@ class Agent:
     def login(self) -> Login:
         """How the next session runs (its sandbox, started again if it died)."""
         c = self.config
-        return Login(self.keeper.current(), c.environment_id, c.fqdn)
+        return Login(self.keeper.current(), c.environment_id, c.fqdn, banner=self.banner)
 
     def _endpoint(self) -> FleetEndpoint:
         """Read at each request: a reload may bring a new token or fleet URL."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncssh
 
+from leeward.agent.activity import LastInput, runs_editor_server
 from leeward.agent.place import Place, Sandboxed, login_environment, set_window
 from leeward.agent.sftp import HomeSFTP, SubsystemProcess
 
@@ -53,6 +54,8 @@ class Login:
     place: Place
     environment_id: str
     fqdn: str
+    banner: Callable[[], Awaitable[bytes]] | None = None
+    """What an interactive login prints before its shell (leeward.agent.banner)."""
 
     @property
     def shell(self) -> str:
@@ -209,8 +212,11 @@ class Sessions:
     `process.redirect`: it keeps stdout and stderr apart until both end, ends the command's
     stdin only after all input was written, and reports signals and window changes."""
 
-    def __init__(self, login: Callable[[], Login]) -> None:
+    def __init__(
+        self, login: Callable[[], Login], registry: ConnectionRegistry | None = None
+    ) -> None:
         self._login = login
+        self._registry = registry
 
     async def __call__(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         import asyncio
@@ -220,12 +226,17 @@ class Sessions:
         tasks: list[asyncio.Task[None]] = []
         try:
             login = self._login()
+            if self._registry is not None and runs_editor_server(process.command):
+                self._registry.mark_editor(process.get_extra_info("connection"))
             sftp = process.subsystem == "sftp" and isinstance(login.place, Sandboxed)
             if process.subsystem and not sftp:
                 process.stderr.write(f"subsystem {process.subsystem} is not served\r\n".encode())
                 process.exit(1)
                 return
             pty = process.term_type is not None and not sftp
+            if pty and not process.command and login.banner is not None:
+                # A login shell only, as sshd's motd: commands, scp and sftp stay byte-clean.
+                process.stdout.write(await login.banner())
             if pty:
                 popen, stdio, outputs, stdin_fd = self._start_in_pty(process, login)
             else:
@@ -299,6 +310,8 @@ class Sessions:
                 continue
             if not data:
                 break
+            if self._registry is not None:
+                self._registry.last_input.note()
             try:
                 await _write_fd(fd, data)
             except OSError:  # the command stopped reading; the rest of the input is dropped
@@ -390,6 +403,8 @@ class Connection(asyncssh.SSHServer):
         self._conn: asyncssh.SSHServerConnection | None = None
         self._trust = registry.trust()
         self.authenticated = False
+        self.editor = False
+        """Whether it looks like VS Code's: it ran VS Code's server, or forwarded a port."""
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
@@ -440,6 +455,7 @@ class Connection(asyncssh.SSHServer):
         # direct-tcpip (ssh -L, Remote-SSH): from the environment's network (its sandbox's, or
         # the host's, where asyncssh opens the connection itself).
         log.info("forwarding to %s:%d", dest_host, dest_port)
+        self.editor = True  # Remote-SSH reaches its server through a forwarded port
         if self._login is None:
             return True
         return self._login().place.forward(dest_host, dest_port)
@@ -454,6 +470,17 @@ class ConnectionRegistry:
     def __init__(self, trust: Trust) -> None:
         self._trust = trust
         self._open: dict[Connection, asyncssh.SSHServerConnection] = {}
+        self.last_input = LastInput()
+
+    def mark_editor(self, conn: object) -> None:
+        """The connection `conn` ran VS Code's server: it is an editor's."""
+        for server, open_conn in self._open.items():
+            if open_conn is conn:
+                server.editor = True
+
+    @property
+    def editor_sessions(self) -> int:
+        return sum(1 for s in self._open if s.authenticated and s.editor)
 
     def trust(self) -> Trust:
         return self._trust
@@ -516,7 +543,7 @@ def _options(
 ) -> dict[str, Any]:
     """The same server and trust for direct and relayed connections. A relayed connection has no
     keepalive of its own: the relay watches its links and keeps the session through outages."""
-    sessions = Sessions(login)
+    sessions = Sessions(login, registry)
     return {
         # In a sandbox, the image's sftp-server runs inside it (a session like any other, which
         # the connection makes: see SubsystemProcess); on the host, asyncssh's SFTP server,

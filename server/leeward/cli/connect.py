@@ -65,18 +65,18 @@ def ssh(
 ) -> None:
     """Connect with OpenSSH (renewing the certificate and ssh config first)."""
     from leeward.client.access import refresh_ssh
-    from leeward_protocol.fleet import REACHABLE_STATES, EnvironmentState
+    from leeward_protocol.fleet import CONNECTABLE_STATES, EnvironmentState
 
     paths = session.default_paths()
 
     async def reach(fleet: FleetClient) -> Environment:
         target = await fleet.environment(env)
-        if target.state in REACHABLE_STATES:
+        if target.state in CONNECTABLE_STATES:  # a stopped one: `leeward proxy` starts it
             await refresh_ssh(fleet, paths)
         return target
 
     target = session.with_fleet(reach)
-    if target.state not in REACHABLE_STATES:
+    if target.state not in CONNECTABLE_STATES:
         hints = {
             EnvironmentState.PROVISIONING: f"wait for it (`leeward show {target.name}`)",
             EnvironmentState.FAILED: "create another one with `leeward create`",

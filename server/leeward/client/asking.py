@@ -1,6 +1,7 @@
 """The race's two ways of asking, spoken over asyncio streams and datagrams (no aiohttp, no
 dnslib: `leeward proxy` runs them at each SSH connection and must start fast): a GET of JSON
-over HTTP/1.1, and one DNS A query over UDP."""
+over HTTP/1.1 (a POST without a body, to start a stopped environment), and one DNS A query
+over UDP."""
 
 from __future__ import annotations
 
@@ -17,6 +18,14 @@ DNS_TIMEOUT = 0.25
 
 async def http_get_json(url: str, path: str, token: str | None, seconds: float) -> tuple[int, Any]:
     """GET `url + path` (HTTP/1.1, `Connection: close`): status and JSON body."""
+    return await http_json("GET", url, path, token, seconds)
+
+
+async def http_json(
+    method: str, url: str, path: str, token: str | None, seconds: float
+) -> tuple[int, Any]:
+    """`method` (with no body) on `url + path` (HTTP/1.1, `Connection: close`): status and JSON
+    body."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
@@ -28,7 +37,7 @@ async def http_get_json(url: str, path: str, token: str | None, seconds: float) 
         reader, writer = await asyncio.open_connection(host, port, ssl=tls or None)
         try:
             lines = [
-                f"GET {parts.path.rstrip('/')}{path} HTTP/1.1",
+                f"{method} {parts.path.rstrip('/')}{path} HTTP/1.1",
                 f"Host: {parts.netloc}",
                 "Accept: application/json",
                 "Connection: close",
@@ -36,6 +45,8 @@ async def http_get_json(url: str, path: str, token: str | None, seconds: float) 
             ]
             if token:
                 lines.append(f"Authorization: Bearer {token}")
+            if method != "GET":
+                lines.append("Content-Length: 0")
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
             raw = await reader.read()
         finally:

@@ -16,7 +16,7 @@ from pathlib import Path
 from leeward.client.paths import Paths
 from leeward.common import sshcert
 from leeward.common.files import write_private
-from leeward_protocol.fleet import REACHABLE_STATES, Environment, SSHAuthorities
+from leeward_protocol.fleet import CONNECTABLE_STATES, Environment, SSHAuthorities
 
 HEADER = "# Written by `leeward config-ssh`; rewritten every time it runs: do not edit.\n"
 RENEW_BEFORE_SECONDS = 3600
@@ -44,7 +44,8 @@ def leeward_executable() -> str:
 
 
 def entries_for(environments: Iterable[Environment]) -> list[SSHEntry]:
-    """One entry per environment that can take a connection now, sorted by name."""
+    """One entry per environment that can take a connection now, or once its connection has
+    started it (stopped for being idle: `leeward proxy` starts it), sorted by name."""
     entries = [
         SSHEntry(
             alias=e.name,
@@ -54,7 +55,7 @@ def entries_for(environments: Iterable[Environment]) -> list[SSHEntry]:
             relay_port=e.relay_port,
         )
         for e in environments
-        if e.state in REACHABLE_STATES and e.address and e.ssh_port
+        if e.state in CONNECTABLE_STATES and e.address and e.ssh_port
     ]
     return sorted(entries, key=lambda e: e.alias)
 

@@ -124,6 +124,10 @@ class HostsProvider:
         host, _ = await self._placement(environment_id)
         await self._command(host, "DELETE", f"/v1/environments/{environment_id}", None)
 
+    async def suspend(self, environment_id: str) -> None:
+        host, _ = await self._placement(environment_id)
+        await self._command(host, "POST", f"/v1/environments/{environment_id}/suspend", None)
+
     async def migrate(self, environment_id: str, host: str, blackout_seconds: float) -> None:
         current, leaving = await self._placement(environment_id)
         source = leaving or current

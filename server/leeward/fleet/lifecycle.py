@@ -76,14 +76,18 @@ async def teardown(fleet: Fleet, env_id: str, after: asyncio.Task[None] | None =
 async def extend(
     store: Store, config: FleetConfig, now: datetime, who: Principal, ref: str, hours: int
 ) -> Environment:
-    """Push a running temporary environment's expiry `hours` later, within its kind's limit
-    from now."""
+    """Push a running (or stopped: idle stop) temporary environment's expiry `hours` later,
+    within its kind's limit from now."""
     lt = config.lifetimes
     async with store.write() as session:
         row = await find_environment(session, who, ref)
-        if row.state not in (EnvironmentState.RUNNING, EnvironmentState.MIGRATING):
+        if row.state not in (
+            EnvironmentState.RUNNING,
+            EnvironmentState.MIGRATING,
+            EnvironmentState.STOPPED,
+        ):
             raise Conflict(
-                f"{row.name} is {row.state}; only a running environment can be extended."
+                f"{row.name} is {row.state}; only a running or stopped environment can be extended."
             )
         if row.expires_at is None:
             raise Conflict(f"{row.name} is permanent: it has no expiry to extend.")
@@ -146,6 +150,7 @@ async def reap_expired(fleet: Fleet) -> list[str]:
                                 EnvironmentState.RUNNING.value,
                                 EnvironmentState.MIGRATING.value,
                                 EnvironmentState.PROVISIONING.value,
+                                EnvironmentState.STOPPED.value,  # idle stop: it expires too
                             ]
                         ),
                     )

@@ -129,7 +129,7 @@ async def finish_move(fleet: Fleet, env_id: str) -> None:
 async def drain_host(fleet: Fleet, name: str) -> None:
     """The drain coordinator's start: no new environments on `name`, and every one on it
     moved live to another active host of its region, then the host is in maintenance."""
-    await set_host_state(fleet.store, name, HostState.DRAINING)
+    await set_host_state(fleet.store, name, HostState.DRAINING, fleet.clock.now())
     fleet.spawn(f"drain:{name}", _drain(fleet, name))
 
 
@@ -150,6 +150,9 @@ async def _drain(fleet: Fleet, name: str) -> None:
                     )
                 )
             ).all()
+        # A stopped one (idle stop) stays: nothing of it runs, and its home waits on the host's
+        # disk through the maintenance.
+        rows = [row for row in rows if row.state != EnvironmentState.STOPPED]
         movable = [env_id for env_id, state in rows if state == EnvironmentState.RUNNING]
         moving = [env_id for env_id in movable if env_id not in stuck]
         groups = (moving[i : i + DRAIN_PARALLEL] for i in range(0, len(moving), DRAIN_PARALLEL))
@@ -173,5 +176,5 @@ async def _drain(fleet: Fleet, name: str) -> None:
         for env_id, why in stuck.items():
             log.warning("drain of %s: %s cannot move: %s", name, env_id, why)
         return  # stays draining: an operator must make room, then drain again
-    await set_host_state(fleet.store, name, HostState.MAINTENANCE)
+    await set_host_state(fleet.store, name, HostState.MAINTENANCE, fleet.clock.now())
     log.info("host %s drained: in maintenance", name)

@@ -19,6 +19,7 @@ _LISTED = [
     EnvironmentState.PROVISIONING,
     EnvironmentState.RUNNING,
     EnvironmentState.MIGRATING,
+    EnvironmentState.STOPPED,
     EnvironmentState.DELETING,
     EnvironmentState.FAILED,
 ]

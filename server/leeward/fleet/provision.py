@@ -104,7 +104,8 @@ async def provision(
             return
     failing = "Its agent did not start"
     try:
-        if row.restore_from is not None and not adopt:
+        # Only before its first start: one started again (after an idle stop) has its home.
+        if row.restore_from is not None and not adopt and row.ready_at is None:
             failing = f"Its home could not be restored from backup {row.restore_from}"
             await restore_home(fleet, row)
             failing = "Its agent did not start"

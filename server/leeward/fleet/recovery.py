@@ -49,6 +49,8 @@ async def recover(fleet: Fleet, *, at_start: bool = False) -> int:
     up = await fleet.provider.running([r.id for r in rows])
     taken = 0
     for row in rows:
+        if row.state == EnvironmentState.STOPPED:
+            continue  # stopped for being idle: nothing runs, nothing to restart
         if row.state == EnvironmentState.DELETING:
             work = teardown(fleet, row.id)
         elif row.state == EnvironmentState.PROVISIONING:

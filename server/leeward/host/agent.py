@@ -95,6 +95,7 @@ class HostAgent:
         app.router.add_post("/v1/environments/{id}/assign", self._assign)
         app.router.add_post("/v1/environments/{id}/migrate", self._migrate)
         app.router.add_delete("/v1/environments/{id}", self._stop)
+        app.router.add_post("/v1/environments/{id}/suspend", self._suspend)
         app.router.add_post("/v1/environments/{id}/backup", self._backup)
         app.router.add_post("/v1/environments/{id}/restore", self._restore)
         app.router.add_post("/v1/environments/{id}/restore-paths", self._restore_paths)
@@ -181,6 +182,12 @@ class HostAgent:
         await self.provider.stop(env_id)
         if self.fabric is not None and address is not None:
             await self.fabric.detach(address)
+        return web.json_response({"ok": True})
+
+    async def _suspend(self, request: web.Request) -> web.Response:
+        """Idle stop: the agent and sandbox stop, the home stays on this host's disk, and the
+        address stays attached here (a start of the same environment comes back here)."""
+        await self.provider.suspend(self._id(request))
         return web.json_response({"ok": True})
 
     async def _backup(self, request: web.Request) -> web.StreamResponse:

@@ -114,6 +114,11 @@ class Provider(Protocol):
         """Stop the environment and destroy its disk. Idempotent."""
         ...
 
+    async def suspend(self, environment_id: str) -> None:
+        """Stop the environment's agent and sandbox and keep its disk (its home) where it is,
+        for a later `start` with the same spec (idle stop). Idempotent."""
+        ...
+
     async def migrate(self, environment_id: str, host: str, blackout_seconds: float) -> None:
         """Move a running environment live to `host` (same region, same address). Its
         processes and memory carry on; its network attachment goes dark for about

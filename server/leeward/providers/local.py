@@ -144,6 +144,11 @@ class LocalProvider:
             socket = self._socket(environment_id)
             await asyncio.to_thread(_remove, directory, socket)
 
+    async def suspend(self, environment_id: str) -> None:
+        """The agent and the sandbox stop; the directory (home, config) stays, and `start`
+        of the same spec runs the agent again over the same home."""
+        await self.power_off([environment_id])
+
     async def migrate(self, environment_id: str, host: str, blackout_seconds: float) -> None:
         """Here a host is only a placement record, so the agent stays where it is (`host` is
         not used). What a real live migration does to the network is modelled: the agent's

@@ -1,7 +1,8 @@
 """Where `leeward proxy` can reach an environment's relay: one address given on the command line
 (`Fixed`), or the client side's one way of finding an environment (`leeward.client.locate`:
 the fleet API, the fleet's DNS and the last-known-good cache, raced), each address proven by
-the relay handshake's first half before it is handed to the proxy (`Located`)."""
+the relay handshake's first half before it is handed to the proxy (`Located`, which also wakes
+an environment stopped for being idle)."""
 
 from __future__ import annotations
 
@@ -100,6 +101,13 @@ class Located:
                 writer.close()
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
+
+    async def wake(self, name: str, say: Callable[[str], None]) -> None:
+        """Start `name`, stopped for being idle, and wait until it runs
+        (`leeward.client.wake`; WakeError saying why when it does not)."""
+        from leeward.client.wake import wake
+
+        await wake(self.finder.fleet, self.finder.token, name, say)
 
     async def candidates(self, name: str) -> list[Candidate]:
         found = await self.finder.locate(name)

@@ -223,6 +223,7 @@ class Proxy:
         last = "no address yet"
         candidates: list[Candidate] = []
         resolved_at = float("-inf")
+        woken = False
         while True:
             if self._abandoned():
                 raise RelayFailure("local", "ssh went away")
@@ -244,6 +245,13 @@ class Proxy:
                     candidates, last = [], str(exc)
                     if exc.gone:  # the fleet's word: no environment by that name
                         raise RelayFailure("gone", str(exc)) from None
+                    if exc.fleet_state == "stopped" and self.ticket is None and not woken:
+                        # Stopped for being idle: this connection starts it again. The wait
+                        # for it is the wake's own (with its deadline); the connect's starts after.
+                        woken = True
+                        await self._wake()
+                        start, resolved_at = self.clock.monotonic(), float("-inf")
+                        continue
                     if exc.impostor is not None:
                         if exc.fleet_state is not None:  # the fleet's word: nothing else comes
                             raise self._impostor(exc.impostor, exc.fleet_state) from None
@@ -306,6 +314,27 @@ class Proxy:
             if self.impostors.since is not None:
                 pause = min(pause, self.impostors.left())
             await self.clock.sleep(min(pause, within - elapsed))
+
+    async def _wake(self) -> None:
+        """Have the fleet start the environment (stopped for being idle) and wait until it
+        runs, saying so on ssh's stderr; a locator that cannot (an address given on the
+        command line) leaves the search to fail as it would."""
+        from leeward.client.wake import WakeError
+
+        wake = getattr(self.locator, "wake", None)
+        if wake is None:
+            return
+        self.status.update(state="starting")
+        try:
+            await wake(self.name, lambda line: _say(self.name, line))
+        except WakeError as exc:
+            raise RelayFailure("stopped", str(exc)) from None
+        except (OSError, TimeoutError) as exc:
+            raise RelayFailure(
+                "stopped",
+                f"{self.name} is stopped for being idle, and the fleet could not be asked to "
+                f"start it ({exc or type(exc).__name__}); try `leeward start {self.name}`",
+            ) from None
 
     async def run(self, stdin: asyncio.StreamReader, stdout: asyncio.StreamWriter) -> int:
         async def deliver(data: bytes) -> None:
