@@ -16,6 +16,7 @@ import { BackupsListRequest } from './protocol/methods';
 import { syncFromDaemon } from './common/sync';
 import { EnvironmentsTree } from './views/environmentsTree';
 import { SetupNoticeWatch, showNotices } from './views/setupNotices';
+import { Announcements, Notifications } from './views/announcements';
 import { StatusBar } from './views/statusBar';
 
 let daemon: Daemon | undefined;
@@ -59,6 +60,9 @@ export function activate(context: vscode.ExtensionContext): void {
     fleetUrlSetting: () => userValue<string>(config(), 'fleetUrl'),
     now: () => new Date(),
   };
+  const announcements = new Announcements(ctx, context.globalState);
+  ctx.announcements = announcements;
+  const notifications = new Notifications(ctx);
 
   const backups = new BackupLists((environment) =>
     running.request(BackupsListRequest, { environment }),
@@ -99,6 +103,7 @@ export function activate(context: vscode.ExtensionContext): void {
       sync();
     } else if (state === 'failed') {
       store.clear();
+      announcements.clear();
       if (!failureShown) {
         failureShown = true;
         const logs = 'Show Logs';
@@ -129,6 +134,13 @@ export function activate(context: vscode.ExtensionContext): void {
     running.onEnvironments((result) => store.setList(result)),
     running.onHealth((record) => store.setHealth(record)),
     running.onStatus((status) => store.setAccount(status)),
+    announcements,
+    running.onAnnouncements((list) => announcements.update(list.announcements)),
+    running.onNotifications((list) => {
+      notifications
+        .receive(list.notifications)
+        .catch((error: unknown) => log.warn(`Showing notifications: ${errorMessage(error)}`));
+    }),
     store.onDidChange(() => {
       void vscode.commands.executeCommand('setContext', 'leeward.signedIn', store.signedIn);
       void showNotices(notices.update(store.list?.environments));

@@ -18,7 +18,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from leeward_protocol import backup as fleet_backup
 from leeward_protocol.backup import Backup, BackupDetail, BackupList, Move, Restore
-from leeward_protocol.base import MAX_WHOLE, Integral, Request, Resource
+from leeward_protocol.base import MAX_WHOLE, Integral, Request, Resource, Whole
 from leeward_protocol.fleet import (
     ContainerProfile,
     CreateContainer,
@@ -32,6 +32,7 @@ from leeward_protocol.fleet import (
     LifespanPolicy,
     _check_name,
 )
+from leeward_protocol.notify import Announcement, AnnouncementList, NotificationList
 from leeward_protocol.userconfig import check_home_path, exactly_one
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -305,6 +306,32 @@ class MoveParams(fleet_backup.MoveRequest):
     _names = field_validator("flavor", "region")(_check_name)
 
 
+# ---------------------------------------------------------------------------------- telling people
+
+
+class DismissParams(_Asked):
+    """Dismiss an announcement at the revision the user saw: a later revision (its text
+    changed) is shown again."""
+
+    id: Whole = Field(description="The announcement's id.")
+    revision: Whole = Field(description="The revision the user dismissed.")
+
+
+class SeenParams(_Asked):
+    """The editor showed these notifications: the daemon tells the fleet (their editor delivery
+    is then sent), so another window or a restart does not show them again."""
+
+    ids: list[Whole] = Field(min_length=1, max_length=1000)
+
+
+class SeenResult(Resource):
+    ids: list[Whole] = Field(description="The notifications marked seen.")
+    told: bool = Field(
+        description="The fleet was told; when false it could not be reached, and the daemon "
+        "tells it when it answers again."
+    )
+
+
 # ---------------------------------------------------------------------------------- the methods
 
 
@@ -323,6 +350,10 @@ METHODS: dict[str, tuple[type[Request], type[Resource]]] = {
     "leeward/backups/now": (BackupNowParams, Backup),
     "leeward/backups/restore": (RestoreParams, Restore),
     "leeward/environments/move": (MoveParams, Move),
+    "leeward/announcements/list": (Empty, AnnouncementList),
+    "leeward/announcements/dismiss": (DismissParams, Announcement),
+    "leeward/notifications/list": (Empty, NotificationList),
+    "leeward/notifications/seen": (SeenParams, SeenResult),
 }
 """Requests the extension sends: method -> (params model, result model)."""
 
@@ -330,5 +361,7 @@ NOTIFICATIONS: dict[str, type[Resource]] = {
     "leeward/health": HealthRecord,
     "leeward/environments": EnvironmentsResult,
     "leeward/status": DaemonStatus,
+    "leeward/announcements": AnnouncementList,
+    "leeward/notifications": NotificationList,
 }
 """Notifications the daemon sends: method -> params model."""

@@ -49,6 +49,12 @@ class DaemonClient:
         """When each health notification arrived (wall clock), for benchmarks."""
         self.environments: list[dict[str, Any]] = []
         self.statuses: list[dict[str, Any]] = []
+        self.announcements: list[dict[str, Any]] = []
+        self.notifications: list[dict[str, Any]] = []
+        """Each notification the daemon sent, in order (flattened from its lists)."""
+        self.first_seen: dict[tuple[str, int, int], float] = {}
+        """When (wall clock) each announcement revision, ("announcement", id, revision), and
+        each notification, ("notification", id, 0), first reached the client: for benchmarks."""
         self.progress: dict[str, list[dict[str, Any]]] = {}
         self.logs: list[str] = []
         self.diagnostics: list[types.PublishDiagnosticsParams] = []
@@ -70,6 +76,22 @@ class DaemonClient:
         @client.feature("leeward/status")
         def on_status(params: Any) -> None:
             self.statuses.append(params)
+            self._poke()
+
+        @client.feature("leeward/announcements")
+        def on_announcements(params: Any) -> None:
+            arrived = time.time()
+            self.announcements.append(params)
+            for a in params["announcements"]:
+                self.first_seen.setdefault(("announcement", a["id"], a["revision"]), arrived)
+            self._poke()
+
+        @client.feature("leeward/notifications")
+        def on_notifications(params: Any) -> None:
+            arrived = time.time()
+            self.notifications.extend(params["notifications"])
+            for n in params["notifications"]:
+                self.first_seen.setdefault(("notification", n["id"], 0), arrived)
             self._poke()
 
         @client.feature(types.PROGRESS)

@@ -222,15 +222,20 @@ class CodeServer:
 
 
 def run_driver(
-    tools: Tools, config: dict[str, Any], env: dict[str, str], artifacts: Path
+    tools: Tools,
+    config: dict[str, Any],
+    env: dict[str, str],
+    artifacts: Path,
+    driver: Path = DRIVER,
 ) -> dict[str, Any]:
-    """Run extension/e2e/run.mjs with `config`; returns its result.json (ok or not)."""
+    """Run `driver` (extension/e2e/run.mjs unless told) with `config`; returns its result.json
+    (ok or not)."""
     config_path = artifacts / "driver-config.json"
     config_path.write_text(json.dumps(config, indent=2))
     timeout = config["deadlineSeconds"] + 60
     with (artifacts / "driver.log").open("w") as log:
         done = subprocess.run(
-            [str(tools.node), str(DRIVER), str(config_path)],
+            [str(tools.node), str(driver), str(config_path)],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -3,6 +3,7 @@ import type * as vscode from 'vscode';
 
 import type { DaemonApi } from '../common/daemonApi';
 import type { EnvironmentStore } from '../common/environments';
+import type { Announcements } from '../views/announcements';
 
 export type Log = Pick<vscode.LogOutputChannel, 'info' | 'warn' | 'error' | 'show'>;
 
@@ -15,4 +16,6 @@ export interface CommandContext {
   /** The fleet URL setting, for the sign-in prompt. */
   fleetUrlSetting(): string | undefined;
   now(): Date;
+  /** The announcements the status bar shows (absent in tests that do not need them). */
+  announcements?: Announcements;
 }

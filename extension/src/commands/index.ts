@@ -25,6 +25,7 @@ export const COMMANDS = {
   'leeward.restoreToNewDevserver': (ctx: CommandContext, arg?: unknown) => restoreToNew(ctx, arg),
   'leeward.restorePath': (ctx: CommandContext, arg?: unknown) => restorePath(ctx, arg),
   'leeward.move': (ctx: CommandContext, arg?: unknown) => move(ctx, arg),
+  'leeward.showAnnouncements': (ctx: CommandContext) => ctx.announcements?.pick(),
 } satisfies Record<string, (ctx: CommandContext, arg?: unknown) => unknown>;
 
 export type CommandId = keyof typeof COMMANDS;

@@ -7,12 +7,15 @@ import { randomUUID } from 'node:crypto';
 import type { NotificationType, RequestType } from 'vscode-jsonrpc';
 
 import {
+  AnnouncementsNotification,
   EnvironmentsCreateRequest,
   EnvironmentsNotification,
   HealthNotification,
+  NotificationsNotification,
   StatusNotification,
 } from '../protocol/methods';
 import type {
+  AnnouncementList,
   CreateContainer,
   CreateDevserver,
   DaemonSettings,
@@ -20,6 +23,7 @@ import type {
   Environment,
   EnvironmentsResult,
   HealthRecord,
+  NotificationList,
 } from '../protocol/generated';
 import type { DaemonApi, ProgressListener, WorkDone } from './daemonApi';
 import type { DaemonCommand } from './daemonPath';
@@ -81,6 +85,8 @@ export class Daemon implements DaemonApi, Disposable {
   private readonly environments = new Emitter<EnvironmentsResult>();
   private readonly health = new Emitter<HealthRecord>();
   private readonly status = new Emitter<DaemonStatus>();
+  private readonly announcements = new Emitter<AnnouncementList>();
+  private readonly notifications = new Emitter<NotificationList>();
 
   /** Fires on every change of state; `running` again after the client restarted a crashed
    * daemon, so listeners fetch what they show anew. */
@@ -88,6 +94,10 @@ export class Daemon implements DaemonApi, Disposable {
   readonly onEnvironments = this.environments.event;
   readonly onHealth = this.health.event;
   readonly onStatus = this.status.event;
+  /** The active announcements that concern the user (dismissed ones flagged), when they change. */
+  readonly onAnnouncements = this.announcements.event;
+  /** New notifications for the user, each once per daemon (to be reported seen once shown). */
+  readonly onNotifications = this.notifications.event;
 
   constructor(
     private readonly log: DaemonLog,
@@ -152,7 +162,14 @@ export class Daemon implements DaemonApi, Disposable {
 
   dispose(): void {
     void this.stop();
-    for (const emitter of [this.stateChanged, this.environments, this.health, this.status]) {
+    for (const emitter of [
+      this.stateChanged,
+      this.environments,
+      this.health,
+      this.status,
+      this.announcements,
+      this.notifications,
+    ]) {
       emitter.dispose();
     }
   }
@@ -193,6 +210,8 @@ export class Daemon implements DaemonApi, Disposable {
     client.onNotification(EnvironmentsNotification, (result) => this.environments.fire(result));
     client.onNotification(HealthNotification, (record) => this.health.fire(record));
     client.onNotification(StatusNotification, (status) => this.status.fire(status));
+    client.onNotification(AnnouncementsNotification, (list) => this.announcements.fire(list));
+    client.onNotification(NotificationsNotification, (list) => this.notifications.fire(list));
     client.onDidChangeState((state) => {
       if (this.client !== client) return; // one being replaced or stopped on purpose
       if (state === 'running') this.setState('running');

@@ -14,6 +14,7 @@ export type ProtocolModel =
   | AgentReport
   | Announcement
   | AnnouncementList
+  | AnnouncementSettings
   | Backup
   | BackupDetail
   | BackupEntry
@@ -44,6 +45,7 @@ export type ProtocolModel =
   | Delivery
   | DeliveryState
   | Dismiss
+  | DismissParams
   | DnsMode
   | DnsStatus
   | Dotfiles
@@ -114,6 +116,8 @@ export type ProtocolModel =
   | SSHAuthorities
   | Scope
   | SeenNotifications
+  | SeenParams
+  | SeenResult
   | SetPreferences
   | SetupItem
   | SetupKind
@@ -264,7 +268,15 @@ export interface Activity {
  */
 export interface AgentHeartbeat {
   agentVersion?: string;
+  /**
+   * Of `sessions`, those that look like VS Code's (they ran its server, or forwarded ports).
+   */
+  editorSessions?: number;
   environmentId: string;
+  /**
+   * Seconds since the last input from any session; None: none since the agent started (agents before idle stop send nothing).
+   */
+  idleSeconds?: number | null;
   /**
    * Open SSH connections.
    */
@@ -312,6 +324,7 @@ export interface UserConfig {
    * Files (glob patterns under the home) stored even though they look like private keys or tokens. Everything else that looks like one is refused.
    */
   allow_secrets?: string[];
+  announcements?: AnnouncementSettings;
   backup?: BackupSettings;
   /**
    * The devserver flavor.
@@ -335,6 +348,15 @@ export interface UserConfig {
    * Paths under the home (besides the defaults) kept in the profile.
    */
   tracked_paths?: string[];
+}
+/**
+ * Where the fleet's announcements reach you, besides the editor and the CLI.
+ */
+export interface AnnouncementSettings {
+  /**
+   * Print the announcements concerning an environment when you log in to it over SSH (as a motd); `~/.hushlogin` in its home turns it off too.
+   */
+  ssh_banner?: boolean;
 }
 /**
  * What of the home its backups leave out, besides caches and build outputs.
@@ -1099,6 +1121,20 @@ export interface Dismiss {
   revision: number;
 }
 /**
+ * Dismiss an announcement at the revision the user saw: a later revision (its text
+ * changed) is shown again.
+ */
+export interface DismissParams {
+  /**
+   * The announcement's id.
+   */
+  id: number;
+  /**
+   * The revision the user dismissed.
+   */
+  revision: number;
+}
+/**
  * `GET /v1/admin/dns`: whether the zone's DNS server answers, and where.
  */
 export interface DnsStatus {
@@ -1471,7 +1507,14 @@ export interface PostAnnouncement {
  * A user's choice of sinks per kind (absent kinds: the fleet's defaults).
  */
 export interface Preferences {
+  /**
+   * The kinds routed by the user's own choice; the others follow the fleet's default (and its changes).
+   */
+  chosen: NotificationKind[];
   email: string | null;
+  /**
+   * Every kind: the sinks it goes to (the user's choice, else the fleet's).
+   */
   routes: {
     [k: string]: SinkName[] | undefined;
   };
@@ -1612,6 +1655,27 @@ export interface SeenNotifications {
    * @maxItems 1000
    */
   ids: [number, ...number[]];
+}
+/**
+ * The editor showed these notifications: the daemon tells the fleet (their editor delivery
+ * is then sent), so another window or a restart does not show them again.
+ */
+export interface SeenParams {
+  /**
+   * @minItems 1
+   * @maxItems 1000
+   */
+  ids: [number, ...number[]];
+}
+export interface SeenResult {
+  /**
+   * The notifications marked seen.
+   */
+  ids: number[];
+  /**
+   * The fleet was told; when false it could not be reached, and the daemon tells it when it answers again.
+   */
+  told: boolean;
 }
 /**
  * `PUT /v1/me/notifications`: only your own.

@@ -11,6 +11,16 @@ export const AccountSignInRequest = new RequestType<p.SignInParams, p.DaemonStat
   'leeward/account/signIn',
 );
 
+/** `leeward/announcements/dismiss`: DismissParams → Announcement. */
+export const AnnouncementsDismissRequest = new RequestType<p.DismissParams, p.Announcement, void>(
+  'leeward/announcements/dismiss',
+);
+
+/** `leeward/announcements/list`: Empty → AnnouncementList. */
+export const AnnouncementsListRequest = new RequestType<p.Empty, p.AnnouncementList, void>(
+  'leeward/announcements/list',
+);
+
 /** `leeward/backups/list`: EnvironmentRef → BackupList. */
 export const BackupsListRequest = new RequestType<p.EnvironmentRef, p.BackupList, void>(
   'leeward/backups/list',
@@ -71,9 +81,24 @@ export const HealthListRequest = new RequestType<p.HealthQuery, p.HealthList, vo
   'leeward/health/list',
 );
 
+/** `leeward/notifications/list`: Empty → NotificationList. */
+export const NotificationsListRequest = new RequestType<p.Empty, p.NotificationList, void>(
+  'leeward/notifications/list',
+);
+
+/** `leeward/notifications/seen`: SeenParams → SeenResult. */
+export const NotificationsSeenRequest = new RequestType<p.SeenParams, p.SeenResult, void>(
+  'leeward/notifications/seen',
+);
+
 /** `leeward/status/get`: Empty → DaemonStatus. */
 export const StatusGetRequest = new RequestType<p.Empty, p.DaemonStatus, void>(
   'leeward/status/get',
+);
+
+/** `leeward/announcements` (from the daemon): AnnouncementList. */
+export const AnnouncementsNotification = new NotificationType<p.AnnouncementList>(
+  'leeward/announcements',
 );
 
 /** `leeward/environments` (from the daemon): EnvironmentsResult. */
@@ -83,6 +108,11 @@ export const EnvironmentsNotification = new NotificationType<p.EnvironmentsResul
 
 /** `leeward/health` (from the daemon): HealthRecord. */
 export const HealthNotification = new NotificationType<p.HealthRecord>('leeward/health');
+
+/** `leeward/notifications` (from the daemon): NotificationList. */
+export const NotificationsNotification = new NotificationType<p.NotificationList>(
+  'leeward/notifications',
+);
 
 /** `leeward/status` (from the daemon): DaemonStatus. */
 export const StatusNotification = new NotificationType<p.DaemonStatus>('leeward/status');

@@ -66,6 +66,8 @@ export function iconId(environment: Environment, health: HealthRecord | undefine
       return 'error';
     case 'deleted':
       return 'circle-slash';
+    case 'stopped':
+      return 'debug-pause';
     case 'running':
     case 'migrating':
       break;

@@ -19,6 +19,7 @@ import {
 } from 'vscode-jsonrpc/node';
 
 import type {
+  AnnouncementList,
   DaemonStatus,
   Environment,
   EnvironmentsResult,
@@ -26,6 +27,9 @@ import type {
 } from '../../src/protocol/generated';
 import {
   AccountSignInRequest,
+  AnnouncementsDismissRequest,
+  AnnouncementsListRequest,
+  AnnouncementsNotification,
   BackupsListRequest,
   BackupsNowRequest,
   BackupsShowRequest,
@@ -38,6 +42,7 @@ import {
   EnvironmentsNotification,
   HealthListRequest,
   HealthNotification,
+  NotificationsListRequest,
   StatusGetRequest,
   StatusNotification,
 } from '../../src/protocol/methods';
@@ -105,6 +110,7 @@ class DaemonProcess {
   readonly health: HealthRecord[] = [];
   readonly lists: EnvironmentsResult[] = [];
   readonly statuses: DaemonStatus[] = [];
+  readonly announcements: AnnouncementList[] = [];
   readonly progress = new Map<string, Progress[]>();
   readonly logs: string[] = [];
   stderr = '';
@@ -131,6 +137,11 @@ class DaemonProcess {
     c.onNotification(StatusNotification, (status) => {
       wire.expectShape(wire.daemonStatus, status, 'leeward/status');
       this.statuses.push(status);
+      this.poke();
+    });
+    c.onNotification(AnnouncementsNotification, (list) => {
+      wire.expectShape(wire.announcementList, list, 'leeward/announcements');
+      this.announcements.push(list);
       this.poke();
     });
     c.onNotification('$/progress', (params: { token: string | number; value: Progress }) => {
@@ -405,6 +416,26 @@ describe(
       });
       wire.expectShape(wire.environment, extended, 'leeward/environments/extend');
       assert.ok(Date.parse(extended.expiresAt ?? '') > Date.parse(box.expiresAt ?? ''));
+    });
+
+    test('announcements and notifications, as the generated types', async () => {
+      const posted = JSON.parse(
+        sandbox.check('admin', 'announce', 'Wire check **now**', '--region', box.region, '--json'),
+      ) as { id: number; revision: number };
+      const shown = await daemon.until('the announcement in leeward/announcements', () =>
+        daemon.announcements.at(-1)?.announcements.find((a) => a.id === posted.id),
+      );
+      assert.deepEqual(shown.environments, [box.name]);
+      const listed = await daemon.connection.sendRequest(AnnouncementsListRequest, {});
+      wire.expectShape(wire.announcementList, listed, 'leeward/announcements/list');
+      const dismissed = await daemon.connection.sendRequest(AnnouncementsDismissRequest, {
+        id: posted.id,
+        revision: posted.revision,
+      });
+      wire.expectShape(wire.announcement, dismissed, 'leeward/announcements/dismiss');
+      assert.equal(dismissed.dismissed, true);
+      const mine = await daemon.connection.sendRequest(NotificationsListRequest, {});
+      wire.expectShape(wire.notificationList, mine, 'leeward/notifications/list');
     });
 
     test('backups: list, back up now with $/progress, show, each as the generated types', async () => {

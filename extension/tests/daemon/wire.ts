@@ -5,6 +5,10 @@
 import assert from 'node:assert/strict';
 
 import type {
+  Action,
+  Activity,
+  Announcement,
+  AnnouncementList,
   Backup,
   BackupDetail,
   BackupEntry,
@@ -22,6 +26,8 @@ import type {
   HealthRecord,
   LifespanChoice,
   LifespanPolicy,
+  Notification,
+  NotificationList,
   Refusal,
   RegionChoice,
   SetupItem,
@@ -109,6 +115,7 @@ const environmentState = oneOf<Environment['state']>(
   'deleting',
   'deleted',
   'failed',
+  'stopped',
 );
 
 export const hardware = object<Hardware>({ cpus: num, memoryGib: num, gpus: num });
@@ -192,6 +199,15 @@ export const environment = object<Environment>({
   sync: nullable(syncStatus),
   backup: nullable(backupStatus),
   movedTo: nullable(str),
+  activity: nullable(
+    object<Activity>({
+      activeAt: nullable(time),
+      deletesAt: nullable(time),
+      keptBy: str,
+      stoppedAt: nullable(time),
+      stopsAt: nullable(time),
+    }),
+  ),
 });
 
 export const environmentsResult = object<EnvironmentsResult>({
@@ -340,4 +356,84 @@ export const backupDetail = object<BackupDetail>({
   backup,
   path: str,
   entries: list(backupEntry),
+});
+
+const action = object<Action>({
+  kind: oneOf<Action['kind']>('link', 'extend', 'move', 'backup-now', 'start'),
+  label: str,
+  url: nullable(str),
+  environment: nullable(str),
+  command: nullable(str),
+});
+
+export const announcement = object<Announcement>({
+  id: num,
+  text: str,
+  severity: oneOf<Announcement['severity']>('info', 'warning', 'critical'),
+  scope: object<Announcement['scope']>({
+    regions: list(str),
+    hosts: list(str),
+    flavors: list(str),
+    profiles: list(str),
+    users: list(str),
+  }),
+  startsAt: time,
+  endsAt: nullable(time),
+  actions: list(action),
+  revision: num,
+  source: str,
+  createdBy: str,
+  createdAt: time,
+  updatedAt: time,
+  withdrawnAt: nullable(time),
+  active: bool,
+  dismissed: bool,
+  environments: list(str),
+});
+
+export const announcementList = object<AnnouncementList>({ announcements: list(announcement) });
+
+export const notificationList = object<NotificationList>({
+  notifications: list(
+    object<Notification>({
+      id: num,
+      user: str,
+      kind: oneOf<Notification['kind']>(
+        'expiry',
+        'backup-failed',
+        'decommission',
+        'storm',
+        'share',
+        'setup-failed',
+        'idle-stop',
+        'dormant-delete',
+      ),
+      title: str,
+      body: str,
+      environment: nullable(str),
+      actions: list(action),
+      createdAt: time,
+      seenAt: nullable(time),
+      deliveries: list(
+        object<Notification['deliveries'][number]>({
+          sink: oneOf<Notification['deliveries'][number]['sink']>(
+            'editor',
+            'email',
+            'chat',
+            'tracker',
+          ),
+          state: oneOf<Notification['deliveries'][number]['state']>(
+            'pending',
+            'leased',
+            'sent',
+            'failed',
+          ),
+          attempts: num,
+          nextAttemptAt: nullable(time),
+          sentAt: nullable(time),
+          reason: str,
+        }),
+      ),
+    }),
+  ),
 });

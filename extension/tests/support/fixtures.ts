@@ -48,6 +48,7 @@ export function environment(overrides: Partial<Environment> = {}): Environment {
     sync: null,
     backup: null,
     movedTo: null,
+    activity: null,
     ...overrides,
   };
 }

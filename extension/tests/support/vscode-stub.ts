@@ -36,6 +36,9 @@ export class ThemeIcon {
 }
 
 export class MarkdownString {
+  isTrusted?: boolean;
+  supportHtml?: boolean;
+  supportThemeIcons?: boolean;
   constructor(public value = '') {}
 }
 
@@ -132,6 +135,7 @@ export const recorded = {
   terminals: [] as TerminalCall[],
   executed: [] as { command: string; args: unknown[] }[],
   statusBarItems: [] as StatusBarItemStub[],
+  opened: [] as string[],
 };
 
 /** What the "user" answers. A quick pick's answer picks an item by its label (undefined:
@@ -287,7 +291,16 @@ export const extensions = {
   },
 };
 
-export const env: { remoteName: string | undefined } = { remoteName: undefined };
+export const env: {
+  remoteName: string | undefined;
+  openExternal(uri: Uri): Promise<boolean>;
+} = {
+  remoteName: undefined,
+  async openExternal(uri: Uri): Promise<boolean> {
+    recorded.opened.push(uri.toString());
+    return true;
+  },
+};
 
 export const workspace: {
   workspaceFolders: { uri: Uri }[] | undefined;

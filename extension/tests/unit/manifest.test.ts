@@ -48,6 +48,7 @@ test('the commands, titled in one Leeward category', () => {
       'leeward.restoreToNewDevserver': titles['leeward.restoreToNewDevserver'],
       'leeward.restorePath': titles['leeward.restorePath'],
       'leeward.move': titles['leeward.move'],
+      'leeward.showAnnouncements': titles['leeward.showAnnouncements'],
     },
     {
       'leeward.createEnvironment': 'Create Environment',
@@ -63,6 +64,7 @@ test('the commands, titled in one Leeward category', () => {
       'leeward.restoreToNewDevserver': 'Restore into a New Devserver',
       'leeward.restorePath': 'Restore a Path',
       'leeward.move': 'Move Devserver',
+      'leeward.showAnnouncements': 'Show Announcements',
     },
   );
   for (const command of manifest.contributes.commands) assert.equal(command.category, 'Leeward');

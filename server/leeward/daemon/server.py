@@ -44,9 +44,11 @@ from leeward_protocol.daemon import (
     CreateParams,
     CreateStage,
     DaemonSettings,
+    DismissParams,
     EnvironmentRef,
     ExtendParams,
     HealthQuery,
+    SeenParams,
     SignInParams,
 )
 
@@ -286,6 +288,19 @@ def build_server() -> LeewardServer:
     async def health(ls: LeewardServer, d: Daemon, p: HealthQuery) -> BaseModel:
         return await d.health(p)
 
+    # What the fleet tells the user (daemon/inbox.py).
+    async def announcements(ls: LeewardServer, d: Daemon, _: Any) -> BaseModel:
+        return await d.answer(d.inbox.current())
+
+    async def dismiss(ls: LeewardServer, d: Daemon, p: DismissParams) -> BaseModel:
+        return await d.answer(d.inbox.dismiss(p.id, p.revision))
+
+    async def notifications(ls: LeewardServer, d: Daemon, _: Any) -> BaseModel:
+        return await d._call(lambda c: c.notifications())
+
+    async def seen(ls: LeewardServer, d: Daemon, p: SeenParams) -> BaseModel:
+        return await d.answer(d.inbox.seen(p.ids))
+
     table: dict[str, Handler] = {
         "leeward/status/get": status,
         "leeward/account/signIn": sign_in,
@@ -301,6 +316,10 @@ def build_server() -> LeewardServer:
         "leeward/backups/now": backups.back_up_now,
         "leeward/backups/restore": backups.restore,
         "leeward/environments/move": backups.move,
+        "leeward/announcements/list": announcements,
+        "leeward/announcements/dismiss": dismiss,
+        "leeward/notifications/list": notifications,
+        "leeward/notifications/seen": seen,
     }
     for method, work in table.items():
         handles(server, method, work)

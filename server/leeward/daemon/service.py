@@ -20,11 +20,13 @@ from leeward.client.access import AccessError, refresh_ssh, sign_in
 from leeward.client.api import FleetClient
 from leeward.client.paths import Paths
 from leeward.client.sshconfig import add_include, has_include
+from leeward.client.wake import WAKE_SECONDS
 from leeward.common import sshcert
 from leeward.common.clock import Clock
 from leeward.common.errors import FleetError
 from leeward.daemon.errors import DaemonError
 from leeward.daemon.health import HealthMonitor, probe_tcp
+from leeward.daemon.inbox import InboxWatcher
 from leeward.daemon.link import FleetLink
 from leeward.daemon.profile import ProfilePublisher
 from leeward.daemon.sessions import SessionWatcher
@@ -47,7 +49,7 @@ from leeward_protocol.daemon import (
     SignInParams,
 )
 from leeward_protocol.fleet import (
-    REACHABLE_STATES,
+    CONNECTABLE_STATES,
     Catalog,
     Environment,
     EnvironmentKind,
@@ -103,6 +105,7 @@ class Daemon:
             on_environments=self._environments_changed,
             on_status=self._status_changed,
         )
+        self.inbox = InboxWatcher(self.link, clock, notify)
         self._ssh_lock = asyncio.Lock()
         self.sessions = SessionWatcher(paths.state_dir / "sessions", self.monitor.set_sessions)
         on_problems = on_config_problems or (lambda path, problems: None)
@@ -125,6 +128,7 @@ class Daemon:
             self._sweep_sessions(), name="proxy sessions"
         )
         await self.link.start()
+        await self.inbox.start()
 
     async def _sweep_sessions(self) -> None:
         """A proxy killed outright leaves its file: look again now and then, not only on
@@ -140,6 +144,7 @@ class Daemon:
         self.sessions.stop()
         self.user_config.stop()
         await self.profile.close()
+        await self.inbox.close()
         await self.link.close()
         await self.monitor.close()
 
@@ -172,6 +177,7 @@ class Daemon:
             )
         self.link.fleet_url = None
         await self.link.start()
+        await self.inbox.start()
         self.link.user = who.user
         return self.status()
 
@@ -284,7 +290,8 @@ class Daemon:
     async def connect(self, ref: str) -> ConnectResult:
         env = await self._call(lambda c: c.environment(ref))
         self.link.remember(env)
-        if env.state not in REACHABLE_STATES:
+        # A stopped one (idle stop) too: the login below, through `leeward proxy`, starts it.
+        if env.state not in CONNECTABLE_STATES:
             hint = (
                 "wait until it is running"
                 if env.state == EnvironmentState.PROVISIONING
@@ -330,8 +337,10 @@ class Daemon:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
+        # A stopped environment is started by this login: it may take the start's time too.
+        waking = WAKE_SECONDS if env.state == EnvironmentState.STOPPED else 0.0
         try:
-            async with asyncio.timeout(SSH_PROBE_TIMEOUT):
+            async with asyncio.timeout(SSH_PROBE_TIMEOUT + waking):
                 out, err = await proc.communicate()
         except TimeoutError:
             proc.kill()
@@ -366,6 +375,13 @@ class Daemon:
         return HealthList(records=await self.health_list(query))
 
     # -- plumbing --------------------------------------------------------------------------------
+
+    async def answer(self, work: Awaitable[T]) -> T:
+        """`work`, with a refusal of the fleet as the daemon's one-sentence error."""
+        try:
+            return await work
+        except FleetError as exc:
+            raise _from_fleet(exc) from None
 
     async def _call(self, work: Callable[[FleetClient], Awaitable[T]], attempts: int = 3) -> T:
         try:
