@@ -77,14 +77,20 @@ LIVE_STATES = frozenset(
         EnvironmentState.PROVISIONING,
         EnvironmentState.RUNNING,
         EnvironmentState.MIGRATING,
+        EnvironmentState.STOPPED,
         EnvironmentState.DELETING,
     }
 )
-"""States in which an environment holds capacity and an address."""
+"""States in which an environment holds capacity and an address (a stopped one too: its host
+keeps its home, and it starts again there)."""
 
 REACHABLE_STATES = frozenset({EnvironmentState.RUNNING, EnvironmentState.MIGRATING})
 """States in which an environment takes SSH connections (a migrating one is dark only for its
 blackout)."""
+
+CONNECTABLE_STATES = REACHABLE_STATES | {EnvironmentState.STOPPED}
+"""States in which a connection through `leeward proxy` can be made: a stopped environment
+(idle stop) is started again by its next connection."""
 
 
 class Lifespan(StrEnum):
@@ -547,6 +553,17 @@ class AgentHeartbeat(Request):
     environment_id: str
     sessions: Whole = Field(default=0, description="Open SSH connections.")
     agent_version: str = ""
+    editor_sessions: Whole = Field(
+        default=0,
+        description="Of `sessions`, those that look like VS Code's (they ran its server, or "
+        "forwarded ports).",
+    )
+    idle_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="Seconds since the last input from any session; None: none since the "
+        "agent started (agents before idle stop send nothing).",
+    )
 
 
 class HeartbeatAck(Resource):

@@ -13,12 +13,14 @@ reason).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
-from leeward_protocol.base import Request, Resource, Whole
+from leeward_protocol.base import Integral, Params, Request, Resource, Whole
 from leeward_protocol.fleet import NAMED, Name, _check_name
 
 MAX_ANNOUNCEMENT_CHARS = 20_000
@@ -223,19 +225,79 @@ class Inbox(Resource):
     digest: str = Field(description="Changes when any of the above does: give it back to wait.")
 
 
+MAX_WAIT_SECONDS = 60
+
+
+class InboxQuery(Params):
+    """`GET /v1/inbox`."""
+
+    after: Whole = Field(default=0, description="The newest notification id already shown.")
+    digest: str = Field(
+        default="", max_length=128, description="The last answer's digest: wait while it holds."
+    )
+    wait_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=MAX_WAIT_SECONDS,
+        alias="waitSeconds",
+        description="How long to wait for news.",
+    )
+
+
+class NotificationsQuery(Params):
+    """`GET /v1/notifications`."""
+
+    unseen: bool = Field(default=False, description="Only those the editor has not shown.")
+    limit: Annotated[int, Field(ge=1, le=1000), Integral] = Field(
+        default=100, description="The newest this many."
+    )
+
+
+class UserPath(Params):
+    """A user, in the URL."""
+
+    user: str = Field(description="A user's name.", json_schema_extra=NAMED)
+
+
+class SinkPath(Params):
+    """A sink, in the URL."""
+
+    name: SinkName
+
+
 class Preferences(Resource):
     """A user's choice of sinks per kind (absent kinds: the fleet's defaults)."""
 
     user: str
     email: str | None = None
-    routes: dict[NotificationKind, list[SinkName]]
+    routes: dict[NotificationKind, list[SinkName]] = Field(
+        description="Every kind: the sinks it goes to (the user's choice, else the fleet's)."
+    )
+    chosen: list[NotificationKind] = Field(
+        default_factory=list,
+        description="The kinds routed by the user's own choice; the others follow the fleet's "
+        "default (and its changes).",
+    )
+
+
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+$"
 
 
 class SetPreferences(Request):
     """`PUT /v1/me/notifications`: only your own."""
 
-    email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
+    email: str | None = Field(default=None, max_length=254, pattern=EMAIL_PATTERN)
     routes: dict[NotificationKind, list[SinkName]] = Field(default_factory=dict)
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _an_address(cls, value: object) -> object:
+        """Said plainly, before the pattern's own message (which quotes a regex)."""
+        if isinstance(value, str) and not re.fullmatch(EMAIL_PATTERN, value):
+            raise ValueError(
+                f"{value[:60]!r} is not an email address; give one such as name@example.com"
+            )
+        return value
 
 
 class SinkStatus(Resource):
@@ -270,9 +332,11 @@ __all__ = [
     "Dismiss",
     "EditAnnouncement",
     "Inbox",
+    "InboxQuery",
     "Notification",
     "NotificationKind",
     "NotificationList",
+    "NotificationsQuery",
     "PauseSink",
     "PostAnnouncement",
     "Preferences",
@@ -282,5 +346,7 @@ __all__ = [
     "Severity",
     "SinkList",
     "SinkName",
+    "SinkPath",
     "SinkStatus",
+    "UserPath",
 ]

@@ -1,5 +1,5 @@
-"""Your environments: `leeward list`, `show`, `create devserver|container`, `delete` and
-`extend`."""
+"""Your environments: `leeward list`, `show`, `create devserver|container`, `delete`,
+`extend` and `start`."""
 
 from __future__ import annotations
 
@@ -23,25 +23,38 @@ NameOption = Annotated[
 
 
 def list_environments(json_: JsonOption = False) -> None:
-    """Your environments."""
+    """Your environments, and the announcements that concern them."""
     from leeward.cli import render
+    from leeward.cli.banner import beside, print_first_line
 
-    result = session.with_fleet(lambda fleet: fleet.environments())
     if json_:
-        console.print_json(result)
-    else:
-        render.environments(console.out(), result.environments)
+        console.print_json(session.with_fleet(lambda fleet: fleet.environments()))
+        return
+    result, found = session.with_fleet(beside(lambda fleet: fleet.environments()), banner=False)
+    print_first_line(found)
+    render.environments(console.out(), result.environments)
+    _announced(found, {e.name for e in result.environments})
 
 
 def show(env: EnvArgument, json_: JsonOption = False) -> None:
-    """One environment in detail."""
+    """One environment in detail, and the announcements that concern it."""
     from leeward.cli import render
+    from leeward.cli.banner import beside, print_first_line
 
-    result = session.with_fleet(lambda fleet: fleet.environment(env))
     if json_:
-        console.print_json(result)
-    else:
-        render.environment(console.out(), result)
+        console.print_json(session.with_fleet(lambda fleet: fleet.environment(env)))
+        return
+    result, found = session.with_fleet(beside(lambda fleet: fleet.environment(env)), banner=False)
+    print_first_line(found)
+    render.environment(console.out(), result)
+    _announced(found, {result.name})
+
+
+def _announced(found: Any, shown: set[str]) -> None:
+    if found:
+        from leeward.cli import render_announcements
+
+        render_announcements.under_environments(console.out(), found, shown)
 
 
 def create_devserver(
@@ -158,3 +171,42 @@ def extend(
         console.print_json(result)
     else:
         console.out().print(f"{result.name} now expires {render.when(result.expires_at)}.")
+
+
+START_WAIT_SECONDS = 300.0
+"""How long `leeward start` waits for a stopped environment to be running again."""
+
+
+def start(env: EnvArgument, json_: JsonOption = False) -> None:
+    """Start an environment stopped for being idle again, with its home (ssh to it does too)."""
+    import asyncio
+    import time
+
+    from leeward.client.api import FleetClient
+    from leeward_protocol.fleet import Environment, EnvironmentState
+
+    async def go(fleet: FleetClient) -> Environment:
+        current = await fleet.start(env)
+        if current.state == EnvironmentState.PROVISIONING:
+            console.err().print(f"Starting {current.name} again, with its home...")
+        deadline = time.monotonic() + START_WAIT_SECONDS
+        while current.state == EnvironmentState.PROVISIONING:
+            if time.monotonic() > deadline:
+                raise CliError(
+                    f"{current.name} is still starting after {START_WAIT_SECONDS:g} s; "
+                    f"`leeward show {current.name}` says what it is doing."
+                )
+            await asyncio.sleep(0.5)  # one step of a poll with a deadline
+            current = await fleet.environment(current.id)
+        if current.state not in (EnvironmentState.RUNNING, EnvironmentState.MIGRATING):
+            raise CliError(
+                f"{current.name} did not start: it is {current.state.value}"
+                + (f" ({current.status_message})." if current.status_message else ".")
+            )
+        return current
+
+    result = session.with_fleet(go)
+    if json_:
+        console.print_json(result)
+    else:
+        console.out().print(f"{result.name} is running: `ssh {result.name}`.")

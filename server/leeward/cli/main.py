@@ -15,6 +15,7 @@ import typer
 
 from leeward.cli import (
     admin,
+    announcements,
     backup,
     catalog,
     connect,
@@ -23,6 +24,7 @@ from leeward.cli import (
     host,
     identity,
     image,
+    notifications,
     operators,
     processes,
     profile,
@@ -40,7 +42,8 @@ create_app = typer.Typer(help="Create a devserver or an on-demand container.", n
 fleet_app = typer.Typer(help="Run the fleet backend (operators).", no_args_is_help=True)
 token_app = typer.Typer(help="Tokens, straight from the fleet's database.", no_args_is_help=True)
 admin_app = typer.Typer(
-    help="Operate the fleet (admins): hosts, environments, DNS.", no_args_is_help=True
+    help="Operate the fleet (admins): hosts, environments, DNS, announcements.",
+    no_args_is_help=True,
 )
 host_agent_app = typer.Typer(
     help="This machine's host agent, for the platform team: `leeward host serve`.",
@@ -83,9 +86,26 @@ backup_app = typer.Typer(
     help="Your devservers' backups: take one now, list, look inside, restore, schedule.",
     no_args_is_help=True,
 )
+announcements_app = typer.Typer(
+    help="Announcements that concern you (alone: list them); dismiss one."
+)
+announcement_app = typer.Typer(
+    help="Change or withdraw an announcement (admins).", no_args_is_help=True
+)
 app.add_typer(features_app, name="features")
 app.add_typer(backup_app, name="backup")
 app.add_typer(image_app, name="image")
+app.add_typer(announcements_app, name="announcements")
+notifications_app = typer.Typer(
+    help="Your notifications (alone: list them, with where each went); your preferences."
+)
+sink_app = typer.Typer(
+    help="Notification sinks: pause one (its deliveries wait), resume it (admins).",
+    no_args_is_help=True,
+)
+app.add_typer(notifications_app, name="notifications")
+admin_app.add_typer(sink_app, name="sink")
+admin_app.add_typer(announcement_app, name="announcement")
 
 
 @app.callback()
@@ -107,6 +127,7 @@ app.command("list")(environments.list_environments)
 app.command("show")(environments.show)
 app.command("delete")(environments.delete)
 app.command("extend")(environments.extend)
+app.command("start")(environments.start)
 app.command("move")(backup.move)
 app.command("config-ssh")(connect.config_ssh)
 # After ENV, the remote command's words are its own, not options of `leeward ssh`.
@@ -158,6 +179,19 @@ profile_app.command("history")(profile.history)
 profile_app.command("restore")(profile.restore)
 
 features_app.command("list")(catalog.features_list)
+
+announcements_app.callback(invoke_without_command=True)(announcements.mine)
+announcements_app.command("dismiss")(announcements.dismiss)
+admin_app.command("announce")(announcements.announce)
+admin_app.command("announcements")(announcements.admin_list)
+announcement_app.command("edit")(announcements.edit)
+announcement_app.command("withdraw")(announcements.withdraw)
+
+notifications_app.callback(invoke_without_command=True)(notifications.mine)
+notifications_app.command("prefs")(notifications.prefs)
+admin_app.command("sinks")(notifications.sinks)
+sink_app.command("pause")(notifications.pause)
+sink_app.command("resume")(notifications.resume)
 
 image_app.command("build")(image.image_build)
 image_app.command("list")(image.image_list)

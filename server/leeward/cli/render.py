@@ -34,6 +34,7 @@ STATE_STYLE = {
     EnvironmentState.DELETING: "dim",
     EnvironmentState.DELETED: "dim",
     EnvironmentState.FAILED: "red",
+    EnvironmentState.STOPPED: "cyan",
 }
 
 
@@ -64,7 +65,30 @@ def hardware(hw: Hardware) -> str:
 
 def state(env: Environment) -> str:
     style = STATE_STYLE.get(env.state, "")
-    return f"[{style}]{env.state.value}[/]" if style else env.state.value
+    said = env.state.value
+    if env.state == EnvironmentState.STOPPED:
+        said = "stopped (idle)"
+    return f"[{style}]{said}[/]" if style else said
+
+
+def activity(env: Environment) -> list[tuple[str, str]]:
+    """`leeward show`'s lines on idle stop: what last kept it up and when it stops; once
+    stopped, since when and when it is deleted for dormancy."""
+    act = env.activity
+    if act is None:
+        return []
+    rows: list[tuple[str, str]] = []
+    if env.state == EnvironmentState.STOPPED:
+        since = f"{when(act.stopped_at)}, " if act.stopped_at else ""
+        rows.append(("stopped", f"{since}for being idle: ssh or `leeward start` starts it"))
+        if act.deletes_at is not None:
+            rows.append(("deleted", f"{when(act.deletes_at)} unless started (dormant)"))
+        return rows
+    if act.active_at is not None:
+        by = f" by {escape(act.kept_by)}" if act.kept_by else ""
+        rows.append(("kept up", f"{when(act.active_at)}{by}"))
+    rows.append(("idle stop", when(act.stops_at) if act.stops_at else "never"))
+    return rows
 
 
 def environments(console: Console, envs: Sequence[Environment]) -> None:
@@ -103,6 +127,7 @@ def environment(console: Console, env: Environment) -> None:
         ("expires", when(env.expires_at)),
         ("created", when(env.created_at)),
         ("last seen", when(env.last_seen_at) if env.last_seen_at else ""),
+        *activity(env),
         ("moved to", env.moved_to or ""),
     ]
     table = Table(box=None, show_header=False)

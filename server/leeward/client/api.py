@@ -57,6 +57,21 @@ from leeward_protocol.fleet import (
     User,
     WhoAmI,
 )
+from leeward_protocol.notify import (
+    Announcement,
+    AnnouncementList,
+    Dismiss,
+    EditAnnouncement,
+    Inbox,
+    NotificationList,
+    PauseSink,
+    PostAnnouncement,
+    Preferences,
+    SeenNotifications,
+    SetPreferences,
+    SinkList,
+    SinkStatus,
+)
 from leeward_protocol.profile import (
     FeatureList,
     Profile,
@@ -159,6 +174,11 @@ class FleetClient:
 
     async def delete(self, ref: str) -> Environment:
         return await self._call("DELETE", f"/v1/environments/{_segment(ref)}", Environment)
+
+    async def start(self, ref: str) -> Environment:
+        """Start an environment stopped for being idle again (answered as it is when it is
+        starting or up already)."""
+        return await self._call("POST", f"/v1/environments/{_segment(ref)}/start", Environment)
 
     async def extend(self, ref: str, hours: int) -> Environment:
         body = ExtendEnvironment(hours=hours)
@@ -318,11 +338,81 @@ class FleetClient:
         url = f"/v1/admin/hosts/{_segment(name)}/decommission"
         return await self._call("POST", url, HostDetail, body=request.wire())
 
-    async def _raw(self, method: str, path: str) -> bytes:
+    # -- announcements and notifications (leeward_protocol.notify) -------------------------
+
+    async def inbox(self, after: int = 0, digest: str = "", wait_seconds: float = 0) -> Inbox:
+        """What the editor shows: a long poll of up to `wait_seconds` while nothing is newer
+        than `after` and the digest is still `digest`. The call's own timeout is the wait plus
+        the client's usual timeout (a long poll must not be cut by the short one)."""
+        query = f"?after={after}&waitSeconds={wait_seconds:g}"
+        if digest:
+            query += f"&digest={_segment(digest)}"
+        timeout = aiohttp.ClientTimeout(
+            total=wait_seconds + (self._timeout.total or DEFAULT_TIMEOUT),
+            connect=self._timeout.connect,
+        )
+        return await self._call("GET", f"/v1/inbox{query}", Inbox, limits=timeout)
+
+    async def announcements(self) -> AnnouncementList:
+        return await self._call("GET", "/v1/announcements", AnnouncementList)
+
+    async def dismiss_announcement(self, announcement: int, revision: int) -> Announcement:
+        body = Dismiss(revision=revision).wire()
+        url = f"/v1/announcements/{announcement}/dismiss"
+        return await self._call("POST", url, Announcement, body=body)
+
+    async def post_announcement(self, request: PostAnnouncement) -> Announcement:
+        return await self._call(
+            "POST", "/v1/admin/announcements", Announcement, body=request.wire()
+        )
+
+    async def edit_announcement(self, announcement: int, request: EditAnnouncement) -> Announcement:
+        url = f"/v1/admin/announcements/{announcement}"
+        return await self._call("PATCH", url, Announcement, body=request.wire())
+
+    async def withdraw_announcement(self, announcement: int) -> Announcement:
+        url = f"/v1/admin/announcements/{announcement}"
+        return await self._call("DELETE", url, Announcement)
+
+    async def all_announcements(self, active: bool | None = None) -> AnnouncementList:
+        query = "" if active is None else f"?active={str(active).lower()}"
+        return await self._call("GET", f"/v1/admin/announcements{query}", AnnouncementList)
+
+    async def notifications(self) -> NotificationList:
+        return await self._call("GET", "/v1/notifications", NotificationList)
+
+    async def notifications_seen(self, ids: list[int]) -> None:
+        body = SeenNotifications(ids=ids).wire()
+        await self._raw("POST", "/v1/notifications/seen", body=body)
+
+    async def notification_preferences(self) -> Preferences:
+        return await self._call("GET", "/v1/me/notifications", Preferences)
+
+    async def set_notification_preferences(
+        self, request: SetPreferences, user: str | None = None
+    ) -> Preferences:
+        """One's own; with `user`, an operator sets someone else's."""
+        url = (
+            "/v1/me/notifications"
+            if user is None
+            else f"/v1/admin/users/{_segment(user)}/notifications"
+        )
+        return await self._call("PUT", url, Preferences, body=request.wire())
+
+    async def sinks(self) -> SinkList:
+        return await self._call("GET", "/v1/admin/sinks", SinkList)
+
+    async def pause_sink(self, name: str, request: PauseSink) -> SinkStatus:
+        url = f"/v1/admin/sinks/{_segment(name)}"
+        return await self._call("POST", url, SinkStatus, body=request.wire())
+
+    async def _raw(
+        self, method: str, path: str, *, body: Mapping[str, object] | None = None
+    ) -> bytes:
         if self._session is None:
             raise RuntimeError("FleetClient is used outside `async with`")
         try:
-            async with self._session.request(method, self.url + path) as response:
+            async with self._session.request(method, self.url + path, json=body) as response:
                 content = await response.read()
                 status = response.status
         except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
@@ -339,12 +429,15 @@ class FleetClient:
         *,
         body: Mapping[str, object] | None = None,
         headers: Mapping[str, str] | None = None,
+        limits: aiohttp.ClientTimeout | None = None,
     ) -> M:
         if self._session is None:
             raise RuntimeError("FleetClient is used outside `async with`")
+        # Only a given timeout is passed: aiohttp takes None for "no timeout at all".
+        extra: dict[str, Any] = {} if limits is None else {"timeout": limits}
         try:
             async with self._session.request(
-                method, self.url + path, json=body, headers=headers
+                method, self.url + path, json=body, headers=headers, **extra
             ) as response:
                 text = await response.text()
                 status = response.status

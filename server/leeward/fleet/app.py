@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from leeward.common.clock import Clock, SystemClock
 from leeward.common.hostauth import CommandSigner
-from leeward.fleet import hostlink
+from leeward.fleet import expiry, hostlink, idle
 from leeward.fleet.api import ROUTES
 from leeward.fleet.api.routing import add_routes
 from leeward.fleet.backups import scheduled
@@ -39,13 +39,15 @@ from leeward.fleet.errors import (
 )
 from leeward.fleet.hostapi import HostsProvider
 from leeward.fleet.hostlink import load_command_key
+from leeward.fleet.inbox import Bell
 from leeward.fleet.lifecycle import sweep
 from leeward.fleet.metrics import Metrics
 from leeward.fleet.network import ensure_fabric
+from leeward.fleet.notify import delivery
 from leeward.fleet.pools import refill_pools
 from leeward.fleet.recovery import recover
 from leeward.fleet.runtime import Fleet
-from leeward.fleet.state import CREATES, FLEET, METRICS, STREAMS, OpenStreams
+from leeward.fleet.state import BELL, CREATES, FLEET, METRICS, STREAMS, OpenStreams
 from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import AuthorityRow, HostRow, RegionRow
 from leeward.providers.base import Provider, ProviderError
@@ -264,6 +266,8 @@ def create_app(
             fleet.observers.append(app[METRICS].observe_allocation)
             app[FLEET] = fleet
             app[CREATES] = CreateQueue(fleet)
+            app[BELL] = Bell()
+            store.committed.append(app[BELL].ring)
             fleet.events.start()
             if provider is None:
                 fleet.region_probes = await stack.enter_async_context(region_gateways(config))
@@ -294,6 +298,17 @@ def create_app(
                     functools.partial(decommissions, fleet),
                     "decommissions",
                 )
+                fleet.start_loop(
+                    config.notify.check_seconds,
+                    functools.partial(expiry.warn, fleet),
+                    "expiry warnings",
+                )
+                fleet.start_loop(
+                    config.notify.check_seconds,
+                    functools.partial(idle.idle_round, fleet),
+                    "idle stop and dormancy",
+                )
+                delivery.start(fleet, config)
                 if hosted:
                     fleet.start_loop(
                         config.heartbeat_seconds,

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from leeward.fleet.auth import Principal
 from leeward.fleet.errors import Conflict, Invalid, NotFound
+from leeward.fleet.notify.outbox import notify
 from leeward.fleet.ownership import find_environment
 from leeward.fleet.resources import new_environment_id, update_environment
 from leeward.fleet.runtime import Fleet
@@ -41,6 +42,7 @@ from leeward_protocol.backup import (
 )
 from leeward_protocol.fleet import BackupStatus, EnvironmentKind, EnvironmentState
 from leeward_protocol.host import BackupOrder, BackupProgress, BackupRepository, RestoreOrder
+from leeward_protocol.notify import NotificationKind
 
 log = logging.getLogger(__name__)
 
@@ -222,8 +224,11 @@ async def _begin(
 ) -> tuple[BackupRow, bool]:
     """A new run's row (and True), or the run of the devserver's repository already going."""
     check_backed_up(env)
-    if env.state != EnvironmentState.RUNNING:
-        raise Conflict(f"{env.name} is {env.state}; only a running devserver is backed up.")
+    # A stopped one (idle stop) too: its home is on its host, as still as it gets.
+    if env.state not in (EnvironmentState.RUNNING, EnvironmentState.STOPPED):
+        raise Conflict(
+            f"{env.name} is {env.state}; only a running or stopped devserver is backed up."
+        )
     repo = await repository_of(fleet, session, env)
     running = await latest(session, repo.id, BackupState.RUNNING)
     if running is not None:
@@ -357,8 +362,35 @@ async def _finish(fleet: Fleet, backup_id: int, *, state: BackupState, **fields:
                 env.backup_at = now
             await session.flush()
             await refresh_status(fleet, session, env)
+            if state is BackupState.FAILED and env.owner is not None:
+                await _tell_failed(fleet, session, env, row)
     if state is BackupState.FAILED:
         log.warning("backup %d failed: %s", backup_id, fields.get("message"))
+
+
+async def _tell_failed(
+    fleet: Fleet, session: AsyncSession, env: EnvironmentRow, row: BackupRow
+) -> None:
+    """Tell the owner, once per streak of failures: the key is the last success before it, so
+    the scheduler's retries of a failing backup do not tell them again, and the first failure
+    after a success does."""
+    assert env.owner is not None
+    last_success = await session.scalar(
+        select(func.max(BackupRow.id)).where(
+            BackupRow.repository_id == row.repository_id,
+            BackupRow.state == BackupState.SUCCEEDED.value,
+        )
+    )
+    await notify(
+        session,
+        fleet.config,
+        fleet.clock.now(),
+        user=env.owner,
+        kind=NotificationKind.BACKUP_FAILED,
+        environment=env,
+        data={"reason": row.message or "no reason was given", "backup": row.id},
+        key=f"backup-failed:{row.repository_id}:after:{last_success or 0}",
+    )
 
 
 async def _user_excludes(fleet: Fleet, owner: str | None) -> list[str]:

@@ -12,21 +12,31 @@ is told). Once nothing lives on the host any more, it is retired.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from leeward.fleet import migration, moves
+from leeward.fleet import announcements, migration, moves
 from leeward.fleet.auth import Principal
 from leeward.fleet.errors import Conflict, FleetError, Invalid
 from leeward.fleet.hosts import in_service, list_hosts
+from leeward.fleet.idle import start_again
 from leeward.fleet.lifecycle import teardown
+from leeward.fleet.notify.outbox import notify
 from leeward.fleet.placement import LIVE
 from leeward.fleet.resources import to_resource
 from leeward.fleet.runtime import Fleet
 from leeward.fleet.store.models import EnvironmentRow, HostRow, MoveRow
 from leeward_protocol.backup import DecommissionHost, HostDetail, MoveRequest, MoveState
 from leeward_protocol.fleet import EnvironmentKind, EnvironmentState, Host, HostState, Role
+from leeward_protocol.notify import (
+    ActionKind,
+    ActionRequest,
+    NotificationKind,
+    PostAnnouncement,
+    Severity,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +71,46 @@ async def decommission(fleet: Fleet, name: str, request: DecommissionHost) -> Ho
                     env.expires_at = by
                 env.status_message = f"its host {name} is retired{reason}: it expires at {when}"
             env.updated_at = now
+            await notify(
+                session,
+                fleet.config,
+                now,
+                user=env.owner,
+                kind=NotificationKind.DECOMMISSION,
+                environment=env,
+                data={
+                    "host": name,
+                    "when": by,
+                    "reason": request.reason or "",
+                    "container": env.kind != EnvironmentKind.DEVSERVER,
+                },
+                # Once per host, environment and deadline: a new deadline is news again.
+                key=f"decommission:{name}:{env.id}:{by.isoformat()}",
+            )
+        await _announce(session, fleet, name, when, reason, by)
     log.info("host %s: decommission by %s", name, when)
     return await detail(fleet, name)
+
+
+async def _announce(
+    session: AsyncSession, fleet: Fleet, name: str, when: str, reason: str, by: datetime
+) -> None:
+    """The banner of a decommission, to the owners of what lives on the host until its
+    deadline; a new deadline replaces the old banner. Withdrawn when the host is retired or
+    its decommission is cancelled (leeward.fleet.hosts.set_host_state)."""
+    now = fleet.clock.now()
+    source = f"decommission:{name}"
+    await announcements.withdraw_source(session, now, source)
+    post = PostAnnouncement(
+        text=f"Host {name} is retired by {when}{reason}. Devservers on it move to another host "
+        "before then, with their files (their processes stop); containers on it expire then. "
+        "Move a devserver yourself now, when it suits you: `leeward move NAME`.",
+        severity=Severity.WARNING,
+        hosts=[name],
+        ends_at=by,
+        actions=[ActionRequest(kind=ActionKind.MOVE, label="Move my devserver now")],
+    )
+    await announcements.post(session, fleet.config, now, COORDINATOR.user, post, source=source)
 
 
 async def detail(fleet: Fleet, name: str) -> HostDetail:
@@ -156,11 +204,15 @@ async def _round(fleet: Fleet, name: str) -> None:
                 await _delete(fleet, env.id, f"its host {name} was retired")
         elif env.state == EnvironmentState.RUNNING:
             await _move_off(fleet, env, name)
+        elif env.state == EnvironmentState.STOPPED:
+            # Stopped for being idle: started again, it moves off in a later round.
+            await start_again(fleet, COORDINATOR, env.id)
     if not rows:
         async with fleet.store.write() as session:
             row = await session.get(HostRow, name)
             if row is not None and row.state == HostState.DECOMMISSIONING:
                 row.state = HostState.RETIRED.value
+                await announcements.withdraw_source(session, now, f"decommission:{name}")
         log.info("host %s is retired: nothing runs on it any more", name)
 
 

@@ -19,6 +19,7 @@ from leeward.common.clock import Clock
 from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import EnvironmentRow
 from leeward_protocol.fleet import (
+    Activity,
     BackupStatus,
     Environment,
     EnvironmentKind,
@@ -37,7 +38,7 @@ SETUP_ITEMS = TypeAdapter(list[SetupItem])
 
 _DATETIMES = (
     *("expires_at", "created_at", "updated_at", "ready_at", "last_seen_at", "deleted_at"),
-    "backup_at",
+    *("backup_at", "active_at", "idle_stop_at", "stopped_at", "dormant_delete_at"),
 )
 
 
@@ -94,6 +95,21 @@ def to_resource(row: EnvironmentRow, zone: str) -> Environment:
         sync=SyncStatus.model_validate_json(row.sync) if row.sync else None,
         backup=BackupStatus.model_validate_json(row.backup_status) if row.backup_status else None,
         moved_to=row.moved_to,
+        activity=activity_of(row),
+    )
+
+
+def activity_of(row: EnvironmentRow) -> Activity | None:
+    """What keeps it up and when it stops for being idle (idle stop: leeward.fleet.activity);
+    None for what nothing of that applies to (warm, or never active and never stopped)."""
+    if row.active_at is None and row.stopped_at is None and row.idle_stop_at is None:
+        return None
+    return Activity(
+        active_at=row.active_at,
+        kept_by=row.kept_by or "",
+        stops_at=row.idle_stop_at if row.state == EnvironmentState.RUNNING else None,
+        stopped_at=row.stopped_at,
+        deletes_at=row.dormant_delete_at,
     )
 
 

@@ -46,7 +46,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     fleet = request.app[FLEET]
     body: AgentHeartbeat = await parse(request, AgentHeartbeat)
     if not await agents.heartbeat(
-        fleet.store, fleet.clock, agent_token(request), body.environment_id
+        fleet.store, fleet.config, fleet.clock, agent_token(request), body
     ):
         raise Unauthorized(REPLACED)
     return reply(HeartbeatAck(interval_seconds=fleet.config.heartbeat_seconds))
@@ -147,5 +147,5 @@ async def agent_report(request: web.Request) -> web.Response:
     body = await parse_large(request, AgentReport)  # every setup step's log tail: over 64 KiB
     row = await _agent(request, body.environment_id)
     fleet = request.app[FLEET]
-    await agents.report(fleet.store, fleet.clock, row, body)
+    await agents.report(fleet.store, fleet.clock, row, body, fleet.config)
     return web.Response(status=204)

@@ -1,6 +1,6 @@
 """The routes of a user's own business: who they are, the catalog and the features, their SSH
-certificate, and their environments (list, create, read, delete, extend, and the event stream
-of their changes)."""
+certificate, and their environments (list, create, read, delete, extend, start after an idle
+stop, and the event stream of their changes)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from leeward.fleet import lifecycle, ownership
+from leeward.fleet import idle, lifecycle, ownership
 from leeward.fleet.api.routing import RouteTable, headers, parse, principal, query, reply
 from leeward.fleet.catalog import current_catalog
 from leeward.fleet.create import create
@@ -249,3 +249,21 @@ async def extend_environment(request: web.Request) -> web.Response:
         body.hours,
     )
     return reply(env)
+
+
+@routes.route(
+    "POST",
+    "/v1/environments/{ref}/start",
+    "Start an environment stopped for being idle again, on its host with its home (`leeward "
+    "start`; `ssh` to it does the same). 202: it is starting (poll it until `running`); one "
+    "already starting or running is answered as it is.",
+    response=Environment,
+    status=202,
+    body_required=False,
+    path_params=EnvironmentPath,
+)
+async def start_environment(request: web.Request) -> web.Response:
+    env, _ = await idle.start_again(
+        request.app[FLEET], principal(request), request.match_info["ref"]
+    )
+    return reply(env, 202)
