@@ -570,28 +570,6 @@ class HeartbeatAck(Resource):
     interval_seconds: float
 
 
-class DnsMode(StrEnum):
-    """serving: answers; closed: nothing listens; black-hole: listens and never answers."""
-
-    SERVING = "serving"
-    CLOSED = "closed"
-    BLACK_HOLE = "black-hole"
-
-
-class DnsStatus(Resource):
-    """`GET /v1/admin/dns`: whether the zone's DNS server answers, and where."""
-
-    zone: str
-    mode: DnsMode
-    address: str | None = Field(default=None, description="`HOST:PORT` (UDP and TCP).")
-
-
-class StopDns(Request):
-    black_hole: bool = Field(
-        default=False, description="Keep the sockets open and answer nothing (a lost resolver)."
-    )
-
-
 class AgentReport(Resource):
     """`POST /v1/agent/report`: the agent's setup items and profile sync, as they change. Each
     field given replaces the stored one; an omitted field is left as it is. (A resource, not a
@@ -600,62 +578,3 @@ class AgentReport(Resource):
     environment_id: str
     setup: list[SetupItem] | None = None
     sync: SyncStatus | None = None
-
-
-# ------------------------------------------------------------------- query and header parameters
-
-
-class EnvironmentPath(Params):
-    ref: str = Field(min_length=1, max_length=64, description="An environment's id or name.")
-
-
-class HostPath(Params):
-    name: str = Field(description="A host's name.", json_schema_extra=NAMED)
-
-
-class ListQuery(Params):
-    """`GET /v1/environments`."""
-
-    all: bool = Field(default=False, description="Admins: everyone's environments.")
-
-
-class EventsQuery(Params):
-    """`GET /v1/events`."""
-
-    after: Whole | None = Field(
-        default=None, description="The last event id seen (as `Last-Event-ID`)."
-    )
-    all: bool = Field(default=False, description="Admins: everyone's events.")
-
-
-class EventsHeaders(Params):
-    last_event_id: Whole | None = Field(
-        default=None,
-        alias="Last-Event-ID",
-        description="The last event id seen (the SSE reconnection header); before `after`.",
-    )
-
-
-IDEMPOTENCY_KEY_PATTERN = r"^[!-~](?:[ -~]{0,126}[!-~])?$"
-"""1 to 128 printable ASCII characters, not starting or ending with a space (HTTP strips
-those)."""
-
-
-class CreateHeaders(Params):
-    idempotency_key: str | None = Field(
-        default=None,
-        alias="Idempotency-Key",
-        pattern=IDEMPOTENCY_KEY_PATTERN,
-        description="1 to 128 printable ASCII characters: a retry with the same key is the "
-        "same create.",
-    )
-
-
-class AgentQuery(Params):
-    """The agent routes that name their environment in the query."""
-
-    environment: str = Field(min_length=1, max_length=64, description="The environment's id.")
-
-
-class AgentWaitQuery(AgentQuery):
-    after: Whole = Field(default=0, description="The profile version the agent has.")

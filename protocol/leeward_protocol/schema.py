@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from leeward_protocol import daemon, fleet, notify, profile
+from leeward_protocol import daemon, dns, fleet, notify, profile
 from leeward_protocol.base import Request, Resource
 from leeward_protocol.userconfig import UserConfig
 
@@ -18,7 +18,7 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
 def protocol_models() -> dict[str, type[BaseModel]]:
     """Every request and resource model, by name, in a stable order."""
     found: dict[str, type[BaseModel]] = {}
-    for module in (fleet, profile, notify, daemon):
+    for module in (fleet, dns, profile, notify, daemon):
         for name in sorted(vars(module)):
             obj = getattr(module, name)
             if (

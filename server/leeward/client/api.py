@@ -30,6 +30,10 @@ from leeward_protocol.backup import (
     Restore,
     RestoreRequest,
 )
+from leeward_protocol.dns import (
+    DnsStatus,
+    StopDns,
+)
 from leeward_protocol.fleet import (
     BackupStatus,
     Catalog,
@@ -40,7 +44,6 @@ from leeward_protocol.fleet import (
     CreateHostToken,
     CreateToken,
     CreateUser,
-    DnsStatus,
     Environment,
     EnvironmentList,
     ExtendEnvironment,
@@ -52,7 +55,6 @@ from leeward_protocol.fleet import (
     MigrateEnvironment,
     RegionLinks,
     SSHAuthorities,
-    StopDns,
     Token,
     User,
     WhoAmI,

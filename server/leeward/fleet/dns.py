@@ -24,7 +24,10 @@ from sqlalchemy import select
 from leeward.fleet.state import FLEET
 from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import EnvironmentRow
-from leeward_protocol.fleet import DnsMode, DnsStatus
+from leeward_protocol.dns import (
+    DnsMode,
+    DnsStatus,
+)
 
 log = logging.getLogger(__name__)
 

@@ -11,20 +11,24 @@ from leeward.fleet.dns import DNS
 from leeward.fleet.errors import NotFound, Unavailable
 from leeward.fleet.hosts import list_hosts, set_host_state
 from leeward.fleet.state import FLEET
+from leeward_protocol.dns import (
+    DnsStatus,
+    StopDns,
+)
 from leeward_protocol.fleet import (
     CreateToken,
     CreateUser,
-    DnsStatus,
     Environment,
-    EnvironmentPath,
     Host,
     HostList,
-    HostPath,
     HostState,
     MigrateEnvironment,
-    StopDns,
     Token,
     User,
+)
+from leeward_protocol.params import (
+    EnvironmentPath,
+    HostPath,
 )
 
 routes = RouteTable()

@@ -15,10 +15,12 @@ from leeward.fleet.state import FLEET
 from leeward.fleet.store.models import EnvironmentRow
 from leeward_protocol.fleet import (
     AgentHeartbeat,
-    AgentQuery,
     AgentReport,
-    AgentWaitQuery,
     HeartbeatAck,
+)
+from leeward_protocol.params import (
+    AgentQuery,
+    AgentWaitQuery,
 )
 from leeward_protocol.profile import (
     AgentProfile,

@@ -12,13 +12,15 @@ from leeward.fleet.api.routing import RouteTable, agent_token, parse, principal,
 from leeward.fleet.errors import Unauthorized
 from leeward.fleet.state import FLEET
 from leeward_protocol.base import Params, Whole
-from leeward_protocol.fleet import AgentQuery
 from leeward_protocol.notify import (
     Announcement,
     AnnouncementList,
     Dismiss,
     EditAnnouncement,
     PostAnnouncement,
+)
+from leeward_protocol.params import (
+    AgentQuery,
 )
 
 routes = RouteTable()

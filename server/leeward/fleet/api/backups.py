@@ -23,7 +23,13 @@ from leeward_protocol.backup import (
     Restore,
     RestoreRequest,
 )
-from leeward_protocol.fleet import BackupStatus, EnvironmentPath, HostPath
+from leeward_protocol.fleet import (
+    BackupStatus,
+)
+from leeward_protocol.params import (
+    EnvironmentPath,
+    HostPath,
+)
 
 routes = RouteTable()
 

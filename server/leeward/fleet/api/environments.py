@@ -22,16 +22,18 @@ from leeward_protocol.fleet import (
     Certificate,
     CertificateRequest,
     CreateEnvironment,
-    CreateHeaders,
     Environment,
     EnvironmentList,
+    ExtendEnvironment,
+    FleetEvent,
+    WhoAmI,
+)
+from leeward_protocol.params import (
+    CreateHeaders,
     EnvironmentPath,
     EventsHeaders,
     EventsQuery,
-    ExtendEnvironment,
-    FleetEvent,
     ListQuery,
-    WhoAmI,
 )
 from leeward_protocol.profile import Feature, FeatureList
 

@@ -12,12 +12,14 @@ from leeward.fleet.api.routing import RouteTable, parse, parse_optional, reply
 from leeward.fleet.state import FLEET
 from leeward_protocol.fleet import (
     CreateHostToken,
-    HostPath,
     HostTokenIssued,
     RegionLinks,
     RegionPath,
 )
 from leeward_protocol.host import HostAck, HostRecords, HostStatus
+from leeward_protocol.params import (
+    HostPath,
+)
 
 routes = RouteTable()
 
