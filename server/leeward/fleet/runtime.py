@@ -75,6 +75,10 @@ class Fleet:
         self.public_url = url.rstrip("/")
         self.url_known.set()
 
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     async def close(self) -> None:
         self._closing = True
         await self.events.close()

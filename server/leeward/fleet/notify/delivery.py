@@ -240,20 +240,40 @@ async def deliver_due(fleet: Fleet, sinks: Iterable[SinkName] = PUSHED) -> list[
 
 class Postman:
     """The delivery loop's tasks: one round per sink at a time, so that a sink whose sends hang
-    until their timeout does not delay the others' next rounds."""
+    until their timeout does not delay the others' next rounds. Besides the loop's rounds, a
+    commit of this replica (which may have written a notification) starts a round at once, or
+    another right after the one running: delivery then takes milliseconds, not a poll interval.
+    Other replicas' notifications wait for the loop (`[notify] poll_seconds`)."""
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
         self._rounds: dict[SinkName, asyncio.Task[list[Outcome]]] = {}
+        self._again: set[SinkName] = set()
 
     async def round(self) -> None:
+        self.poke()
+
+    def poke(self) -> None:
+        if self.fleet.closing:
+            return
         for sink in PUSHED:
             running = self._rounds.get(sink)
             if running is not None and not running.done():
+                self._again.add(sink)  # it may have leased before this commit: once more after
                 continue
-            self._rounds[sink] = self.fleet.start_task(
-                deliver_due(self.fleet, [sink]), f"notification delivery to {sink}"
-            )
+            self._start(sink)
+
+    def _start(self, sink: SinkName) -> None:
+        task = self.fleet.start_task(
+            deliver_due(self.fleet, [sink]), f"notification delivery to {sink}"
+        )
+        self._rounds[sink] = task
+        task.add_done_callback(lambda _: self._after(sink))
+
+    def _after(self, sink: SinkName) -> None:
+        if sink in self._again and not self.fleet.closing:
+            self._again.discard(sink)
+            self._start(sink)
 
 
 def start(fleet: Fleet, config: FleetConfig) -> None:
@@ -261,3 +281,4 @@ def start(fleet: Fleet, config: FleetConfig) -> None:
     if config.notify.enabled:
         postman = Postman(fleet)
         fleet.start_loop(config.notify.poll_seconds, postman.round, "notification delivery")
+        fleet.store.committed.append(postman.poke)
