@@ -142,11 +142,12 @@ def test_features_table():
 
 
 def test_show_says_what_keeps_it_up_and_when_it_stops_and_list_marks_stopped_ones():
+    now = datetime.now(UTC)  # the render reads the clock: not the module's import time
     up = environment(
         activity=Activity(
-            active_at=NOW - timedelta(minutes=2, seconds=5),
+            active_at=now - timedelta(minutes=2, seconds=5),
             kept_by="2 SSH sessions",
-            stops_at=NOW + timedelta(minutes=57, seconds=55),
+            stops_at=now + timedelta(minutes=57, seconds=55),
         )
     )
     text = " ".join(shown(lambda c: render.environment(c, up)).split())
@@ -156,9 +157,9 @@ def test_show_says_what_keeps_it_up_and_when_it_stops_and_list_marks_stopped_one
     stopped = environment(
         state=EnvironmentState.STOPPED,
         activity=Activity(
-            active_at=NOW - timedelta(hours=5),
-            stopped_at=NOW - timedelta(hours=1, seconds=5),
-            deletes_at=NOW + timedelta(days=13, hours=23),
+            active_at=now - timedelta(hours=5),
+            stopped_at=now - timedelta(hours=1, seconds=5),
+            deletes_at=now + timedelta(days=13, hours=23),
         ),
     )
     text = " ".join(shown(lambda c: render.environment(c, stopped)).split())
