@@ -14,13 +14,8 @@ from leeward.cli.options import EnvArgument, JsonOption
 
 if TYPE_CHECKING:
     from leeward.client.api import FleetClient
-    from leeward_protocol.fleet import (
-        Environment,
-        Host,
-    )
-from leeward_protocol.dns import (
-    DnsStatus,
-)
+    from leeward_protocol.dns import DnsStatus
+    from leeward_protocol.fleet import Environment, Host
 
 
 def host_list(json_: JsonOption = False) -> None:
