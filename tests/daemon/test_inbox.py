@@ -103,7 +103,7 @@ class StandInFleet:
 
     async def inbox(self, request: web.Request) -> web.Response:
         self.asked.append(dict(request.query))
-        await asyncio.sleep(self.delay)
+        await asyncio.sleep(self.delay)  # a slow fleet, served: the client's deadline is tested
         if self.down:
             return web.Response(status=503, text="restarting")
         if self.garbage:
@@ -273,14 +273,21 @@ async def test_a_fleet_down_or_talking_nonsense_costs_a_backoff_and_seen_is_told
         stand_in.down = True
         stand_in.changed()  # the waiting call answers; the next ones fail
         await until(clock, lambda: watcher.failures >= 1, "a failed call", step=0.1)
-        asked = len(stand_in.asked)
         # Backoff on the injected clock: 0.5, 1, 2, 4 ... up to 30 s; no call while it waits.
+        await until(clock, lambda: clock.sleeping() == 1, "the watcher parked on its backoff")
+        asked = len(stand_in.asked)
         clock.advance(0.4)
-        await asyncio.sleep(0.05)
+        assert clock.sleeping() == 1, "the first delay (0.5 s) has not passed: still waiting"
         assert len(stand_in.asked) == asked, "no call before the first delay has passed"
         for _ in range(12):
+            before = len(stand_in.asked)
             clock.advance(30)
-            await asyncio.sleep(0.05)
+            # Each delay passed: one more call, refused, then parked on the next delay.
+            await until(
+                clock,
+                lambda n=before: len(stand_in.asked) > n and clock.sleeping() == 1,
+                "another call after the delay",
+            )
         assert watcher.failures >= 6
         assert watcher._task is not None and not watcher._task.done(), "the watcher goes on"
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from leeward.fleet.notify.outbox import notify
 from leeward_protocol.notify import NotificationKind
+from tests.conftest import until
 
 LONG = 20.0
 """A long poll's wait: every answer below must come well before it."""
@@ -33,7 +34,7 @@ async def test_the_inbox_long_poll_answers_at_news_and_only_with_the_users_own(
     start_fleet, config_factory, sqlite_url
 ):
     config = config_factory(sqlite_url)
-    config.event_poll_seconds = 5.0  # the bell (this replica's commits) must wake polls first
+    config.event_poll_seconds = 60.0  # past LONG: only the bell (this replica's commits) can wake a poll
     async with start_fleet(config) as f:
         bob = await f.user("bob")
         first, _ = await poll(f.api, 0, "", 0)
@@ -63,7 +64,8 @@ async def test_the_inbox_long_poll_answers_at_news_and_only_with_the_users_own(
 
         # A notification written while a poll waits wakes it at once.
         async def later() -> None:
-            await asyncio.sleep(0.5)
+            # Written once the poll is parked on the bell: only the commit can wake it.
+            await until(lambda: f.fleet.bell.waiting > 0, "the poll waiting on the bell")
             async with f.fleet.store.write() as session:
                 await notify(
                     session,

@@ -50,6 +50,10 @@ class ManualClock:
         self._sleepers.append((self._mono + max(seconds, 0.0), future))
         await future
 
+    def sleeping(self) -> int:
+        """How many sleeps are waiting for the clock (tests: a loop is parked on its clock)."""
+        return sum(1 for _, future in self._sleepers if not future.done())
+
     def advance(self, delta: timedelta | float) -> None:
         seconds = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
         self._now += timedelta(seconds=seconds)

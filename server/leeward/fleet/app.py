@@ -39,7 +39,6 @@ from leeward.fleet.errors import (
 )
 from leeward.fleet.hostapi import HostsProvider
 from leeward.fleet.hostlink import load_command_key
-from leeward.fleet.inbox import Bell
 from leeward.fleet.lifecycle import sweep
 from leeward.fleet.metrics import Metrics
 from leeward.fleet.network import ensure_fabric
@@ -47,7 +46,7 @@ from leeward.fleet.notify import delivery
 from leeward.fleet.pools import refill_pools
 from leeward.fleet.recovery import recover
 from leeward.fleet.runtime import Fleet
-from leeward.fleet.state import BELL, CREATES, FLEET, METRICS, STREAMS, OpenStreams
+from leeward.fleet.state import CREATES, FLEET, METRICS, STREAMS, OpenStreams
 from leeward.fleet.store.db import Store
 from leeward.fleet.store.models import AuthorityRow, HostRow, RegionRow
 from leeward.providers.base import Provider, ProviderError
@@ -266,8 +265,6 @@ def create_app(
             fleet.observers.append(app[METRICS].observe_allocation)
             app[FLEET] = fleet
             app[CREATES] = CreateQueue(fleet)
-            app[BELL] = Bell()
-            store.committed.append(app[BELL].ring)
             fleet.events.start()
             if provider is None:
                 fleet.region_probes = await stack.enter_async_context(region_gateways(config))

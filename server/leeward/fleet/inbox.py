@@ -10,7 +10,6 @@ this replica's commits (`Bell`), at a scheduled announcement's start or end, and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import time
@@ -36,28 +35,6 @@ SHOWN = 100
 
 MIN_RECHECK_SECONDS = 0.05
 """A busy fleet commits often: a waiting poll looks again at most this often."""
-
-
-class Bell:
-    """Rung after every commit of this replica; waiting polls wake and look again. A poll takes
-    the bell's current event before it reads (`armed`), so that a commit landing between its
-    read and its wait still wakes it."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def ring(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-    def armed(self) -> asyncio.Event:
-        return self._event
-
-    @staticmethod
-    async def wait(event: asyncio.Event, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(seconds, 0.0)):
-                await event.wait()
 
 
 def digest_of(shown: list[Announcement]) -> str:
@@ -119,7 +96,8 @@ async def read(fleet: Fleet, user: str, after: int) -> Inbox:
     return Inbox(announcements=shown, notifications=news, digest=digest_of(shown))
 
 
-async def wait_for_news(fleet: Fleet, bell: Bell, user: str, asked: InboxQuery) -> Inbox:
+async def wait_for_news(fleet: Fleet, user: str, asked: InboxQuery) -> Inbox:
+    bell = fleet.bell
     deadline = time.monotonic() + asked.wait_seconds
     while True:
         rung = bell.armed()

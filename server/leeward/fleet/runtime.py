@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from leeward.common.clock import Clock
 from leeward.fleet.auth import TokenVerifier
+from leeward.fleet.bell import Bell
 from leeward.fleet.ca import CertificateAuthority
 from leeward.fleet.config import FleetConfig
 from leeward.fleet.events import EventLog
@@ -56,6 +57,9 @@ class Fleet:
         self.tokens = TokenVerifier(store, clock)
         self.profiles = ProfileStore(store, config, clock)
         self.events = EventLog(store, config.zone, clock, poll_seconds=config.event_poll_seconds)
+        self.bell = Bell()
+        """Rung at each commit of this replica: long polls wait on it (leeward.fleet.inbox)."""
+        store.committed.append(self.bell.ring)
         self.leases = Leases(store, clock, config.lease_seconds)
         self.public_url: str | None = config.public_url
         self.url_known = asyncio.Event()
@@ -81,6 +85,8 @@ class Fleet:
 
     async def close(self) -> None:
         self._closing = True
+        with contextlib.suppress(ValueError):
+            self.store.committed.remove(self.bell.ring)
         await self.events.close()
         tasks = list(self._tasks.values()) + list(self._background)
         for task in tasks:

@@ -10,14 +10,12 @@ if TYPE_CHECKING:
     from aiohttp_sse import EventSourceResponse
 
     from leeward.fleet.create import CreateQueue
-    from leeward.fleet.inbox import Bell
     from leeward.fleet.metrics import Metrics
     from leeward.fleet.runtime import Fleet
 
 FLEET: web.AppKey[Fleet] = web.AppKey("fleet")
 CREATES: web.AppKey[CreateQueue] = web.AppKey("create queue")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
-BELL: web.AppKey[Bell] = web.AppKey("inbox bell")
 
 
 class OpenStreams:

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from leeward.fleet import inbox
 from leeward.fleet.api.routing import RouteTable, principal, query, reply
-from leeward.fleet.state import BELL, FLEET
+from leeward.fleet.state import FLEET
 from leeward_protocol.notify import Inbox, InboxQuery
 
 routes = RouteTable()
@@ -25,5 +25,4 @@ routes = RouteTable()
 async def get_inbox(request: web.Request) -> web.Response:
     who = principal(request)
     asked = query(request, InboxQuery)
-    app = request.app
-    return reply(await inbox.wait_for_news(app[FLEET], app[BELL], who.user, asked))
+    return reply(await inbox.wait_for_news(request.app[FLEET], who.user, asked))
