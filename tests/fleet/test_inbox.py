@@ -34,7 +34,8 @@ async def test_the_inbox_long_poll_answers_at_news_and_only_with_the_users_own(
     start_fleet, config_factory, sqlite_url
 ):
     config = config_factory(sqlite_url)
-    config.event_poll_seconds = 60.0  # past LONG: only the bell (this replica's commits) can wake a poll
+    # Past LONG: only the bell (this replica's commits) can wake a poll before its end.
+    config.event_poll_seconds = 60.0
     async with start_fleet(config) as f:
         bob = await f.user("bob")
         first, _ = await poll(f.api, 0, "", 0)

@@ -34,7 +34,7 @@ from leeward.common.backoff import Backoff
 from leeward.fleet.config import FleetConfig
 from leeward.fleet.leases import replica_name
 from leeward.fleet.notify import sinks as sink_module
-from leeward.fleet.notify.outbox import configured
+from leeward.fleet.notify.outbox import NOTIFIED, configured
 from leeward.fleet.notify.sinks import Outgoing, SendFailed
 from leeward.fleet.runtime import Fleet
 from leeward.fleet.store.models import DeliveryRow, NotificationRow, PreferencesRow, SinkRow
@@ -241,8 +241,8 @@ async def deliver_due(fleet: Fleet, sinks: Iterable[SinkName] = PUSHED) -> list[
 class Postman:
     """The delivery loop's tasks: one round per sink at a time, so that a sink whose sends hang
     until their timeout does not delay the others' next rounds. Besides the loop's rounds, a
-    commit of this replica (which may have written a notification) starts a round at once, or
-    another right after the one running: delivery then takes milliseconds, not a poll interval.
+    commit of this replica that wrote a notification starts a round at once, or another right
+    after the one running: delivery then takes milliseconds, not a poll interval.
     Other replicas' notifications wait for the loop (`[notify] poll_seconds`)."""
 
     def __init__(self, fleet: Fleet) -> None:
@@ -281,4 +281,4 @@ def start(fleet: Fleet, config: FleetConfig) -> None:
     if config.notify.enabled:
         postman = Postman(fleet)
         fleet.start_loop(config.notify.poll_seconds, postman.round, "notification delivery")
-        fleet.store.committed.append(postman.poke)
+        fleet.store.wrote.setdefault(NOTIFIED, []).append(postman.poke)

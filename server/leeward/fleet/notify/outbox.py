@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from leeward.fleet.config import FleetConfig
 from leeward.fleet.notify.templates import render
+from leeward.fleet.store.db import mark
 from leeward.fleet.store.models import (
     DeliveryRow,
     EnvironmentRow,
@@ -34,6 +35,10 @@ from leeward_protocol.notify import (
 
 DEFAULT_EXTEND_HOURS = 24
 """What an expiry warning's `extend` action adds when the producer does not say."""
+
+
+NOTIFIED = "notification"
+"""The mark of a transaction that wrote a notification: delivery starts when it commits."""
 
 
 async def notify(
@@ -97,6 +102,7 @@ async def notify(
             )
         )
     await session.flush()
+    mark(session, NOTIFIED)
     return await session.get(NotificationRow, notification_id)
 
 

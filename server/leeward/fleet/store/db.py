@@ -42,6 +42,14 @@ def is_transient(exc: BaseException) -> bool:
     return code in TRANSIENT_SQLSTATES
 
 
+_MARKS = "leeward.marks"
+
+
+def mark(session: AsyncSession, name: str) -> None:
+    """Say that this write transaction wrote `name` (`Store.wrote` hears of it once committed)."""
+    session.info.setdefault(_MARKS, set()).add(name)
+
+
 class Store:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         parsed = make_url(url)
@@ -64,6 +72,9 @@ class Store:
         self.committed: list[Callable[[], None]] = []
         """Called after every write transaction this process commits (the event log wakes its
         streams so)."""
+        self.wrote: dict[str, list[Callable[[], None]]] = {}
+        """Called after a committed write transaction that `mark`ed the name (a notification
+        written: its delivery starts)."""
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
@@ -83,6 +94,9 @@ class Store:
                 yield session
         for callback in self.committed:
             callback()
+        for name in session.info.get(_MARKS, ()):
+            for callback in self.wrote.get(name, ()):
+                callback()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
