@@ -170,7 +170,13 @@ async function main() {
     log(`   notification: ${notice}`);
     if (config.terminalCommand) {
       const command = fill(config.terminalCommand, name);
-      await wb.until(`'${command}' in the terminal`, async () => (await terminalText()).includes(command), 20_000);
+      let shown = "";
+      await wb.until(`'${command}' in the terminal`, async () => {
+        shown = await terminalText();
+        return shown.includes(command);
+      }, 45_000).catch((error) => {
+        throw new Error(`${error.message}; the terminal shows ${JSON.stringify(shown.trim().slice(-300))}`);
+      });
     }
     if (config.terminalProcess) {
       const pattern = new RegExp(fill(config.terminalProcess, escape(name)));

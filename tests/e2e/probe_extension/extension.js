@@ -91,6 +91,8 @@ function activate(context) {
       void vscode.window.showInformationMessage(`Probe: no Remote-SSH here; a terminal instead.`);
       const terminal = vscode.window.createTerminal({ name: `Probe: ${current}` });
       terminal.show();
+      // Type once the shell's process exists: on a loaded machine the pty host can start late.
+      await terminal.processId;
       terminal.sendText(`echo hello-from-${current}`);
     }),
   );
