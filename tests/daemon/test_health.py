@@ -209,3 +209,58 @@ async def test_a_resume_does_not_hide_an_environment_the_probes_gave_up_on():
     await health.check("e-1")
     assert sent[-1].state is HealthState.UNREACHABLE
     assert "still trying to resume" in sent[-1].reason
+
+
+async def test_a_resume_too_short_to_see_shows_for_a_moment_with_its_real_length():
+    """A 17 ms reset ends before the daemon reads the session file again: the proxy counts its
+    resumes, and each new one shows as reconnecting for RESUME_SHOWN, saying how long it was
+    dark, then healthy again (on the clock, not by waiting)."""
+    import asyncio
+    import os
+
+    from leeward.daemon.health import RESUME_SHOWN
+    from leeward.daemon.sessions import ProxySession
+
+    clock = ManualClock()
+    health, script, sent = monitor(clock)
+    health.update([environment()])
+    script.answers = [10.0]
+    await health.check("e-1")
+    me = os.getpid()
+    health.set_sessions([ProxySession("box", me, "connected", "api")])
+    assert sent[-1].state is HealthState.HEALTHY
+
+    for count in (1, 2):
+        health.set_sessions(
+            [
+                ProxySession(
+                    "box",
+                    me,
+                    "connected",
+                    "api",
+                    resumes=count,
+                    blackout_ms=17.3,
+                    resumed_after="connection reset",
+                )
+            ]
+        )
+        assert sent[-1].state is HealthState.RECONNECTING, count
+        assert sent[-1].reason == (
+            "Resumed its SSH session through the relay after 17.3 ms (connection reset)."
+        )
+        await asyncio.sleep(0)  # the task that ends the showing is parked on the clock
+        assert clock.sleeping() == 1
+        clock.advance(RESUME_SHOWN / 2)
+        await asyncio.sleep(0)
+        assert sent[-1].state is HealthState.RECONNECTING, "shown for RESUME_SHOWN"
+        clock.advance(RESUME_SHOWN)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert sent[-1].state is HealthState.HEALTHY, count
+
+    # the same count again (another write of the file) is no new resume; nor is a new proxy's
+    before = len(sent)
+    health.set_sessions([ProxySession("box", me, "connected", "api", 0.003, resumes=2)])
+    health.set_sessions([ProxySession("box", me + 1, "connected", "api", resumes=5)])
+    assert all(r.state is HealthState.HEALTHY for r in sent[before:])
+    await health.close()

@@ -101,9 +101,16 @@ async def test_the_proxy_finds_the_environment_through_the_fleet_or_its_cache(
             lambda: [r for r in statuses() if r.get("dns") == "down"], "DNS down", timeout=10
         )
         assert down[0]["state"] == "connected", down
-        await end(proc)
+        # DNS back: the same session, still connected, asks again while it says down, and says
+        # ok (every REPORT_SECONDS), not "DNS bypass" until its next resume.
         status, _ = await f.admin.call("POST", "/v1/admin/dns/start")
         assert status == 200
+        await until(
+            lambda: [r for r in statuses() if r.get("dns") == "ok" and r["pid"] == down[0]["pid"]],
+            "the session's DNS ok again",
+            timeout=15,
+        )
+        await end(proc)
 
         # The fleet will not tell (a token it refuses): the cached address still leads to a
         # verified agent. (tests/client/test_locate.py covers a fleet that is down or hangs.)

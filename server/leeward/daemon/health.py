@@ -29,6 +29,10 @@ Probe = Callable[[str, int, float], Awaitable[float]]
 """(address, port, timeout) -> round trip in ms; raises OSError or TimeoutError."""
 
 
+RESUME_SHOWN = 1.0
+"""Seconds a resume shows as "reconnecting" at least: a TCP reset is dark for some 20 ms, which
+no one would see, and the status bar would not tell that anything happened."""
+
 SMOOTHING = 0.125
 """Weight of a new probe in the smoothed round trip (TCP's SRTT uses 1/8 too)."""
 
@@ -65,6 +69,12 @@ async def probe_tcp(address: str, port: int, seconds: float) -> float:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return elapsed
+
+
+def _names(watch: _Watch) -> set[str]:
+    """What a proxy may call the environment: its name, id or full name."""
+    env = watch.environment
+    return {env.name, env.id, env.fqdn}
 
 
 def _describe(exc: BaseException) -> str:
@@ -111,6 +121,9 @@ class HealthMonitor:
         self._watches: dict[str, _Watch] = {}
         self._running = False
         self.sessions: list[ProxySession] = []
+        self._resumed: dict[str, tuple[float, str]] = {}
+        """Environment id: until when (monotonic) its last resume shows, and what to say."""
+        self._showing: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self._running = True
@@ -120,6 +133,7 @@ class HealthMonitor:
     async def close(self) -> None:
         self._running = False
         tasks = [w.task for w in self._watches.values() if w.task is not None]
+        tasks += self._showing
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -168,16 +182,44 @@ class HealthMonitor:
         """The proxies' sessions changed: a resume or a DNS bypass shows in the records."""
         if sessions == self.sessions:
             return
+        before = {s.pid: s.resumes for s in self.sessions}
         self.sessions = sessions
+        for session in sessions:
+            if session.resumes > before.get(session.pid, session.resumes):
+                self._show_resume(session)
         for record in list(self._base.values()):
             self._publish(record)
+
+    def _show_resume(self, session: ProxySession) -> None:
+        """A session resumed: its environment shows "reconnecting" for `RESUME_SHOWN` from
+        now, saying how long it was really dark, then what the probes say again."""
+        env_id = next((i for i, w in self._watches.items() if session.env in _names(w)), None)
+        if env_id is None:
+            return
+        dark = f" after {session.blackout_ms:g} ms" if session.blackout_ms is not None else ""
+        why = f" ({session.resumed_after})" if session.resumed_after else ""
+        reason = f"Resumed its SSH session through the relay{dark}{why}."
+        self._resumed[env_id] = (self.clock.monotonic() + RESUME_SHOWN, reason)
+
+        async def later() -> None:
+            await self.clock.sleep(RESUME_SHOWN)
+            until, _ = self._resumed.get(env_id, (0.0, ""))
+            if until <= self.clock.monotonic():
+                self._resumed.pop(env_id, None)
+                record = self._base.get(env_id)
+                if record is not None:
+                    self._publish(record)
+
+        task = asyncio.get_running_loop().create_task(later(), name=f"resumed {env_id}")
+        self._showing.add(task)
+        task.add_done_callback(self._showing.discard)
 
     def _overlay(self, record: HealthRecord) -> HealthRecord:
         """What the proxies say on top of the probes: they see the real sessions."""
         env = self._watches.get(record.environment_id)
         names = {record.name, record.environment_id}
         if env is not None:
-            names.add(env.environment.fqdn)
+            names |= _names(env)
         mine = [s for s in self.sessions if s.env in names]
         route = next((s.source for s in mine if s.state == "connected" and s.source), None)
         bypass = any(s.dns_down for s in mine if s.state == "connected")
@@ -192,6 +234,13 @@ class HealthMonitor:
             why = f" ({resuming[0].reason})" if resuming[0].reason else ""
             update["state"] = HealthState.RECONNECTING
             update["reason"] = f"Resuming its SSH session through the relay{why}."
+        elif (shown := self._resumed.get(record.environment_id)) and record.state not in (
+            HealthState.UNREACHABLE,
+            HealthState.CONNECTING,
+        ):
+            if shown[0] > self.clock.monotonic():
+                update["state"] = HealthState.RECONNECTING
+                update["reason"] = shown[1]
         elif record.state is HealthState.HEALTHY and bypass:
             update["state"] = HealthState.DEGRADED
             update["reason"] = (

@@ -2,10 +2,12 @@
 
 Each proxy keeps a small JSON file in `state_dir/sessions/` (`PID.json`, replaced atomically,
 removed on exit): the environment, its state (connecting, connected, resuming, failed), the
-round trip, where the address came from (api, dns, cache) and whether DNS answered. The daemon
-watches the directory (watchdog) and folds the sessions into its health records, so the status
-bar can say "reconnecting" during a resume and "DNS bypass" while DNS is down. A file whose
-process is gone is ignored (a proxy killed with SIGKILL cannot remove it).
+round trip, where the address came from (api, dns, cache), whether DNS answered, and how many
+times it resumed and how long the last blackout was. The daemon watches the directory
+(watchdog) and folds the sessions into its health records, so the status bar can say
+"reconnecting" during a resume (and for a moment after one too short to see) and "DNS bypass"
+while DNS is down. A file whose process is gone is ignored (a proxy killed with SIGKILL cannot
+remove it).
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ class ProxySession:
     rtt_ms: float | None = None
     reason: str = ""
     dns_down: bool = False
+    resumes: int = 0
+    """How many times the session resumed (blackouts the relay rode through)."""
+    blackout_ms: float | None = None
+    """How long the last one was dark, from the link's loss to its resume."""
+    resumed_after: str = ""
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> ProxySession | None:
@@ -47,6 +54,9 @@ class ProxySession:
             rtt_ms=round(rtt * 1000, 1) if isinstance(rtt, int | float) else None,
             reason=str(raw.get("reason") or ""),
             dns_down=raw.get("dns") == "down",
+            resumes=resumes if isinstance(resumes := raw.get("resumes"), int) else 0,
+            blackout_ms=dark if isinstance(dark := raw.get("blackout_ms"), int | float) else None,
+            resumed_after=str(raw.get("resumed_after") or ""),
         )
 
 

@@ -72,6 +72,7 @@ class Located:
         )
         self.on_dns = on_dns
         self._dns_check: asyncio.Task[None] | None = None
+        self._dns_name: str | None = None
 
     async def _verify(self, target: Target) -> None:
         from leeward.client.refusals import NotVerified
@@ -111,12 +112,20 @@ class Located:
 
     async def candidates(self, name: str) -> list[Candidate]:
         found = await self.finder.locate(name)
-        if self.on_dns is not None and (self._dns_check is None or self._dns_check.done()):
-            # The race ends at the first verified address, usually before DNS could have
-            # failed: ask it apart, so the status can say "DNS bypass" while it is down.
-            self._dns_check = asyncio.ensure_future(self._check_dns(found.name))
+        # The race ends at the first verified address, usually before DNS could have failed:
+        # ask it apart, so the status can say "DNS bypass" while it is down.
+        self._dns_name = found.name
+        self.recheck_dns()
         assert found.relay_port is not None
         return [Candidate(found.address, found.relay_port, found.fqdn, found.source)]
+
+    def recheck_dns(self) -> None:
+        """Ask the fleet's DNS for the environment last found (in the background; `on_dns`
+        hears "ok" or "down"), unless a question is already out."""
+        if self.on_dns is None or self._dns_name is None:
+            return
+        if self._dns_check is None or self._dns_check.done():
+            self._dns_check = asyncio.ensure_future(self._check_dns(self._dns_name))
 
     async def _check_dns(self, name: str) -> None:
         from leeward.client.asking import dns_lookup

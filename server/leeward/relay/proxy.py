@@ -52,6 +52,9 @@ live migration's blackout is a fraction of a second (the fleet's `migration_blac
 When the fleet answers, its word decides: while it says migrating, the Finder waits out the
 blackout (`leeward.client.locate.MIGRATING_WAIT`); any other state ends it at once."""
 
+REPORT_SECONDS = 5.0
+"""How often the session file gets the round trip (and DNS, while down, is asked again)."""
+
 RESOLVE_EVERY = 1.0
 """While retrying, the environment's address is looked up again at most this often (each
 lookup asks the fleet)."""
@@ -373,14 +376,20 @@ class Proxy:
             pumping.done() and transport is not None and transport.is_closing()
         )
         reporting = asyncio.create_task(self._report(endpoint))
+        resumes = 0
         try:
             while True:
                 why = await endpoint.run_link(reader, writer, welcomed.peer_received)
                 if endpoint.finished.is_set():
                     return 0
+                lost = self.clock.monotonic()
                 self.status.update(state="resuming", reason=why)
                 reader, writer, welcomed = await self.connect(s.deadline, endpoint.received)
                 self.ticket = welcomed.ticket  # a new one if the session had to be opened anew
+                # Counted, so that the daemon shows a blackout shorter than its own glance.
+                resumes += 1
+                blackout = round((self.clock.monotonic() - lost) * 1000, 1)
+                self.status.update(resumes=resumes, blackout_ms=blackout, resumed_after=why)
         finally:
             pumping.cancel()
             reporting.cancel()
@@ -388,9 +397,13 @@ class Proxy:
 
     async def _report(self, endpoint: Endpoint) -> None:
         while True:
-            await asyncio.sleep(5)
+            await asyncio.sleep(REPORT_SECONDS)
             if endpoint.linked:
                 self.status.update(rtt=endpoint.rtt)
+            if self.status.fields.get("dns") == "down" and isinstance(self.locator, Located):
+                # Found while DNS was down: ask it again, so that "DNS bypass" ends with the
+                # outage, not at the next resume.
+                self.locator.recheck_dns()
 
 
 def _say(name: str, line: str) -> None:
