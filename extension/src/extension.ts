@@ -74,8 +74,10 @@ export function activate(context: vscode.ExtensionContext): void {
     showCollapseAll: false,
   });
   const statusBar = new StatusBar();
+  let shownBefore: string | undefined;
   const redraw = (): void => {
-    const environment = shownEnvironment(store.environments, alias(), store.lastUsed);
+    const environment = shownEnvironment(store.environments, alias(), store.lastUsed, shownBefore);
+    shownBefore = environment?.id;
     statusBar.show(
       statusView({
         daemon: running.state,

@@ -9,8 +9,17 @@ import type {
 } from '../protocol/generated';
 import { Emitter } from './events';
 
-/** States in which an environment is shown; `warm` ones are the fleet's, `deleted` ones gone. */
-const SHOWN = new Set<Environment['state']>(['provisioning', 'running', 'deleting', 'failed']);
+/** States in which an environment is shown; `warm` ones are the fleet's, `deleted` ones gone.
+ * A migrating one is still the user's (its sessions ride through), and a stopped one starts
+ * again on its next connection. */
+const SHOWN = new Set<Environment['state']>([
+  'provisioning',
+  'running',
+  'migrating',
+  'stopped',
+  'deleting',
+  'failed',
+]);
 
 /** Where the last-used environment's name is kept (VS Code's globalState in the extension). */
 export interface Memento {

@@ -37,12 +37,14 @@ export function windowAlias(
   return undefined;
 }
 
-/** The environment the status bar shows: this window's, else the last one used, else the
- * first running one. */
+/** The environment the status bar shows: this window's, else the last one used, else the one
+ * it showed before (while it lives: a migration is no reason to show another, or none), else
+ * the first running one. */
 export function shownEnvironment(
   environments: readonly Environment[],
   windowAliasName: string | undefined,
   lastUsed: string | undefined,
+  shownBefore?: string,
 ): Environment | undefined {
   const byAlias = (alias: string): Environment | undefined =>
     environments.find((e) => e.name === alias || e.fqdn === alias);
@@ -54,5 +56,7 @@ export function shownEnvironment(
     const last = byAlias(lastUsed);
     if (last !== undefined) return last;
   }
+  const before = environments.find((e) => e.id === shownBefore);
+  if (before !== undefined && before.state !== 'deleted') return before;
   return environments.find((e) => e.state === 'running');
 }

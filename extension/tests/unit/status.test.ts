@@ -89,7 +89,7 @@ test('the remote authority names the alias, plain or in Remote-SSH hex JSON form
   assert.equal(windowAlias(undefined, ['ssh-remote+box']), undefined);
 });
 
-test("the environment shown: this window's, else the last used, else the first running", () => {
+test("the environment shown: this window's, else the last used, else the one shown before, else the first running", () => {
   const a = environment({ name: 'alpha', state: 'provisioning' });
   const b = environment({ name: 'bravo' });
   const c = environment({ name: 'charlie' });
@@ -99,6 +99,13 @@ test("the environment shown: this window's, else the last used, else the first r
   assert.equal(shownEnvironment(all, 'elsewhere', 'alpha')?.name, 'alpha');
   assert.equal(shownEnvironment(all, undefined, 'gone')?.name, 'bravo');
   assert.equal(shownEnvironment([], undefined, undefined), undefined);
+  // shown before, it stays shown while it migrates (no other running one takes its place,
+  // nor "no environment" when it was the only one)
+  const moving = environment({ id: 'e-c', name: 'charlie', state: 'migrating' });
+  assert.equal(shownEnvironment([b, moving], undefined, undefined, 'e-c')?.name, 'charlie');
+  assert.equal(shownEnvironment([moving], undefined, undefined, 'e-c')?.name, 'charlie');
+  assert.equal(shownEnvironment([moving], undefined, undefined), undefined);
+  assert.equal(shownEnvironment([b, moving], undefined, undefined, 'e-gone')?.name, 'bravo');
 });
 
 test('a relay resume spins; DNS down but reached around it says "DNS bypass"; migrating counts', () => {

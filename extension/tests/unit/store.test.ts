@@ -13,15 +13,17 @@ test('the store shows live environments by name and drops the health of gone one
   const amy = environment({ name: 'amy' });
   const gone = environment({ name: 'gone', state: 'deleted' });
   const warm = environment({ name: 'pool', state: 'warm' });
+  const moving = environment({ name: 'moving', state: 'migrating' });
+  const idle = environment({ name: 'idle', state: 'stopped' });
   store.setList({
-    environments: [zed, gone, amy, warm],
+    environments: [zed, gone, amy, warm, moving, idle],
     stale: false,
     fetchedAt: null,
     reason: '',
   });
   assert.deepEqual(
     store.environments.map((e) => e.name),
-    ['amy', 'zed'],
+    ['amy', 'idle', 'moving', 'zed'],
   );
   store.setHealth(health(zed));
   assert.equal(store.healthOf(zed)?.state, 'healthy');
