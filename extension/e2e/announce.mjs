@@ -10,9 +10,7 @@
 // usage: node announce.mjs CONFIG.json   (tests/e2e/test_vscode.py writes CONFIG: the fleet's
 // URL and an admin token, the environment, the status-bar ids and the texts to post).
 // Writes ARTIFACTS/result.json and screenshots; exits 0 only if every step passed.
-import fs from "node:fs";
-import path from "node:path";
-import { Deadline, Workbench, byId, log, readConfig } from "./workbench.mjs";
+import { Deadline, Workbench, byId, log, readConfig, runScenario, stepper } from "./workbench.mjs";
 
 const config = readConfig();
 const deadline = new Deadline(config.deadlineSeconds ?? 240);
@@ -24,14 +22,7 @@ const wb = new Workbench({
   deadline,
 });
 
-async function step(name, body) {
-  const started = Date.now();
-  log(`== ${name}`);
-  await body();
-  const seconds = (Date.now() - started) / 1000;
-  result.steps.push({ name, seconds });
-  log(`   ${name}: done in ${seconds.toFixed(1)} s`);
-}
+const step = stepper(result);
 
 async function fleet(method, route, body) {
   const response = await fetch(config.fleetUrl + route, {
@@ -222,21 +213,14 @@ function escape(text) {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
-try {
-  await main();
-  result.ok = true;
-} catch (error) {
-  result.error = error.stack ?? String(error);
-  log(`FAILED: ${error.message}`);
-  await wb.screenshot("failure");
-  if (wb.page) {
+await runScenario({
+  config,
+  result,
+  workbenches: [wb],
+  main,
+  atFailure: async () => {
+    if (!wb.page) return;
     result.notificationsAtFailure = await wb.notifications().catch(() => []);
     result.statusAtFailure = await wb.statusText(config.announcementsEntry).catch(() => null);
-  }
-} finally {
-  result.consoleErrors = (wb.consoleErrors ?? []).slice(-20);
-  await wb.close();
-  fs.writeFileSync(path.join(config.artifacts, "result.json"), JSON.stringify(result, null, 2));
-  log(result.ok ? "PASSED" : "FAILED (see result.json and the screenshots)");
-}
-process.exit(result.ok ? 0 : 1);
+  },
+});

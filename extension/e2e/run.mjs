@@ -10,7 +10,7 @@
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { Deadline, Workbench, byId, log, readConfig } from "./workbench.mjs";
+import { Deadline, Workbench, byId, log, readConfig, runScenario, stepper } from "./workbench.mjs";
 
 const config = readConfig();
 const deadline = new Deadline(config.deadlineSeconds ?? 240);
@@ -26,14 +26,7 @@ function fill(template, name) {
   return template.replaceAll("{name}", name);
 }
 
-async function step(name, body) {
-  const started = Date.now();
-  log(`== ${name}`);
-  await body();
-  const seconds = (Date.now() - started) / 1000;
-  result.steps.push({ name, seconds });
-  log(`   ${name}: done in ${seconds.toFixed(1)} s`);
-}
+const step = stepper(result);
 
 /** Polls the status-bar entry until its text matches `pattern`; records every distinct text. */
 async function waitStatus(what, pattern, ms) {
@@ -273,22 +266,15 @@ async function filterOutput(text) {
   if ((await filter.count()) && (await filter.inputValue()) !== text) await filter.fill(text);
 }
 
-try {
-  await main();
-  result.ok = true;
-} catch (error) {
-  result.error = error.stack ?? String(error);
-  log(`FAILED: ${error.message}`);
-  await wb.screenshot("failure");
-  if (wb.page) {
+await runScenario({
+  config,
+  result,
+  workbenches: [wb],
+  main,
+  atFailure: async () => {
+    if (!wb.page) return;
     result.notificationsAtFailure = await wb.notifications().catch(() => []);
     result.quickInputAtFailure = await wb.quickInputRows().catch(() => []);
     result.statusAtFailure = await wb.statusText(config.statusEntry).catch(() => null);
-  }
-} finally {
-  result.consoleErrors = (wb.consoleErrors ?? []).slice(-20);
-  await wb.close();
-  fs.writeFileSync(path.join(config.artifacts, "result.json"), JSON.stringify(result, null, 2));
-  log(result.ok ? "PASSED" : "FAILED (see result.json and the screenshots)");
-}
-process.exit(result.ok ? 0 : 1);
+  },
+});

@@ -48,7 +48,9 @@ export class Workbench {
     this.shots = 0;
   }
 
-  async open(url) {
+  /** Launches Chromium and opens `url`; `prepare(page)` runs before the page loads (to listen
+   * to its websockets from the first). */
+  async open(url, prepare = undefined) {
     log(`launching ${this.chromiumPath}`);
     this.context = await chromium.launchPersistentContext(this.userDataDir, {
       executablePath: this.chromiumPath,
@@ -62,6 +64,7 @@ export class Workbench {
     this.page.on("console", (m) => {
       if (m.type() === "error") this.consoleErrors.push(m.text());
     });
+    if (prepare) await prepare(this.page);
     log(`opening ${url}`);
     await this.page.goto(url, { timeout: this.deadline.left(60_000) });
     await this.page.waitForSelector(".monaco-workbench .part.statusbar", {
@@ -204,7 +207,9 @@ export class Workbench {
   async statusText(entryId) {
     const entry = this.page.locator(byId(entryId));
     if ((await entry.count()) === 0) return null;
-    return ((await entry.first().innerText()) ?? "").replace(/\s+/g, " ").trim();
+    // The entry may go between the count and the read: a short timeout, and the caller's
+    // wait asks again (Playwright's default would hold it for 30 s).
+    return ((await entry.first().innerText({ timeout: 2_000 })) ?? "").replace(/\s+/g, " ").trim();
   }
 
   async statusTooltip(entryId) {
@@ -249,6 +254,41 @@ export class Workbench {
         .join(""),
     );
   }
+}
+
+/** `step(name, body)`: runs one named step of a scenario, logged and timed into `result.steps`. */
+export function stepper(result) {
+  return async function step(name, body) {
+    const started = Date.now();
+    log(`== ${name}`);
+    await body();
+    const seconds = (Date.now() - started) / 1000;
+    result.steps.push({ name, seconds });
+    log(`   ${name}: done in ${seconds.toFixed(1)} s`);
+  };
+}
+
+/**
+ * Runs `main()`, then, passed or failed, writes ARTIFACTS/result.json (`result`, with `ok` and
+ * the error) and closes the workbenches; on a failure takes a screenshot of each and lets
+ * `atFailure()` add what it saw. Exits 0 only if `main` passed.
+ */
+export async function runScenario({ config, result, workbenches, main, atFailure }) {
+  try {
+    await main();
+    result.ok = true;
+  } catch (error) {
+    result.error = error.stack ?? String(error);
+    log(`FAILED: ${error.message}`);
+    for (const wb of workbenches) await wb.screenshot("failure");
+    if (atFailure) await atFailure().catch((e) => log(`   (could not read the screen: ${e.message})`));
+  } finally {
+    result.consoleErrors = workbenches.flatMap((wb) => wb.consoleErrors ?? []).slice(-20);
+    for (const wb of workbenches) await wb.close();
+    fs.writeFileSync(path.join(config.artifacts, "result.json"), JSON.stringify(result, null, 2));
+    log(result.ok ? "PASSED" : "FAILED (see result.json and the screenshots)");
+  }
+  process.exit(result.ok ? 0 : 1);
 }
 
 export function readConfig() {

@@ -175,7 +175,16 @@ def test_session_files_of_dead_proxies_and_junk_are_skipped(tmp_path):
     )
     (tmp_path / "1.json").write_text(
         json.dumps(
-            {"env": "a", "pid": os.getpid(), "state": "connected", "source": "dns", "rtt": 0.0042}
+            {
+                "env": "a",
+                "pid": os.getpid(),
+                "state": "connected",
+                "source": "dns",
+                "rtt": 0.0042,
+                "resumes": 3,
+                "blackout_ms": 17.5,
+                "resumed_after": "Connection reset by peer",
+            }
         )
     )
     (tmp_path / "2.json").write_text(
@@ -188,6 +197,8 @@ def test_session_files_of_dead_proxies_and_junk_are_skipped(tmp_path):
     assert [(s.env, s.state, s.source, s.rtt_ms) for s in sessions] == [
         ("a", "connected", "dns", 4.2)
     ]
+    assert (sessions[0].resumes, sessions[0].blackout_ms) == (3, 17.5)
+    assert sessions[0].resumed_after == "Connection reset by peer"
     assert read_sessions(tmp_path / "missing") == []
 
 

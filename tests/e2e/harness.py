@@ -230,26 +230,47 @@ def run_driver(
 ) -> dict[str, Any]:
     """Run `driver` (extension/e2e/run.mjs unless told) with `config`; returns its result.json
     (ok or not)."""
+    process = start_driver(tools, config, env, artifacts, driver)
+    return driver_result(process, artifacts, config["deadlineSeconds"] + 60)
+
+
+def start_driver(
+    tools: Tools,
+    config: dict[str, Any],
+    env: dict[str, str],
+    artifacts: Path,
+    driver: Path = DRIVER,
+) -> subprocess.Popen[bytes]:
+    """Start `driver` with `config` (written to the artifacts), its output in driver.log, while
+    the test goes on."""
     config_path = artifacts / "driver-config.json"
     config_path.write_text(json.dumps(config, indent=2))
-    timeout = config["deadlineSeconds"] + 60
     with (artifacts / "driver.log").open("w") as log:
-        done = subprocess.run(
+        return subprocess.Popen(
             [str(tools.node), str(driver), str(config_path)],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            timeout=timeout,
             cwd=tools.driver_dir,
-            check=False,
         )
+
+
+def driver_result(
+    process: subprocess.Popen[bytes], artifacts: Path, timeout: float
+) -> dict[str, Any]:
+    """Wait for the driver (ended at `timeout`); its result.json, with its exit code."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        terminate_tree(process.pid)
+        process.wait(timeout=STOP_SECONDS)
     print((artifacts / "driver.log").read_text(errors="replace"))
     result_path = artifacts / "result.json"
     result: dict[str, Any] = (
         json.loads(result_path.read_text()) if result_path.exists() else {"ok": False}
     )
-    result["exitCode"] = done.returncode
+    result["exitCode"] = process.returncode
     return result
 
 

@@ -13,26 +13,19 @@ otherwise a failed setup is a failed test."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
-import random
-import subprocess
-import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from leeward.client.credentials import load_credentials
-from leeward.fleet.config import FleetConfig, HostConfig, RegionConfig, dump_config
 from leeward.sandbox.sandbox import probe
-from leeward_protocol.fleet import ContainerProfile, Flavor, FlavorKind, Hardware
 
-from ..cli.sandbox import LEEWARD, Sandbox, make_sandbox
+from ..cli.sandbox import LEEWARD, Sandbox
 from . import harness, vsix
+from .common import EXTENSION, REGION, assert_passed, build_extension, write_fleet_config
 
 pytestmark = [
     pytest.mark.e2e,
@@ -42,125 +35,7 @@ pytestmark = [
     ),
 ]
 
-EXTENSION = harness.REPO / "extension"
 PROBE = Path(__file__).with_name("probe_extension")
-REGION = "north"
-
-
-@pytest.fixture(scope="module")
-def tools() -> harness.Tools:
-    return harness.setup_tools()
-
-
-def e2e_network() -> str:
-    """A /24 at random in 127.224.0.0/12: this area's range, apart from the other tests'."""
-    return f"127.{random.randint(224, 239)}.{random.randint(0, 255)}.0/24"
-
-
-def write_fleet_config(sandbox: Sandbox, **extra: Any) -> FleetConfig:
-    """One region, one host, a `small` devserver flavor, a `web` profile with no warm pool:
-    only the environment the test creates runs an agent. `extra`: more of the config."""
-    config = FleetConfig.model_validate(
-        {
-            **extra,
-            "listen_port": harness.free_port(),
-            "heartbeat_seconds": 1.0,
-            "pool_interval_seconds": 0.5,
-            "provider": {"ssh_port": harness.free_port(), "stop_agents_on_exit": True},
-            "regions": [
-                RegionConfig(
-                    name=REGION,
-                    network=ipaddress.IPv4Network(e2e_network()),
-                    hosts=[HostConfig(name=f"{REGION}-h1", cpus=8, memory_gib=16)],
-                )
-            ],
-            "flavors": [
-                Flavor(
-                    name="small",
-                    kind=FlavorKind.VM,
-                    description="1 vCPU, 1 GiB",
-                    hardware=Hardware(cpus=1, memory_gib=1),
-                )
-            ],
-            "profiles": [
-                ContainerProfile(name="web", hardware=Hardware(cpus=1, memory_gib=1), warm_pool=0)
-            ],
-        }
-    )
-    path = sandbox.paths.embedded_dir / "fleet.toml"
-    path.parent.mkdir(parents=True)
-    path.write_text(dump_config(config))
-    return config
-
-
-def sandbox_env(sandbox: Sandbox) -> dict[str, str]:
-    """The sandboxed user's environment for code-server (and so the extension and its
-    daemon): `leeward` from this checkout first on PATH, no runtime dir of the real user."""
-    env = dict(sandbox.env)
-    env.pop("XDG_RUNTIME_DIR", None)
-    env["XDG_CACHE_HOME"] = str(sandbox.root / "cache")
-    env["PATH"] = f"{LEEWARD.parent}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
-    env.pop("CI", None)  # code-server and VS Code behave as on a person's machine
-    return env
-
-
-def build_extension(into: Path) -> Path:
-    """`npm --prefix extension run package` (after `npm ci` if its node_modules is missing);
-    the .vsix it made."""
-    if not (EXTENSION / "node_modules").is_dir() and (EXTENSION / "package-lock.json").exists():
-        subprocess.run(
-            ["npm", "ci", "--prefix", str(EXTENSION), "--no-audit", "--no-fund"],
-            check=True,
-            timeout=600,
-            stdin=subprocess.DEVNULL,
-        )
-    started = time.time()
-    done = subprocess.run(
-        ["npm", "--prefix", str(EXTENSION), "run", "package"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    (into / "npm-package.log").write_text(done.stdout + done.stderr)
-    assert done.returncode == 0, f"npm run package failed:\n{done.stdout}\n{done.stderr}"
-    made = [p for p in EXTENSION.rglob("*.vsix") if p.stat().st_mtime >= started - 1]
-    made = [p for p in made if "node_modules" not in p.parts]
-    assert made, f"npm run package made no .vsix under {EXTENSION}:\n{done.stdout}"
-    return max(made, key=lambda p: p.stat().st_mtime)
-
-
-def assert_passed(result: dict, artifacts: Path) -> None:
-    assert result.get("ok"), (
-        f"the workbench scenario failed (artifacts in {artifacts}):\n"
-        f"{result.get('error', '(no result.json: see driver.log)')}\n"
-        f"status bar seen: {result.get('statusSeen')}\n"
-        f"notifications: {result.get('notificationsAtFailure')}\n"
-        f"quick input: {result.get('quickInputAtFailure')}"
-    )
-    assert result["exitCode"] == 0
-    assert Path(result["finalScreenshot"]).stat().st_size > 10_000
-
-
-@pytest.fixture
-def code_server(
-    tools: harness.Tools, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[tuple[harness.CodeServer, Sandbox, Path]]:
-    """A sandboxed home and a code-server (not started) using it; afterwards code-server, and
-    anything still running in the sandboxed home, are stopped; logs go to the artifacts."""
-    artifacts = harness.artifacts_dir(request.node.name)
-    print(f"artifacts: {artifacts}")
-    sandbox = make_sandbox(tmp_path)
-    server = harness.CodeServer(tools, tmp_path / "code-server", sandbox_env(sandbox))
-    with harness.no_strays(Path(sandbox.env["HOME"]), tmp_path) as strays:
-        try:
-            yield server, sandbox, artifacts
-        finally:
-            server.stop()
-            server.collect_logs(artifacts)
-    if strays:
-        print(f"stopped stray processes: {strays}")
 
 
 def test_harness_with_probe_extension(
