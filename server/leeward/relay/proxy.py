@@ -389,7 +389,9 @@ class Proxy:
                 # Counted, so that the daemon shows a blackout shorter than its own glance.
                 resumes += 1
                 blackout = round((self.clock.monotonic() - lost) * 1000, 1)
-                self.status.update(resumes=resumes, blackout_ms=blackout, resumed_after=why)
+                self.status.update(
+                    resumes=resumes, blackout_ms=blackout, resumed_after=why, resumed_at=time.time()
+                )
         finally:
             pumping.cancel()
             reporting.cancel()
