@@ -170,13 +170,15 @@ class ConnectResult(Resource):
 class HealthState(StrEnum):
     """connecting: not yet reached (or still being made); healthy: the last probe answered in
     time; degraded: answers, but slowly, or the fleet behind it cannot be reached; reconnecting:
-    probes fail and the daemon keeps trying; unreachable: failed for longer than the grace."""
+    probes fail and the daemon keeps trying; unreachable: failed for longer than the grace;
+    stopped: stopped for being idle, its home kept (the next connection starts it)."""
 
     CONNECTING = "connecting"
     HEALTHY = "healthy"
     DEGRADED = "degraded"
     RECONNECTING = "reconnecting"
     UNREACHABLE = "unreachable"
+    STOPPED = "stopped"
 
 
 class HealthRecord(Resource):

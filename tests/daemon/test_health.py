@@ -275,3 +275,30 @@ async def test_a_resume_too_short_to_see_shows_for_a_moment_with_its_real_length
     health.set_sessions([ProxySession("box", me + 1, "connected", "api", resumes=5)])
     assert all(r.state is HealthState.HEALTHY for r in sent[before:])
     await health.close()
+
+
+async def test_a_stopped_environment_is_stopped_not_unreachable_and_healthy_once_started():
+    """Idle stop: the fleet says stopped; the record says so (with how to start it), whatever
+    the probes said while it went down, and is probed again once it runs."""
+    clock = ManualClock()
+    health, script, sent = monitor(clock)
+    health.update([environment()])
+    script.answers = [10.0, ConnectionRefusedError(), ConnectionRefusedError()]
+    for _ in range(3):
+        await health.check("e-1")
+    assert sent[-1].state is HealthState.RECONNECTING  # going down, before the fleet says why
+
+    health.update([environment(EnvironmentState.STOPPED)])
+    assert sent[-1].state is HealthState.STOPPED
+    assert sent[-1].reason == (
+        "box is stopped (idle; its home is kept): the next connection, or `leeward start box`, "
+        "starts it."
+    )
+    await health.check("e-1")  # not probed (no answer is scripted): still stopped
+    assert sent[-1].state is HealthState.STOPPED and sent[-1].rtt_ms is None
+
+    health.update([environment()])
+    assert sent[-1].state is HealthState.CONNECTING, "started again, not probed yet"
+    script.answers = [12.0]
+    await health.check("e-1")
+    assert sent[-1].state is HealthState.HEALTHY

@@ -188,9 +188,11 @@ export type EventType = 'environment' | 'reset';
 /**
  * connecting: not yet reached (or still being made); healthy: the last probe answered in
  * time; degraded: answers, but slowly, or the fleet behind it cannot be reached; reconnecting:
- * probes fail and the daemon keeps trying; unreachable: failed for longer than the grace.
+ * probes fail and the daemon keeps trying; unreachable: failed for longer than the grace;
+ * stopped: stopped for being idle, its home kept (the next connection starts it).
  */
-export type HealthState = 'connecting' | 'healthy' | 'degraded' | 'reconnecting' | 'unreachable';
+export type HealthState =
+  'connecting' | 'healthy' | 'degraded' | 'reconnecting' | 'unreachable' | 'stopped';
 /**
  * active: takes new environments; draining: its environments move live, then
  * maintenance; decommissioning: being emptied before a deadline (`leeward admin host

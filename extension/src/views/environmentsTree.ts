@@ -83,6 +83,8 @@ export function iconId(environment: Environment, health: HealthRecord | undefine
       return 'warning';
     case 'unreachable':
       return 'vm-outline';
+    case 'stopped':
+      return 'debug-pause';
   }
 }
 

@@ -4,9 +4,9 @@ not, why. A probe opens a TCP connection to the environment's SSH server and tim
 connecting: not reached yet (or still starting); healthy: answers in time; degraded: answers
 slowly, or answers while the fleet behind it cannot be reached; reconnecting: it answered before
 and now does not, and probes go on; unreachable: no answer for `unreachable_after` probes in a
-row, or the fleet is deleting it. A notification goes out when the state, the reason or the
-fleet's reachability changes, or the smoothed round trip moves by more than a quarter
-(and 5 ms).
+row, or the fleet is deleting it; stopped: the fleet stopped it for being idle (not probed). A
+notification goes out when the state, the reason or the fleet's reachability changes, or the
+smoothed round trip moves by more than a quarter (and 5 ms).
 """
 
 from __future__ import annotations
@@ -237,6 +237,7 @@ class HealthMonitor:
         elif (shown := self._resumed.get(record.environment_id)) and record.state not in (
             HealthState.UNREACHABLE,
             HealthState.CONNECTING,
+            HealthState.STOPPED,
         ):
             if shown[0] > self.clock.monotonic():
                 update["state"] = HealthState.RECONNECTING
@@ -342,6 +343,21 @@ class HealthMonitor:
                 record,
                 state=HealthState.CONNECTING,
                 reason=f"Starting on {env.host or 'a host'}: {env.status_message}".rstrip(": "),
+            )
+        if env.state == EnvironmentState.STOPPED:
+            watch.failures, watch.rtt = 0, None
+            return self._publish(
+                record,
+                state=HealthState.STOPPED,
+                rtt_ms=None,
+                reason=(
+                    f"{env.name} is stopped (idle; its home is kept): the next connection, or "
+                    f"`leeward start {env.name}`, starts it."
+                ),
+            )
+        if record.state is HealthState.STOPPED and env.state in REACHABLE_STATES:
+            return self._publish(
+                record, state=HealthState.CONNECTING, reason="Started again; not probed yet."
             )
         if env.state in (EnvironmentState.DELETING, EnvironmentState.FAILED):
             return self._publish(
