@@ -72,12 +72,14 @@ async function observe(page, heartbeatEntry) {
         const beat = document.querySelector(`[id="${heartbeatEntry}"]`)?.textContent?.trim() ?? "";
         const last = w.__lw.beats.at(-1);
         if (beat && (!last || last[1] !== beat)) w.__lw.beats.push([now, beat]);
+        // What a person sees (innerText: no style sheets, nothing hidden), of the places VS
+        // Code says it lost its server: a dialog, a notification, the status bar.
         const shown = [...document.querySelectorAll(".monaco-dialog-box, .notifications-toasts, .notifications-center, .part.statusbar")]
-          .map((e) => (e.textContent ?? "").replace(/\s+/g, " ").trim())
+          .map((e) => (e.innerText ?? "").replace(/\s+/g, " ").trim())
+          .filter((text) => pattern.test(text))
           .join(" | ");
-        const found = pattern.exec(shown);
         const lastAlert = w.__lw.alerts.at(-1);
-        if (found && (!lastAlert || lastAlert[1] !== shown)) w.__lw.alerts.push([now, shown.slice(0, 500)]);
+        if (shown && (!lastAlert || lastAlert[1] !== shown)) w.__lw.alerts.push([now, shown.slice(0, 500)]);
       };
       new MutationObserver(record).observe(document.body, { subtree: true, childList: true, characterData: true });
       record();
