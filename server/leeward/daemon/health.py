@@ -30,8 +30,8 @@ Probe = Callable[[str, int, float], Awaitable[float]]
 
 
 RESUME_SHOWN = 1.0
-"""Seconds a resume shows as "reconnecting" at least: a TCP reset is dark for some 20 ms, which
-no one would see, and the status bar would not tell that anything happened."""
+"""Seconds a resume shows as "reconnecting" at least: a TCP reset is dark for a tenth of a second
+or less, which no one would see, and the status bar would not tell that anything happened."""
 
 SMOOTHING = 0.125
 """Weight of a new probe in the smoothed round trip (TCP's SRTT uses 1/8 too)."""
