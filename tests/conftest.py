@@ -30,6 +30,20 @@ POSTGRES_ENV = "LEEWARD_TEST_POSTGRES"
 FLEET_TEST_OCTETS = range(110, 200)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long files first: the VS Code e2e tests, then the other long fault and load runs
+    (marked slow). scripts/test runs pytest-xdist with --dist loadfile, which hands files out in
+    collection order: a long file collected last ran alone at the end while the other worker
+    waited."""
+
+    def weight(item: pytest.Item) -> int:
+        if item.get_closest_marker("e2e"):
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=weight)  # stable: each file's tests stay in their order
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
