@@ -166,7 +166,8 @@ async function main() {
       let shown = "";
       await wb.until(`'${command}' in the terminal`, async () => {
         shown = await terminalText();
-        return shown.includes(command);
+        // A long prompt (the workspace's path) wraps the command onto the next row.
+        return shown.replace(/\n/g, "").includes(command);
       }, 45_000).catch((error) => {
         throw new Error(`${error.message}; the terminal shows ${JSON.stringify(shown.trim().slice(-300))}`);
       });
