@@ -218,9 +218,5 @@ await runScenario({
   result,
   workbenches: [wb],
   main,
-  atFailure: async () => {
-    if (!wb.page) return;
-    result.notificationsAtFailure = await wb.notifications().catch(() => []);
-    result.statusAtFailure = await wb.statusText(config.announcementsEntry).catch(() => null);
-  },
+  statusEntry: config.announcementsEntry,
 });

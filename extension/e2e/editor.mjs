@@ -254,6 +254,7 @@ await runScenario({
   result,
   workbenches: [local, remote, plain],
   main,
+  statusEntry: config.local.statusEntry,
   atFailure: async () => {
     if (local.page) result.statusSeen = await statusSeen().catch(() => null);
     if (remote.page) Object.assign((result.relay ??= {}), await collect(remote.page).catch(() => ({})));

@@ -272,10 +272,8 @@ await runScenario({
   result,
   workbenches: [wb],
   main,
+  statusEntry: config.statusEntry,
   atFailure: async () => {
-    if (!wb.page) return;
-    result.notificationsAtFailure = await wb.notifications().catch(() => []);
-    result.quickInputAtFailure = await wb.quickInputRows().catch(() => []);
-    result.statusAtFailure = await wb.statusText(config.statusEntry).catch(() => null);
+    if (wb.page) result.quickInputAtFailure = await wb.quickInputRows().catch(() => []);
   },
 });

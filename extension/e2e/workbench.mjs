@@ -270,10 +270,11 @@ export function stepper(result) {
 
 /**
  * Runs `main()`, then, passed or failed, writes ARTIFACTS/result.json (`result`, with `ok` and
- * the error) and closes the workbenches; on a failure takes a screenshot of each and lets
- * `atFailure()` add what it saw. Exits 0 only if `main` passed.
+ * the error) and closes the workbenches; on a failure takes a screenshot of each, records the
+ * first one's notifications and the text of its status-bar entry `statusEntry` (if given), and
+ * lets `atFailure()` add what else it saw. Exits 0 only if `main` passed.
  */
-export async function runScenario({ config, result, workbenches, main, atFailure }) {
+export async function runScenario({ config, result, workbenches, main, statusEntry, atFailure }) {
   try {
     await main();
     result.ok = true;
@@ -281,6 +282,11 @@ export async function runScenario({ config, result, workbenches, main, atFailure
     result.error = error.stack ?? String(error);
     log(`FAILED: ${error.message}`);
     for (const wb of workbenches) await wb.screenshot("failure");
+    const [first] = workbenches;
+    if (first?.page) {
+      result.notificationsAtFailure = await first.notifications().catch(() => []);
+      if (statusEntry) result.statusAtFailure = await first.statusText(statusEntry).catch(() => null);
+    }
     if (atFailure) await atFailure().catch((e) => log(`   (could not read the screen: ${e.message})`));
   } finally {
     result.consoleErrors = workbenches.flatMap((wb) => wb.consoleErrors ?? []).slice(-20);

@@ -226,11 +226,11 @@ async def test_a_resume_too_short_to_see_shows_for_a_moment_with_its_real_length
     """A 17 ms reset ends before the daemon reads the session file again: the proxy counts its
     resumes, and each new one shows as reconnecting for RESUME_SHOWN, saying how long it was
     dark, then healthy again (on the clock, not by waiting)."""
-    import asyncio
     import os
 
     from leeward.daemon.health import RESUME_SHOWN
     from leeward.daemon.sessions import ProxySession
+    from tests.conftest import until
 
     clock = ManualClock()
     health, script, sent = monitor(clock)
@@ -259,15 +259,13 @@ async def test_a_resume_too_short_to_see_shows_for_a_moment_with_its_real_length
         assert sent[-1].reason == (
             "Resumed its SSH session through the relay after 17.3 ms (connection reset)."
         )
-        await asyncio.sleep(0)  # the task that ends the showing is parked on the clock
-        assert clock.sleeping() == 1
+        # the task that ends the showing is parked on the clock
+        await until(lambda: clock.sleeping() == 1, "the showing's end parked on the clock")
         clock.advance(RESUME_SHOWN / 2)
-        await asyncio.sleep(0)
         assert sent[-1].state is HealthState.RECONNECTING, "shown for RESUME_SHOWN"
+        assert clock.sleeping() == 1, "not due yet"
         clock.advance(RESUME_SHOWN)
-        for _ in range(3):
-            await asyncio.sleep(0)
-        assert sent[-1].state is HealthState.HEALTHY, count
+        await until(lambda: sent[-1].state is HealthState.HEALTHY, f"healthy again ({count})")
 
     # the same count again (another write of the file) is no new resume; nor is a new proxy's
     before = len(sent)

@@ -4,12 +4,14 @@ driver's result."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import ipaddress
 import os
 import random
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +145,25 @@ def assert_passed(result: dict, artifacts: Path) -> None:
     )
     assert result["exitCode"] == 0
     assert Path(result["finalScreenshot"]).stat().st_size > 10_000
+
+
+@contextlib.contextmanager
+def fleet_up(
+    server: harness.CodeServer, sandbox: Sandbox, artifacts: Path
+) -> Iterator[subprocess.CompletedProcess[str]]:
+    """`leeward up` in the sandboxed home for the block (its output, checked); afterwards, passed
+    or failed, code-server stopped, `leeward down`, and the fleet's, agents' and daemon's logs
+    in the artifacts. A `down` that failed fails the test once the block passed."""
+    try:
+        up = sandbox.run("up", timeout=120)
+        (artifacts / "leeward-up.log").write_text(up.stdout + up.stderr)
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield up
+    finally:
+        server.stop()
+        down = sandbox.run("down", timeout=90)
+        (artifacts / "leeward-down.log").write_text(down.stdout + down.stderr)
+        harness.collect_logs(
+            [sandbox.root / "data", sandbox.root / "state", sandbox.root / "cache"], artifacts
+        )
+    assert down.returncode == 0, down.stdout + down.stderr

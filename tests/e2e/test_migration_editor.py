@@ -38,7 +38,7 @@ from tests.conftest import free_port, until
 
 from ..cli.sandbox import LEEWARD, Sandbox
 from . import harness, vsix
-from .common import REGION, assert_passed, build_extension, write_fleet_config
+from .common import REGION, assert_passed, build_extension, fleet_up, write_fleet_config
 
 pytestmark = [
     pytest.mark.e2e,
@@ -329,10 +329,7 @@ def test_a_remote_workbench_rides_through_live_migrations_resets_and_dns_stopped
     control_dir = artifacts / "control"
     control_dir.mkdir()
     phases = ["relay", "dns"]
-    try:
-        up = sandbox.run("up", timeout=120)
-        (artifacts / "leeward-up.log").write_text(up.stdout + up.stderr)
-        assert up.returncode == 0, up.stdout + up.stderr
+    with fleet_up(server, sandbox, artifacts):
         sandbox.run(
             "create",
             "devserver",
@@ -423,14 +420,6 @@ def test_a_remote_workbench_rides_through_live_migrations_resets_and_dns_stopped
         saved = remote.run(f"cat ~/ws/{FILE}")
         (artifacts / "disturbances.json").write_text(json.dumps(disturbances, indent=2))
         assert_passed(result, artifacts)
-    finally:
-        server.stop()
-        down = sandbox.run("down", timeout=90)
-        (artifacts / "leeward-down.log").write_text(down.stdout + down.stderr)
-        harness.collect_logs(
-            [sandbox.root / "data", sandbox.root / "state", sandbox.root / "cache"], artifacts
-        )
-    assert down.returncode == 0, down.stdout + down.stderr
     check_relayed(result, disturbances, config["edit"], saved, artifacts)
     check_plain(result, plain_notes, artifacts)
 

@@ -25,7 +25,7 @@ from leeward.sandbox.sandbox import probe
 
 from ..cli.sandbox import LEEWARD, Sandbox
 from . import harness, vsix
-from .common import EXTENSION, REGION, assert_passed, build_extension, write_fleet_config
+from .common import EXTENSION, REGION, assert_passed, build_extension, fleet_up, write_fleet_config
 
 pytestmark = [
     pytest.mark.e2e,
@@ -106,10 +106,7 @@ def test_leeward_extension(
     print(f"packaged {vsix_path}")
     config = write_fleet_config(sandbox)
     environments = sandbox.paths.embedded_dir / "environments"
-    try:
-        up = sandbox.run("up", timeout=120)
-        (artifacts / "leeward-up.log").write_text(up.stdout + up.stderr)
-        assert up.returncode == 0, up.stdout + up.stderr
+    with fleet_up(server, sandbox, artifacts) as up:
         assert f"127.0.0.1:{config.listen_port}" in up.stdout
 
         server.install_extension(vsix_path)
@@ -182,14 +179,6 @@ def test_leeward_extension(
         home = f"/home/{ours[0]['owner']}" if probe().ok else str(environments / env_id / "home")
         assert result["terminalHome"] == home
         assert result["outputUri"] == f"vscode-remote://ssh-remote+{name}{home}"
-    finally:
-        server.stop()
-        down = sandbox.run("down", timeout=90)
-        (artifacts / "leeward-down.log").write_text(down.stdout + down.stderr)
-        harness.collect_logs(
-            [sandbox.root / "data", sandbox.root / "state", sandbox.root / "cache"], artifacts
-        )
-    assert down.returncode == 0, down.stdout + down.stderr
 
 
 ANNOUNCEMENT = "Drain of **north** tonight <script>alert('leeward')</script> <b>bold?</b>"
@@ -216,10 +205,7 @@ def test_announcements_and_notifications_in_the_workbench(
     config = write_fleet_config(
         sandbox, notify={"expiry_warning_hours": [2.0], "check_seconds": 0.5}
     )
-    try:
-        up = sandbox.run("up", timeout=120)
-        (artifacts / "leeward-up.log").write_text(up.stdout + up.stderr)
-        assert up.returncode == 0, up.stdout + up.stderr
+    with fleet_up(server, sandbox, artifacts):
         created = sandbox.run(
             "create",
             "devserver",
@@ -308,11 +294,3 @@ def test_announcements_and_notifications_in_the_workbench(
             }
             (artifacts / "bench.json").write_text(json.dumps(figures, indent=2))
             print(f"announcement created to the workbench's status bar: {figures}")
-    finally:
-        server.stop()
-        down = sandbox.run("down", timeout=90)
-        (artifacts / "leeward-down.log").write_text(down.stdout + down.stderr)
-        harness.collect_logs(
-            [sandbox.root / "data", sandbox.root / "state", sandbox.root / "cache"], artifacts
-        )
-    assert down.returncode == 0, down.stdout + down.stderr
