@@ -190,9 +190,29 @@ async def back_up(
     return to_backup(row)
 
 
+INTERRUPTED = (
+    "Interrupted: the fleet or the host stopped during it; the next one starts on schedule."
+)
+"""The message of a backup whose run stopped with its fleet or host (recovery's verdict)."""
+
+INTERRUPTED_TRIES = 3
+"""How many backups a risky operation takes before it gives up on ones cut short by a stop."""
+
+
 async def back_up_and_wait(fleet: Fleet, env_id: str, trigger: BackupTrigger) -> BackupRow:
     """A backup before a risky operation: started (or the running one joined), then waited
-    for. Returns its final row (its state says whether it succeeded)."""
+    for. Returns its final row (its state says whether it succeeded). One cut short by a stop
+    of the fleet or the host (a move resumed after a restart joins the run its fleet left
+    behind, which recovery then ends as interrupted) is taken again, up to INTERRUPTED_TRIES."""
+    for _ in range(INTERRUPTED_TRIES):
+        done = await _back_up_once(fleet, env_id, trigger)
+        if done.state != BackupState.FAILED or done.message != INTERRUPTED:
+            return done
+        log.info("backup %s of %s was interrupted: taking another", done.id, env_id)
+    return done
+
+
+async def _back_up_once(fleet: Fleet, env_id: str, trigger: BackupTrigger) -> BackupRow:
     async with fleet.store.write() as session:
         env = await session.get(EnvironmentRow, env_id)
         if env is None:
@@ -559,8 +579,7 @@ async def _interrupted(fleet: Fleet) -> None:
                 fleet,
                 backup_id,
                 state=BackupState.FAILED,
-                message="Interrupted: the fleet or the host stopped during it; the next one "
-                "starts on schedule.",
+                message=INTERRUPTED,
             )
 
 
